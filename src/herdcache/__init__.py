@@ -1,0 +1,43 @@
+"""herdcache: a shared-memory cache and toolkit for the processes of one host.
+
+The pieces, each in a module of its own:
+
+- :class:`Segment` (``herdcache.segment``): shared memory by name or by fork,
+  with named structures inside.
+- :class:`Counter`, :class:`Lock`, :class:`Condition`: atomic counters, and a
+  lock and condition that survive any process being killed.
+- ``herdcache.errors``: every exception, rooted at :class:`HerdcacheError`.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core  # noqa: F401
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise ImportError(
+        "herdcache's C extension (herdcache._core) is not built: install with "
+        "`pip install .` on Linux with gcc and the Python headers "
+        f"(python3-dev) present. The import failed with: {exc}"
+    ) from exc
+
+from .counter import Counter
+from .errors import HerdcacheError
+from .segment import Segment, StructInfo, gc, is_orphan, list_segments, remove
+from .sizes import parse_size
+from .sync import Condition, Lock
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Condition",
+    "Counter",
+    "HerdcacheError",
+    "Lock",
+    "Segment",
+    "StructInfo",
+    "gc",
+    "is_orphan",
+    "list_segments",
+    "parse_size",
+    "remove",
+]

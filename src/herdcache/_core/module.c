@@ -1,0 +1,1232 @@
+/*-------------------------------------------------------------------------
+ *
+ * module.c
+ *	  herdcache._core: the one file that turns the C core into Python.
+ *
+ * It parses arguments, maps hc_status codes onto herdcache.errors through
+ * one table (raise_status), and releases the GIL around every call that
+ * may sleep.  The core never calls back into Python; waits that a signal
+ * interrupts come back as HC_INTERRUPTED, and this file runs the Python
+ * signal handlers (PyErr_CheckSignals) before it waits again, so Ctrl-C
+ * works inside a long lock or condition wait.
+ *
+ * Lifetimes.  Every object made from a segment (a Lock, a Condition, a
+ * Counter, a memoryview) holds a reference to its Segment object.  close()
+ * refuses while a lock is held or a view is exported, so no object ever
+ * touches unmapped memory; after close() their methods raise
+ * SegmentClosed.
+ *
+ *-------------------------------------------------------------------------
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <errno.h>
+#include <math.h>
+#include <string.h>
+
+#include "clock.h"
+#include "condvar.h"
+#include "counter.h"
+#include "lock.h"
+#include "registry.h"
+#include "segment.h"
+#include "slot.h"
+#include "status.h"
+
+/* UNLOCKED: run a core call with the GIL released. */
+#define UNLOCKED(out, call) \
+    Py_BEGIN_ALLOW_THREADS \
+    (out) = (call); \
+    Py_END_ALLOW_THREADS
+
+/* ---------------------------------------------------------------------- */
+/* Exceptions                                                             */
+/* ---------------------------------------------------------------------- */
+
+/* status -> (exception class name in herdcache.errors, how to fix it) */
+static const struct {
+    const char *exc;
+    const char *fix;
+} status_table[HC_STATUS_COUNT] = {
+    [HC_WOULD_BLOCK] = {"HerdcacheTimeout", "Retry, or block with a timeout"},
+    [HC_TIMEOUT] = {"HerdcacheTimeout",
+                    "Wait longer, or find the process that holds it "
+                    "(python -m herdcache info NAME)"},
+    [HC_NOT_FOUND] = {"SegmentNotFound",
+                      "Create it first (Segment.create or Segment.open), or "
+                      "check the name and the directory"},
+    [HC_EXISTS] = {"SegmentExists",
+                   "Attach to it (Segment.attach or Segment.open), or remove "
+                   "a stale one with `python -m herdcache rm NAME`"},
+    [HC_BAD_NAME] = {"InvalidName", "Choose a valid name"},
+    [HC_BAD_ARGUMENT] = {"InvalidArgument", "Pass a value in range"},
+    [HC_NO_SPACE] = {"SegmentFull",
+                     "Create the segment with a larger size, or give "
+                     "/dev/shm more room (Docker: --shm-size)"},
+    [HC_REGISTRY_FULL] = {"SegmentFull",
+                          "Use fewer named structures in one segment"},
+    [HC_SLOTS_FULL] = {"SegmentFull",
+                       "Attach fewer processes to one segment at once"},
+    [HC_TOO_LARGE] = {"ValueTooLarge", "Store something smaller"},
+    [HC_KIND_MISMATCH] = {"StructMismatch",
+                          "Use another name for this structure"},
+    [HC_SIZE_MISMATCH] = {"StructMismatch",
+                          "Ask for the size it was created with, or use "
+                          "another name"},
+    [HC_BAD_MAGIC] = {"NotASegment",
+                      "The file is not a herdcache segment: choose another "
+                      "name or remove the file"},
+    [HC_OTHER_ENDIAN] = {"NotASegment",
+                         "Segments cannot be shared between byte orders"},
+    [HC_VERSION_MISMATCH] = {"LayoutMismatch",
+                             "Use the herdcache version that created it, or "
+                             "remove it (python -m herdcache rm NAME) and "
+                             "create it again"},
+    [HC_TRUNCATED] = {"CorruptSegment",
+                      "Remove it (python -m herdcache rm NAME) and create "
+                      "it again"},
+    [HC_NOT_READY] = {"CorruptSegment",
+                      "Remove it (python -m herdcache rm NAME) and create "
+                      "it again"},
+    [HC_WRONG_OWNER] = {"UnsafeSegment",
+                        "Run as the user who created it, or choose another "
+                        "name"},
+    [HC_INSECURE_MODE] = {"UnsafeSegment",
+                          "Remove the link or `chmod 600` the file, or pass "
+                          "allow_shared=True if every user who can write it "
+                          "is trusted"},
+    [HC_CORRUPT] = {"CorruptSegment",
+                    "Remove it (python -m herdcache rm NAME) and create it "
+                    "again"},
+    [HC_BUSY] = {"SegmentBusy",
+                 "Release held locks and drop memoryviews of the segment "
+                 "before close()"},
+    [HC_NOT_OWNER] = {"LockNotOwned",
+                      "Release a lock from the thread that acquired it"},
+    [HC_DEADLOCK] = {"LockNotOwned",
+                     "This thread holds the lock already; it is not "
+                     "reentrant"},
+    [HC_CLOSED] = {"SegmentClosed", "Attach to the segment again"},
+    [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
+    [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
+};
+
+static PyObject *exc_classes[HC_STATUS_COUNT];
+static PyObject *exc_base;
+
+static int
+load_exceptions(void)
+{
+    PyObject *errors = PyImport_ImportModule("herdcache.errors");
+    int i;
+
+    if (errors == NULL)
+        return -1;
+    exc_base = PyObject_GetAttrString(errors, "HerdcacheError");
+    if (exc_base == NULL)
+        goto fail;
+    for (i = 0; i < HC_STATUS_COUNT; i++) {
+        if (status_table[i].exc == NULL)
+            continue;
+        exc_classes[i] = PyObject_GetAttrString(errors, status_table[i].exc);
+        if (exc_classes[i] == NULL)
+            goto fail;
+    }
+    Py_DECREF(errors);
+    return 0;
+fail:
+    Py_DECREF(errors);
+    return -1;
+}
+
+/* Raise the exception for st: "what: cause: detail. fix." */
+static PyObject *
+raise_status(const char *what, hc_status st)
+{
+    const char *detail = hc_last_detail();
+    PyObject *klass;
+    int saved_errno = errno;
+
+    if ((unsigned) st >= HC_STATUS_COUNT || exc_classes[st] == NULL)
+        klass = exc_base;
+    else
+        klass = exc_classes[st];
+    if (st == HC_SYSTEM) {
+        PyObject *args = Py_BuildValue(
+            "(is)", saved_errno,
+            *detail ? detail : strerror(saved_errno));
+
+        if (args != NULL) {
+            PyErr_SetObject(klass, args);
+            Py_DECREF(args);
+        }
+    }
+    else
+        PyErr_Format(klass, "%s: %s%s%s. %s%s", what, hc_strerror(st),
+                     *detail ? ": " : "", detail,
+                     status_table[st].fix ? status_table[st].fix : "",
+                     status_table[st].fix ? "." : "");
+    hc_clear_detail();
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Helpers                                                                */
+/* ---------------------------------------------------------------------- */
+
+/* A timeout in seconds (None or negative: none) as an absolute deadline. */
+static int
+deadline_from(PyObject *timeout, uint64_t *deadline)
+{
+    double secs;
+
+    if (timeout == NULL || timeout == Py_None) {
+        *deadline = HC_FOREVER;
+        return 0;
+    }
+    secs = PyFloat_AsDouble(timeout);
+    if (secs == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(secs)) {
+        PyErr_SetString(PyExc_ValueError, "timeout must be a number, not NaN");
+        return -1;
+    }
+    if (secs < 0 || secs > 1e9) {
+        *deadline = secs < 0 ? HC_FOREVER : hc_deadline_after(
+            (uint64_t) 1e9 * HC_NS_PER_SEC);
+        return 0;
+    }
+    *deadline = hc_deadline_after((uint64_t) (secs * 1e9));
+    return 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Segment                                                                */
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    hc_segment *seg;            /* NULL once closed */
+    Py_ssize_t exports;         /* buffers handed out */
+} SegmentObject;
+
+static PyTypeObject Segment_Type;
+
+static hc_segment *
+segment_get(SegmentObject *self)
+{
+    if (self->seg == NULL)
+        raise_status("segment", HC_CLOSED);
+    return self->seg;
+}
+
+static PyObject *
+segment_wrap(hc_segment *seg)
+{
+    SegmentObject *self = PyObject_New(SegmentObject, &Segment_Type);
+
+    if (self == NULL) {
+        hc_segment_close(seg);
+        return NULL;
+    }
+    self->seg = seg;
+    self->exports = 0;
+    return (PyObject *) self;
+}
+
+static void
+Segment_dealloc(SegmentObject *self)
+{
+    /* If locks are still held the mapping must stay: leak it, safely. */
+    if (self->seg != NULL)
+        hc_segment_close(self->seg);
+    PyObject_Free(self);
+}
+
+PyDoc_STRVAR(Segment_close_doc,
+"close() -> None\n\n"
+"Unmap this process's view of the segment.  Raises SegmentBusy while a\n"
+"lock of the segment is held by this process or a memoryview is alive.");
+
+static PyObject *
+Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_status st;
+
+    if (self->seg == NULL)
+        Py_RETURN_NONE;
+    if (self->exports > 0) {
+        hc_set_detail("%zd memoryviews of it are alive", self->exports);
+        return raise_status("close", HC_BUSY);
+    }
+    st = hc_segment_close(self->seg);
+    if (st != HC_OK)
+        return raise_status("close", st);
+    self->seg = NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Segment_alloc_doc,
+"alloc(name, size, kind) -> (offset, found)\n\n"
+"Find the structure called name, or allocate size bytes for it (zeroed,\n"
+"64-byte aligned, never freed).  found tells which.");
+
+static PyObject *
+Segment_alloc(SegmentObject *self, PyObject *args)
+{
+    const char *name;
+    Py_ssize_t name_len;
+    unsigned long long size;
+    int kind;
+    hc_struct_info info;
+    bool found = false;
+    hc_segment *seg = segment_get(self);
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    if (!PyArg_ParseTuple(args, "s#Ki", &name, &name_len, &size, &kind))
+        return NULL;
+    if (kind <= 0 || kind >= HC_KIND_COUNT) {
+        PyErr_Format(PyExc_ValueError, "unknown structure kind %d", kind);
+        return NULL;
+    }
+    hc_segment_enter(seg);
+    UNLOCKED(st, hc_registry_find_or_alloc(seg, name, (size_t) name_len,
+                                            size, (hc_struct_kind) kind,
+                                            &info, &found));
+    hc_segment_leave(seg);
+    if (st != HC_OK)
+        return raise_status("struct", st);
+    return Py_BuildValue("(KO)", (unsigned long long) info.offset,
+                         found ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(Segment_structs_doc,
+"structs() -> list[tuple[str, str, int, int]]\n\n"
+"Every named structure as (name, kind, offset, size).");
+
+static PyObject *
+Segment_structs(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_struct_info infos[HC_REGISTRY_CAPACITY];
+    size_t count = 0, i;
+    hc_segment *seg = segment_get(self);
+    PyObject *list;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    st = hc_registry_list(seg, infos, HC_REGISTRY_CAPACITY, &count);
+    if (st != HC_OK)
+        return raise_status("structs", st);
+    list = PyList_New(0);
+    for (i = 0; list != NULL && i < count && i < HC_REGISTRY_CAPACITY; i++) {
+        PyObject *item = Py_BuildValue(
+            "(ssKK)", infos[i].name, hc_struct_kind_name(infos[i].kind),
+            (unsigned long long) infos[i].offset,
+            (unsigned long long) infos[i].size);
+
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Segment_info_doc,
+"info() -> dict\n\n"
+"Identity and usage of the segment: name, path, size, used, free,\n"
+"creator pid and uid, creation time, attached processes, own slot.");
+
+static PyObject *
+Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = segment_get(self);
+    hc_segment_header *h;
+    uint64_t top;
+    uint32_t live, slot = 0;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    h = seg->sg_header;
+    top = atomic_load_explicit(&h->sh_alloc_top, memory_order_relaxed);
+    if (top > seg->sg_size)
+        top = seg->sg_size;
+    st = hc_slot_self_index(seg, &slot);
+    if (st != HC_OK)
+        return raise_status("info", st);
+    UNLOCKED(live, hc_slot_count_live(seg));
+    return Py_BuildValue(
+        "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I}",
+        "name", seg->sg_name, "path", seg->sg_path,
+        "anonymous", seg->sg_anonymous ? Py_True : Py_False,
+        "size", (unsigned long long) seg->sg_size,
+        "used", (unsigned long long) top,
+        "free", (unsigned long long) (seg->sg_size - top),
+        "data_offset", (unsigned long long) h->sh_data_offset,
+        "creator_pid", h->sh_creator_pid, "creator_uid", h->sh_creator_uid,
+        "created", (double) h->sh_created_unix_ns / 1e9,
+        "layout_version", h->sh_layout_version,
+        "attached", live,
+        "rebooted", seg->sg_rebooted ? Py_True : Py_False,
+        "slot", slot, "max_processes", (unsigned) HC_MAX_SLOTS);
+}
+
+PyDoc_STRVAR(Segment_hash_seed_doc,
+"hash_seed() -> bytes\n\nThe segment's random 16-byte hashing key.");
+
+static PyObject *
+Segment_hash_seed(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = segment_get(self);
+
+    if (seg == NULL)
+        return NULL;
+    return PyBytes_FromStringAndSize((const char *) seg->sg_header->sh_hash_seed,
+                                     sizeof(seg->sg_header->sh_hash_seed));
+}
+
+static PyObject *
+Segment_get_closed(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->seg == NULL);
+}
+
+static PyObject *
+Segment_get_size(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = segment_get(self);
+
+    return seg ? PyLong_FromUnsignedLongLong(seg->sg_size) : NULL;
+}
+
+static PyObject *
+Segment_get_path(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = segment_get(self);
+
+    if (seg == NULL)
+        return NULL;
+    if (seg->sg_anonymous)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeFSDefault(seg->sg_path);
+}
+
+static PyObject *
+Segment_get_created(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = segment_get(self);
+
+    return seg ? PyBool_FromLong(seg->sg_creator) : NULL;
+}
+
+static int
+Segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+{
+    hc_segment *seg = segment_get(self);
+
+    if (seg == NULL)
+        return -1;
+    if (PyBuffer_FillInfo(view, (PyObject *) self, seg->sg_base,
+                          (Py_ssize_t) seg->sg_size, 0, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+Segment_releasebuffer(SegmentObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+}
+
+static PyBufferProcs Segment_as_buffer = {
+    (getbufferproc) Segment_getbuffer,
+    (releasebufferproc) Segment_releasebuffer,
+};
+
+static PyMethodDef Segment_methods[] = {
+    {"close", (PyCFunction) Segment_close, METH_NOARGS, Segment_close_doc},
+    {"alloc", (PyCFunction) Segment_alloc, METH_VARARGS, Segment_alloc_doc},
+    {"structs", (PyCFunction) Segment_structs, METH_NOARGS,
+     Segment_structs_doc},
+    {"info", (PyCFunction) Segment_info, METH_NOARGS, Segment_info_doc},
+    {"hash_seed", (PyCFunction) Segment_hash_seed, METH_NOARGS,
+     Segment_hash_seed_doc},
+    {NULL}
+};
+
+static PyGetSetDef Segment_getset[] = {
+    {"closed", (getter) Segment_get_closed, NULL, "True after close()", NULL},
+    {"size", (getter) Segment_get_size, NULL, "bytes mapped", NULL},
+    {"path", (getter) Segment_get_path, NULL, "file path, None if anonymous",
+     NULL},
+    {"created", (getter) Segment_get_created, NULL,
+     "True if this process created the segment", NULL},
+    {NULL}
+};
+
+static PyTypeObject Segment_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Segment",
+    .tp_basicsize = sizeof(SegmentObject),
+    .tp_dealloc = (destructor) Segment_dealloc,
+    .tp_as_buffer = &Segment_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A mapped shared memory segment (made by create, attach, "
+              "open or anonymous).",
+    .tp_methods = Segment_methods,
+    .tp_getset = Segment_getset,
+};
+
+/* Argument parsing shared by create / attach / open. */
+typedef struct {
+    const char *name;
+    unsigned long long size;
+    const char *dir;
+    unsigned mode;
+    int allow_shared;
+} segment_args;
+
+static hc_segment_options
+options_of(const segment_args *a)
+{
+    hc_segment_options o;
+
+    memset(&o, 0, sizeof(o));
+    o.dir = a->dir;
+    o.mode = a->mode;
+    o.allow_shared = a->allow_shared != 0;
+    return o;
+}
+
+PyDoc_STRVAR(create_doc,
+"create(name, size, dir=None, mode=0o600) -> Segment\n\n"
+"Create a named segment; fail if the name exists.");
+
+static PyObject *
+core_create(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "size", "dir", "mode", NULL};
+    segment_args a = {.mode = 0600};
+    hc_segment_options o;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zI", kwlist, &a.name,
+                                     &a.size, &a.dir, &a.mode))
+        return NULL;
+    o = options_of(&a);
+    UNLOCKED(st, hc_segment_create(a.name, a.size, &o, &seg));
+    if (st != HC_OK)
+        return raise_status("create", st);
+    return segment_wrap(seg);
+}
+
+PyDoc_STRVAR(attach_doc,
+"attach(name, dir=None, allow_shared=False) -> Segment\n\n"
+"Attach an existing named segment.");
+
+static PyObject *
+core_attach(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", "allow_shared", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zp", kwlist, &a.name,
+                                     &a.dir, &a.allow_shared))
+        return NULL;
+    o = options_of(&a);
+    UNLOCKED(st, hc_segment_attach(a.name, &o, &seg));
+    if (st != HC_OK)
+        return raise_status("attach", st);
+    return segment_wrap(seg);
+}
+
+PyDoc_STRVAR(open_doc,
+"open(name, size, dir=None, mode=0o600, allow_shared=False)"
+" -> (Segment, created)\n\n"
+"Attach the named segment, or create it if absent (race-free).");
+
+static PyObject *
+core_open(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "size", "dir", "mode", "allow_shared",
+                             NULL};
+    segment_args a = {.mode = 0600};
+    hc_segment_options o;
+    hc_segment *seg;
+    bool created = false;
+    PyObject *obj;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIp", kwlist, &a.name,
+                                     &a.size, &a.dir, &a.mode,
+                                     &a.allow_shared))
+        return NULL;
+    o = options_of(&a);
+    UNLOCKED(st, hc_segment_open(a.name, a.size, &o, &seg, &created));
+    if (st != HC_OK)
+        return raise_status("open", st);
+    obj = segment_wrap(seg);
+    if (obj == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", obj, created ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(anonymous_doc,
+"anonymous(size) -> Segment\n\n"
+"Create a segment shared with fork() children only.");
+
+static PyObject *
+core_anonymous(PyObject *Py_UNUSED(m), PyObject *args)
+{
+    unsigned long long size;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTuple(args, "K", &size))
+        return NULL;
+    UNLOCKED(st, hc_segment_anonymous(size, &seg));
+    if (st != HC_OK)
+        return raise_status("anonymous", st);
+    return segment_wrap(seg);
+}
+
+PyDoc_STRVAR(unlink_doc,
+"unlink(name, dir=None) -> None\n\nRemove a named segment's file.");
+
+static PyObject *
+core_unlink(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
+                                     &a.dir))
+        return NULL;
+    o = options_of(&a);
+    st = hc_segment_unlink_name(a.name, &o);
+    if (st != HC_OK)
+        return raise_status("unlink", st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(is_orphan_doc,
+"is_orphan(name, dir=None) -> bool\n\n"
+"True if no live process is attached to the named segment.");
+
+static PyObject *
+core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    bool orphan = false;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
+                                     &a.dir))
+        return NULL;
+    o = options_of(&a);
+    UNLOCKED(st, hc_segment_is_orphan(a.name, &o, &orphan));
+    if (st != HC_OK)
+        return raise_status("is_orphan", st);
+    return PyBool_FromLong(orphan);
+}
+
+PyDoc_STRVAR(validate_name_doc,
+"validate_name(name) -> None\n\nRaise InvalidName if name is not valid.");
+
+static PyObject *
+core_validate_name(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_ssize_t len;
+    const char *name = PyUnicode_AsUTF8AndSize(arg, &len);
+    hc_status st;
+
+    if (name == NULL)
+        return NULL;
+    if ((size_t) len != strlen(name)) {
+        hc_set_detail("the name contains a NUL byte");
+        return raise_status("name", HC_BAD_NAME);
+    }
+    st = hc_segment_validate_name(name);
+    if (st != HC_OK)
+        return raise_status("name", st);
+    Py_RETURN_NONE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Objects that live at an offset of a segment                            */
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    PyObject_HEAD
+    SegmentObject *segment;
+    void *ptr;                  /* validated at construction */
+} PlacedObject;
+
+/* Common constructor: (segment, offset) checked against the mapping. */
+static int
+placed_init(PlacedObject *self, PyObject *args, uint64_t need)
+{
+    PyObject *segobj;
+    unsigned long long offset;
+    hc_segment *seg;
+
+    if (!PyArg_ParseTuple(args, "O!K", &Segment_Type, &segobj, &offset))
+        return -1;
+    seg = segment_get((SegmentObject *) segobj);
+    if (seg == NULL)
+        return -1;
+    if (offset % 8 != 0 || offset < seg->sg_header->sh_data_offset
+        || hc_segment_ptr(seg, offset, need) == NULL) {
+        hc_set_detail("offset %llu is not inside the data area", offset);
+        raise_status("structure", HC_CORRUPT);
+        return -1;
+    }
+    Py_INCREF(segobj);
+    Py_XSETREF(self->segment, (SegmentObject *) segobj);
+    self->ptr = hc_segment_ptr(seg, offset, need);
+    return 0;
+}
+
+static void
+placed_dealloc(PlacedObject *self)
+{
+    Py_XDECREF(self->segment);
+    Py_TYPE(self)->tp_free((PyObject *) self);
+}
+
+/* The live segment behind a placed object, or NULL with SegmentClosed. */
+static hc_segment *
+placed_segment(PlacedObject *self)
+{
+    if (self->segment == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "object not initialised");
+        return NULL;
+    }
+    return segment_get(self->segment);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lock                                                                   */
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    PlacedObject base;
+    int owner_died;             /* the last acquire recovered a dead owner */
+} LockObject;
+
+static int
+Lock_init(LockObject *self, PyObject *args, PyObject *Py_UNUSED(kw))
+{
+    self->owner_died = 0;
+    return placed_init(&self->base, args, sizeof(hc_lock));
+}
+
+/* Wait for the lock with the GIL released, running signal handlers. */
+static hc_status
+lock_wait(hc_segment *seg, hc_lock *lock, uint64_t deadline)
+{
+    hc_status st;
+
+    for (;;) {
+        UNLOCKED(st, hc_lock_acquire(seg, lock, deadline));
+        if (st != HC_INTERRUPTED)
+            return st;
+        if (PyErr_CheckSignals() < 0)
+            return HC_INTERRUPTED;
+    }
+}
+
+PyDoc_STRVAR(Lock_acquire_doc,
+"acquire(blocking=True, timeout=-1) -> bool\n\n"
+"Take the lock, as threading.Lock.acquire does.  If its previous owner\n"
+"died holding it, the lock is taken and owner_died is set True.");
+
+static PyObject *
+Lock_acquire(LockObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"blocking", "timeout", NULL};
+    int blocking = 1;
+    PyObject *timeout = NULL;
+    hc_segment *seg = placed_segment(&self->base);
+    hc_lock *lock = self->base.ptr;
+    uint64_t deadline;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|pO", kwlist, &blocking,
+                                     &timeout))
+        return NULL;
+    if (!blocking && timeout != NULL && timeout != Py_None
+        && PyFloat_AsDouble(timeout) != -1.0) {
+        PyErr_SetString(PyExc_ValueError,
+                        "can't specify a timeout for a non-blocking call");
+        return NULL;
+    }
+    if (deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    st = hc_lock_acquire_nowait(seg, lock);
+    if (st == HC_WOULD_BLOCK) {
+        if (blocking) {
+            hc_segment_enter(seg);
+            st = lock_wait(seg, lock, deadline);
+            hc_segment_leave(seg);
+        }
+        else
+            st = hc_lock_try_acquire(seg, lock);
+    }
+    switch (st) {
+    case HC_OK:
+    case HC_OWNER_DIED:
+        self->owner_died = st == HC_OWNER_DIED;
+        Py_RETURN_TRUE;
+    case HC_TIMEOUT:
+    case HC_WOULD_BLOCK:
+        Py_RETURN_FALSE;
+    case HC_INTERRUPTED:
+        return NULL;            /* the signal handler's exception */
+    default:
+        return raise_status("acquire", st);
+    }
+}
+
+PyDoc_STRVAR(Lock_release_doc,
+"release() -> None\n\nRelease the lock (from the thread that took it).");
+
+static PyObject *
+Lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = placed_segment(&self->base);
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    st = hc_lock_release(seg, self->base.ptr);
+    if (st != HC_OK)
+        return raise_status("release", st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+Lock_enter(LockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    PyObject *empty = PyTuple_New(0), *res;
+
+    if (empty == NULL)
+        return NULL;
+    res = Lock_acquire(self, empty, NULL);
+    Py_DECREF(empty);
+    return res;
+}
+
+static PyObject *
+Lock_exit(LockObject *self, PyObject *Py_UNUSED(args))
+{
+    return Lock_release(self, NULL);
+}
+
+PyDoc_STRVAR(Lock_locked_doc,
+"locked() -> bool\n\nTrue if some process holds the lock.");
+
+static PyObject *
+Lock_locked(LockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (placed_segment(&self->base) == NULL)
+        return NULL;
+    return PyBool_FromLong(hc_lock_is_locked(self->base.ptr));
+}
+
+PyDoc_STRVAR(Lock_is_owned_doc,
+"_is_owned() -> bool\n\nTrue if the calling thread holds the lock.");
+
+static PyObject *
+Lock_is_owned(LockObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = placed_segment(&self->base);
+
+    if (seg == NULL)
+        return NULL;
+    return PyBool_FromLong(hc_lock_held_by_me(seg, self->base.ptr));
+}
+
+static PyObject *
+Lock_get_owner_died(LockObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->owner_died);
+}
+
+static PyMethodDef Lock_methods[] = {
+    {"acquire", (PyCFunction) (void (*)(void)) Lock_acquire,
+     METH_VARARGS | METH_KEYWORDS, Lock_acquire_doc},
+    {"release", (PyCFunction) Lock_release, METH_NOARGS, Lock_release_doc},
+    {"locked", (PyCFunction) Lock_locked, METH_NOARGS, Lock_locked_doc},
+    {"_is_owned", (PyCFunction) Lock_is_owned, METH_NOARGS,
+     Lock_is_owned_doc},
+    {"__enter__", (PyCFunction) Lock_enter, METH_NOARGS, NULL},
+    {"__exit__", (PyCFunction) Lock_exit, METH_VARARGS, NULL},
+    {NULL}
+};
+
+static PyGetSetDef Lock_getset[] = {
+    {"owner_died", (getter) Lock_get_owner_died, NULL,
+     "True if this process's last acquire took the lock from a dead owner",
+     NULL},
+    {NULL}
+};
+
+static PyTypeObject Lock_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Lock",
+    .tp_basicsize = sizeof(LockObject),
+    .tp_dealloc = (destructor) placed_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Lock(segment, offset): a cross-process mutex in a segment.",
+    .tp_methods = Lock_methods,
+    .tp_getset = Lock_getset,
+    .tp_init = (initproc) Lock_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Condition                                                              */
+/* ---------------------------------------------------------------------- */
+
+typedef struct {
+    PlacedObject base;
+    LockObject *lock;
+} ConditionObject;
+
+static int
+Condition_init(ConditionObject *self, PyObject *args, PyObject *Py_UNUSED(kw))
+{
+    PyObject *segobj, *lockobj;
+    unsigned long long offset;
+    PyObject *placed_args;
+    int rc;
+
+    if (!PyArg_ParseTuple(args, "O!KO!", &Segment_Type, &segobj, &offset,
+                          &Lock_Type, &lockobj))
+        return -1;
+    if (((LockObject *) lockobj)->base.segment != (SegmentObject *) segobj) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the condition and its lock must be in one segment");
+        return -1;
+    }
+    placed_args = Py_BuildValue("(OK)", segobj, offset);
+    if (placed_args == NULL)
+        return -1;
+    rc = placed_init(&self->base, placed_args, sizeof(hc_cond));
+    Py_DECREF(placed_args);
+    if (rc < 0)
+        return -1;
+    Py_INCREF(lockobj);
+    Py_XSETREF(self->lock, (LockObject *) lockobj);
+    return 0;
+}
+
+static void
+Condition_dealloc(ConditionObject *self)
+{
+    Py_XDECREF(self->lock);
+    placed_dealloc(&self->base);
+}
+
+PyDoc_STRVAR(Condition_wait_doc,
+"wait(timeout=None) -> bool\n\n"
+"Release the lock, sleep until notified or timeout, take the lock again.\n"
+"False if the timeout expired.  Spurious wake-ups are possible: test the\n"
+"predicate in a loop, or use wait_for().");
+
+static PyObject *
+Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = NULL;
+    hc_segment *seg = placed_segment(&self->base);
+    uint64_t deadline;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwlist, &timeout))
+        return NULL;
+    if (deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    hc_segment_enter(seg);
+    UNLOCKED(st, hc_cond_wait(seg, self->base.ptr, self->lock->base.ptr,
+                              deadline));
+    hc_segment_leave(seg);
+    switch (st) {
+    case HC_OWNER_DIED:
+        self->lock->owner_died = 1;
+        Py_RETURN_TRUE;
+    case HC_OK:
+        Py_RETURN_TRUE;
+    case HC_TIMEOUT:
+        Py_RETURN_FALSE;
+    case HC_INTERRUPTED:
+        /* The lock is held again; report a wake-up unless a handler raised. */
+        if (PyErr_CheckSignals() < 0)
+            return NULL;
+        Py_RETURN_TRUE;
+    default:
+        return raise_status("wait", st);
+    }
+}
+
+PyDoc_STRVAR(Condition_notify_doc,
+"notify(n=1) -> None\n\nWake up to n waiters, in any process.");
+
+static PyObject *
+Condition_notify(ConditionObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"n", NULL};
+    int n = 1;
+
+    if (placed_segment(&self->base) == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|i", kwlist, &n))
+        return NULL;
+    if (n < 0) {
+        PyErr_SetString(PyExc_ValueError, "n must be >= 0");
+        return NULL;
+    }
+    if (n > 0)
+        hc_cond_notify(self->base.ptr, n);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Condition_notify_all_doc,
+"notify_all() -> None\n\nWake every waiter, in every process.");
+
+static PyObject *
+Condition_notify_all(ConditionObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (placed_segment(&self->base) == NULL)
+        return NULL;
+    hc_cond_notify(self->base.ptr, -1);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef Condition_methods[] = {
+    {"wait", (PyCFunction) (void (*)(void)) Condition_wait,
+     METH_VARARGS | METH_KEYWORDS, Condition_wait_doc},
+    {"notify", (PyCFunction) (void (*)(void)) Condition_notify,
+     METH_VARARGS | METH_KEYWORDS, Condition_notify_doc},
+    {"notify_all", (PyCFunction) Condition_notify_all, METH_NOARGS,
+     Condition_notify_all_doc},
+    {NULL}
+};
+
+static PyTypeObject Condition_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Condition",
+    .tp_basicsize = sizeof(ConditionObject),
+    .tp_dealloc = (destructor) Condition_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Condition(segment, offset, lock): a cross-process condition.",
+    .tp_methods = Condition_methods,
+    .tp_init = (initproc) Condition_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Counter                                                                */
+/* ---------------------------------------------------------------------- */
+
+static int
+Counter_init(PlacedObject *self, PyObject *args, PyObject *Py_UNUSED(kw))
+{
+    return placed_init(self, args, sizeof(hc_counter));
+}
+
+static hc_counter *
+counter_of(PlacedObject *self)
+{
+    return placed_segment(self) ? self->ptr : NULL;
+}
+
+PyDoc_STRVAR(Counter_add_doc,
+"add(n=1) -> int\n\nAdd n atomically and return the new value.");
+
+static PyObject *
+Counter_add(PlacedObject *self, PyObject *args)
+{
+    long long n = 1;
+    hc_counter *c = counter_of(self);
+
+    if (c == NULL || !PyArg_ParseTuple(args, "|L", &n))
+        return NULL;
+    return PyLong_FromLongLong(hc_counter_add(c, n));
+}
+
+PyDoc_STRVAR(Counter_load_doc, "load() -> int\n\nThe current value.");
+
+static PyObject *
+Counter_load(PlacedObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_counter *c = counter_of(self);
+
+    return c ? PyLong_FromLongLong(hc_counter_load(c)) : NULL;
+}
+
+PyDoc_STRVAR(Counter_store_doc, "store(value) -> None\n\nSet the value.");
+
+static PyObject *
+Counter_store(PlacedObject *self, PyObject *args)
+{
+    long long v;
+    hc_counter *c = counter_of(self);
+
+    if (c == NULL || !PyArg_ParseTuple(args, "L", &v))
+        return NULL;
+    hc_counter_store(c, v);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Counter_exchange_doc,
+"exchange(value) -> int\n\nSet the value and return the old one.");
+
+static PyObject *
+Counter_exchange(PlacedObject *self, PyObject *args)
+{
+    long long v;
+    hc_counter *c = counter_of(self);
+
+    if (c == NULL || !PyArg_ParseTuple(args, "L", &v))
+        return NULL;
+    return PyLong_FromLongLong(hc_counter_exchange(c, v));
+}
+
+PyDoc_STRVAR(Counter_compare_exchange_doc,
+"compare_exchange(expected, desired) -> bool\n\n"
+"Set desired if the value is expected; True if it was set.");
+
+static PyObject *
+Counter_compare_exchange(PlacedObject *self, PyObject *args)
+{
+    long long expected, desired;
+    hc_counter *c = counter_of(self);
+    int64_t exp;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "LL", &expected, &desired))
+        return NULL;
+    exp = expected;
+    return PyBool_FromLong(hc_counter_compare_exchange(c, &exp, desired));
+}
+
+static PyMethodDef Counter_methods[] = {
+    {"add", (PyCFunction) Counter_add, METH_VARARGS, Counter_add_doc},
+    {"load", (PyCFunction) Counter_load, METH_NOARGS, Counter_load_doc},
+    {"store", (PyCFunction) Counter_store, METH_VARARGS, Counter_store_doc},
+    {"exchange", (PyCFunction) Counter_exchange, METH_VARARGS,
+     Counter_exchange_doc},
+    {"compare_exchange", (PyCFunction) Counter_compare_exchange,
+     METH_VARARGS, Counter_compare_exchange_doc},
+    {NULL}
+};
+
+static PyTypeObject Counter_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Counter",
+    .tp_basicsize = sizeof(PlacedObject),
+    .tp_dealloc = (destructor) placed_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
+    .tp_doc = "Counter(segment, offset): an atomic int64 in a segment.",
+    .tp_methods = Counter_methods,
+    .tp_init = (initproc) Counter_init,
+    .tp_new = PyType_GenericNew,
+};
+
+/* ---------------------------------------------------------------------- */
+/* Module                                                                 */
+/* ---------------------------------------------------------------------- */
+
+static PyMethodDef module_methods[] = {
+    {"create", (PyCFunction) (void (*)(void)) core_create,
+     METH_VARARGS | METH_KEYWORDS, create_doc},
+    {"attach", (PyCFunction) (void (*)(void)) core_attach,
+     METH_VARARGS | METH_KEYWORDS, attach_doc},
+    {"open", (PyCFunction) (void (*)(void)) core_open,
+     METH_VARARGS | METH_KEYWORDS, open_doc},
+    {"anonymous", (PyCFunction) core_anonymous, METH_VARARGS, anonymous_doc},
+    {"unlink", (PyCFunction) (void (*)(void)) core_unlink,
+     METH_VARARGS | METH_KEYWORDS, unlink_doc},
+    {"is_orphan", (PyCFunction) (void (*)(void)) core_is_orphan,
+     METH_VARARGS | METH_KEYWORDS, is_orphan_doc},
+    {"validate_name", (PyCFunction) core_validate_name, METH_O,
+     validate_name_doc},
+    {NULL}
+};
+
+static struct PyModuleDef core_module = {
+    PyModuleDef_HEAD_INIT,
+    .m_name = "herdcache._core",
+    .m_doc = "The C core of herdcache (use the herdcache package instead).",
+    .m_size = -1,
+    .m_methods = module_methods,
+};
+
+static int
+add_type(PyObject *m, PyTypeObject *type, const char *name)
+{
+    if (PyType_Ready(type) < 0)
+        return -1;
+    Py_INCREF(type);
+    if (PyModule_AddObject(m, name, (PyObject *) type) < 0) {
+        Py_DECREF(type);
+        return -1;
+    }
+    return 0;
+}
+
+PyMODINIT_FUNC
+PyInit__core(void)
+{
+    PyObject *m;
+
+    if (load_exceptions() < 0)
+        return NULL;
+    m = PyModule_Create(&core_module);
+    if (m == NULL)
+        return NULL;
+    if (add_type(m, &Segment_Type, "Segment") < 0
+        || add_type(m, &Lock_Type, "Lock") < 0
+        || add_type(m, &Condition_Type, "Condition") < 0
+        || add_type(m, &Counter_Type, "Counter") < 0
+        || PyModule_AddIntConstant(m, "KIND_RAW", HC_KIND_RAW) < 0
+        || PyModule_AddIntConstant(m, "KIND_COUNTER", HC_KIND_COUNTER) < 0
+        || PyModule_AddIntConstant(m, "KIND_LOCK", HC_KIND_LOCK) < 0
+        || PyModule_AddIntConstant(m, "KIND_CONDITION", HC_KIND_CONDITION) < 0
+        || PyModule_AddIntConstant(m, "KIND_QUEUE", HC_KIND_QUEUE) < 0
+        || PyModule_AddIntConstant(m, "KIND_CACHE", HC_KIND_CACHE) < 0
+        || PyModule_AddIntConstant(m, "MAX_PROCESSES", HC_MAX_SLOTS) < 0
+        || PyModule_AddIntConstant(m, "STRUCT_NAME_MAX",
+                                   HC_STRUCT_NAME_MAX) < 0
+        || PyModule_AddIntConstant(m, "SEGMENT_NAME_MAX",
+                                   HC_SEGMENT_NAME_MAX) < 0
+        || PyModule_AddIntConstant(m, "MIN_SEGMENT_SIZE",
+                                   (long) hc_segment_min_size()) < 0
+        || PyModule_AddStringConstant(m, "DEFAULT_DIR", HC_DEFAULT_DIR) < 0
+        || PyModule_AddStringConstant(m, "FILE_PREFIX", HC_FILE_PREFIX) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

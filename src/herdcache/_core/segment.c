@@ -1,0 +1,757 @@
+/*-------------------------------------------------------------------------
+ *
+ * segment.c
+ *	  Creating, attaching, validating and closing shared memory segments.
+ *
+ * NOTES:
+ *
+ * (a) Creation.  A named segment is created with O_CREAT|O_EXCL|O_NOFOLLOW
+ * (never adopting a file or following a link someone planted), chmod'ed to
+ * the requested mode whatever the umask, and reserved in full with
+ * posix_fallocate, so that a too-small /dev/shm fails here with ENOSPC
+ * rather than with SIGBUS at some later store.  The header is filled in
+ * and sh_magic is stored last with release semantics.  While it works, the
+ * creator holds an fcntl lock on the byte HC_INIT_LOCK_BYTE: an attacher
+ * that finds no magic yet waits while that byte is locked, and knows the
+ * creator died if it is not.
+ *
+ * (b) Attach.  The file is opened with O_NOFOLLOW and checked with fstat
+ * on the open descriptor (regular file, our uid, no group/other write
+ * unless allowed).  The mapping covers st_size bytes, never a size read
+ * from the header; the header must then agree with the file.
+ *
+ * (c) One handle per file per process.  Closing any descriptor of a file
+ * drops all of the process's fcntl locks on that file, and those locks are
+ * our process slots (slot.h).  So attaching a file this process already
+ * has returns the same handle with one more reference, and a second
+ * descriptor is never opened and closed behind it.
+ *
+ * (d) fork.  A child inherits the mapping and the descriptor, but not the
+ * parent's fcntl locks.  A pthread_atfork child handler bumps the fork
+ * epoch, so each handle claims a fresh slot at its first use in the child,
+ * and resets the process-local mutexes and counters the parent's other
+ * threads may have held.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "segment.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "slot.h"
+
+#define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
+#define ATTACH_WAIT_NS (UINT64_C(2) * HC_NS_PER_SEC)
+#define STALE_INIT_NS (UINT64_C(100) * HC_NS_PER_MS)
+#define PAGE_ALIGN UINT64_C(4096)
+
+/* The process's open handles (notes (c) and (d)). */
+static pthread_mutex_t open_mutex = PTHREAD_MUTEX_INITIALIZER;
+static hc_segment *open_list;
+static _Atomic uint64_t fork_epoch = 1;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+uint64_t
+hc_fork_epoch(void)
+{
+    /* relaxed: only ever changed in a single-threaded child after fork */
+    return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
+}
+
+static void
+atfork_child(void)
+{
+    hc_segment *seg;
+
+    /* The parent's other threads are gone; so are the locks they held. */
+    pthread_mutex_init(&open_mutex, NULL);
+    for (seg = open_list; seg != NULL; seg = seg->sg_next) {
+        pthread_mutex_init(&seg->sg_mutex, NULL);
+        atomic_store_explicit(&seg->sg_busy, 0, memory_order_relaxed);
+    }
+    atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
+}
+
+static void
+register_atfork(void)
+{
+    pthread_atfork(NULL, NULL, atfork_child);
+}
+
+static uint64_t
+round_up(uint64_t n, uint64_t align)
+{
+    return (n + align - 1) / align * align;
+}
+
+static uint64_t
+data_offset(void)
+{
+    return round_up(sizeof(hc_segment_header), PAGE_ALIGN);
+}
+
+uint64_t
+hc_segment_min_size(void)
+{
+    return data_offset() + PAGE_ALIGN;
+}
+
+hc_status
+hc_segment_validate_name(const char *name)
+{
+    size_t i, len = strlen(name);
+
+    if (len == 0 || len > HC_SEGMENT_NAME_MAX) {
+        hc_set_detail("a segment name has 1 to %d bytes, got %zu",
+                      HC_SEGMENT_NAME_MAX, len);
+        return HC_BAD_NAME;
+    }
+    if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0) {
+        hc_set_detail("\"%s\" is not a file name", name);
+        return HC_BAD_NAME;
+    }
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char) name[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')
+              || (c >= '0' && c <= '9') || strchr("._-:@+", c) != NULL)) {
+            hc_set_detail("byte %zu (0x%02x) is not allowed; use letters, "
+                          "digits and . _ - : @ +", i, c);
+            return HC_BAD_NAME;
+        }
+    }
+    return HC_OK;
+}
+
+hc_status
+hc_segment_path(const char *name, const hc_segment_options *opts, char *buf,
+                size_t buflen)
+{
+    const char *dir = opts && opts->dir ? opts->dir : HC_DEFAULT_DIR;
+    hc_status st = hc_segment_validate_name(name);
+    int n;
+
+    if (st != HC_OK)
+        return st;
+    n = snprintf(buf, buflen, "%s/%s%s", dir, HC_FILE_PREFIX, name);
+    if (n < 0 || (size_t) n >= buflen) {
+        hc_set_detail("the path of segment \"%s\" is too long", name);
+        return HC_BAD_NAME;
+    }
+    return HC_OK;
+}
+
+static void
+read_boot_id(char out[40])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+    memset(out, 0, 40);
+    if (f != NULL) {
+        if (fgets(out, 40, f) != NULL)
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
+static int
+init_byte_lock(int fd, short type, int cmd)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = type;
+    fl.l_whence = SEEK_SET;
+    fl.l_start = HC_INIT_LOCK_BYTE;
+    fl.l_len = 1;
+    if (fcntl(fd, cmd, &fl) < 0)
+        return -1;
+    return cmd == F_GETLK ? fl.l_type != F_UNLCK : 0;
+}
+
+/* Reserve the whole size now so that a full /dev/shm fails here. */
+static hc_status
+reserve(int fd, uint64_t size, const char *where)
+{
+    int rc = posix_fallocate(fd, 0, (off_t) size);
+
+    if (rc == EOPNOTSUPP || rc == EINVAL)
+        rc = ftruncate(fd, (off_t) size) == 0 ? 0 : errno;
+    if (rc == 0)
+        return HC_OK;
+    if (rc == ENOSPC || rc == EFBIG) {
+        struct statvfs vfs;
+        unsigned long long avail = 0;
+
+        if (fstatvfs(fd, &vfs) == 0)
+            avail = (unsigned long long) vfs.f_bavail * vfs.f_frsize;
+        hc_set_detail("%s has %llu bytes free, the segment needs %llu",
+                      where, avail, (unsigned long long) size);
+        return HC_NO_SPACE;
+    }
+    errno = rc;
+    return HC_SYSTEM;
+}
+
+static void
+init_header(hc_segment_header *h, uint64_t size)
+{
+    struct timespec now;
+
+    h->sh_layout_version = HC_LAYOUT_VERSION;
+    h->sh_header_size = (uint32_t) sizeof(hc_segment_header);
+    h->sh_total_size = size;
+    h->sh_data_offset = data_offset();
+    h->sh_creator_pid = (uint32_t) getpid();
+    h->sh_creator_uid = (uint32_t) geteuid();
+    clock_gettime(CLOCK_REALTIME, &now);
+    h->sh_created_unix_ns = (uint64_t) now.tv_sec * HC_NS_PER_SEC
+        + (uint64_t) now.tv_nsec;
+    if (getrandom(h->sh_hash_seed, sizeof(h->sh_hash_seed), 0)
+        != (ssize_t) sizeof(h->sh_hash_seed)) {
+        /* no entropy source: still distinct per segment and per boot */
+        h->sh_hash_seed[0] = h->sh_created_unix_ns ^ hc_now_ns();
+        h->sh_hash_seed[1] = ((uint64_t) getpid() << 32) ^ (uintptr_t) h;
+    }
+    read_boot_id(h->sh_boot_id);
+    h->sh_max_slots = HC_MAX_SLOTS;
+    h->sh_registry_capacity = HC_REGISTRY_CAPACITY;
+    atomic_store_explicit(&h->sh_alloc_top, h->sh_data_offset,
+                          memory_order_relaxed);
+}
+
+static hc_segment *
+new_handle(int fd, uint8_t *base, uint64_t size)
+{
+    hc_segment *seg = calloc(1, sizeof(*seg));
+
+    if (seg == NULL)
+        return NULL;
+    seg->sg_header = (hc_segment_header *) base;
+    seg->sg_base = base;
+    seg->sg_size = size;
+    seg->sg_fd = fd;
+    seg->sg_spare_fd = -1;
+    seg->sg_refs = 1;
+    pthread_mutex_init(&seg->sg_mutex, NULL);
+    return seg;
+}
+
+static void
+list_add(hc_segment *seg)
+{
+    seg->sg_next = open_list;
+    open_list = seg;
+}
+
+static void
+list_remove(hc_segment *seg)
+{
+    hc_segment **p;
+
+    for (p = &open_list; *p != NULL; p = &(*p)->sg_next) {
+        if (*p == seg) {
+            *p = seg->sg_next;
+            return;
+        }
+    }
+}
+
+static hc_segment *
+list_find(dev_t dev, ino_t ino)
+{
+    hc_segment *seg;
+
+    for (seg = open_list; seg != NULL; seg = seg->sg_next)
+        if (!seg->sg_anonymous && seg->sg_dev == dev && seg->sg_ino == ino)
+            return seg;
+    return NULL;
+}
+
+/*
+ * Map a freshly reserved file, write its header, claim our slot, then
+ * publish the magic.  On failure the caller removes the file.
+ */
+static hc_status
+initialise(int fd, uint64_t size, hc_segment **out)
+{
+    uint8_t *base;
+    hc_segment *seg;
+    hc_status st;
+
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return HC_SYSTEM;
+    init_header((hc_segment_header *) base, size);
+    seg = new_handle(fd, base, size);
+    if (seg == NULL) {
+        munmap(base, size);
+        errno = ENOMEM;
+        return HC_SYSTEM;
+    }
+    st = hc_slot_claim(seg);
+    if (st != HC_OK) {
+        munmap(base, size);
+        free(seg);
+        return st;
+    }
+    /*
+     * Publish: every header field above happens-before an attacher's
+     * acquire load of the magic in wait_for_header() / validate_header().
+     */
+    atomic_store_explicit(&seg->sg_header->sh_magic, HC_SEGMENT_MAGIC,
+                          memory_order_release);
+    seg->sg_creator = true;
+    *out = seg;
+    return HC_OK;
+}
+
+static hc_status
+check_size(uint64_t size)
+{
+    if (size < hc_segment_min_size()) {
+        hc_set_detail("a segment needs at least %llu bytes, asked for %llu",
+                      (unsigned long long) hc_segment_min_size(),
+                      (unsigned long long) size);
+        return HC_BAD_ARGUMENT;
+    }
+    return HC_OK;
+}
+
+static hc_status
+create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
+              hc_segment **out)
+{
+    char path[4096];
+    struct stat st_buf;
+    hc_status st;
+    int fd;
+
+    st = hc_segment_path(name, opts, path, sizeof(path));
+    if (st == HC_OK)
+        st = check_size(size);
+    if (st != HC_OK)
+        return st;
+    size = round_up(size, PAGE_ALIGN);
+    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        if (errno == EEXIST) {
+            hc_set_detail("%s exists (a segment, a stale file or a link)",
+                          path);
+            return HC_EXISTS;
+        }
+        hc_set_detail("cannot create %s: %s", path, strerror(errno));
+        return HC_SYSTEM;
+    }
+    /* Tell attachers that creation is under way (note (a)). */
+    if (init_byte_lock(fd, F_WRLCK, F_SETLK) < 0
+        || fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
+        || fstat(fd, &st_buf) < 0)
+        st = HC_SYSTEM;
+    if (st == HC_OK)
+        st = reserve(fd, size, opts && opts->dir ? opts->dir : HC_DEFAULT_DIR);
+    if (st == HC_OK)
+        st = initialise(fd, size, out);
+    if (st != HC_OK) {
+        int saved = errno;
+
+        unlink(path);
+        close(fd);
+        errno = saved;
+        return st;
+    }
+    (*out)->sg_dev = st_buf.st_dev;
+    (*out)->sg_ino = st_buf.st_ino;
+    snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
+    snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
+    init_byte_lock(fd, F_UNLCK, F_SETLK);
+    list_add(*out);
+    return HC_OK;
+}
+
+hc_status
+hc_segment_create(const char *name, uint64_t size,
+                  const hc_segment_options *opts, hc_segment **out)
+{
+    hc_status st;
+
+    pthread_once(&atfork_once, register_atfork);
+    pthread_mutex_lock(&open_mutex);
+    st = create_locked(name, size, opts, out);
+    pthread_mutex_unlock(&open_mutex);
+    return st;
+}
+
+static hc_status
+check_file(int fd, const char *path, const hc_segment_options *opts,
+           struct stat *sb)
+{
+    if (fstat(fd, sb) < 0)
+        return HC_SYSTEM;
+    if (!S_ISREG(sb->st_mode)) {
+        hc_set_detail("%s is not a regular file", path);
+        return HC_BAD_MAGIC;
+    }
+    if (sb->st_uid != geteuid()) {
+        hc_set_detail("%s belongs to uid %u, this process runs as uid %u",
+                      path, (unsigned) sb->st_uid, (unsigned) geteuid());
+        return HC_WRONG_OWNER;
+    }
+    if ((sb->st_mode & 022) && !(opts && opts->allow_shared)) {
+        hc_set_detail("%s has mode %04o", path,
+                      (unsigned) (sb->st_mode & 07777));
+        return HC_INSECURE_MODE;
+    }
+    return HC_OK;
+}
+
+/*
+ * Wait (bounded) until the creator has published the magic: returns HC_OK
+ * with *size set to the file size, or why the file is not (yet) usable.
+ */
+static hc_status
+wait_for_header(int fd, const char *path, uint64_t *size)
+{
+    uint64_t start = hc_now_ns(), unlocked_since = 0;
+
+    for (;;) {
+        struct stat sb;
+        uint64_t magic = 0, now;
+
+        if (fstat(fd, &sb) < 0)
+            return HC_SYSTEM;
+        if (sb.st_size >= (off_t) sizeof(magic)
+            && pread(fd, &magic, sizeof(magic), 0) != (ssize_t) sizeof(magic))
+            return HC_SYSTEM;
+        if (magic == HC_SEGMENT_MAGIC) {
+            *size = (uint64_t) sb.st_size;
+            return HC_OK;
+        }
+        if (magic == __builtin_bswap64(HC_SEGMENT_MAGIC)) {
+            hc_set_detail("%s was made on a machine of the other byte order",
+                          path);
+            return HC_OTHER_ENDIAN;
+        }
+        if (magic != 0) {
+            hc_set_detail("%s starts with 0x%016llx", path,
+                          (unsigned long long) magic);
+            return HC_BAD_MAGIC;
+        }
+        /* No magic yet: a creator at work holds the init byte (note (a)). */
+        now = hc_now_ns();
+        if (init_byte_lock(fd, F_WRLCK, F_GETLK) == 1)
+            unlocked_since = 0;
+        else if (unlocked_since == 0)
+            unlocked_since = now;
+        else if (now - unlocked_since > STALE_INIT_NS) {
+            hc_set_detail("%s has no header and nobody is creating it (its "
+                          "creator died during creation)", path);
+            return HC_NOT_READY;
+        }
+        if (now - start > ATTACH_WAIT_NS) {
+            hc_set_detail("%s was still being created after %llu s", path,
+                          (unsigned long long) (ATTACH_WAIT_NS
+                                                / HC_NS_PER_SEC));
+            return HC_NOT_READY;
+        }
+        nanosleep(&(struct timespec) {0, 1000 * 1000}, NULL);
+    }
+}
+
+static hc_status
+validate_header(hc_segment_header *h, uint64_t file_size, const char *path)
+{
+    /* Pairs with the release store of the magic in initialise(). */
+    if (atomic_load_explicit(&h->sh_magic, memory_order_acquire)
+        != HC_SEGMENT_MAGIC)
+        return HC_BAD_MAGIC;
+    if (h->sh_layout_version != HC_LAYOUT_VERSION) {
+        hc_set_detail("%s has layout version %u, this herdcache reads "
+                      "version %u", path, h->sh_layout_version,
+                      HC_LAYOUT_VERSION);
+        return HC_VERSION_MISMATCH;
+    }
+    if (h->sh_total_size > file_size) {
+        hc_set_detail("%s says %llu bytes, the file has %llu", path,
+                      (unsigned long long) h->sh_total_size,
+                      (unsigned long long) file_size);
+        return HC_TRUNCATED;
+    }
+    if (h->sh_header_size != sizeof(hc_segment_header)
+        || h->sh_total_size != file_size
+        || h->sh_data_offset != data_offset()
+        || h->sh_max_slots != HC_MAX_SLOTS
+        || h->sh_registry_capacity != HC_REGISTRY_CAPACITY
+        || atomic_load_explicit(&h->sh_alloc_top, memory_order_relaxed)
+           > file_size) {
+        hc_set_detail("%s has an inconsistent header", path);
+        return HC_CORRUPT;
+    }
+    return HC_OK;
+}
+
+static hc_status
+map_and_validate(int fd, const char *path, hc_segment **out)
+{
+    uint64_t size = 0;
+    uint8_t *base;
+    hc_segment *seg;
+    char boot_id[40];
+    hc_status st;
+
+    st = wait_for_header(fd, path, &size);
+    if (st != HC_OK)
+        return st;
+    if (size < hc_segment_min_size()) {
+        hc_set_detail("%s has %llu bytes, less than a header", path,
+                      (unsigned long long) size);
+        return HC_TRUNCATED;
+    }
+    base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (base == MAP_FAILED)
+        return HC_SYSTEM;
+    st = validate_header((hc_segment_header *) base, size, path);
+    seg = st == HC_OK ? new_handle(fd, base, size) : NULL;
+    if (st == HC_OK && seg == NULL) {
+        errno = ENOMEM;
+        st = HC_SYSTEM;
+    }
+    if (st == HC_OK)
+        st = hc_slot_claim(seg);
+    if (st != HC_OK) {
+        munmap(base, size);
+        free(seg);
+        return st;
+    }
+    read_boot_id(boot_id);
+    seg->sg_rebooted = strncmp(boot_id, seg->sg_header->sh_boot_id, 40) != 0;
+    *out = seg;
+    return HC_OK;
+}
+
+static hc_status
+attach_locked(const char *name, const hc_segment_options *opts,
+              hc_segment **out)
+{
+    char path[4096];
+    struct stat sb;
+    hc_segment *seg;
+    hc_status st;
+    int fd;
+
+    st = hc_segment_path(name, opts, path, sizeof(path));
+    if (st != HC_OK)
+        return st;
+    /* Note (c): look for our own handle before opening anything. */
+    if (stat(path, &sb) == 0 && (seg = list_find(sb.st_dev, sb.st_ino))) {
+        seg->sg_refs++;
+        *out = seg;
+        return HC_OK;
+    }
+    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        if (errno == ENOENT) {
+            hc_set_detail("no segment %s", path);
+            return HC_NOT_FOUND;
+        }
+        if (errno == ELOOP) {
+            hc_set_detail("%s is a symbolic link", path);
+            return HC_INSECURE_MODE;
+        }
+        hc_set_detail("cannot open %s: %s", path, strerror(errno));
+        return HC_SYSTEM;
+    }
+    st = check_file(fd, path, opts, &sb);
+    if (st == HC_OK && (seg = list_find(sb.st_dev, sb.st_ino))) {
+        /* Replaced by our own file between stat and open: see note (c). */
+        if (seg->sg_spare_fd < 0)
+            seg->sg_spare_fd = fd;
+        seg->sg_refs++;
+        *out = seg;
+        return HC_OK;
+    }
+    if (st == HC_OK)
+        st = map_and_validate(fd, path, out);
+    if (st != HC_OK) {
+        int saved = errno;
+
+        close(fd);
+        errno = saved;
+        return st;
+    }
+    (*out)->sg_dev = sb.st_dev;
+    (*out)->sg_ino = sb.st_ino;
+    snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
+    snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
+    list_add(*out);
+    return HC_OK;
+}
+
+hc_status
+hc_segment_attach(const char *name, const hc_segment_options *opts,
+                  hc_segment **out)
+{
+    hc_status st;
+
+    pthread_once(&atfork_once, register_atfork);
+    pthread_mutex_lock(&open_mutex);
+    st = attach_locked(name, opts, out);
+    pthread_mutex_unlock(&open_mutex);
+    return st;
+}
+
+hc_status
+hc_segment_open(const char *name, uint64_t size,
+                const hc_segment_options *opts, hc_segment **out,
+                bool *created)
+{
+    int attempt;
+
+    /*
+     * Attach, else create, else (someone created it in between) attach
+     * again.  Each step fails only because another process won a race,
+     * so a few rounds always settle it.
+     */
+    for (attempt = 0; attempt < 8; attempt++) {
+        hc_status st = hc_segment_attach(name, opts, out);
+
+        if (st != HC_NOT_FOUND) {
+            *created = false;
+            return st;
+        }
+        st = hc_segment_create(name, size, opts, out);
+        if (st != HC_EXISTS) {
+            *created = st == HC_OK;
+            return st;
+        }
+    }
+    hc_set_detail("segment \"%s\" kept appearing and disappearing", name);
+    return HC_BUSY;
+}
+
+hc_status
+hc_segment_anonymous(uint64_t size, hc_segment **out)
+{
+    hc_status st;
+    int fd;
+
+    pthread_once(&atfork_once, register_atfork);
+    st = check_size(size);
+    if (st != HC_OK)
+        return st;
+    size = round_up(size, PAGE_ALIGN);
+    fd = memfd_create("herdcache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return HC_SYSTEM;
+    st = reserve(fd, size, "memory (memfd)");
+    /* Nobody can shrink it under a mapping, so no access can SIGBUS. */
+    if (st == HC_OK
+        && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
+        st = HC_SYSTEM;
+    if (st == HC_OK)
+        st = initialise(fd, size, out);
+    if (st != HC_OK) {
+        int saved = errno;
+
+        close(fd);
+        errno = saved;
+        return st;
+    }
+    (*out)->sg_anonymous = true;
+    snprintf((*out)->sg_name, sizeof((*out)->sg_name), "(anonymous)");
+    pthread_mutex_lock(&open_mutex);
+    list_add(*out);
+    pthread_mutex_unlock(&open_mutex);
+    return HC_OK;
+}
+
+hc_status
+hc_segment_close(hc_segment *seg)
+{
+    int busy;
+
+    pthread_mutex_lock(&open_mutex);
+    busy = atomic_load_explicit(&seg->sg_busy, memory_order_acquire);
+    if (busy > 0 && seg->sg_refs == 1) {
+        pthread_mutex_unlock(&open_mutex);
+        hc_set_detail("%d locks are held or calls are in flight", busy);
+        return HC_BUSY;
+    }
+    if (--seg->sg_refs > 0) {
+        pthread_mutex_unlock(&open_mutex);
+        return HC_OK;
+    }
+    list_remove(seg);
+    pthread_mutex_unlock(&open_mutex);
+
+    hc_slot_release(seg);
+    munmap(seg->sg_base, seg->sg_size);
+    close(seg->sg_fd);          /* drops our remaining fcntl locks */
+    if (seg->sg_spare_fd >= 0)
+        close(seg->sg_spare_fd);
+    pthread_mutex_destroy(&seg->sg_mutex);
+    free(seg);
+    return HC_OK;
+}
+
+hc_status
+hc_segment_unlink_name(const char *name, const hc_segment_options *opts)
+{
+    char path[4096];
+    hc_status st = hc_segment_path(name, opts, path, sizeof(path));
+
+    if (st != HC_OK)
+        return st;
+    if (unlink(path) < 0) {
+        if (errno == ENOENT) {
+            hc_set_detail("no segment %s", path);
+            return HC_NOT_FOUND;
+        }
+        return HC_SYSTEM;
+    }
+    return HC_OK;
+}
+
+hc_status
+hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
+                     bool *orphan)
+{
+    char path[4096];
+    struct stat sb;
+    hc_status st = hc_segment_path(name, opts, path, sizeof(path));
+    int fd;
+
+    if (st != HC_OK)
+        return st;
+    pthread_mutex_lock(&open_mutex);
+    if (stat(path, &sb) == 0 && list_find(sb.st_dev, sb.st_ino) != NULL) {
+        /* We are attached ourselves; and closing a probe fd would drop
+         * our own slot lock (note (c)). */
+        pthread_mutex_unlock(&open_mutex);
+        *orphan = false;
+        return HC_OK;
+    }
+    fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) {
+        pthread_mutex_unlock(&open_mutex);
+        if (errno == ENOENT)
+            return HC_NOT_FOUND;
+        return HC_SYSTEM;
+    }
+    /* Slots and the creation byte: any lock there is a live process. */
+    *orphan = hc_slot_none_attached(fd);
+    close(fd);
+    pthread_mutex_unlock(&open_mutex);
+    return HC_OK;
+}

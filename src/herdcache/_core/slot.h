@@ -1,0 +1,68 @@
+/*-------------------------------------------------------------------------
+ *
+ * slot.h
+ *	  Process slots: who is attached to a segment, and is it still alive.
+ *
+ * Every process that uses a segment holds one slot of the header's slot
+ * table.  Holding it means holding an fcntl (POSIX record) write lock on
+ * the byte whose offset is the slot's index.  The kernel drops such a lock
+ * when the process dies, however it dies, and a forked child does not
+ * inherit it: so "is the byte locked by another process?" answers "is the
+ * slot's process alive?" without ever looking at a pid, which the kernel
+ * reuses.  The pid and start time kept in the slot are for humans and
+ * tools only.
+ *
+ * A slot's identity over time is its token: the index in the low
+ * HC_SLOT_INDEX_BITS bits and the slot's generation above them.  Each
+ * claim bumps the generation, so a token recorded in a lock word or a
+ * single-flight owner field stops matching the moment the slot passes to
+ * another process, even if that happens between two looks.
+ *
+ * Notes on synchronization
+ *
+ * Claiming is arbitrated by the kernel: F_SETLK on the slot's byte
+ * succeeds for exactly one process, and only while no live process holds
+ * it.  The winner alone then writes the slot's fields; the generation is
+ * stored with release after pid and start time, and hc_slot_token_alive()
+ * reads it with acquire before and after its fcntl probe (a change in
+ * between means the slot moved on, i.e. the old owner is gone).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HC_SLOT_H
+#define HC_SLOT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "segment.h"
+
+#define HC_TOKEN_INDEX_MASK ((UINT32_C(1) << HC_SLOT_INDEX_BITS) - 1)
+#define HC_TOKEN_GEN_MASK (HC_LOCK_TOKEN >> HC_SLOT_INDEX_BITS)
+
+/* Claim a free or dead slot for the calling process. */
+hc_status hc_slot_claim(hc_segment *seg);
+
+/* Release this process's slot (its fcntl lock and its fields). */
+void hc_slot_release(hc_segment *seg);
+
+/*
+ * This process's token, claiming a fresh slot first if the process forked
+ * since the last claim (the child inherited the parent's token but not its
+ * lock).  *token is never 0.
+ */
+hc_status hc_slot_self(hc_segment *seg, uint32_t *token);
+
+/* Index of this process's slot (claiming as hc_slot_self does). */
+hc_status hc_slot_self_index(hc_segment *seg, uint32_t *index);
+
+/* True unless the process that held token is certainly gone. */
+bool hc_slot_token_alive(hc_segment *seg, uint32_t token);
+
+/* Number of slots held by live processes (one fcntl probe per used slot). */
+uint32_t hc_slot_count_live(hc_segment *seg);
+
+/* True if no process holds any slot of the file (orphan test). */
+bool hc_slot_none_attached(int fd);
+
+#endif /* HC_SLOT_H */

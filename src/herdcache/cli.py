@@ -1,0 +1,109 @@
+"""The ``herdcache`` command line (also ``python -m herdcache``).
+
+Subcommands::
+
+    herdcache ls                 list the segments in the directory
+    herdcache info NAME          a segment's identity, usage and structures
+    herdcache rm NAME [NAME...]  remove segments (processes that map them keep them)
+    herdcache gc                 remove segments no live process is attached to
+    herdcache demo               several processes share one segment
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Callable, Sequence
+
+from .errors import HerdcacheError
+from .segment import Segment, default_dir, gc, is_orphan, list_segments, remove
+from .sizes import format_size
+
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {}
+
+
+def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Callable[[argparse.Namespace], int]]:
+    """Register a subcommand handler under ``name``."""
+
+    def register(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+        _COMMANDS[name] = func
+        return func
+
+    return register
+
+
+@command("ls")
+def _ls(args: argparse.Namespace) -> int:
+    for name in list_segments(args.dir):
+        try:
+            state = "orphan" if is_orphan(name, dir=args.dir) else "in use"
+        except HerdcacheError as exc:
+            state = f"error: {exc}"
+        print(f"{name}\t{state}")
+    return 0
+
+
+@command("info")
+def _info(args: argparse.Namespace) -> int:
+    with Segment.attach(args.name, dir=args.dir, allow_shared=True) as seg:
+        info = seg.info()
+        print(f"segment   {args.name}  ({info['path']})")
+        print(f"size      {format_size(info['size'])}, used {format_size(info['used'])}, free {format_size(info['free'])}")
+        print(f"creator   pid {info['creator_pid']}, uid {info['creator_uid']}, at {time.ctime(info['created'])}")
+        print(f"processes {info['attached']} attached (this one included), at most {info['max_processes']}")
+        print(f"layout    version {info['layout_version']}{'  (segment outlived a reboot)' if info['rebooted'] else ''}")
+        for struct in seg.structs():
+            print(f"  {struct.kind:<10} {struct.name:<40} {format_size(struct.size):>10} @ {struct.offset}")
+    return 0
+
+
+@command("rm")
+def _rm(args: argparse.Namespace) -> int:
+    for name in args.names:
+        remove(name, dir=args.dir)
+        print(f"removed {name}")
+    return 0
+
+
+@command("gc")
+def _gc(args: argparse.Namespace) -> int:
+    for name in gc(args.dir):
+        print(f"removed {name}")
+    return 0
+
+
+@command("demo")
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import run
+
+    run(workers=args.workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the command line."""
+    parser = argparse.ArgumentParser(prog="herdcache", description="Inspect and manage herdcache shared memory segments.")
+    parser.add_argument("--dir", default=None, help=f"directory of named segments (default: {default_dir()})")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ls", help="list segments")
+    sub.add_parser("info", help="show a segment").add_argument("name")
+    sub.add_parser("rm", help="remove segments").add_argument("names", nargs="+")
+    sub.add_parser("gc", help="remove segments no live process is attached to")
+    sub.add_parser("demo", help="several processes share a cache").add_argument("--workers", type=int, default=4)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return _COMMANDS[args.command](args)
+    except HerdcacheError as exc:
+        print(f"herdcache: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

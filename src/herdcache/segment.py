@@ -1,0 +1,277 @@
+"""Shared memory segments and the named structures inside them.
+
+A :class:`Segment` is one region of shared memory that several processes
+map.  A *named* segment is a file under ``/dev/shm`` (or ``dir=``, or the
+``HERDCACHE_DIR`` environment variable), mode 0600, that any process of
+the same user attaches by name: spawn, forkserver, or another program.  An
+*anonymous* segment is shared with ``fork()`` children only and vanishes
+with the last process that maps it.
+
+Inside, structures are found by name, PostgreSQL's ``ShmemInitStruct``
+way: the first caller allocates, every other one finds the same memory::
+
+    seg = Segment.open("myapp", size="64MiB")
+    buf, found = seg.struct("stats", 4096)   # a 64-byte aligned memoryview
+    hits = seg.counter("hits")                # atomic int64
+    lock = seg.lock("refresh")                # survives its owner's death
+    ready = seg.condition("ready")            # wait / notify across processes
+
+Segments are never removed behind anyone's back: attaching and exiting
+leaves the file alone (unlike :mod:`multiprocessing.shared_memory`'s
+resource tracker).  Remove one with :meth:`Segment.unlink`,
+:func:`remove` or ``python -m herdcache rm NAME``, or let :func:`gc`
+remove those no live process is attached to.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, NamedTuple
+
+from . import _core
+from .counter import Counter
+from .errors import SegmentNotFound
+from .sizes import parse_size
+from .sync import Condition, Lock
+
+#: Size of the structure behind each kind of named object (one cache line).
+_LINE = 64
+
+
+class StructInfo(NamedTuple):
+    """One named structure of a segment, as :meth:`Segment.structs` lists it."""
+
+    name: str
+    kind: str
+    offset: int
+    size: int
+
+
+def default_dir() -> str:
+    """The directory named segments live in: ``$HERDCACHE_DIR`` or /dev/shm."""
+    return os.environ.get("HERDCACHE_DIR") or _core.DEFAULT_DIR
+
+
+def _dir(dir: str | None) -> str:
+    return dir if dir is not None else default_dir()
+
+
+class Segment:
+    """A mapped shared memory segment.  Make one with :meth:`create`,
+    :meth:`attach`, :meth:`open` or :meth:`anonymous`.
+
+    A segment is a context manager (``with`` closes it) and supports the
+    buffer protocol (``memoryview(seg)`` is the whole mapping).
+    """
+
+    def __init__(self, handle: _core.Segment, name: str | None, dir: str | None):
+        """Wrap a mapped core handle; use the class methods instead."""
+        self._handle = handle
+        self.name = name
+        self.dir = dir
+
+    # -- making and finding segments -------------------------------------
+
+    @classmethod
+    def create(cls, name: str, size: int | str = "64MiB", *, dir: str | None = None, mode: int = 0o600) -> Segment:
+        """Create the named segment; fail if the name exists.
+
+        :param name: letters, digits and ``. _ - : @ +``, at most 200 bytes.
+        :param size: bytes, or a string such as ``"64MiB"``; reserved in full
+            now, so a too-small ``/dev/shm`` fails here, not later.
+        :param mode: file mode, exactly (the umask does not apply).
+        :raises SegmentExists: if a file of that name exists.
+        :raises SegmentFull: if the directory has no room for ``size``.
+        """
+        handle = _core.create(name, parse_size(size), dir=_dir(dir), mode=mode)
+        return cls(handle, name, _dir(dir))
+
+    @classmethod
+    def attach(cls, name: str, *, dir: str | None = None, allow_shared: bool = False) -> Segment:
+        """Attach an existing named segment, made by any process of this user.
+
+        :param allow_shared: accept a segment other users may write (its
+            mode has group or other write bits).  Only if you trust them.
+        :raises SegmentNotFound: no such segment.
+        :raises NotASegment, LayoutMismatch, CorruptSegment, UnsafeSegment:
+            the file is not one this process can safely use.
+        """
+        handle = _core.attach(name, dir=_dir(dir), allow_shared=allow_shared)
+        return cls(handle, name, _dir(dir))
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        size: int | str = "64MiB",
+        *,
+        dir: str | None = None,
+        mode: int = 0o600,
+        allow_shared: bool = False,
+    ) -> Segment:
+        """Attach the named segment, or create it with ``size`` if absent.
+
+        Many processes may call this at once: exactly one creates, the
+        others attach.  An existing segment keeps the size it was made with.
+        """
+        handle, _created = _core.open(name, parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared)
+        return cls(handle, name, _dir(dir))
+
+    @classmethod
+    def anonymous(cls, size: int | str = "64MiB") -> Segment:
+        """Create a segment shared with ``fork()`` children only.
+
+        It has no name; it is gone when the last process that maps it exits.
+        """
+        return cls(_core.anonymous(parse_size(size)), None, None)
+
+    # -- named structures --------------------------------------------------
+
+    def struct(self, name: str, size: int | str) -> tuple[memoryview, bool]:
+        """Find the structure called ``name`` or allocate ``size`` bytes for it.
+
+        Return ``(view, found)``: a writable memoryview of the structure
+        (zero-filled when new, 64-byte aligned, never freed) and whether it
+        existed before.  Of many processes racing, exactly one gets
+        ``found=False``.  While a view is alive, :meth:`close` refuses.
+
+        :raises StructMismatch: the name exists with another size or kind.
+        :raises SegmentFull: no room or no free name (256 per segment).
+        """
+        size = parse_size(size)
+        offset, found = self._handle.alloc(name, size, _core.KIND_RAW)
+        return memoryview(self._handle)[offset : offset + size], found
+
+    def counter(self, name: str) -> Counter:
+        """The atomic int64 counter called ``name`` (created at 0)."""
+        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_COUNTER)
+        return Counter(self._handle, offset)
+
+    def lock(self, name: str) -> Lock:
+        """The cross-process lock called ``name`` (created unlocked)."""
+        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_LOCK)
+        return Lock(self._handle, offset)
+
+    def condition(self, name: str, lock: Lock | None = None) -> Condition:
+        """The cross-process condition called ``name``.
+
+        It uses ``lock`` if given (several conditions may share a lock), or
+        else a lock of its own, stored beside it.
+        """
+        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_CONDITION)
+        if lock is None:
+            lock = Lock(self._handle, offset + 32)
+        return Condition(_core.Condition(self._handle, offset, lock), lock)
+
+    def names(self) -> list[str]:
+        """The names of every structure in the segment."""
+        return [info.name for info in self.structs()]
+
+    def structs(self) -> list[StructInfo]:
+        """Every named structure, with its kind, offset and size."""
+        return [StructInfo(*entry) for entry in self._handle.structs()]
+
+    # -- the segment itself ----------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        """Identity and usage: name, path, size, used and free bytes, creator
+        pid and uid, creation time, live attached processes, own slot."""
+        info = self._handle.info()
+        info["name"] = self.name
+        info["structs"] = len(self._handle.structs())
+        return info
+
+    @property
+    def size(self) -> int:
+        """Bytes mapped."""
+        return self._handle.size
+
+    @property
+    def path(self) -> str | None:
+        """The file behind a named segment; None if anonymous."""
+        return self._handle.path
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._handle.closed
+
+    @property
+    def hash_seed(self) -> bytes:
+        """The segment's random 16-byte key for hashes that must agree across processes."""
+        return self._handle.hash_seed()
+
+    def close(self) -> None:
+        """Unmap this process's view (the segment itself stays).
+
+        :raises SegmentBusy: while this process holds one of its locks or a
+            memoryview of it is alive (``del`` or ``release()`` it first).
+        """
+        self._handle.close()
+
+    def unlink(self) -> None:
+        """Remove the segment's name; processes that have it mapped keep it."""
+        if self.name is None:
+            return
+        remove(self.name, dir=self.dir)
+
+    def __buffer__(self, flags: int) -> memoryview:
+        return memoryview(self._handle)
+
+    def __enter__(self) -> Segment:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        if self._handle.closed:
+            return f"<herdcache.Segment {self.name!r} closed>"
+        return f"<herdcache.Segment {self.name or '(anonymous)'!r} size={self.size}>"
+
+
+def remove(name: str, *, dir: str | None = None) -> None:
+    """Remove the named segment's file (``unlink``).
+
+    Processes that have it mapped keep working with it; new ones cannot
+    attach it any more.
+
+    :raises SegmentNotFound: if there is no such segment.
+    """
+    _core.unlink(name, dir=_dir(dir))
+
+
+def list_segments(dir: str | None = None) -> list[str]:
+    """The names of the herdcache segments in ``dir`` (default: see :func:`default_dir`)."""
+    prefix = _core.FILE_PREFIX
+    try:
+        entries = os.listdir(_dir(dir))
+    except FileNotFoundError:
+        return []
+    return sorted(entry[len(prefix) :] for entry in entries if entry.startswith(prefix))
+
+
+def is_orphan(name: str, *, dir: str | None = None) -> bool:
+    """True if no live process is attached to the named segment.
+
+    The kernel answers: every attached process holds a record lock on the
+    file that is released when it dies, so a killed process counts as gone.
+    """
+    return _core.is_orphan(name, dir=_dir(dir))
+
+
+def gc(dir: str | None = None) -> list[str]:
+    """Remove every segment in ``dir`` that no live process is attached to.
+
+    Return the names removed.  A segment some process still maps is never
+    removed, however its creator ended.
+    """
+    removed = []
+    for name in list_segments(dir):
+        try:
+            if is_orphan(name, dir=dir):
+                remove(name, dir=dir)
+                removed.append(name)
+        except SegmentNotFound:
+            continue
+    return removed

@@ -1,0 +1,103 @@
+"""Cross-process locks and conditions that live in a segment.
+
+Both survive the death of any process: a lock whose holder is killed is
+taken over by the next waiter (within about 10 ms), which finds
+``lock.owner_died`` set, and a condition keeps no per-waiter state that a
+killed waiter could leave behind.  Get them from a segment::
+
+    lock = seg.lock("refresh")
+    with lock:
+        ...
+    ready = seg.condition("ready")
+    with ready:
+        ready.wait_for(lambda: flag.load() == 1, timeout=5)
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable, TypeVar
+
+from . import _core
+
+T = TypeVar("T")
+
+
+class Lock(_core.Lock):
+    """A mutex shared by every process attached to the segment.
+
+    It behaves like :class:`threading.Lock` (``acquire(blocking, timeout)``,
+    ``release()``, ``locked()``, ``with lock:``), with two differences: it is
+    released by the thread that acquired it (another thread's release raises
+    :class:`~herdcache.errors.LockNotOwned`), and if the process holding it
+    dies, the next ``acquire`` takes it and sets :attr:`owner_died` so that the
+    new owner can repair what the dead one may have left half done.
+    """
+
+    def __repr__(self) -> str:
+        state = "locked" if self.locked() else "unlocked"
+        return f"<herdcache.Lock {state}>"
+
+
+class Condition:
+    """A condition variable shared by every process attached to the segment.
+
+    Like :class:`threading.Condition`: hold the lock, then ``wait()`` or
+    ``wait_for(predicate)``; another process changes the state under the
+    same lock and calls ``notify()`` or ``notify_all()``.  A waiter may wake
+    spuriously, so test the predicate in a loop (``wait_for`` does).
+    """
+
+    def __init__(self, core: _core.Condition, lock: Lock):
+        self._core = core
+        self.lock = lock
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        """Acquire the underlying lock (see :meth:`Lock.acquire`)."""
+        return self.lock.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        """Release the underlying lock."""
+        self.lock.release()
+
+    def __enter__(self) -> bool:
+        return self.lock.__enter__()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.lock.__exit__(*exc_info)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Release the lock, sleep until notified or ``timeout`` seconds pass,
+        take the lock again.  Return False if the timeout expired.
+
+        :raises LockNotOwned: if the calling thread does not hold the lock.
+        """
+        return self._core.wait(timeout)
+
+    def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
+        """Wait until ``predicate()`` is true or ``timeout`` passes; return the
+        last value of ``predicate()``, as :meth:`threading.Condition.wait_for`.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        result = predicate()
+        while not result:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._core.wait(remaining)
+            else:
+                self._core.wait(None)
+            result = predicate()
+        return result
+
+    def notify(self, n: int = 1) -> None:
+        """Wake up to ``n`` waiters, in any process."""
+        self._core.notify(n)
+
+    def notify_all(self) -> None:
+        """Wake every waiter, in every process."""
+        self._core.notify_all()
+
+    def __repr__(self) -> str:
+        return f"<herdcache.Condition lock={self.lock!r}>"

@@ -1,0 +1,95 @@
+/*
+ * test_lock.c - the lock survives its owner's death; counters add up.
+ */
+#include <signal.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "counter.h"
+#include "harness.h"
+#include "lock.h"
+#include "registry.h"
+#include "segment.h"
+
+static hc_segment *
+new_segment(void)
+{
+    hc_segment *seg;
+
+    CHECK_ST(hc_segment_anonymous(1 << 20, &seg), HC_OK);
+    return seg;
+}
+
+static void *
+alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
+{
+    hc_struct_info info;
+    bool found;
+
+    CHECK_ST(hc_registry_find_or_alloc(seg, name, strlen(name), 64, kind,
+                                       &info, &found), HC_OK);
+    return seg->sg_base + info.offset;
+}
+
+static void
+test_owner_death_is_recovered(void)
+{
+    hc_segment *seg = new_segment();
+    hc_lock *lock = alloc(seg, "l", HC_KIND_LOCK);
+    int pipefd[2], status;
+    char c;
+    pid_t pid;
+
+    CHECK(pipe(pipefd) == 0);
+    pid = fork();
+    if (pid == 0) {
+        if (hc_lock_acquire(seg, lock, HC_FOREVER) != HC_OK)
+            _exit(2);
+        (void) !write(pipefd[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    CHECK(read(pipefd[0], &c, 1) == 1);
+    CHECK_ST(hc_lock_try_acquire(seg, lock), HC_WOULD_BLOCK);
+    kill(pid, SIGKILL);
+    waitpid(pid, &status, 0);
+    CHECK_ST(hc_lock_acquire(seg, lock, hc_deadline_after(HC_NS_PER_SEC)),
+             HC_OWNER_DIED);
+    CHECK(hc_lock_held_by_me(seg, lock));
+    CHECK_ST(hc_lock_acquire(seg, lock, HC_FOREVER), HC_DEADLOCK);
+    CHECK_ST(hc_lock_release(seg, lock), HC_OK);
+    CHECK_ST(hc_lock_release(seg, lock), HC_NOT_OWNER);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+    close(pipefd[0]);
+    close(pipefd[1]);
+}
+
+static void
+test_counter_adds_across_processes(void)
+{
+    hc_segment *seg = new_segment();
+    hc_counter *c = alloc(seg, "c", HC_KIND_COUNTER);
+    int i, status;
+
+    for (i = 0; i < 4; i++) {
+        if (fork() == 0) {
+            for (int j = 0; j < 100000; j++)
+                hc_counter_add(c, 1);
+            _exit(0);
+        }
+    }
+    for (i = 0; i < 4; i++)
+        wait(&status);
+    CHECK(hc_counter_load(c) == 400000);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
+int
+main(void)
+{
+    TEST(test_owner_death_is_recovered);
+    TEST(test_counter_adds_across_processes);
+    return 0;
+}
