@@ -33,6 +33,7 @@
 #include "segment.h"
 #include "slot.h"
 #include "status.h"
+#include "table.h"
 
 /* UNLOCKED: run a core call with the GIL released. */
 #define UNLOCKED(out, call) \
@@ -109,11 +110,14 @@ static const struct {
                      "reentrant"},
     [HC_CLOSED] = {"SegmentClosed", "Attach to the segment again"},
     [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
+    [HC_CONFLICT] = {"HerdcacheError", "Retry the operation"},
     [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
 };
 
 static PyObject *exc_classes[HC_STATUS_COUNT];
 static PyObject *exc_base;
+static PyObject *serialization_error;     /* herdcache.errors.SerializationError */
+static PyObject *cache_full;              /* herdcache.errors.CacheFull */
 
 static int
 load_exceptions(void)
@@ -124,7 +128,9 @@ load_exceptions(void)
     if (errors == NULL)
         return -1;
     exc_base = PyObject_GetAttrString(errors, "HerdcacheError");
-    if (exc_base == NULL)
+    serialization_error = PyObject_GetAttrString(errors, "SerializationError");
+    cache_full = PyObject_GetAttrString(errors, "CacheFull");
+    if (exc_base == NULL || serialization_error == NULL || cache_full == NULL)
         goto fail;
     for (i = 0; i < HC_STATUS_COUNT; i++) {
         if (status_table[i].exc == NULL)
@@ -167,6 +173,19 @@ raise_status(const char *what, hc_status st)
                      *detail ? ": " : "", detail,
                      status_table[st].fix ? status_table[st].fix : "",
                      status_table[st].fix ? "." : "");
+    hc_clear_detail();
+    return NULL;
+}
+
+/* A full cache that may not evict: CacheFull rather than SegmentFull. */
+static PyObject *
+raise_cache_full(hc_status st)
+{
+    const char *detail = hc_last_detail();
+
+    PyErr_Format(cache_full, "set: %s%s%s. Give the cache a larger size, "
+                 "delete keys, set shorter ttls, or open it with "
+                 "evict=True", hc_strerror(st), *detail ? ": " : "", detail);
     hc_clear_detail();
     return NULL;
 }
@@ -1154,6 +1173,699 @@ static PyTypeObject Counter_Type = {
     .tp_new = PyType_GenericNew,
 };
 
+
+/* ---------------------------------------------------------------------- */
+/* Cache                                                                  */
+/* ---------------------------------------------------------------------- */
+
+/* Lock-free read attempts before a read takes the stripe lock. */
+#define READ_ATTEMPTS 8
+
+static const char *const stat_names[HC_STAT_COUNT] = {
+    [HC_STAT_HITS] = "hits",
+    [HC_STAT_MISSES] = "misses",
+    [HC_STAT_SETS] = "sets",
+    [HC_STAT_DELETES] = "deletes",
+    [HC_STAT_EVICTIONS] = "evictions",
+    [HC_STAT_EXPIRATIONS] = "expirations",
+    [HC_STAT_READ_RETRIES] = "read_retries",
+    [HC_STAT_RECOVERIES] = "recoveries",
+    [HC_STAT_COMPUTES] = "computes",
+    [HC_STAT_WAITS] = "waits",
+    [HC_STAT_COALESCED] = "coalesced",
+    [HC_STAT_TAKEOVERS] = "takeovers",
+    [HC_STAT_STALE_SERVED] = "stale_served",
+    [HC_STAT_EARLY_REFRESHES] = "early_refreshes",
+    [HC_STAT_COMPUTE_ERRORS] = "compute_errors",
+};
+
+typedef struct {
+    PyObject_HEAD
+    SegmentObject *segment;
+    hc_cache *cache;
+} CacheObject;
+
+static hc_cache *
+cache_get(CacheObject *self)
+{
+    if (self->cache == NULL || segment_get(self->segment) == NULL) {
+        if (!PyErr_Occurred())
+            raise_status("cache", HC_CLOSED);
+        return NULL;
+    }
+    return self->cache;
+}
+
+/* A key as bytes: str is UTF-8, bytes as is; anything else is TypeError. */
+static int
+key_bytes(PyObject *key, const char **data, Py_ssize_t *len)
+{
+    if (PyUnicode_Check(key))
+        *data = PyUnicode_AsUTF8AndSize(key, len);
+    else if (PyBytes_Check(key)) {
+        *data = PyBytes_AS_STRING(key);
+        *len = PyBytes_GET_SIZE(key);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError,
+                     "cache keys are str or bytes, not %.100s",
+                     Py_TYPE(key)->tp_name);
+        return -1;
+    }
+    if (*data == NULL)
+        return -1;
+    if (*len == 0 || *len > HC_KEY_MAX) {
+        PyErr_Format(exc_classes[HC_TOO_LARGE],
+                     "a key has 1 to %d bytes (UTF-8 for str), got %zd. "
+                     "Hash longer keys first, e.g. with hashlib",
+                     HC_KEY_MAX, *len);
+        return -1;
+    }
+    return 0;
+}
+
+static int
+Cache_init(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"segment", "offset", "size", "max_value",
+                             "evict", NULL};
+    PyObject *segobj;
+    unsigned long long offset, size;
+    unsigned int max_value = HC_DEFAULT_MAX_VALUE;
+    int evict = 1;
+    hc_segment *seg;
+    hc_cache *cache;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!KK|Ip", kwlist,
+                                     &Segment_Type, &segobj, &offset, &size,
+                                     &max_value, &evict))
+        return -1;
+    seg = segment_get((SegmentObject *) segobj);
+    if (seg == NULL)
+        return -1;
+    hc_segment_enter(seg);
+    UNLOCKED(st, hc_cache_open(seg, offset, size, max_value, evict != 0,
+                               &cache));
+    hc_segment_leave(seg);
+    if (st != HC_OK) {
+        raise_status("cache", st);
+        return -1;
+    }
+    if (self->cache != NULL)
+        hc_cache_close(self->cache);
+    self->cache = cache;
+    Py_INCREF(segobj);
+    Py_XSETREF(self->segment, (SegmentObject *) segobj);
+    return 0;
+}
+
+static void
+Cache_dealloc(CacheObject *self)
+{
+    if (self->cache != NULL)
+        hc_cache_close(self->cache);
+    Py_XDECREF(self->segment);
+    Py_TYPE(self)->tp_free((PyObject *) self);
+}
+
+/* What a read returns to Python, before it is turned into objects. */
+typedef struct {
+    uint8_t *copy;              /* malloc'ed (locked path) or NULL */
+    PyObject *bytes;            /* the value (lock-free path) */
+    hc_read rd;
+    bool found;
+} cache_result;
+
+/* The locked read: copy the value into C memory under the stripe lock. */
+static hc_status
+read_locked(hc_cache *c, const char *key, uint32_t len, uint64_t hash,
+            uint64_t now, cache_result *res)
+{
+    hc_status st = hc_cache_lock_stripe(c, hash);
+
+    if (st != HC_OK)
+        return st;
+    st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
+    if (st == HC_CORRUPT) {
+        hc_cache_rebuild_locked(c, hash);
+        st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
+    }
+    if (st == HC_OK) {
+        res->copy = malloc(res->rd.rd_value_len ? res->rd.rd_value_len : 1);
+        if (res->copy == NULL)
+            st = HC_SYSTEM;
+        else {
+            memcpy(res->copy, res->rd.rd_value, res->rd.rd_value_len);
+            res->found = true;
+        }
+    }
+    hc_cache_unlock_stripe(c, hash);
+    return st == HC_NOT_FOUND || st == HC_CORRUPT ? HC_OK : st;
+}
+
+/*
+ * Look key up: lock-free a few times (each copy validated by the epoch),
+ * then under the stripe lock.  On success res->found tells hit or miss;
+ * res->bytes (or res->copy) holds the value.
+ */
+static int
+cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+             cache_result *res)
+{
+    uint64_t hash = hc_cache_hash(c, key, (size_t) len);
+    hc_status st;
+    int attempt;
+
+    memset(res, 0, sizeof(*res));
+    for (attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        st = hc_cache_read_begin(c, key, (uint32_t) len, hash, now, &res->rd);
+        if (st == HC_OK) {
+            res->bytes = PyBytes_FromStringAndSize(
+                (const char *) res->rd.rd_value, res->rd.rd_value_len);
+            if (res->bytes == NULL)
+                return -1;
+        }
+        if (hc_cache_read_valid(&res->rd) && st != HC_CORRUPT) {
+            res->found = st == HC_OK;
+            return 0;
+        }
+        Py_CLEAR(res->bytes);
+        hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
+    }
+    UNLOCKED(st, read_locked(c, key, (uint32_t) len, hash, now, res));
+    if (st != HC_OK) {
+        raise_status("get", st);
+        return -1;
+    }
+    if (res->found) {
+        res->bytes = PyBytes_FromStringAndSize((const char *) res->copy,
+                                               res->rd.rd_value_len);
+        free(res->copy);
+        res->copy = NULL;
+        if (res->bytes == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* Count a hit or a miss; reap an expired item if its lock is free. */
+static void
+account_read(hc_cache *c, const char *key, Py_ssize_t len, cache_result *res)
+{
+    if (res->found && res->rd.rd_expired)
+        hc_cache_reap_nowait(c, key, (uint32_t) len,
+                             hc_cache_hash(c, key, (size_t) len));
+    hc_cache_count_stat(c, res->found && !res->rd.rd_expired
+                           ? HC_STAT_HITS : HC_STAT_MISSES, 1);
+}
+
+PyDoc_STRVAR(Cache_get_doc,
+"get(key, format) -> bytes | None\n\n"
+"The stored bytes of key, or None if absent or expired.  Raises\n"
+"SerializationError if the value was stored with another format tag.");
+
+static PyObject *
+Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    hc_cache *c = cache_get(self);
+    const char *key;
+    Py_ssize_t len;
+    long format;
+    cache_result res;
+
+    if (c == NULL)
+        return NULL;
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, format)");
+        return NULL;
+    }
+    format = PyLong_AsLong(args[1]);
+    if ((format == -1 && PyErr_Occurred())
+        || key_bytes(args[0], &key, &len) < 0
+        || cache_lookup(c, key, len, hc_now_ns(), &res) < 0)
+        return NULL;
+    account_read(c, key, len, &res);
+    if (!res.found || res.rd.rd_expired) {
+        Py_XDECREF(res.bytes);
+        Py_RETURN_NONE;
+    }
+    if (res.rd.rd_format != format) {
+        Py_DECREF(res.bytes);
+        PyErr_Format(serialization_error,
+                     "the value of this key was stored with format %d, this "
+                     "cache reads format %ld: open the cache with the "
+                     "serializer that wrote it", res.rd.rd_format, format);
+        return NULL;
+    }
+    return res.bytes;
+}
+
+PyDoc_STRVAR(Cache_lookup_doc,
+"lookup(key) -> (bytes, format, ttl, stale_ttl, csn) | None\n\n"
+"Everything stored for key, expired or not: ttl is the seconds left\n"
+"(negative once expired, None if it never expires).  None if absent.");
+
+static PyObject *
+Cache_lookup(CacheObject *self, PyObject *key)
+{
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t len;
+    cache_result res;
+    uint64_t now = hc_now_ns();
+    PyObject *ttl;
+
+    if (c == NULL || key_bytes(key, &kdata, &len) < 0
+        || cache_lookup(c, kdata, len, now, &res) < 0)
+        return NULL;
+    if (!res.found)
+        Py_RETURN_NONE;
+    if (res.rd.rd_expires == HC_FOREVER)
+        ttl = Py_NewRef(Py_None);
+    else
+        ttl = PyFloat_FromDouble(((double) res.rd.rd_expires
+                                  - (double) now) / 1e9);
+    if (ttl == NULL) {
+        Py_DECREF(res.bytes);
+        return NULL;
+    }
+    return Py_BuildValue("(NiNdK)", res.bytes, (int) res.rd.rd_format, ttl,
+                         (double) res.rd.rd_stale_ms / 1e3,
+                         (unsigned long long) res.rd.rd_csn);
+}
+
+/* A ttl in seconds (None: never) as an absolute expiry; -1 on error. */
+static int
+expiry_from(PyObject *ttl, uint64_t now, uint64_t *expires)
+{
+    double secs;
+
+    if (ttl == NULL || ttl == Py_None) {
+        *expires = HC_FOREVER;
+        return 0;
+    }
+    secs = PyFloat_AsDouble(ttl);
+    if (secs == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(secs)) {
+        PyErr_SetString(PyExc_ValueError, "ttl must be a number, not NaN");
+        return -1;
+    }
+    if (isinf(secs) && secs > 0)
+        *expires = HC_FOREVER;
+    else if (secs <= 0)
+        *expires = now;         /* expired at once */
+    else if (secs > 1e10)
+        *expires = HC_FOREVER;
+    else
+        *expires = now + (uint64_t) (secs * 1e9);
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_store_doc,
+"store(key, value, format, ttl=None, mode=0, expect_csn=0, stale_ttl=0.0)"
+" -> int\n\n"
+"Store bytes under key; return the write's commit sequence number, or 0\n"
+"if mode refused (1 add: exists, 2 replace: absent, 3 cas: changed).");
+
+static PyObject *
+Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "value", "format", "ttl", "mode",
+                             "expect_csn", "stale_ttl", NULL};
+    PyObject *key, *ttl = Py_None;
+    Py_buffer value;
+    int format, mode = HC_SET_ALWAYS;
+    unsigned long long expect = 0, csn = 0;
+    double stale = 0;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    hc_write wr;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oy*i|OiKd", kwlist, &key,
+                                     &value, &format, &ttl, &mode, &expect,
+                                     &stale))
+        return NULL;
+    memset(&wr, 0, sizeof(wr));
+    if (key_bytes(key, &kdata, &klen) < 0
+        || expiry_from(ttl, hc_now_ns(), &wr.wr_expires) < 0)
+        goto fail;
+    if (mode < HC_SET_ALWAYS || mode > HC_SET_CAS || format < 0
+        || format > 255 || value.len > UINT32_MAX || stale < 0
+        || stale > 4e6) {
+        PyErr_SetString(PyExc_ValueError, "mode, format, value size or "
+                        "stale_ttl out of range");
+        goto fail;
+    }
+    wr.wr_key = kdata;
+    wr.wr_key_len = (uint32_t) klen;
+    wr.wr_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    wr.wr_value = value.buf;
+    wr.wr_value_len = (uint32_t) value.len;
+    wr.wr_format = (uint8_t) format;
+    wr.wr_stale_ms = (uint32_t) (stale * 1e3);
+    wr.wr_mode = (hc_set_mode) mode;
+    wr.wr_expect_csn = expect;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_set(c, &wr, (uint64_t *) &csn));
+    hc_segment_leave(c->ca_seg);
+    PyBuffer_Release(&value);
+    if (st == HC_EXISTS || st == HC_NOT_FOUND || st == HC_CONFLICT)
+        return PyLong_FromLong(0);
+    if (st == HC_NO_SPACE)
+        return raise_cache_full(st);
+    if (st != HC_OK)
+        return raise_status("set", st);
+    return PyLong_FromUnsignedLongLong(csn);
+fail:
+    PyBuffer_Release(&value);
+    return NULL;
+}
+
+PyDoc_STRVAR(Cache_delete_doc,
+"delete(key) -> bool\n\nRemove key; False if it was absent or expired.");
+
+static PyObject *
+Cache_delete(CacheObject *self, PyObject *key)
+{
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t len;
+    hc_status st;
+
+    if (c == NULL || key_bytes(key, &kdata, &len) < 0)
+        return NULL;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_delete(c, kdata, (uint32_t) len,
+                                 hc_cache_hash(c, kdata, (size_t) len)));
+    hc_segment_leave(c->ca_seg);
+    if (st == HC_NOT_FOUND)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return raise_status("delete", st);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(Cache_touch_doc,
+"touch(key, ttl) -> bool\n\nGive key a new ttl; False if absent.");
+
+static PyObject *
+Cache_touch(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    PyObject *key, *ttl;
+    const char *kdata;
+    Py_ssize_t len;
+    uint64_t expires;
+    hc_status st;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "OO", &key, &ttl)
+        || key_bytes(key, &kdata, &len) < 0
+        || expiry_from(ttl, hc_now_ns(), &expires) < 0)
+        return NULL;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_touch(c, kdata, (uint32_t) len,
+                                hc_cache_hash(c, kdata, (size_t) len),
+                                expires));
+    hc_segment_leave(c->ca_seg);
+    if (st == HC_NOT_FOUND)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return raise_status("touch", st);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(Cache_clear_doc, "clear() -> None\n\nRemove every item.");
+
+static PyObject *
+Cache_clear(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_clear(c));
+    hc_segment_leave(c->ca_seg);
+    if (st != HC_OK)
+        return raise_status("clear", st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Cache_count_doc,
+"count() -> int\n\nThe number of unexpired items.");
+
+static PyObject *
+Cache_count(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    uint64_t n = 0;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_count(c, hc_now_ns(), &n));
+    hc_segment_leave(c->ca_seg);
+    if (st != HC_OK)
+        return raise_status("len", st);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+/* Append the packed keys of one stripe to list (as bytes objects). */
+static int
+append_keys(PyObject *list, const uint8_t *buf, size_t len)
+{
+    size_t pos = 0;
+
+    while (pos + 2 <= len) {
+        uint16_t klen;
+        PyObject *k;
+
+        memcpy(&klen, buf + pos, 2);
+        if (pos + 2 + klen > len)
+            break;
+        k = PyBytes_FromStringAndSize((const char *) buf + pos + 2, klen);
+        if (k == NULL || PyList_Append(list, k) < 0) {
+            Py_XDECREF(k);
+            return -1;
+        }
+        Py_DECREF(k);
+        pos += 2 + (size_t) klen;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_keys_doc,
+"keys() -> list[bytes]\n\nThe keys of unexpired items, stripe by stripe.");
+
+static PyObject *
+Cache_keys(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    PyObject *list;
+    uint32_t i;
+
+    if (c == NULL || (list = PyList_New(0)) == NULL)
+        return NULL;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        uint8_t *buf = NULL;
+        size_t len = 0, count = 0;
+        hc_status st;
+
+        hc_segment_enter(c->ca_seg);
+        UNLOCKED(st, hc_cache_stripe_keys(c, i, hc_now_ns(), &buf, &len,
+                                          &count));
+        hc_segment_leave(c->ca_seg);
+        if (st != HC_OK) {
+            Py_DECREF(list);
+            return raise_status("keys", st);
+        }
+        if (append_keys(list, buf, len) < 0) {
+            free(buf);
+            Py_DECREF(list);
+            return NULL;
+        }
+        free(buf);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Cache_check_doc,
+"check() -> None\n\n"
+"Verify every invariant of the table (chains, queue, allocator, counts);\n"
+"raise CorruptSegment naming the first one broken.");
+
+static PyObject *
+Cache_check(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_cache_check(c));
+    hc_segment_leave(c->ca_seg);
+    if (st != HC_OK)
+        return raise_status("check", st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stats_dict(const uint64_t counts[HC_STAT_COUNT])
+{
+    PyObject *d = PyDict_New();
+    int k;
+
+    for (k = 0; d != NULL && k < HC_STAT_COUNT; k++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(counts[k]);
+
+        if (v == NULL || PyDict_SetItemString(d, stat_names[k], v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+PyDoc_STRVAR(Cache_stats_doc,
+"stats() -> dict\n\nCounters summed over every process, and usage.");
+
+static PyObject *
+Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    uint64_t totals[HC_STAT_COUNT], used, capacity, items, payload;
+    PyObject *d;
+
+    if (c == NULL)
+        return NULL;
+    hc_cache_stats(c, totals);
+    hc_cache_usage(c, &used, &capacity, &items, &payload);
+    d = stats_dict(totals);
+    if (d == NULL)
+        return NULL;
+    {
+        PyObject *extra = Py_BuildValue(
+            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I}",
+            "entries", (unsigned long long) items,
+            "bytes_used", (unsigned long long) used,
+            "bytes_free", (unsigned long long) (capacity - used),
+            "bytes_capacity", (unsigned long long) capacity,
+            "payload_bytes", (unsigned long long) payload,
+            "max_value_size", c->ca_max_value,
+            "stripes", c->ca_layout.cl_nstripes);
+
+        if (extra == NULL || PyDict_Update(d, extra) < 0) {
+            Py_XDECREF(extra);
+            goto fail;
+        }
+        Py_DECREF(extra);
+    }
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+PyDoc_STRVAR(Cache_stats_by_process_doc,
+"stats_by_process() -> list[dict]\n\n"
+"Per-process counters (pid 0: processes that have exited).");
+
+static PyObject *
+Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    PyObject *list;
+    uint32_t i;
+
+    if (c == NULL || (list = PyList_New(0)) == NULL)
+        return NULL;
+    for (i = 0; i <= HC_MAX_SLOTS; i++) {
+        uint64_t counts[HC_STAT_COUNT];
+        uint32_t pid;
+        PyObject *d, *pidobj;
+
+        if (!hc_cache_stats_slot(c, i, counts, &pid))
+            continue;
+        d = stats_dict(counts);
+        pidobj = PyLong_FromUnsignedLong(pid);
+        if (d == NULL || pidobj == NULL
+            || PyDict_SetItemString(d, "pid", pidobj) < 0
+            || PyList_Append(list, d) < 0) {
+            Py_XDECREF(pidobj);
+            Py_XDECREF(d);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(pidobj);
+        Py_DECREF(d);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Cache_count_stat_doc,
+"count_stat(name, n=1) -> None\n\nAdd n to this process's counter name.");
+
+static PyObject *
+Cache_count_stat(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    const char *name;
+    unsigned long long n = 1;
+    int k;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "s|K", &name, &n))
+        return NULL;
+    for (k = 0; k < HC_STAT_COUNT; k++) {
+        if (strcmp(stat_names[k], name) == 0) {
+            hc_cache_count_stat(c, (hc_stat) k, n);
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "no statistic %s", name);
+    return NULL;
+}
+
+static PyMethodDef Cache_methods[] = {
+    {"get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
+     Cache_get_doc},
+    {"lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
+    {"store", (PyCFunction) (void (*)(void)) Cache_store,
+     METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
+    {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},
+    {"touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
+    {"clear", (PyCFunction) Cache_clear, METH_NOARGS, Cache_clear_doc},
+    {"count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},
+    {"keys", (PyCFunction) Cache_keys, METH_NOARGS, Cache_keys_doc},
+    {"check", (PyCFunction) Cache_check, METH_NOARGS, Cache_check_doc},
+    {"stats", (PyCFunction) Cache_stats, METH_NOARGS, Cache_stats_doc},
+    {"stats_by_process", (PyCFunction) Cache_stats_by_process, METH_NOARGS,
+     Cache_stats_by_process_doc},
+    {"count_stat", (PyCFunction) Cache_count_stat, METH_VARARGS,
+     Cache_count_stat_doc},
+    {NULL}
+};
+
+static PyTypeObject Cache_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Cache",
+    .tp_basicsize = sizeof(CacheObject),
+    .tp_dealloc = (destructor) Cache_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Cache(segment, offset, size, max_value=1MiB, evict=True): "
+              "the shared hash table at offset of segment.",
+    .tp_methods = Cache_methods,
+    .tp_init = (initproc) Cache_init,
+    .tp_new = PyType_GenericNew,
+};
+
 /* ---------------------------------------------------------------------- */
 /* Module                                                                 */
 /* ---------------------------------------------------------------------- */
@@ -1210,6 +1922,10 @@ PyInit__core(void)
         || add_type(m, &Lock_Type, "Lock") < 0
         || add_type(m, &Condition_Type, "Condition") < 0
         || add_type(m, &Counter_Type, "Counter") < 0
+        || add_type(m, &Cache_Type, "Cache") < 0
+        || PyModule_AddIntConstant(m, "KEY_MAX", HC_KEY_MAX) < 0
+        || PyModule_AddIntConstant(m, "MIN_CACHE_SIZE",
+                                   (long) hc_cache_min_size()) < 0
         || PyModule_AddIntConstant(m, "KIND_RAW", HC_KIND_RAW) < 0
         || PyModule_AddIntConstant(m, "KIND_COUNTER", HC_KIND_COUNTER) < 0
         || PyModule_AddIntConstant(m, "KIND_LOCK", HC_KIND_LOCK) < 0

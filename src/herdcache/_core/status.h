@@ -48,6 +48,7 @@ typedef enum hc_status {
     HC_DEADLOCK,            /* this thread already holds the lock */
     HC_CLOSED,              /* the handle (or queue) was closed */
     HC_PEER_DIED,           /* the process on the other side died */
+    HC_CONFLICT,            /* a compare-and-set found another version */
     HC_SYSTEM,              /* a system call failed; errno tells which way */
     HC_STATUS_COUNT
 } hc_status;

@@ -1,0 +1,1482 @@
+/*-------------------------------------------------------------------------
+ *
+ * table.c
+ *	  The striped shared hash table described in table.h.
+ *
+ * Sections: geometry and access helpers; the free epoch; lock-free reads;
+ * finding, linking and unlinking items under the stripe lock; SIEVE
+ * eviction; the writers; stripe rebuild after a crash; opening; whole-
+ * table operations (clear, count, keys, check); statistics.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "table.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "clock.h"
+#include "hash.h"
+#include "slot.h"
+
+/* Longest bucket chain anyone walks: a longer one is a cycle (corruption). */
+#define MAX_CHAIN 4096
+/* How long a writer waits for a live holder of a stripe lock. */
+#define STRIPE_LOCK_WAIT_NS (UINT64_C(10) * HC_NS_PER_SEC)
+/* SIEVE victims tried before evicting a whole region for a large block. */
+#define SIEVE_TRIES 32
+/* Expired items the write path removes from the queue tail per set. */
+#define SWEEP_PER_WRITE 2
+#define MIN_UNITS 1024
+
+/* ---------------------------------------------------------------------- */
+/* Geometry and access                                                    */
+/* ---------------------------------------------------------------------- */
+
+static uint64_t
+round64(uint64_t n)
+{
+    return (n + 63) & ~(uint64_t) 63;
+}
+
+static uint32_t
+pow2_floor(uint64_t n)
+{
+    uint32_t p = 1;
+
+    while ((uint64_t) p * 2 <= n && p < (UINT32_C(1) << 30))
+        p *= 2;
+    return p;
+}
+
+/*
+ * The geometry of a cache of size bytes.  Attachers recompute it rather
+ * than trust the copy in shared memory; the copy is only compared.
+ */
+static bool
+compute_layout(uint64_t size, hc_cache_layout *l)
+{
+    uint64_t head = round64(sizeof(hc_cache_header));
+    uint64_t stats = (uint64_t) (HC_MAX_SLOTS + 1) * sizeof(hc_stats_slot);
+    uint64_t avail, per, units;
+    uint32_t n = HC_MAX_STRIPES, nb;
+
+    memset(l, 0, sizeof(*l));
+    if (size < head + stats)
+        return false;
+    avail = size - head - stats;
+    while (n > 1 && avail / n < HC_STRIPE_TARGET)
+        n /= 2;
+    per = avail / n;
+    if (per < sizeof(hc_stripe) + 256)
+        return false;
+    per -= sizeof(hc_stripe) + 256;         /* 256: alignment slack */
+    /* per stripe: 4-byte buckets (1 per 4 units), 1 map byte + 64 per unit */
+    nb = pow2_floor((per / 65) / 4 < 16 ? 16 : (per / 65) / 4);
+    if (per < (uint64_t) nb * 4)
+        return false;
+    units = (per - (uint64_t) nb * 4) / (HC_UNIT + 1);
+    if (units < MIN_UNITS)
+        return false;
+    if (units > UINT32_MAX - 1)
+        units = UINT32_MAX - 1;
+    l->cl_size = size;
+    l->cl_nstripes = n;
+    l->cl_nbuckets = nb;
+    l->cl_units = (uint32_t) units;
+    l->cl_stats_off = head;
+    l->cl_stripes_off = head + stats;
+    l->cl_buckets_off = l->cl_stripes_off + (uint64_t) n * sizeof(hc_stripe);
+    l->cl_maps_off = round64(l->cl_buckets_off + (uint64_t) n * nb * 4);
+    l->cl_arenas_off = round64(l->cl_maps_off + (uint64_t) n * units);
+    return l->cl_arenas_off + (uint64_t) n * units * HC_UNIT <= size;
+}
+
+uint64_t
+hc_cache_min_size(void)
+{
+    hc_cache_layout l;
+    uint64_t size = 1 << 16;
+
+    while (!compute_layout(size, &l))
+        size += 1 << 16;
+    return size;
+}
+
+static hc_stripe *
+stripe_at(const hc_cache *c, uint32_t i)
+{
+    return (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off) + i;
+}
+
+static _Atomic uint32_t *
+buckets_of(const hc_cache *c, uint32_t i)
+{
+    return (_Atomic uint32_t *) (c->ca_base + c->ca_layout.cl_buckets_off)
+        + (uint64_t) i * c->ca_layout.cl_nbuckets;
+}
+
+static hc_arena_view
+view_of(const hc_cache *c, uint32_t i)
+{
+    const hc_cache_layout *l = &c->ca_layout;
+    hc_arena_view av;
+
+    av.av_arena = &stripe_at(c, i)->sp_arena;
+    av.av_base = c->ca_base + l->cl_arenas_off
+        + (uint64_t) i * l->cl_units * HC_UNIT;
+    av.av_map = c->ca_base + l->cl_maps_off + (uint64_t) i * l->cl_units;
+    av.av_units = l->cl_units;
+    return av;
+}
+
+static uint32_t
+stripe_of(const hc_cache *c, uint64_t hash)
+{
+    return (uint32_t) (hash & (c->ca_layout.cl_nstripes - 1));
+}
+
+static uint32_t
+bucket_of(const hc_cache *c, uint64_t hash)
+{
+    return (uint32_t) ((hash >> 32) & (c->ca_layout.cl_nbuckets - 1));
+}
+
+/*
+ * The item at a unit read from shared memory, or NULL if its header does
+ * not describe a block inside the arena.  Readers call this on racy data,
+ * so it checks everything a later access depends on.
+ */
+static hc_item *
+item_at(const hc_arena_view *av, uint32_t unit)
+{
+    hc_item *it;
+    uint64_t block;
+
+    if (unit >= av->av_units)
+        return NULL;
+    it = hc_alloc_ptr(av, unit);
+    if (it->it_order > HC_MAX_ORDER
+        || (uint64_t) unit + (UINT64_C(1) << it->it_order) > av->av_units
+        || it->it_key_len > HC_KEY_MAX)
+        return NULL;
+    block = (uint64_t) HC_UNIT << it->it_order;
+    if (sizeof(hc_item) + (uint64_t) it->it_key_len + it->it_value_len > block)
+        return NULL;
+    return it;
+}
+
+static bool
+is_expired(const hc_item *it, uint64_t now, bool with_stale)
+{
+    uint64_t exp = atomic_load_explicit(&((hc_item *) it)->it_expires,
+                                        memory_order_relaxed);
+
+    if (exp == HC_FOREVER)
+        return false;
+    if (with_stale)
+        exp += (uint64_t) it->it_stale_ms * HC_NS_PER_MS;
+    return now >= exp;
+}
+
+static bool
+key_matches(const hc_item *it, uint64_t hash, const void *key, uint32_t len)
+{
+    return it->it_hash == hash && it->it_key_len == len
+        && memcmp(it + 1, key, len) == 0;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The free epoch (the stripe-wide seqlock of table.h)                    */
+/* ---------------------------------------------------------------------- */
+
+static void
+epoch_enter(hc_stripe *s)
+{
+    uint32_t e = atomic_load_explicit(&s->sp_epoch, memory_order_relaxed);
+
+    if (e & 1)
+        return;                 /* already open (a rebuild after a crash) */
+    atomic_store_explicit(&s->sp_epoch, e + 1, memory_order_relaxed);
+    /*
+     * Order the odd value before every store of the unlink/free that
+     * follows: a reader that sees any of those stores and then runs the
+     * acquire fence in hc_cache_read_valid() sees the epoch moved.
+     */
+    atomic_thread_fence(memory_order_release);
+}
+
+static void
+epoch_exit(hc_stripe *s)
+{
+    uint32_t e = atomic_load_explicit(&s->sp_epoch, memory_order_relaxed);
+
+    if (!(e & 1))
+        return;
+    /* Pairs with the acquire load in hc_cache_read_begin(). */
+    atomic_store_explicit(&s->sp_epoch, e + 1, memory_order_release);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Lock-free reads                                                        */
+/* ---------------------------------------------------------------------- */
+
+uint64_t
+hc_cache_hash(const hc_cache *c, const void *key, size_t len)
+{
+    return hc_hash_key(c->ca_seed, key, len);
+}
+
+static void
+fill_read(hc_read *rd, hc_item *it, uint64_t now)
+{
+    rd->rd_value = (const uint8_t *) (it + 1) + it->it_key_len;
+    rd->rd_value_len = it->it_value_len;
+    rd->rd_format = it->it_format;
+    rd->rd_expires = atomic_load_explicit(&it->it_expires,
+                                          memory_order_relaxed);
+    rd->rd_csn = it->it_csn;
+    rd->rd_stale_ms = it->it_stale_ms;
+    rd->rd_expired = is_expired(it, now, false);
+    /* The one bit a hit writes, and only when it is clear (SIEVE). */
+    if (!rd->rd_expired
+        && !atomic_load_explicit(&it->it_visited, memory_order_relaxed))
+        atomic_store_explicit(&it->it_visited, 1, memory_order_relaxed);
+}
+
+hc_status
+hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
+                    uint64_t hash, uint64_t now, hc_read *rd)
+{
+    uint32_t si = stripe_of(c, hash), link, steps;
+    hc_arena_view av = view_of(c, si);
+
+    rd->rd_stripe = stripe_at(c, si);
+    /* Pairs with the release store in epoch_exit(). */
+    rd->rd_epoch = atomic_load_explicit(&rd->rd_stripe->sp_epoch,
+                                        memory_order_acquire);
+    if (rd->rd_epoch & 1)
+        return HC_NOT_FOUND;    /* a writer is freeing: invalid, retry */
+    /* Pairs with the release stores that link items (link_item()). */
+    link = atomic_load_explicit(&buckets_of(c, si)[bucket_of(c, hash)],
+                                memory_order_acquire);
+    for (steps = 0; link != 0; steps++) {
+        hc_item *it = item_at(&av, link - 1);
+
+        if (it == NULL || steps >= MAX_CHAIN)
+            return HC_CORRUPT;  /* or a torn read: the caller validates */
+        if (key_matches(it, hash, key, key_len)) {
+            fill_read(rd, it, now);
+            return HC_OK;
+        }
+        link = atomic_load_explicit(&it->it_next, memory_order_acquire);
+    }
+    return HC_NOT_FOUND;
+}
+
+bool
+hc_cache_read_valid(const hc_read *rd)
+{
+    /* Order the reads of the item (and the caller's copy) before the
+     * re-read of the epoch; pairs with the release fence in epoch_enter(). */
+    atomic_thread_fence(memory_order_acquire);
+    return !(rd->rd_epoch & 1)
+        && atomic_load_explicit(&rd->rd_stripe->sp_epoch,
+                                memory_order_relaxed) == rd->rd_epoch;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Items under the stripe lock                                            */
+/* ---------------------------------------------------------------------- */
+
+/* What a locked operation works with. */
+typedef struct writer {
+    hc_cache *w_cache;
+    uint32_t w_si;
+    hc_stripe *w_stripe;
+    hc_arena_view w_av;
+    uint64_t w_now;
+} writer;
+
+static writer
+writer_for(hc_cache *c, uint32_t si)
+{
+    writer w = {c, si, stripe_at(c, si), view_of(c, si), hc_now_ns()};
+
+    return w;
+}
+
+/*
+ * Find the item of key: its unit and the link word that points to it.
+ * HC_NOT_FOUND, or HC_CORRUPT for a broken chain (the caller rebuilds).
+ */
+static hc_status
+find_item(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+          _Atomic uint32_t **linkp, uint32_t *unit)
+{
+    _Atomic uint32_t *link = &buckets_of(w->w_cache, w->w_si)
+        [bucket_of(w->w_cache, hash)];
+    uint32_t steps = 0;
+
+    for (;;) {
+        uint32_t next = atomic_load_explicit(link, memory_order_relaxed);
+        hc_item *it;
+
+        if (next == 0)
+            return HC_NOT_FOUND;
+        it = item_at(&w->w_av, next - 1);
+        if (it == NULL || ++steps > MAX_CHAIN)
+            return HC_CORRUPT;
+        if (key_matches(it, hash, key, key_len)) {
+            *linkp = link;
+            *unit = next - 1;
+            return HC_OK;
+        }
+        link = &it->it_next;
+    }
+}
+
+/* The link word that points to unit, found through its bucket. */
+static _Atomic uint32_t *
+link_to(writer *w, uint32_t unit)
+{
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+    _Atomic uint32_t *link = &buckets_of(w->w_cache, w->w_si)
+        [bucket_of(w->w_cache, it->it_hash)];
+    uint32_t steps;
+
+    for (steps = 0; steps < MAX_CHAIN; steps++) {
+        uint32_t next = atomic_load_explicit(link, memory_order_relaxed);
+        hc_item *cur;
+
+        if (next == 0)
+            return NULL;
+        if (next - 1 == unit)
+            return link;
+        cur = item_at(&w->w_av, next - 1);
+        if (cur == NULL)
+            return NULL;
+        link = &cur->it_next;
+    }
+    return NULL;
+}
+
+static void
+queue_push_head(writer *w, uint32_t unit)
+{
+    hc_stripe *s = w->w_stripe;
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+
+    it->it_qprev = 0;
+    it->it_qnext = s->sp_qhead;
+    if (s->sp_qhead != 0)
+        ((hc_item *) hc_alloc_ptr(&w->w_av, s->sp_qhead - 1))->it_qprev =
+            unit + 1;
+    else
+        s->sp_qtail = unit + 1;
+    s->sp_qhead = unit + 1;
+}
+
+static void
+queue_remove(writer *w, uint32_t unit)
+{
+    hc_stripe *s = w->w_stripe;
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+
+    if (s->sp_hand == unit + 1)
+        s->sp_hand = it->it_qprev;      /* the hand moves toward the head */
+    if (it->it_qprev != 0)
+        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qprev - 1))->it_qnext =
+            it->it_qnext;
+    else
+        s->sp_qhead = it->it_qnext;
+    if (it->it_qnext != 0)
+        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qnext - 1))->it_qprev =
+            it->it_qprev;
+    else
+        s->sp_qtail = it->it_qprev;
+}
+
+static void
+count_item(hc_stripe *s, const hc_item *it, int sign)
+{
+    uint64_t bytes = (uint64_t) it->it_key_len + it->it_value_len;
+
+    /* relaxed: only statistics read these without the lock */
+    if (sign > 0) {
+        atomic_fetch_add_explicit(&s->sp_items, 1, memory_order_relaxed);
+        atomic_fetch_add_explicit(&s->sp_bytes, bytes, memory_order_relaxed);
+    }
+    else {
+        atomic_fetch_sub_explicit(&s->sp_items, 1, memory_order_relaxed);
+        atomic_fetch_sub_explicit(&s->sp_bytes, bytes, memory_order_relaxed);
+    }
+}
+
+/* Publish a complete item at the head of its bucket. */
+static void
+link_item(writer *w, uint32_t unit)
+{
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+    _Atomic uint32_t *head = &buckets_of(w->w_cache, w->w_si)
+        [bucket_of(w->w_cache, it->it_hash)];
+
+    atomic_store_explicit(&it->it_next,
+                          atomic_load_explicit(head, memory_order_relaxed),
+                          memory_order_relaxed);
+    /* Publish: pairs with the acquire loads of links by readers. */
+    atomic_store_explicit(head, unit + 1, memory_order_release);
+    queue_push_head(w, unit);
+    count_item(w->w_stripe, it, 1);
+}
+
+/*
+ * Unlink the item at unit (whose link word is linkp) and free its block.
+ * The caller has opened the epoch: readers of the block will retry.
+ */
+static hc_status
+remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
+{
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+
+    atomic_store_explicit(linkp,
+                          atomic_load_explicit(&it->it_next,
+                                               memory_order_relaxed),
+                          memory_order_release);
+    queue_remove(w, unit);
+    count_item(w->w_stripe, it, -1);
+    return hc_alloc_free(&w->w_av, unit, it->it_order);
+}
+
+static hc_status
+remove_unit(writer *w, uint32_t unit)
+{
+    _Atomic uint32_t *linkp = link_to(w, unit);
+
+    if (linkp == NULL)
+        return HC_CORRUPT;
+    epoch_enter(w->w_stripe);
+    return remove_item(w, linkp, unit);
+}
+
+/* ---------------------------------------------------------------------- */
+/* SIEVE eviction                                                         */
+/* ---------------------------------------------------------------------- */
+
+/*
+ * Evict one item by SIEVE (Zhang et al., NSDI 2024): the hand walks from
+ * the oldest item toward the newest; a visited item is spared (its flag
+ * cleared) and stays in place, the first unvisited one goes.  An item
+ * past its expiry (and stale window) goes whatever its flag.
+ */
+static hc_status
+evict_one(writer *w)
+{
+    hc_stripe *s = w->w_stripe;
+    uint32_t cur = s->sp_hand ? s->sp_hand : s->sp_qtail;
+    uint64_t steps, limit = 2 * atomic_load_explicit(&s->sp_items,
+                                                     memory_order_relaxed) + 2;
+
+    for (steps = 0; cur != 0 && steps < limit; steps++) {
+        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
+        bool expired = is_expired(it, w->w_now, true);
+
+        if (expired || !atomic_load_explicit(&it->it_visited,
+                                             memory_order_relaxed)) {
+            s->sp_hand = it->it_qprev;
+            hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
+                                                    : HC_STAT_EVICTIONS, 1);
+            return remove_unit(w, cur - 1);
+        }
+        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
+        cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
+    }
+    return cur == 0 ? HC_NO_SPACE : HC_CORRUPT;
+}
+
+/*
+ * Make room for a block of a large order when SIEVE's victims are
+ * scattered: evict every item inside one aligned region of that order
+ * (the one holding the hand's item), after which buddies coalesce.
+ */
+static hc_status
+evict_region(writer *w, unsigned order)
+{
+    uint32_t start = w->w_stripe->sp_hand ? w->w_stripe->sp_hand - 1
+        : w->w_stripe->sp_qtail - 1;
+    uint64_t u, end;
+
+    unsigned o;
+
+    start &= ~((UINT32_C(1) << order) - 1);
+    /* A used block larger than the region may cover it: evict that one. */
+    for (o = order + 1; o <= HC_MAX_ORDER; o++) {
+        uint32_t outer = start & ~((UINT32_C(1) << o) - 1);
+
+        if (outer < w->w_av.av_units && w->w_av.av_map[outer] == o + 1) {
+            hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
+            return remove_unit(w, outer);
+        }
+    }
+    end = (uint64_t) start + (UINT64_C(1) << order);
+    if (end > w->w_av.av_units)
+        end = w->w_av.av_units;
+    for (u = start; u < end; u++) {
+        uint8_t m = w->w_av.av_map[u];
+        hc_status st;
+
+        if (m == 0 || (m & HC_MAP_FREE))
+            continue;
+        hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
+        st = remove_unit(w, (uint32_t) u);
+        if (st != HC_OK)
+            return st;
+    }
+    return HC_OK;
+}
+
+/* Remove up to SWEEP_PER_WRITE expired items from the queue's old end. */
+static hc_status
+sweep_expired(writer *w)
+{
+    int i;
+
+    for (i = 0; i < SWEEP_PER_WRITE && w->w_stripe->sp_qtail != 0; i++) {
+        uint32_t unit = w->w_stripe->sp_qtail - 1;
+
+        if (!is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, true))
+            break;
+        hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
+        if (remove_unit(w, unit) != HC_OK)
+            return HC_CORRUPT;
+    }
+    return HC_OK;
+}
+
+/* Remove every expired item of the stripe (a full stripe, no eviction). */
+static hc_status
+reap_all_expired(writer *w)
+{
+    uint32_t cur = w->w_stripe->sp_qtail;
+    uint64_t steps = 0;
+
+    while (cur != 0 && ++steps <= w->w_av.av_units) {
+        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
+        uint32_t next = it->it_qprev;
+
+        if (is_expired(it, w->w_now, true)) {
+            hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
+            if (remove_unit(w, cur - 1) != HC_OK)
+                return HC_CORRUPT;
+        }
+        cur = next;
+    }
+    return HC_OK;
+}
+
+/*
+ * A free block of the order, evicting as needed: SIEVE victims first,
+ * then, if they never coalesce into a block that large, one region.
+ */
+static hc_status
+alloc_with_eviction(writer *w, unsigned order, uint32_t *unit)
+{
+    int tries;
+
+    for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
+        hc_status st = hc_alloc_block(&w->w_av, order, unit);
+
+        if (st != HC_NO_SPACE)
+            return st;
+        if (w->w_stripe->sp_qtail == 0)
+            return HC_NO_SPACE;         /* empty, and still no room */
+        if (!w->w_cache->ca_evict) {
+            /* Expired items may still go; live ones may not. */
+            if (tries > 0 || reap_all_expired(w) != HC_OK)
+                return HC_NO_SPACE;
+            continue;
+        }
+        st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, order);
+        if (st != HC_OK)
+            return st;
+    }
+    return hc_alloc_block(&w->w_av, order, unit);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Stripe locking and rebuild                                             */
+/* ---------------------------------------------------------------------- */
+
+static void stripe_rebuild(hc_cache *c, uint32_t si);
+
+static hc_status
+stripe_lock_at(hc_cache *c, uint32_t si, bool probe_now)
+{
+    hc_stripe *s = stripe_at(c, si);
+    uint64_t deadline = hc_deadline_after(STRIPE_LOCK_WAIT_NS);
+    hc_status st = probe_now ? hc_lock_try_acquire(c->ca_seg, &s->sp_lock)
+                             : hc_lock_acquire_nowait(c->ca_seg, &s->sp_lock);
+
+    while (st == HC_WOULD_BLOCK || st == HC_INTERRUPTED)
+        st = hc_lock_acquire(c->ca_seg, &s->sp_lock, deadline);
+    if (st == HC_OWNER_DIED) {
+        /* The dead writer may have left anything half done: rebuild. */
+        stripe_rebuild(c, si);
+        hc_cache_count_stat(c, HC_STAT_RECOVERIES, 1);
+        st = HC_OK;
+    }
+    if (st == HC_TIMEOUT)
+        hc_set_detail("a stripe lock stayed held by a live process for "
+                      "%llu s", (unsigned long long) (STRIPE_LOCK_WAIT_NS
+                                                      / HC_NS_PER_SEC));
+    return st;
+}
+
+static void
+stripe_unlock_at(hc_cache *c, uint32_t si)
+{
+    epoch_exit(stripe_at(c, si));
+    hc_lock_release(c->ca_seg, &stripe_at(c, si)->sp_lock);
+}
+
+hc_status
+hc_cache_lock_stripe(hc_cache *c, uint64_t hash)
+{
+    /* Readers come here after an odd epoch lasted: probe the owner now. */
+    return stripe_lock_at(c, stripe_of(c, hash), true);
+}
+
+void
+hc_cache_rebuild_locked(hc_cache *c, uint64_t hash)
+{
+    stripe_rebuild(c, stripe_of(c, hash));
+    hc_cache_count_stat(c, HC_STAT_RECOVERIES, 1);
+}
+
+void
+hc_cache_unlock_stripe(hc_cache *c, uint64_t hash)
+{
+    stripe_unlock_at(c, stripe_of(c, hash));
+}
+
+/* Is unit the start of a used block holding a well-formed item of (si, b)? */
+static hc_item *
+rebuild_candidate(writer *w, uint32_t unit, uint32_t bucket)
+{
+    hc_item *it = item_at(&w->w_av, unit);
+
+    if (it == NULL || w->w_av.av_map[unit] != it->it_order + 1
+        || (unit & ((UINT32_C(1) << it->it_order) - 1)) != 0
+        || stripe_of(w->w_cache, it->it_hash) != w->w_si
+        || bucket_of(w->w_cache, it->it_hash) != bucket)
+        return NULL;
+    return it;
+}
+
+/* Does an item kept earlier in the same chain have it's key (a newer one)? */
+static bool
+shadowed(writer *w, const uint32_t *chain, uint32_t n, const hc_item *it)
+{
+    uint32_t i;
+
+    for (i = 0; i < n; i++)
+        if (key_matches(hc_alloc_ptr(&w->w_av, chain[i]), it->it_hash,
+                        it + 1, it->it_key_len))
+            return true;
+    return false;
+}
+
+/* Collect the well-formed items reachable from the buckets, once each. */
+static uint32_t
+rebuild_collect(writer *w, uint32_t *kept, uint8_t *seen)
+{
+    _Atomic uint32_t *buckets = buckets_of(w->w_cache, w->w_si);
+    uint32_t b, n = 0;
+
+    for (b = 0; b < w->w_cache->ca_layout.cl_nbuckets; b++) {
+        uint32_t link = atomic_load_explicit(&buckets[b],
+                                             memory_order_relaxed);
+        uint32_t first = n;
+
+        while (link != 0 && n < w->w_av.av_units) {
+            hc_item *it = rebuild_candidate(w, link - 1, b);
+
+            if (it == NULL || seen[link - 1])
+                break;          /* drop the rest of a broken chain */
+            seen[link - 1] = 1;
+            if (!shadowed(w, kept + first, n - first, it))
+                kept[n++] = link - 1;
+            link = atomic_load_explicit(&it->it_next, memory_order_relaxed);
+        }
+        atomic_store_explicit(&buckets[b], 0, memory_order_relaxed);
+    }
+    return n;
+}
+
+static void
+stripe_reset(writer *w)
+{
+    hc_stripe *s = w->w_stripe;
+    _Atomic uint32_t *buckets = buckets_of(w->w_cache, w->w_si);
+    uint32_t b;
+
+    for (b = 0; b < w->w_cache->ca_layout.cl_nbuckets; b++)
+        atomic_store_explicit(&buckets[b], 0, memory_order_relaxed);
+    hc_alloc_reset(&w->w_av);
+    s->sp_qhead = s->sp_qtail = s->sp_hand = 0;
+    atomic_store_explicit(&s->sp_items, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
+}
+
+/*
+ * Rebuild a stripe whose last writer died or which was found
+ * inconsistent: keep every well-formed item its buckets reach, rebuild
+ * the map, free lists and queue from them.  If memory for the scan is not
+ * to be had, empty the stripe instead (a cache may lose data).
+ */
+static void
+stripe_rebuild(hc_cache *c, uint32_t si)
+{
+    writer w = writer_for(c, si);
+    uint32_t *kept = malloc((size_t) w.w_av.av_units * sizeof(uint32_t));
+    uint8_t *seen = calloc(w.w_av.av_units, 1);
+    uint32_t n, i;
+
+    epoch_enter(w.w_stripe);
+    if (kept == NULL || seen == NULL) {
+        stripe_reset(&w);
+        goto done;
+    }
+    n = rebuild_collect(&w, kept, seen);
+    memset(w.w_av.av_map, 0, w.w_av.av_units);
+    w.w_av.av_arena->ar_used_units = 0;
+    w.w_stripe->sp_qhead = w.w_stripe->sp_qtail = w.w_stripe->sp_hand = 0;
+    atomic_store_explicit(&w.w_stripe->sp_items, 0, memory_order_relaxed);
+    atomic_store_explicit(&w.w_stripe->sp_bytes, 0, memory_order_relaxed);
+    for (i = 0; i < n; i++) {
+        hc_item *it = hc_alloc_ptr(&w.w_av, kept[i]);
+
+        if (!hc_alloc_mark_used(&w.w_av, kept[i], it->it_order))
+            continue;           /* overlaps an item kept before it */
+        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
+        link_item(&w, kept[i]);
+    }
+    hc_alloc_rebuild_free(&w.w_av);
+done:
+    epoch_exit(w.w_stripe);
+    free(kept);
+    free(seen);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Writers                                                                */
+/* ---------------------------------------------------------------------- */
+
+static hc_status
+check_write_size(const hc_cache *c, const hc_write *wr, unsigned *order)
+{
+    int o;
+
+    if (wr->wr_key_len == 0 || wr->wr_key_len > HC_KEY_MAX) {
+        hc_set_detail("a key has 1 to %d bytes, got %u", HC_KEY_MAX,
+                      wr->wr_key_len);
+        return HC_TOO_LARGE;
+    }
+    o = hc_alloc_order_for(sizeof(hc_item) + (uint64_t) wr->wr_key_len
+                           + wr->wr_value_len);
+    if (wr->wr_value_len > c->ca_max_value || o < 0) {
+        hc_set_detail("the value has %u bytes, this cache's limit is %u "
+                      "(max_value_size)", wr->wr_value_len, c->ca_max_value);
+        return HC_TOO_LARGE;
+    }
+    *order = (unsigned) o;
+    return HC_OK;
+}
+
+/* Write header, key and value into a block nobody else can see yet. */
+static void
+fill_item(writer *w, uint32_t unit, unsigned order, const hc_write *wr)
+{
+    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+
+    memset(it, 0, sizeof(*it));
+    it->it_hash = wr->wr_hash;
+    atomic_store_explicit(&it->it_expires, wr->wr_expires,
+                          memory_order_relaxed);
+    /* relaxed: the number only orders writes; link_item() publishes it */
+    it->it_csn = atomic_fetch_add_explicit(&w->w_cache->ca_header->ch_csn,
+                                           1, memory_order_relaxed) + 1;
+    it->it_value_len = wr->wr_value_len;
+    it->it_stale_ms = wr->wr_stale_ms;
+    it->it_key_len = (uint16_t) wr->wr_key_len;
+    it->it_order = (uint8_t) order;
+    it->it_format = wr->wr_format;
+    memcpy(it + 1, wr->wr_key, wr->wr_key_len);
+    memcpy((uint8_t *) (it + 1) + wr->wr_key_len, wr->wr_value,
+           wr->wr_value_len);
+}
+
+/* Does the mode allow writing, given what is stored now? */
+static hc_status
+check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
+{
+    bool live = old != NULL && !is_expired(old, now, false);
+
+    switch (wr->wr_mode) {
+    case HC_SET_ADD:
+        return live ? HC_EXISTS : HC_OK;
+    case HC_SET_REPLACE:
+        return live ? HC_OK : HC_NOT_FOUND;
+    case HC_SET_CAS:
+        if (!live)
+            return HC_NOT_FOUND;
+        return old->it_csn == wr->wr_expect_csn ? HC_OK : HC_CONFLICT;
+    default:
+        return HC_OK;
+    }
+}
+
+static hc_status
+set_locked(writer *w, const hc_write *wr, unsigned order, uint64_t *csn)
+{
+    _Atomic uint32_t *linkp = NULL;
+    uint32_t unit, old = 0;
+    hc_status st, found;
+
+    st = sweep_expired(w);
+    if (st == HC_OK)
+        st = alloc_with_eviction(w, order, &unit);
+    if (st != HC_OK)
+        return st;
+    /* Find after allocating: eviction may have removed the old item. */
+    found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
+                      &old);
+    if (found == HC_CORRUPT)
+        return HC_CORRUPT;
+    st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
+                    w->w_now);
+    if (st != HC_OK)
+        return hc_alloc_free(&w->w_av, unit, order) == HC_OK ? st
+                                                             : HC_CORRUPT;
+    fill_item(w, unit, order, wr);
+    *csn = ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn;
+    /*
+     * Publish the new item at the head of its chain: from here on every
+     * lookup finds it before the old one.  Only then unlink and free the
+     * old one, inside the epoch.  A crash in between leaves both linked;
+     * the rebuild keeps the first of a key (the new one).
+     */
+    link_item(w, unit);
+    if (found == HC_OK)
+        return remove_unit(w, old);
+    return HC_OK;
+}
+
+/*
+ * Run op under the stripe lock of hash; if it finds the stripe
+ * inconsistent, rebuild the stripe and run it once more.
+ */
+#define WITH_STRIPE(c, hash, w, call)                                       \
+    do {                                                                    \
+        uint32_t si_ = stripe_of((c), (hash));                             \
+        hc_status lst_ = stripe_lock_at((c), si_, false);                  \
+        if (lst_ != HC_OK)                                                  \
+            return lst_;                                                    \
+        (w) = writer_for((c), si_);                                         \
+        st = (call);                                                        \
+        if (st == HC_CORRUPT) {                                             \
+            stripe_rebuild((c), si_);                                       \
+            hc_cache_count_stat((c), HC_STAT_RECOVERIES, 1);                \
+            (w) = writer_for((c), si_);                                     \
+            st = (call);                                                    \
+        }                                                                   \
+        stripe_unlock_at((c), si_);                                         \
+    } while (0)
+
+hc_status
+hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
+{
+    unsigned order;
+    writer w;
+    hc_status st = check_write_size(c, wr, &order);
+
+    if (st != HC_OK)
+        return st;
+    WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, order, csn));
+    if (st == HC_OK)
+        hc_cache_count_stat(c, HC_STAT_SETS, 1);
+    if (st == HC_NO_SPACE)
+        hc_set_detail("no room for %u bytes in the stripe and eviction is "
+                      "off", wr->wr_key_len + wr->wr_value_len);
+    return st;
+}
+
+static hc_status
+delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+{
+    _Atomic uint32_t *linkp;
+    uint32_t unit;
+    hc_status st = find_item(w, hash, key, key_len, &linkp, &unit);
+    bool live;
+
+    if (st != HC_OK)
+        return st;
+    live = !is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, false);
+    epoch_enter(w->w_stripe);
+    st = remove_item(w, linkp, unit);
+    if (st == HC_OK && !live)
+        st = HC_NOT_FOUND;      /* it was gone already, by its expiry */
+    return st;
+}
+
+hc_status
+hc_cache_delete(hc_cache *c, const void *key, uint32_t key_len,
+                uint64_t hash)
+{
+    writer w;
+    hc_status st;
+
+    WITH_STRIPE(c, hash, w, delete_locked(&w, hash, key, key_len));
+    if (st == HC_OK)
+        hc_cache_count_stat(c, HC_STAT_DELETES, 1);
+    return st;
+}
+
+static hc_status
+touch_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+             uint64_t expires)
+{
+    _Atomic uint32_t *linkp;
+    uint32_t unit;
+    hc_status st = find_item(w, hash, key, key_len, &linkp, &unit);
+    hc_item *it;
+
+    if (st != HC_OK)
+        return st;
+    it = hc_alloc_ptr(&w->w_av, unit);
+    if (is_expired(it, w->w_now, false))
+        return HC_NOT_FOUND;
+    /* relaxed: readers see the old or the new deadline, both whole */
+    atomic_store_explicit(&it->it_expires, expires, memory_order_relaxed);
+    return HC_OK;
+}
+
+hc_status
+hc_cache_touch(hc_cache *c, const void *key, uint32_t key_len, uint64_t hash,
+               uint64_t expires)
+{
+    writer w;
+    hc_status st;
+
+    WITH_STRIPE(c, hash, w, touch_locked(&w, hash, key, key_len, expires));
+    return st;
+}
+
+void
+hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
+                     uint64_t hash)
+{
+    uint32_t si = stripe_of(c, hash), unit;
+    _Atomic uint32_t *linkp;
+    writer w;
+
+    if (hc_lock_acquire_nowait(c->ca_seg, &stripe_at(c, si)->sp_lock)
+        != HC_OK)
+        return;                 /* busy: a writer will sweep it later */
+    w = writer_for(c, si);
+    if (find_item(&w, hash, key, key_len, &linkp, &unit) == HC_OK
+        && is_expired(hc_alloc_ptr(&w.w_av, unit), w.w_now, true)) {
+        epoch_enter(w.w_stripe);
+        if (remove_item(&w, linkp, unit) == HC_OK)
+            hc_cache_count_stat(c, HC_STAT_EXPIRATIONS, 1);
+    }
+    stripe_unlock_at(c, si);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Opening                                                                */
+/* ---------------------------------------------------------------------- */
+
+static void
+read_boot_id(char out[40])
+{
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
+
+    memset(out, 0, 40);
+    if (f != NULL) {
+        if (fgets(out, 40, f) != NULL)
+            out[strcspn(out, "\n")] = '\0';
+        fclose(f);
+    }
+}
+
+/* Make every stripe empty; the caller holds ch_init_lock. */
+static void
+initialise(hc_cache *c)
+{
+    hc_cache_header *h = c->ca_header;
+    uint32_t i;
+
+    memset(c->ca_base + c->ca_layout.cl_stats_off, 0,
+           c->ca_layout.cl_stripes_off - c->ca_layout.cl_stats_off);
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        writer w = writer_for(c, i);
+
+        memset(w.w_stripe, 0, sizeof(*w.w_stripe));
+        stripe_reset(&w);
+    }
+    h->ch_version = HC_CACHE_VERSION;
+    h->ch_layout = c->ca_layout;
+    read_boot_id(h->ch_boot_id);
+    /* Publish: pairs with the acquire load of ch_magic in open_or_init(). */
+    atomic_store_explicit(&h->ch_magic, HC_CACHE_MAGIC, memory_order_release);
+}
+
+static hc_status
+open_or_init(hc_cache *c)
+{
+    hc_cache_header *h = c->ca_header;
+    char boot_id[40];
+    hc_status st;
+
+    read_boot_id(boot_id);
+    /* Pairs with the release store in initialise(). */
+    if (atomic_load_explicit(&h->ch_magic, memory_order_acquire)
+        == HC_CACHE_MAGIC
+        && strncmp(h->ch_boot_id, boot_id, sizeof(boot_id)) == 0)
+        return HC_OK;
+    do
+        st = hc_lock_acquire(c->ca_seg, &h->ch_init_lock,
+                             hc_deadline_after(30 * HC_NS_PER_SEC));
+    while (st == HC_INTERRUPTED);
+    if (st != HC_OK && st != HC_OWNER_DIED)
+        return st;
+    /*
+     * Not initialised (or the initialiser died), or made in another boot,
+     * whose monotonic clock stamped every expiry: start empty.
+     */
+    if (atomic_load_explicit(&h->ch_magic, memory_order_acquire)
+        != HC_CACHE_MAGIC
+        || strncmp(h->ch_boot_id, boot_id, sizeof(boot_id)) != 0)
+        initialise(c);
+    hc_lock_release(c->ca_seg, &h->ch_init_lock);
+    return HC_OK;
+}
+
+static hc_status
+validate_header(const hc_cache *c)
+{
+    const hc_cache_header *h = c->ca_header;
+
+    if (h->ch_version != HC_CACHE_VERSION) {
+        hc_set_detail("the cache has version %u, this herdcache reads %u",
+                      h->ch_version, HC_CACHE_VERSION);
+        return HC_VERSION_MISMATCH;
+    }
+    if (memcmp(&h->ch_layout, &c->ca_layout, sizeof(c->ca_layout)) != 0) {
+        hc_set_detail("the cache's recorded geometry does not match its "
+                      "size");
+        return HC_CORRUPT;
+    }
+    return HC_OK;
+}
+
+hc_status
+hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
+              uint32_t max_value, bool evict, hc_cache **out)
+{
+    hc_cache *c;
+    uint64_t largest;
+    hc_status st;
+
+    if (hc_segment_ptr(seg, offset, size) == NULL || offset % 64 != 0)
+        return HC_CORRUPT;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return HC_SYSTEM;
+    c->ca_seg = seg;
+    c->ca_base = hc_segment_ptr(seg, offset, size);
+    c->ca_header = (hc_cache_header *) c->ca_base;
+    memcpy(c->ca_seed, seg->sg_header->sh_hash_seed, sizeof(c->ca_seed));
+    if (!compute_layout(size, &c->ca_layout)) {
+        hc_set_detail("a cache needs at least %llu bytes, got %llu",
+                      (unsigned long long) hc_cache_min_size(),
+                      (unsigned long long) size);
+        free(c);
+        return HC_BAD_ARGUMENT;
+    }
+    st = open_or_init(c);
+    if (st == HC_OK)
+        st = validate_header(c);
+    if (st != HC_OK) {
+        free(c);
+        return st;
+    }
+    /* A value must fit a block no larger than a quarter of a stripe. */
+    largest = (uint64_t) c->ca_layout.cl_units * HC_UNIT / 4;
+    if (largest > ((uint64_t) HC_UNIT << HC_MAX_ORDER))
+        largest = (uint64_t) HC_UNIT << HC_MAX_ORDER;
+    largest -= sizeof(hc_item) + HC_KEY_MAX;
+    c->ca_max_value = max_value < largest ? max_value : (uint32_t) largest;
+    c->ca_evict = evict;
+    *out = c;
+    return HC_OK;
+}
+
+void
+hc_cache_close(hc_cache *c)
+{
+    free(c);
+}
+
+/* ---------------------------------------------------------------------- */
+/* Whole-table operations                                                 */
+/* ---------------------------------------------------------------------- */
+
+hc_status
+hc_cache_clear(hc_cache *c)
+{
+    uint32_t i;
+
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        writer w;
+        hc_status st = stripe_lock_at(c, i, false);
+
+        if (st != HC_OK)
+            return st;
+        w = writer_for(c, i);
+        epoch_enter(w.w_stripe);
+        stripe_reset(&w);
+        stripe_unlock_at(c, i);
+    }
+    return HC_OK;
+}
+
+/* Visit the stripe's items oldest first; stop early if visit says so. */
+static hc_status
+walk_queue(writer *w, bool (*visit)(writer *, hc_item *, void *), void *arg)
+{
+    uint32_t cur = w->w_stripe->sp_qtail;
+    uint64_t steps = 0;
+
+    while (cur != 0) {
+        hc_item *it = item_at(&w->w_av, cur - 1);
+
+        if (it == NULL || ++steps > w->w_av.av_units)
+            return HC_CORRUPT;
+        if (!visit(w, it, arg))
+            break;
+        cur = it->it_qprev;
+    }
+    return HC_OK;
+}
+
+static bool
+count_live(writer *w, hc_item *it, void *arg)
+{
+    if (!is_expired(it, w->w_now, false))
+        ++*(uint64_t *) arg;
+    return true;
+}
+
+hc_status
+hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
+{
+    uint32_t i;
+
+    *count = 0;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        writer w;
+        hc_status st = stripe_lock_at(c, i, false);
+
+        if (st != HC_OK)
+            return st;
+        w = writer_for(c, i);
+        w.w_now = now;
+        st = walk_queue(&w, count_live, count);
+        if (st == HC_CORRUPT)
+            stripe_rebuild(c, i);
+        stripe_unlock_at(c, i);
+    }
+    return HC_OK;
+}
+
+typedef struct key_buffer {
+    uint8_t *kb_data;
+    size_t kb_len, kb_cap, kb_count;
+    bool kb_failed;
+} key_buffer;
+
+static bool
+collect_key(writer *w, hc_item *it, void *arg)
+{
+    key_buffer *kb = arg;
+    size_t need = kb->kb_len + 2 + it->it_key_len;
+
+    if (is_expired(it, w->w_now, false))
+        return true;
+    if (need > kb->kb_cap) {
+        size_t cap = kb->kb_cap ? kb->kb_cap * 2 : 4096;
+        uint8_t *p;
+
+        while (cap < need)
+            cap *= 2;
+        p = realloc(kb->kb_data, cap);
+        if (p == NULL) {
+            kb->kb_failed = true;
+            return false;
+        }
+        kb->kb_data = p;
+        kb->kb_cap = cap;
+    }
+    memcpy(kb->kb_data + kb->kb_len, &it->it_key_len, 2);
+    memcpy(kb->kb_data + kb->kb_len + 2, it + 1, it->it_key_len);
+    kb->kb_len = need;
+    kb->kb_count++;
+    return true;
+}
+
+hc_status
+hc_cache_stripe_keys(hc_cache *c, uint32_t stripe, uint64_t now,
+                     uint8_t **buf, size_t *len, size_t *count)
+{
+    key_buffer kb = {0};
+    writer w;
+    hc_status st;
+
+    if (stripe >= c->ca_layout.cl_nstripes)
+        return HC_BAD_ARGUMENT;
+    st = stripe_lock_at(c, stripe, false);
+    if (st != HC_OK)
+        return st;
+    w = writer_for(c, stripe);
+    w.w_now = now;
+    st = walk_queue(&w, collect_key, &kb);
+    if (st == HC_CORRUPT)
+        stripe_rebuild(c, stripe);
+    stripe_unlock_at(c, stripe);
+    if (kb.kb_failed) {
+        free(kb.kb_data);
+        return HC_SYSTEM;
+    }
+    *buf = kb.kb_data;
+    *len = kb.kb_len;
+    *count = kb.kb_count;
+    return HC_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Invariants                                                             */
+/* ---------------------------------------------------------------------- */
+
+static hc_status
+corrupt(uint32_t si, const char *what)
+{
+    hc_set_detail("stripe %u: %s", si, what);
+    return HC_CORRUPT;
+}
+
+/* Every chain: well-formed items of the right bucket, each seen once. */
+static hc_status
+check_chains(writer *w, uint8_t *seen, uint64_t *items, uint64_t *units)
+{
+    _Atomic uint32_t *buckets = buckets_of(w->w_cache, w->w_si);
+    uint32_t b;
+
+    for (b = 0; b < w->w_cache->ca_layout.cl_nbuckets; b++) {
+        uint32_t link = atomic_load_explicit(&buckets[b],
+                                             memory_order_relaxed);
+
+        while (link != 0) {
+            hc_item *it = rebuild_candidate(w, link - 1, b);
+
+            if (it == NULL)
+                return corrupt(w->w_si, "a chain reaches a malformed item");
+            if (seen[link - 1]++)
+                return corrupt(w->w_si, "an item is linked twice");
+            ++*items;
+            *units += UINT64_C(1) << it->it_order;
+            link = atomic_load_explicit(&it->it_next, memory_order_relaxed);
+        }
+    }
+    return HC_OK;
+}
+
+/* The queue holds exactly the linked items, with consistent back links. */
+static hc_status
+check_queue(writer *w, const uint8_t *seen, uint64_t items)
+{
+    uint32_t cur = w->w_stripe->sp_qhead, prev = 0;
+    uint64_t n = 0;
+
+    while (cur != 0) {
+        hc_item *it;
+
+        if (cur - 1 >= w->w_av.av_units || seen[cur - 1] != 1
+            || ++n > items)
+            return corrupt(w->w_si, "the queue holds an unlinked item");
+        it = hc_alloc_ptr(&w->w_av, cur - 1);
+        if (it->it_qprev != prev)
+            return corrupt(w->w_si, "a queue back link is wrong");
+        prev = cur;
+        cur = it->it_qnext;
+    }
+    if (n != items || w->w_stripe->sp_qtail != prev)
+        return corrupt(w->w_si, "the queue and the chains disagree");
+    return HC_OK;
+}
+
+static hc_status
+check_stripe(writer *w, uint8_t *seen)
+{
+    uint64_t items = 0, units = 0, free_units = 0;
+    hc_status st;
+
+    if (atomic_load_explicit(&w->w_stripe->sp_epoch, memory_order_relaxed)
+        & 1)
+        return corrupt(w->w_si, "the epoch is odd");
+    st = check_chains(w, seen, &items, &units);
+    if (st == HC_OK)
+        st = check_queue(w, seen, items);
+    if (st != HC_OK)
+        return st;
+    if (items != atomic_load_explicit(&w->w_stripe->sp_items,
+                                      memory_order_relaxed))
+        return corrupt(w->w_si, "the item count is wrong");
+    if (hc_alloc_check(&w->w_av, &free_units) != HC_OK
+        || units != w->w_av.av_arena->ar_used_units)
+        return corrupt(w->w_si, "the allocator disagrees with the items");
+    return HC_OK;
+}
+
+hc_status
+hc_cache_check(hc_cache *c)
+{
+    uint8_t *seen = malloc(c->ca_layout.cl_units);
+    hc_status st = seen ? HC_OK : HC_SYSTEM;
+    uint32_t i;
+
+    for (i = 0; st == HC_OK && i < c->ca_layout.cl_nstripes; i++) {
+        writer w;
+
+        st = stripe_lock_at(c, i, false);
+        if (st != HC_OK)
+            break;
+        w = writer_for(c, i);
+        memset(seen, 0, c->ca_layout.cl_units);
+        st = check_stripe(&w, seen);
+        hc_lock_release(c->ca_seg, &w.w_stripe->sp_lock);
+    }
+    free(seen);
+    return st;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Statistics                                                             */
+/* ---------------------------------------------------------------------- */
+
+static hc_stats_slot *
+stats_slot(const hc_cache *c, uint32_t i)
+{
+    return (hc_stats_slot *) (c->ca_base + c->ca_layout.cl_stats_off) + i;
+}
+
+/*
+ * This process's statistics slot.  A slot last used by a process that
+ * has died (another token) first has its counts moved to the retired slot
+ * (index HC_MAX_SLOTS), so totals never go backwards.
+ */
+static hc_stats_slot *
+my_stats(hc_cache *c)
+{
+    uint32_t token, k;
+    hc_stats_slot *ss, *retired;
+    uint32_t owner;
+
+    if (hc_slot_self(c->ca_seg, &token) != HC_OK)
+        return NULL;
+    ss = stats_slot(c, token & HC_TOKEN_INDEX_MASK);
+    owner = atomic_load_explicit(&ss->ss_owner, memory_order_relaxed);
+    if (owner == token)
+        return ss;
+    /* Only one thread of this process may adopt the slot. */
+    if (!atomic_compare_exchange_strong_explicit(&ss->ss_owner, &owner, token,
+                                                 memory_order_relaxed,
+                                                 memory_order_relaxed))
+        return owner == token ? ss : NULL;
+    retired = stats_slot(c, HC_MAX_SLOTS);
+    for (k = 0; k < HC_STAT_COUNT; k++) {
+        uint64_t n = atomic_exchange_explicit(&ss->ss_count[k], 0,
+                                              memory_order_relaxed);
+
+        atomic_fetch_add_explicit(&retired->ss_count[k], n,
+                                  memory_order_relaxed);
+    }
+    ss->ss_pid = atomic_load_explicit(
+        &c->ca_seg->sg_header->sh_slots[token & HC_TOKEN_INDEX_MASK].sl_pid,
+        memory_order_relaxed);
+    return ss;
+}
+
+void
+hc_cache_count_stat(hc_cache *c, hc_stat stat, uint64_t n)
+{
+    hc_stats_slot *ss = my_stats(c);
+
+    /* relaxed: a counter on this process's own line, summed on demand */
+    if (ss != NULL)
+        atomic_fetch_add_explicit(&ss->ss_count[stat], n,
+                                  memory_order_relaxed);
+}
+
+void
+hc_cache_stats(hc_cache *c, uint64_t totals[HC_STAT_COUNT])
+{
+    uint32_t i, k;
+
+    memset(totals, 0, sizeof(uint64_t) * HC_STAT_COUNT);
+    for (i = 0; i <= HC_MAX_SLOTS; i++)
+        for (k = 0; k < HC_STAT_COUNT; k++)
+            totals[k] += atomic_load_explicit(&stats_slot(c, i)->ss_count[k],
+                                              memory_order_relaxed);
+}
+
+bool
+hc_cache_stats_slot(hc_cache *c, uint32_t i, uint64_t counts[HC_STAT_COUNT],
+                    uint32_t *pid)
+{
+    hc_stats_slot *ss;
+    uint32_t k;
+
+    if (i > HC_MAX_SLOTS)
+        return false;
+    ss = stats_slot(c, i);
+    if (i < HC_MAX_SLOTS
+        && atomic_load_explicit(&ss->ss_owner, memory_order_relaxed) == 0)
+        return false;
+    for (k = 0; k < HC_STAT_COUNT; k++)
+        counts[k] = atomic_load_explicit(&ss->ss_count[k],
+                                         memory_order_relaxed);
+    *pid = i < HC_MAX_SLOTS ? ss->ss_pid : 0;
+    return true;
+}
+
+void
+hc_cache_usage(hc_cache *c, uint64_t *used, uint64_t *capacity,
+               uint64_t *items, uint64_t *payload)
+{
+    uint32_t i;
+
+    *used = *items = *payload = 0;
+    *capacity = (uint64_t) c->ca_layout.cl_nstripes * c->ca_layout.cl_units
+        * HC_UNIT;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        hc_stripe *s = stripe_at(c, i);
+
+        /* a racy figure for humans: no lock, relaxed loads */
+        *used += stripe_at(c, i)->sp_arena.ar_used_units * HC_UNIT;
+        *items += atomic_load_explicit(&s->sp_items, memory_order_relaxed);
+        *payload += atomic_load_explicit(&s->sp_bytes, memory_order_relaxed);
+    }
+}
