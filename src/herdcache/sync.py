@@ -9,8 +9,11 @@ killed waiter could leave behind.  Get them from a segment::
     with lock:
         ...
     ready = seg.condition("ready")
-    with ready:
+    with ready:                                   # waiter
         ready.wait_for(lambda: flag.load() == 1, timeout=5)
+    with ready:                                   # notifier, in another process
+        flag.store(1)
+        ready.notify_all()
 """
 
 from __future__ import annotations
@@ -21,6 +24,9 @@ from typing import Callable, TypeVar
 from . import _core
 
 T = TypeVar("T")
+
+#: Longest sleep of wait_for() between two tests of its predicate.
+_RECHECK_SECONDS = 0.05
 
 
 class Lock(_core.Lock):
@@ -77,26 +83,34 @@ class Condition:
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Wait until ``predicate()`` is true or ``timeout`` passes; return the
         last value of ``predicate()``, as :meth:`threading.Condition.wait_for`.
+
+        The predicate is re-tested at least every 50 ms even without a
+        notify: a process killed after it changed the state but before it
+        called ``notify()`` delays waiters by that much, never forever.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:
+            slice_ = _RECHECK_SECONDS
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
-                self._core.wait(remaining)
-            else:
-                self._core.wait(None)
+                slice_ = min(slice_, remaining)
+            self._core.wait(slice_)
             result = predicate()
         return result
 
     def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters, in any process."""
+        """Wake up to ``n`` waiters, in any process.
+
+        :raises LockNotOwned: unless the calling thread holds the lock (a
+            waiter that just tested its predicate could miss the wake-up).
+        """
         self._core.notify(n)
 
     def notify_all(self) -> None:
-        """Wake every waiter, in every process."""
+        """Wake every waiter, in every process (hold the lock, as for notify)."""
         self._core.notify_all()
 
     def __repr__(self) -> str:

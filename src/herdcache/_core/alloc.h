@@ -1,27 +1,30 @@
 /*-------------------------------------------------------------------------
  *
  * alloc.h
- *	  A buddy allocator over one stripe's arena of 64-byte units.
+ *	  A bitmap allocator over one stripe's arena of 16-byte units.
  *
- * A block of order k is 2^k units, aligned to 2^k units from the arena
- * start.  The arena need not be a power of two in size: a buddy that
- * would reach past its end simply never exists, so the tail is a run of
- * smaller blocks.  Each free order keeps a doubly linked list threaded
- * through the first 8 bytes of its free blocks; a block map (one byte per
- * unit) tells, for every block start, its order and whether it is free, so
- * that freeing finds a free buddy in O(1) and coalesces.
+ * Two bitmaps describe the arena: a bit per unit that is in use, and a
+ * bit per unit that starts a block.  A block is any run of units; its
+ * length is not stored here but derived by the owner (table.c derives it
+ * from the item's key and value lengths).  Freeing clears bits, so free
+ * neighbours coalesce by themselves, and there are no free lists to be
+ * torn by a crash: the bitmaps can always be rebuilt from the items.
  *
- * Nothing here is trusted: every unit index read from a free-list link
- * is checked against the arena size and the block map before it is used.
- * An inconsistency returns HC_CORRUPT, and the caller rebuilds the whole
- * stripe with hc_alloc_rebuild() (table.c), the answer to any doubt.
+ * Allocation is next fit: try the caller's hint (where an eviction just
+ * made room), then scan the used bitmap a word at a time from a cursor
+ * for a run of free units.  The arena of a stripe is a few MiB, so even a
+ * full scan is a few thousand words.
+ *
+ * Nothing here is trusted: every unit index is checked against the arena
+ * size, and a free of something that is not an allocated block returns
+ * HC_CORRUPT, after which the caller rebuilds the stripe.
  *
  * Notes on synchronization
  *
  * Everything here is changed only under the owning stripe's lock.  Lock-
- * free readers of items never look at free lists or the block map; they
- * may read a block while it is freed and reused, and tell by the stripe's
- * free epoch (table.c) that what they read is void.
+ * free readers of items never look at the bitmaps; they may read a block
+ * while it is freed and reused, and learn from the stripe's free epoch
+ * (table.c) that what they read is void.
  *
  *-------------------------------------------------------------------------
  */
@@ -33,17 +36,13 @@
 
 #include "status.h"
 
-#define HC_UNIT 64                  /* bytes per unit; blocks are >= 1 unit */
-#define HC_UNIT_SHIFT 6
-#define HC_MAX_ORDER 15             /* the largest block: 2^15 units, 2 MiB */
-#define HC_ORDERS (HC_MAX_ORDER + 1)
-
-#define HC_MAP_FREE 0x80            /* block map: this block start is free */
-#define HC_MAP_ORDER 0x1f           /* block map: order + 1 (0: no block) */
+#define HC_UNIT 16                  /* bytes per unit */
+#define HC_UNIT_SHIFT 4
 
 /* The allocator's shared state, inside each stripe. */
 typedef struct hc_arena {
-    uint32_t ar_free[HC_ORDERS];    /* free list heads: unit index + 1 */
+    uint32_t ar_cursor;             /* where the next scan starts */
+    uint32_t ar_pad;
     uint64_t ar_used_units;         /* units in allocated blocks */
 } hc_arena;
 
@@ -51,39 +50,48 @@ typedef struct hc_arena {
 typedef struct hc_arena_view {
     hc_arena *av_arena;
     uint8_t *av_base;               /* unit 0 */
-    uint8_t *av_map;                /* av_units bytes */
+    uint64_t *av_used;              /* bit u: unit u is in use */
+    uint64_t *av_start;             /* bit u: a block starts at unit u */
     uint32_t av_units;
 } hc_arena_view;
 
-/* The order of the smallest block that holds bytes; -1 if too large. */
-int hc_alloc_order_for(uint64_t bytes);
+/* 64-bit words of one bitmap for an arena of units units. */
+static inline uint32_t
+hc_alloc_words(uint32_t units)
+{
+    return (units + 63) / 64;
+}
 
-/* Make the whole arena free (creation, clear, rebuild). */
-void hc_alloc_reset(const hc_arena_view *av);
-
-/* Allocate a block of the order; HC_NO_SPACE if none is free. */
-hc_status hc_alloc_block(const hc_arena_view *av, unsigned order,
-                         uint32_t *unit);
-
-/* Free a block the caller owns; HC_CORRUPT if the map disagrees. */
-hc_status hc_alloc_free(const hc_arena_view *av, uint32_t unit,
-                        unsigned order);
-
-/*
- * Rebuild the free lists from the block map after the caller has reset
- * the map and marked every block it keeps with hc_alloc_mark_used().
- */
-bool hc_alloc_mark_used(const hc_arena_view *av, uint32_t unit,
-                        unsigned order);
-void hc_alloc_rebuild_free(const hc_arena_view *av);
-
-/* Check every free list against the map (for check()): HC_OK or CORRUPT. */
-hc_status hc_alloc_check(const hc_arena_view *av, uint64_t *free_units);
+/* Units that hold bytes. */
+static inline uint32_t
+hc_alloc_units_for(uint64_t bytes)
+{
+    return (uint32_t) ((bytes + HC_UNIT - 1) >> HC_UNIT_SHIFT);
+}
 
 static inline void *
 hc_alloc_ptr(const hc_arena_view *av, uint32_t unit)
 {
     return av->av_base + ((uint64_t) unit << HC_UNIT_SHIFT);
 }
+
+/* Make the whole arena free. */
+void hc_alloc_reset(const hc_arena_view *av);
+
+/* Allocate n units, at hint if it is free there; HC_NO_SPACE if none. */
+hc_status hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
+                         uint32_t *unit);
+
+/* Free the n-unit block at unit; HC_CORRUPT if it is not one. */
+hc_status hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n);
+
+/* True if unit starts an allocated block of (at least) n units. */
+bool hc_alloc_is_block(const hc_arena_view *av, uint32_t unit, uint32_t n);
+
+/* Rebuild: mark a block used; false (nothing marked) if it overlaps. */
+bool hc_alloc_mark_used(const hc_arena_view *av, uint32_t unit, uint32_t n);
+
+/* Check the bitmaps against the recorded count: HC_OK or HC_CORRUPT. */
+hc_status hc_alloc_check(const hc_arena_view *av);
 
 #endif /* HC_ALLOC_H */

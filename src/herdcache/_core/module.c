@@ -228,6 +228,7 @@ typedef struct {
     PyObject_HEAD
     hc_segment *seg;            /* NULL once closed */
     Py_ssize_t exports;         /* buffers handed out */
+    Py_ssize_t locks_held;      /* locks taken through this object */
 } SegmentObject;
 
 static PyTypeObject Segment_Type;
@@ -251,6 +252,7 @@ segment_wrap(hc_segment *seg)
     }
     self->seg = seg;
     self->exports = 0;
+    self->locks_held = 0;
     return (PyObject *) self;
 }
 
@@ -275,8 +277,9 @@ Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 
     if (self->seg == NULL)
         Py_RETURN_NONE;
-    if (self->exports > 0) {
-        hc_set_detail("%zd memoryviews of it are alive", self->exports);
+    if (self->exports > 0 || self->locks_held > 0) {
+        hc_set_detail("%zd memoryviews of it are alive and %zd of its locks "
+                      "are held", self->exports, self->locks_held);
         return raise_status("close", HC_BUSY);
     }
     st = hc_segment_close(self->seg);
@@ -380,7 +383,9 @@ Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
     st = hc_slot_self_index(seg, &slot);
     if (st != HC_OK)
         return raise_status("info", st);
+    hc_segment_enter(seg);
     UNLOCKED(live, hc_slot_count_live(seg));
+    hc_segment_leave(seg);
     return Py_BuildValue(
         "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I}",
         "name", seg->sg_name, "path", seg->sg_path,
@@ -707,6 +712,10 @@ placed_init(PlacedObject *self, PyObject *args, uint64_t need)
 
     if (!PyArg_ParseTuple(args, "O!K", &Segment_Type, &segobj, &offset))
         return -1;
+    if (self->segment != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the object is initialised already");
+        return -1;
+    }
     seg = segment_get((SegmentObject *) segobj);
     if (seg == NULL)
         return -1;
@@ -814,6 +823,7 @@ Lock_acquire(LockObject *self, PyObject *args, PyObject *kw)
     case HC_OK:
     case HC_OWNER_DIED:
         self->owner_died = st == HC_OWNER_DIED;
+        self->base.segment->locks_held++;
         Py_RETURN_TRUE;
     case HC_TIMEOUT:
     case HC_WOULD_BLOCK:
@@ -839,6 +849,7 @@ Lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
     st = hc_lock_release(seg, self->base.ptr);
     if (st != HC_OK)
         return raise_status("release", st);
+    self->base.segment->locks_held--;
     Py_RETURN_NONE;
 }
 
@@ -942,6 +953,10 @@ Condition_init(ConditionObject *self, PyObject *args, PyObject *Py_UNUSED(kw))
     if (!PyArg_ParseTuple(args, "O!KO!", &Segment_Type, &segobj, &offset,
                           &Lock_Type, &lockobj))
         return -1;
+    if (self->lock != NULL) {
+        PyErr_SetString(PyExc_TypeError, "the object is initialised already");
+        return -1;
+    }
     if (((LockObject *) lockobj)->base.segment != (SegmentObject *) segobj) {
         PyErr_SetString(PyExc_ValueError,
                         "the condition and its lock must be in one segment");
@@ -978,18 +993,24 @@ Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"timeout", NULL};
     PyObject *timeout = NULL;
     hc_segment *seg = placed_segment(&self->base);
+    hc_cond *cv = self->base.ptr;
+    hc_lock *lock = self->lock->base.ptr;
     uint64_t deadline;
     hc_status st;
 
     if (seg == NULL)
         return NULL;
+    if (self->lock->base.segment != self->base.segment) {
+        PyErr_SetString(PyExc_ValueError,
+                        "the condition and its lock must be in one segment");
+        return NULL;
+    }
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwlist, &timeout))
         return NULL;
     if (deadline_from(timeout, &deadline) < 0)
         return NULL;
     hc_segment_enter(seg);
-    UNLOCKED(st, hc_cond_wait(seg, self->base.ptr, self->lock->base.ptr,
-                              deadline));
+    UNLOCKED(st, hc_cond_wait(seg, cv, lock, deadline));
     hc_segment_leave(seg);
     switch (st) {
     case HC_OWNER_DIED:
@@ -1010,7 +1031,25 @@ Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Condition_notify_doc,
-"notify(n=1) -> None\n\nWake up to n waiters, in any process.");
+"notify(n=1) -> None\n\n"
+"Wake up to n waiters, in any process.  The caller holds the lock.");
+
+/* As threading.Condition: notify only with the lock held, or a waiter
+ * that tested its predicate just before may miss the wake-up. */
+static int
+require_lock(ConditionObject *self)
+{
+    hc_segment *seg = placed_segment(&self->base);
+
+    if (seg == NULL)
+        return -1;
+    if (!hc_lock_held_by_me(seg, self->lock->base.ptr)) {
+        hc_set_detail("notify() needs the condition's lock");
+        raise_status("notify", HC_NOT_OWNER);
+        return -1;
+    }
+    return 0;
+}
 
 static PyObject *
 Condition_notify(ConditionObject *self, PyObject *args, PyObject *kw)
@@ -1018,7 +1057,7 @@ Condition_notify(ConditionObject *self, PyObject *args, PyObject *kw)
     static char *kwlist[] = {"n", NULL};
     int n = 1;
 
-    if (placed_segment(&self->base) == NULL)
+    if (require_lock(self) < 0)
         return NULL;
     if (!PyArg_ParseTupleAndKeywords(args, kw, "|i", kwlist, &n))
         return NULL;
@@ -1032,12 +1071,13 @@ Condition_notify(ConditionObject *self, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Condition_notify_all_doc,
-"notify_all() -> None\n\nWake every waiter, in every process.");
+"notify_all() -> None\n\n"
+"Wake every waiter, in every process.  The caller holds the lock.");
 
 static PyObject *
 Condition_notify_all(ConditionObject *self, PyObject *Py_UNUSED(ignored))
 {
-    if (placed_segment(&self->base) == NULL)
+    if (require_lock(self) < 0)
         return NULL;
     hc_cond_notify(self->base.ptr, -1);
     Py_RETURN_NONE;
@@ -1353,7 +1393,9 @@ cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
         Py_CLEAR(res->bytes);
         hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
     }
+    hc_segment_enter(c->ca_seg);
     UNLOCKED(st, read_locked(c, key, (uint32_t) len, hash, now, res));
+    hc_segment_leave(c->ca_seg);
     if (st != HC_OK) {
         raise_status("get", st);
         return -1;

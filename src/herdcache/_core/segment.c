@@ -20,17 +20,29 @@
  * unless allowed).  The mapping covers st_size bytes, never a size read
  * from the header; the header must then agree with the file.
  *
- * (c) One handle per file per process.  Closing any descriptor of a file
- * drops all of the process's fcntl locks on that file, and those locks are
- * our process slots (slot.h).  So attaching a file this process already
- * has returns the same handle with one more reference, and a second
- * descriptor is never opened and closed behind it.
+ * (c) One handle per file per process: attaching a file this process
+ * already has returns the same handle with one more reference, so the
+ * process has one slot and one set of locks per segment, whatever the
+ * number of Segment objects.
  *
- * (d) fork.  A child inherits the mapping and the descriptor, but not the
- * parent's fcntl locks.  A pthread_atfork child handler bumps the fork
- * epoch, so each handle claims a fresh slot at its first use in the child,
- * and resets the process-local mutexes and counters the parent's other
- * threads may have held.
+ * (d) Locks on the file.  Three kinds of byte of the file are locked with
+ * OFD locks (never classic POSIX record locks, which any close() of any
+ * descriptor of the file in the process would drop):
+ *	- byte i < HC_MAX_SLOTS: process slot i (slot.h), through the handle's
+ *	  private description sg_lock_fd;
+ *	- HC_INIT_LOCK_BYTE: held (write) by a creator while it works;
+ *	- HC_ATTACHED_BYTE: held (read) through sg_fd, the description the
+ *	  mapping itself references.  fork() children share that description,
+ *	  so it stays locked while any process still maps the segment, even one
+ *	  that never used it and so never claimed a slot: gc() never removes a
+ *	  segment in use.
+ *
+ * (e) fork.  A child inherits the mapping and both descriptions.  A
+ * pthread_atfork child handler closes the child's copy of sg_lock_fd (the
+ * parent's slot lock lives on in the parent), bumps the fork epoch, so
+ * each handle claims a fresh slot at its first use in the child, and
+ * resets the process-local mutexes and counters the parent's other threads
+ * may have held.
  *
  *-------------------------------------------------------------------------
  */
@@ -52,6 +64,7 @@
 #include "slot.h"
 
 #define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
+#define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
 #define ATTACH_WAIT_NS (UINT64_C(2) * HC_NS_PER_SEC)
 #define STALE_INIT_NS (UINT64_C(100) * HC_NS_PER_MS)
 #define PAGE_ALIGN UINT64_C(4096)
@@ -79,6 +92,9 @@ atfork_child(void)
     for (seg = open_list; seg != NULL; seg = seg->sg_next) {
         pthread_mutex_init(&seg->sg_mutex, NULL);
         atomic_store_explicit(&seg->sg_busy, 0, memory_order_relaxed);
+        if (seg->sg_lock_fd >= 0)
+            close(seg->sg_lock_fd);     /* the parent's slot stays its own */
+        seg->sg_lock_fd = -1;
     }
     atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
 }
@@ -168,16 +184,14 @@ read_boot_id(char out[40])
 static int
 init_byte_lock(int fd, short type, int cmd)
 {
-    struct flock fl;
+    return hc_ofd_lock(fd, cmd, type, HC_INIT_LOCK_BYTE, 1);
+}
 
-    memset(&fl, 0, sizeof(fl));
-    fl.l_type = type;
-    fl.l_whence = SEEK_SET;
-    fl.l_start = HC_INIT_LOCK_BYTE;
-    fl.l_len = 1;
-    if (fcntl(fd, cmd, &fl) < 0)
-        return -1;
-    return cmd == F_GETLK ? fl.l_type != F_UNLCK : 0;
+/* Mark the description as one that maps the segment (note (d)). */
+static int
+attached_lock(int fd)
+{
+    return hc_ofd_lock(fd, F_OFD_SETLK, F_RDLCK, HC_ATTACHED_BYTE, 1);
 }
 
 /* Reserve the whole size now so that a full /dev/shm fails here. */
@@ -242,6 +256,7 @@ new_handle(int fd, uint8_t *base, uint64_t size)
     seg->sg_base = base;
     seg->sg_size = size;
     seg->sg_fd = fd;
+    seg->sg_lock_fd = -1;
     seg->sg_spare_fd = -1;
     seg->sg_refs = 1;
     pthread_mutex_init(&seg->sg_mutex, NULL);
@@ -290,6 +305,8 @@ initialise(int fd, uint64_t size, hc_segment **out)
     hc_segment *seg;
     hc_status st;
 
+    if (attached_lock(fd) < 0)
+        return HC_SYSTEM;
     base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
         return HC_SYSTEM;
@@ -355,7 +372,7 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
         return HC_SYSTEM;
     }
     /* Tell attachers that creation is under way (note (a)). */
-    if (init_byte_lock(fd, F_WRLCK, F_SETLK) < 0
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0
         || fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
         || fstat(fd, &st_buf) < 0)
         st = HC_SYSTEM;
@@ -375,7 +392,7 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     (*out)->sg_ino = st_buf.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
-    init_byte_lock(fd, F_UNLCK, F_SETLK);
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
     list_add(*out);
     return HC_OK;
 }
@@ -450,7 +467,7 @@ wait_for_header(int fd, const char *path, uint64_t *size)
         }
         /* No magic yet: a creator at work holds the init byte (note (a)). */
         now = hc_now_ns();
-        if (init_byte_lock(fd, F_WRLCK, F_GETLK) == 1)
+        if (init_byte_lock(fd, F_WRLCK, F_OFD_GETLK) == 1)
             unlocked_since = 0;
         else if (unlocked_since == 0)
             unlocked_since = now;
@@ -510,6 +527,8 @@ map_and_validate(int fd, const char *path, hc_segment **out)
     char boot_id[40];
     hc_status st;
 
+    if (attached_lock(fd) < 0)
+        return HC_SYSTEM;
     st = wait_for_header(fd, path, &size);
     if (st != HC_OK)
         return st;
@@ -697,7 +716,9 @@ hc_segment_close(hc_segment *seg)
 
     hc_slot_release(seg);
     munmap(seg->sg_base, seg->sg_size);
-    close(seg->sg_fd);          /* drops our remaining fcntl locks */
+    if (seg->sg_lock_fd >= 0)
+        close(seg->sg_lock_fd);
+    close(seg->sg_fd);          /* with the mapping gone: the attached lock */
     if (seg->sg_spare_fd >= 0)
         close(seg->sg_spare_fd);
     pthread_mutex_destroy(&seg->sg_mutex);
@@ -736,8 +757,7 @@ hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
         return st;
     pthread_mutex_lock(&open_mutex);
     if (stat(path, &sb) == 0 && list_find(sb.st_dev, sb.st_ino) != NULL) {
-        /* We are attached ourselves; and closing a probe fd would drop
-         * our own slot lock (note (c)). */
+        /* We are attached ourselves. */
         pthread_mutex_unlock(&open_mutex);
         *orphan = false;
         return HC_OK;
@@ -749,7 +769,7 @@ hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
             return HC_NOT_FOUND;
         return HC_SYSTEM;
     }
-    /* Slots and the creation byte: any lock there is a live process. */
+    /* Slots, creation, attached: any lock there is a live process. */
     *orphan = hc_slot_none_attached(fd);
     close(fd);
     pthread_mutex_unlock(&open_mutex);

@@ -118,7 +118,8 @@ typedef struct hc_segment {
     hc_segment_header *sg_header;   /* == sg_base */
     uint8_t *sg_base;
     uint64_t sg_size;               /* bytes mapped: the trusted bound */
-    int sg_fd;
+    int sg_fd;                      /* the mapping's description */
+    int sg_lock_fd;                 /* private description for slot locks */
     bool sg_anonymous;
     bool sg_creator;                /* this handle created the file */
     bool sg_rebooted;               /* the boot id differs: times are void */

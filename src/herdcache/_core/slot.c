@@ -3,12 +3,18 @@
  * slot.c
  *	  Process slots and owner liveness, by fcntl record locks.
  *
- * See slot.h for the model.  Two facts of POSIX record locks carry it:
- * the kernel releases a process's locks when the process exits (SIGKILL
- * and OOM included), and fork() does not pass them to the child.  Their
- * one trap, that closing any descriptor of the file drops all of the
- * process's locks on it, is why segment.c keeps one descriptor per file
- * per process.
+ * See slot.h for the model.  The locks are open file description (OFD)
+ * locks taken through a description private to the handle (sg_lock_fd):
+ * the kernel releases them when the last descriptor of that description
+ * closes, which happens when the process dies, however it dies.  Unlike
+ * classic POSIX record locks they are not dropped when some other code in
+ * the process opens and closes the same file (a backup tool, a health
+ * check reading the header).  A forked child inherits the description, so
+ * segment.c's fork handler closes the child's copy at once; the child
+ * claims a slot of its own through a new description at its first use.
+ *
+ * Probes (F_OFD_GETLK) go through sg_fd, another description, so they
+ * see every slot lock, this process's own included.
  *
  *-------------------------------------------------------------------------
  */
@@ -21,9 +27,12 @@
 #include <string.h>
 #include <unistd.h>
 
-/* Lock (F_WRLCK), unlock (F_UNLCK) or probe one byte per slot. */
-static int
-byte_lock(int fd, int cmd, short type, off_t start, off_t len)
+/*
+ * Lock (F_WRLCK/F_RDLCK), unlock (F_UNLCK) or probe (cmd F_OFD_GETLK,
+ * returning 1 if another description holds a conflicting lock) a range.
+ */
+int
+hc_ofd_lock(int fd, int cmd, short type, off_t start, off_t len)
 {
     struct flock fl;
 
@@ -34,7 +43,20 @@ byte_lock(int fd, int cmd, short type, off_t start, off_t len)
     fl.l_len = len;
     if (fcntl(fd, cmd, &fl) < 0)
         return -1;
-    return cmd == F_GETLK ? fl.l_type != F_UNLCK : 0;
+    return cmd == F_OFD_GETLK ? fl.l_type != F_UNLCK : 0;
+}
+
+/* The handle's private description for slot locks, opened on demand. */
+static int
+lock_fd(hc_segment *seg)
+{
+    char path[64];
+
+    if (seg->sg_lock_fd < 0) {
+        snprintf(path, sizeof(path), "/proc/self/fd/%d", seg->sg_fd);
+        seg->sg_lock_fd = open(path, O_RDWR | O_CLOEXEC);
+    }
+    return seg->sg_lock_fd;
 }
 
 /* Field 22 of /proc/self/stat: start time in clock ticks since boot. */
@@ -96,23 +118,28 @@ take_slot(hc_segment *seg, uint32_t index)
 hc_status
 hc_slot_claim(hc_segment *seg)
 {
-    int pass;
-    uint32_t i;
+    /* Start at a per-process place, so generations wear evenly. */
+    uint32_t first = ((uint32_t) getpid() * UINT32_C(2654435761)) % HC_MAX_SLOTS;
+    int pass, fd = lock_fd(seg);
+    uint32_t n;
 
+    if (fd < 0)
+        return HC_SYSTEM;
     /*
      * First pass: slots released cleanly (pid 0), so that a live process
      * is never probed; second pass: any slot whose holder is dead.  The
-     * kernel arbitrates every race through F_SETLK.
+     * kernel arbitrates every race through F_OFD_SETLK.
      */
     for (pass = 0; pass < 2; pass++) {
-        for (i = 0; i < HC_MAX_SLOTS; i++) {
+        for (n = 0; n < HC_MAX_SLOTS; n++) {
+            uint32_t i = (first + n) % HC_MAX_SLOTS;
             hc_slot *slot = &seg->sg_header->sh_slots[i];
             uint32_t pid = atomic_load_explicit(&slot->sl_pid,
                                                 memory_order_relaxed);
 
             if (pass == 0 && pid != 0)
                 continue;
-            if (byte_lock(seg->sg_fd, F_SETLK, F_WRLCK, i, 1) == 0)
+            if (hc_ofd_lock(fd, F_OFD_SETLK, F_WRLCK, i, 1) == 0)
                 return take_slot(seg, i);
             if (errno != EACCES && errno != EAGAIN)
                 return HC_SYSTEM;
@@ -133,7 +160,7 @@ hc_slot_release(hc_segment *seg)
         return;                 /* a forked child that never claimed */
     slot = &seg->sg_header->sh_slots[seg->sg_slot_index];
     atomic_store_explicit(&slot->sl_pid, 0, memory_order_relaxed);
-    byte_lock(seg->sg_fd, F_SETLK, F_UNLCK, seg->sg_slot_index, 1);
+    hc_ofd_lock(seg->sg_lock_fd, F_OFD_SETLK, F_UNLCK, seg->sg_slot_index, 1);
     atomic_store_explicit(&seg->sg_fork_epoch, 0, memory_order_relaxed);
 }
 
@@ -188,7 +215,7 @@ hc_slot_token_alive(hc_segment *seg, uint32_t token)
     if ((atomic_load_explicit(&slot->sl_generation, memory_order_acquire)
          & HC_TOKEN_GEN_MASK) != gen)
         return false;           /* the slot passed to another process */
-    held = byte_lock(seg->sg_fd, F_GETLK, F_WRLCK, index, 1);
+    held = hc_ofd_lock(seg->sg_fd, F_OFD_GETLK, F_WRLCK, index, 1);
     if (held < 0)
         return true;            /* cannot tell: never judge a live owner dead */
     /* A claim between the two loads means the old holder is gone. */
@@ -211,7 +238,7 @@ hc_slot_count_live(hc_segment *seg)
             live++;
         else if (atomic_load_explicit(&slot->sl_pid, memory_order_relaxed)
                  != 0
-                 && byte_lock(seg->sg_fd, F_GETLK, F_WRLCK, i, 1) == 1)
+                 && hc_ofd_lock(seg->sg_fd, F_OFD_GETLK, F_WRLCK, i, 1) == 1)
             live++;
     }
     return live;
@@ -220,5 +247,6 @@ hc_slot_count_live(hc_segment *seg)
 bool
 hc_slot_none_attached(int fd)
 {
-    return byte_lock(fd, F_GETLK, F_WRLCK, 0, HC_MAX_SLOTS + 1) == 0;
+    /* Slots, the creation byte and the attached byte (segment.c). */
+    return hc_ofd_lock(fd, F_OFD_GETLK, F_WRLCK, 0, HC_MAX_SLOTS + 2) == 0;
 }

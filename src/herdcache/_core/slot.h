@@ -4,13 +4,12 @@
  *	  Process slots: who is attached to a segment, and is it still alive.
  *
  * Every process that uses a segment holds one slot of the header's slot
- * table.  Holding it means holding an fcntl (POSIX record) write lock on
- * the byte whose offset is the slot's index.  The kernel drops such a lock
- * when the process dies, however it dies, and a forked child does not
- * inherit it: so "is the byte locked by another process?" answers "is the
- * slot's process alive?" without ever looking at a pid, which the kernel
- * reuses.  The pid and start time kept in the slot are for humans and
- * tools only.
+ * table.  Holding it means holding an open file description (OFD) write
+ * lock on the byte whose offset is the slot's index, through a description
+ * private to the process.  The kernel drops such a lock when the process
+ * dies, however it dies: so "is the byte locked?" answers "is the slot's
+ * process alive?" without ever looking at a pid, which the kernel reuses.
+ * The pid and start time kept in the slot are for humans and tools only.
  *
  * A slot's identity over time is its token: the index in the low
  * HC_SLOT_INDEX_BITS bits and the slot's generation above them.  Each
@@ -34,6 +33,7 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include "segment.h"
 
@@ -64,5 +64,8 @@ uint32_t hc_slot_count_live(hc_segment *seg);
 
 /* True if no process holds any slot of the file (orphan test). */
 bool hc_slot_none_attached(int fd);
+
+/* fcntl OFD lock (F_OFD_SETLK) or probe (F_OFD_GETLK: 1 if held). */
+int hc_ofd_lock(int fd, int cmd, short type, off_t start, off_t len);
 
 #endif /* HC_SLOT_H */

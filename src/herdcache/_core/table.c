@@ -62,6 +62,7 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     uint64_t avail, per, units;
     uint32_t n = HC_MAX_STRIPES, nb;
 
+
     memset(l, 0, sizeof(*l));
     if (size < head + stats)
         return false;
@@ -72,15 +73,17 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     if (per < sizeof(hc_stripe) + 256)
         return false;
     per -= sizeof(hc_stripe) + 256;         /* 256: alignment slack */
-    /* per stripe: 4-byte buckets (1 per 4 units), 1 map byte + 64 per unit */
-    nb = pow2_floor((per / 65) / 4 < 16 ? 16 : (per / 65) / 4);
-    if (per < (uint64_t) nb * 4)
-        return false;
-    units = (per - (uint64_t) nb * 4) / (HC_UNIT + 1);
+    /*
+     * Per stripe: a 4-byte bucket per 8 units (one per 128 bytes of
+     * arena), two bitmaps of a bit per unit, 16 bytes per unit.
+     */
+    units = per * 8 / (8 * HC_UNIT + 4 + 2);
+    nb = pow2_floor(units / 8 < 16 ? 16 : units / 8);
     if (units < MIN_UNITS)
         return false;
-    if (units > UINT32_MAX - 1)
-        units = UINT32_MAX - 1;
+    if (units > UINT32_MAX - 64)
+        units = UINT32_MAX - 64;
+    units &= ~(uint64_t) 63;                /* whole bitmap words */
     l->cl_size = size;
     l->cl_nstripes = n;
     l->cl_nbuckets = nb;
@@ -89,7 +92,8 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     l->cl_stripes_off = head + stats;
     l->cl_buckets_off = l->cl_stripes_off + (uint64_t) n * sizeof(hc_stripe);
     l->cl_maps_off = round64(l->cl_buckets_off + (uint64_t) n * nb * 4);
-    l->cl_arenas_off = round64(l->cl_maps_off + (uint64_t) n * units);
+    l->cl_arenas_off = round64(l->cl_maps_off
+                               + (uint64_t) n * 2 * (units / 64) * 8);
     return l->cl_arenas_off + (uint64_t) n * units * HC_UNIT <= size;
 }
 
@@ -123,10 +127,13 @@ view_of(const hc_cache *c, uint32_t i)
     const hc_cache_layout *l = &c->ca_layout;
     hc_arena_view av;
 
+    uint64_t words = hc_alloc_words(l->cl_units);
+
     av.av_arena = &stripe_at(c, i)->sp_arena;
     av.av_base = c->ca_base + l->cl_arenas_off
         + (uint64_t) i * l->cl_units * HC_UNIT;
-    av.av_map = c->ca_base + l->cl_maps_off + (uint64_t) i * l->cl_units;
+    av.av_used = (uint64_t *) (c->ca_base + l->cl_maps_off) + i * 2 * words;
+    av.av_start = av.av_used + words;
     av.av_units = l->cl_units;
     return av;
 }
@@ -152,17 +159,13 @@ static hc_item *
 item_at(const hc_arena_view *av, uint32_t unit)
 {
     hc_item *it;
-    uint64_t block;
 
-    if (unit >= av->av_units)
+    if (unit >= av->av_units
+        || av->av_units - unit < hc_alloc_units_for(sizeof(hc_item)))
         return NULL;
     it = hc_alloc_ptr(av, unit);
-    if (it->it_order > HC_MAX_ORDER
-        || (uint64_t) unit + (UINT64_C(1) << it->it_order) > av->av_units
-        || it->it_key_len > HC_KEY_MAX)
-        return NULL;
-    block = (uint64_t) HC_UNIT << it->it_order;
-    if (sizeof(hc_item) + (uint64_t) it->it_key_len + it->it_value_len > block)
+    if (it->it_key_len > HC_KEY_MAX
+        || hc_item_units(it) > av->av_units - unit)
         return NULL;
     return it;
 }
@@ -297,12 +300,14 @@ typedef struct writer {
     hc_stripe *w_stripe;
     hc_arena_view w_av;
     uint64_t w_now;
+    uint32_t w_freed;           /* unit of the last block freed: a hint */
 } writer;
 
 static writer
 writer_for(hc_cache *c, uint32_t si)
 {
-    writer w = {c, si, stripe_at(c, si), view_of(c, si), hc_now_ns()};
+    writer w = {c, si, stripe_at(c, si), view_of(c, si), hc_now_ns(),
+                UINT32_MAX};
 
     return w;
 }
@@ -446,7 +451,8 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
                           memory_order_release);
     queue_remove(w, unit);
     count_item(w->w_stripe, it, -1);
-    return hc_alloc_free(&w->w_av, unit, it->it_order);
+    w->w_freed = unit;          /* where the next allocation may fit */
+    return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
 
 static hc_status
@@ -495,44 +501,60 @@ evict_one(writer *w)
     return cur == 0 ? HC_NO_SPACE : HC_CORRUPT;
 }
 
+/* The unit starting the block that covers unit u, if any. */
+static bool
+covering_block(writer *w, uint32_t u, uint32_t *start)
+{
+    uint32_t v = u, steps;
+
+    for (steps = 0; steps < (1u << 17) && v < w->w_av.av_units; steps++, v--) {
+        hc_item *it;
+
+        if (!((w->w_av.av_start[v >> 6] >> (v & 63)) & 1)) {
+            if (v == 0)
+                return false;
+            continue;
+        }
+        it = item_at(&w->w_av, v);
+        if (it == NULL || v + hc_item_units(it) <= u)
+            return false;
+        *start = v;
+        return true;
+    }
+    return false;
+}
+
 /*
- * Make room for a block of a large order when SIEVE's victims are
- * scattered: evict every item inside one aligned region of that order
- * (the one holding the hand's item), after which buddies coalesce.
+ * Make room for n units when SIEVE's victims are scattered: evict every
+ * item overlapping the n units from the hand's item on, after which they
+ * form one free run (the writer's hint points at it).
  */
 static hc_status
-evict_region(writer *w, unsigned order)
+evict_region(writer *w, uint32_t n)
 {
-    uint32_t start = w->w_stripe->sp_hand ? w->w_stripe->sp_hand - 1
-        : w->w_stripe->sp_qtail - 1;
-    uint64_t u, end;
+    uint32_t start = (w->w_stripe->sp_hand ? w->w_stripe->sp_hand
+                                           : w->w_stripe->sp_qtail) - 1;
+    uint32_t u, block;
 
-    unsigned o;
-
-    start &= ~((UINT32_C(1) << order) - 1);
-    /* A used block larger than the region may cover it: evict that one. */
-    for (o = order + 1; o <= HC_MAX_ORDER; o++) {
-        uint32_t outer = start & ~((UINT32_C(1) << o) - 1);
-
-        if (outer < w->w_av.av_units && w->w_av.av_map[outer] == o + 1) {
-            hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
-            return remove_unit(w, outer);
-        }
-    }
-    end = (uint64_t) start + (UINT64_C(1) << order);
-    if (end > w->w_av.av_units)
-        end = w->w_av.av_units;
-    for (u = start; u < end; u++) {
-        uint8_t m = w->w_av.av_map[u];
+    if (n > w->w_av.av_units)
+        return HC_NO_SPACE;
+    if (start > w->w_av.av_units - n)
+        start = w->w_av.av_units - n;
+    if (covering_block(w, start, &block) && block < start)
+        start = block;
+    if (start > w->w_av.av_units - n)
+        return HC_NO_SPACE;
+    for (u = start; u < start + n; u++) {
         hc_status st;
 
-        if (m == 0 || (m & HC_MAP_FREE))
+        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
             continue;
         hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
-        st = remove_unit(w, (uint32_t) u);
+        st = remove_unit(w, u);
         if (st != HC_OK)
             return st;
     }
+    w->w_freed = start;
     return HC_OK;
 }
 
@@ -580,12 +602,12 @@ reap_all_expired(writer *w)
  * then, if they never coalesce into a block that large, one region.
  */
 static hc_status
-alloc_with_eviction(writer *w, unsigned order, uint32_t *unit)
+alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
 {
     int tries;
 
     for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
-        hc_status st = hc_alloc_block(&w->w_av, order, unit);
+        hc_status st = hc_alloc_block(&w->w_av, n, w->w_freed, unit);
 
         if (st != HC_NO_SPACE)
             return st;
@@ -597,11 +619,11 @@ alloc_with_eviction(writer *w, unsigned order, uint32_t *unit)
                 return HC_NO_SPACE;
             continue;
         }
-        st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, order);
+        st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, n);
         if (st != HC_OK)
             return st;
     }
-    return hc_alloc_block(&w->w_av, order, unit);
+    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -666,8 +688,7 @@ rebuild_candidate(writer *w, uint32_t unit, uint32_t bucket)
 {
     hc_item *it = item_at(&w->w_av, unit);
 
-    if (it == NULL || w->w_av.av_map[unit] != it->it_order + 1
-        || (unit & ((UINT32_C(1) << it->it_order) - 1)) != 0
+    if (it == NULL || !hc_alloc_is_block(&w->w_av, unit, hc_item_units(it))
         || stripe_of(w->w_cache, it->it_hash) != w->w_si
         || bucket_of(w->w_cache, it->it_hash) != bucket)
         return NULL;
@@ -749,20 +770,18 @@ stripe_rebuild(hc_cache *c, uint32_t si)
         goto done;
     }
     n = rebuild_collect(&w, kept, seen);
-    memset(w.w_av.av_map, 0, w.w_av.av_units);
-    w.w_av.av_arena->ar_used_units = 0;
+    hc_alloc_reset(&w.w_av);
     w.w_stripe->sp_qhead = w.w_stripe->sp_qtail = w.w_stripe->sp_hand = 0;
     atomic_store_explicit(&w.w_stripe->sp_items, 0, memory_order_relaxed);
     atomic_store_explicit(&w.w_stripe->sp_bytes, 0, memory_order_relaxed);
     for (i = 0; i < n; i++) {
         hc_item *it = hc_alloc_ptr(&w.w_av, kept[i]);
 
-        if (!hc_alloc_mark_used(&w.w_av, kept[i], it->it_order))
+        if (!hc_alloc_mark_used(&w.w_av, kept[i], hc_item_units(it)))
             continue;           /* overlaps an item kept before it */
         atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
         link_item(&w, kept[i]);
     }
-    hc_alloc_rebuild_free(&w.w_av);
 done:
     epoch_exit(w.w_stripe);
     free(kept);
@@ -774,29 +793,26 @@ done:
 /* ---------------------------------------------------------------------- */
 
 static hc_status
-check_write_size(const hc_cache *c, const hc_write *wr, unsigned *order)
+check_write_size(const hc_cache *c, const hc_write *wr, uint32_t *units)
 {
-    int o;
-
     if (wr->wr_key_len == 0 || wr->wr_key_len > HC_KEY_MAX) {
         hc_set_detail("a key has 1 to %d bytes, got %u", HC_KEY_MAX,
                       wr->wr_key_len);
         return HC_TOO_LARGE;
     }
-    o = hc_alloc_order_for(sizeof(hc_item) + (uint64_t) wr->wr_key_len
-                           + wr->wr_value_len);
-    if (wr->wr_value_len > c->ca_max_value || o < 0) {
+    if (wr->wr_value_len > c->ca_max_value) {
         hc_set_detail("the value has %u bytes, this cache's limit is %u "
                       "(max_value_size)", wr->wr_value_len, c->ca_max_value);
         return HC_TOO_LARGE;
     }
-    *order = (unsigned) o;
+    *units = hc_alloc_units_for(sizeof(hc_item) + (uint64_t) wr->wr_key_len
+                                + wr->wr_value_len);
     return HC_OK;
 }
 
 /* Write header, key and value into a block nobody else can see yet. */
 static void
-fill_item(writer *w, uint32_t unit, unsigned order, const hc_write *wr)
+fill_item(writer *w, uint32_t unit, const hc_write *wr)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
@@ -809,8 +825,7 @@ fill_item(writer *w, uint32_t unit, unsigned order, const hc_write *wr)
                                            1, memory_order_relaxed) + 1;
     it->it_value_len = wr->wr_value_len;
     it->it_stale_ms = wr->wr_stale_ms;
-    it->it_key_len = (uint16_t) wr->wr_key_len;
-    it->it_order = (uint8_t) order;
+    it->it_key_len = (uint8_t) wr->wr_key_len;
     it->it_format = wr->wr_format;
     memcpy(it + 1, wr->wr_key, wr->wr_key_len);
     memcpy((uint8_t *) (it + 1) + wr->wr_key_len, wr->wr_value,
@@ -838,7 +853,7 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
 }
 
 static hc_status
-set_locked(writer *w, const hc_write *wr, unsigned order, uint64_t *csn)
+set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 {
     _Atomic uint32_t *linkp = NULL;
     uint32_t unit, old = 0;
@@ -846,7 +861,7 @@ set_locked(writer *w, const hc_write *wr, unsigned order, uint64_t *csn)
 
     st = sweep_expired(w);
     if (st == HC_OK)
-        st = alloc_with_eviction(w, order, &unit);
+        st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)
         return st;
     /* Find after allocating: eviction may have removed the old item. */
@@ -857,9 +872,9 @@ set_locked(writer *w, const hc_write *wr, unsigned order, uint64_t *csn)
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
     if (st != HC_OK)
-        return hc_alloc_free(&w->w_av, unit, order) == HC_OK ? st
+        return hc_alloc_free(&w->w_av, unit, units) == HC_OK ? st
                                                              : HC_CORRUPT;
-    fill_item(w, unit, order, wr);
+    fill_item(w, unit, wr);
     *csn = ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn;
     /*
      * Publish the new item at the head of its chain: from here on every
@@ -897,13 +912,13 @@ set_locked(writer *w, const hc_write *wr, unsigned order, uint64_t *csn)
 hc_status
 hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
 {
-    unsigned order;
+    uint32_t units;
     writer w;
-    hc_status st = check_write_size(c, wr, &order);
+    hc_status st = check_write_size(c, wr, &units);
 
     if (st != HC_OK)
         return st;
-    WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, order, csn));
+    WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, units, csn));
     if (st == HC_OK)
         hc_cache_count_stat(c, HC_STAT_SETS, 1);
     if (st == HC_NO_SPACE)
@@ -1114,10 +1129,8 @@ hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
         return st;
     }
     /* A value must fit a block no larger than a quarter of a stripe. */
-    largest = (uint64_t) c->ca_layout.cl_units * HC_UNIT / 4;
-    if (largest > ((uint64_t) HC_UNIT << HC_MAX_ORDER))
-        largest = (uint64_t) HC_UNIT << HC_MAX_ORDER;
-    largest -= sizeof(hc_item) + HC_KEY_MAX;
+    largest = (uint64_t) c->ca_layout.cl_units * HC_UNIT / 4
+        - sizeof(hc_item) - HC_KEY_MAX;
     c->ca_max_value = max_value < largest ? max_value : (uint32_t) largest;
     c->ca_evict = evict;
     *out = c;
@@ -1230,7 +1243,11 @@ collect_key(writer *w, hc_item *it, void *arg)
         kb->kb_data = p;
         kb->kb_cap = cap;
     }
-    memcpy(kb->kb_data + kb->kb_len, &it->it_key_len, 2);
+    {
+        uint16_t klen = it->it_key_len;
+
+        memcpy(kb->kb_data + kb->kb_len, &klen, 2);
+    }
     memcpy(kb->kb_data + kb->kb_len + 2, it + 1, it->it_key_len);
     kb->kb_len = need;
     kb->kb_count++;
@@ -1296,7 +1313,7 @@ check_chains(writer *w, uint8_t *seen, uint64_t *items, uint64_t *units)
             if (seen[link - 1]++)
                 return corrupt(w->w_si, "an item is linked twice");
             ++*items;
-            *units += UINT64_C(1) << it->it_order;
+            *units += hc_item_units(it);
             link = atomic_load_explicit(&it->it_next, memory_order_relaxed);
         }
     }
@@ -1330,7 +1347,7 @@ check_queue(writer *w, const uint8_t *seen, uint64_t items)
 static hc_status
 check_stripe(writer *w, uint8_t *seen)
 {
-    uint64_t items = 0, units = 0, free_units = 0;
+    uint64_t items = 0, units = 0;
     hc_status st;
 
     if (atomic_load_explicit(&w->w_stripe->sp_epoch, memory_order_relaxed)
@@ -1344,7 +1361,7 @@ check_stripe(writer *w, uint8_t *seen)
     if (items != atomic_load_explicit(&w->w_stripe->sp_items,
                                       memory_order_relaxed))
         return corrupt(w->w_si, "the item count is wrong");
-    if (hc_alloc_check(&w->w_av, &free_units) != HC_OK
+    if (hc_alloc_check(&w->w_av) != HC_OK
         || units != w->w_av.av_arena->ar_used_units)
         return corrupt(w->w_si, "the allocator disagrees with the items");
     return HC_OK;

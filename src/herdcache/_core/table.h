@@ -100,7 +100,11 @@ typedef enum hc_stat {
     HC_STAT_COUNT
 } hc_stat;
 
-/* The header at the start of every used block. */
+/*
+ * The header at the start of every used block (48 bytes).  The block is
+ * exactly hc_item_units(it) units long: header, key and value, rounded up
+ * to the 16-byte unit.
+ */
 typedef struct hc_item {
     uint64_t it_hash;               /* keyed hash of the key */
     _Atomic uint64_t it_expires;    /* monotonic ns; HC_FOREVER: never */
@@ -110,12 +114,18 @@ typedef struct hc_item {
     uint32_t it_qprev;              /* SIEVE queue, toward the head */
     uint32_t it_qnext;              /* SIEVE queue, toward the tail */
     uint32_t it_stale_ms;           /* how long past expiry it may be served */
-    uint16_t it_key_len;
-    uint8_t it_order;               /* the block's buddy order */
+    uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
     _Atomic uint8_t it_visited;     /* SIEVE: read since the hand passed */
-    uint8_t it_pad[3];
+    uint8_t it_pad;
 } hc_item;
+
+static inline uint32_t
+hc_item_units(const hc_item *it)
+{
+    return hc_alloc_units_for(sizeof(hc_item) + (uint64_t) it->it_key_len
+                              + it->it_value_len);
+}
 
 /* One stripe: its lock, epoch, queue and arena bookkeeping. */
 typedef struct hc_stripe {
@@ -146,8 +156,8 @@ typedef struct hc_cache_layout {
     uint64_t cl_stripes_off;        /* offsets from the cache base */
     uint64_t cl_stats_off;
     uint64_t cl_buckets_off;        /* stripe s: + s * nbuckets * 4 */
-    uint64_t cl_maps_off;           /* stripe s: + s * units */
-    uint64_t cl_arenas_off;         /* stripe s: + s * units * 64 */
+    uint64_t cl_maps_off;           /* stripe s: + s * 2 * words * 8 */
+    uint64_t cl_arenas_off;         /* stripe s: + s * units * 16 */
 } hc_cache_layout;
 
 typedef struct hc_cache_header {
