@@ -2,6 +2,7 @@
 
 The pieces, each in a module of its own:
 
+- :class:`Cache` (``herdcache.cache``): the shared key/value cache.
 - :class:`Segment` (``herdcache.segment``): shared memory by name or by fork,
   with named structures inside.
 - :class:`Counter`, :class:`Lock`, :class:`Condition`: atomic counters, and a
@@ -20,6 +21,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         f"(python3-dev) present. The import failed with: {exc}"
     ) from exc
 
+from .cache import FOREVER, Cache
 from .counter import Counter
 from .errors import HerdcacheError
 from .segment import Segment, StructInfo, gc, is_orphan, list_segments, remove
@@ -29,6 +31,8 @@ from .sync import Condition, Lock
 __version__ = "0.1.0"
 
 __all__ = [
+    "FOREVER",
+    "Cache",
     "Condition",
     "Counter",
     "HerdcacheError",
