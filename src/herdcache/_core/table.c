@@ -11,6 +11,8 @@
  *-------------------------------------------------------------------------
  */
 #include "table.h"
+#include "table_internal.h"
+#include "flight.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -179,7 +181,7 @@ is_expired(const hc_item *it, uint64_t now, bool with_stale)
     if (exp == HC_FOREVER)
         return false;
     if (with_stale)
-        exp += (uint64_t) it->it_stale_ms * HC_NS_PER_MS;
+        exp += (uint64_t) it->it_stale_s * HC_NS_PER_SEC;
     return now >= exp;
 }
 
@@ -240,7 +242,8 @@ fill_read(hc_read *rd, hc_item *it, uint64_t now)
     rd->rd_expires = atomic_load_explicit(&it->it_expires,
                                           memory_order_relaxed);
     rd->rd_csn = it->it_csn;
-    rd->rd_stale_ms = it->it_stale_ms;
+    rd->rd_stale_s = it->it_stale_s;
+    rd->rd_delta_ms = it->it_delta_ms;
     rd->rd_expired = is_expired(it, now, false);
     /* The one bit a hit writes, and only when it is clear (SIEVE). */
     if (!rd->rd_expired
@@ -293,15 +296,7 @@ hc_cache_read_valid(const hc_read *rd)
 /* Items under the stripe lock                                            */
 /* ---------------------------------------------------------------------- */
 
-/* What a locked operation works with. */
-typedef struct writer {
-    hc_cache *w_cache;
-    uint32_t w_si;
-    hc_stripe *w_stripe;
-    hc_arena_view w_av;
-    uint64_t w_now;
-    uint32_t w_freed;           /* unit of the last block freed: a hint */
-} writer;
+typedef hc_writer writer;
 
 static writer
 writer_for(hc_cache *c, uint32_t si)
@@ -824,7 +819,8 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     it->it_csn = atomic_fetch_add_explicit(&w->w_cache->ca_header->ch_csn,
                                            1, memory_order_relaxed) + 1;
     it->it_value_len = wr->wr_value_len;
-    it->it_stale_ms = wr->wr_stale_ms;
+    it->it_stale_s = wr->wr_stale_s;
+    it->it_delta_ms = wr->wr_delta_ms;
     it->it_key_len = (uint8_t) wr->wr_key_len;
     it->it_format = wr->wr_format;
     memcpy(it + 1, wr->wr_key, wr->wr_key_len);
@@ -883,8 +879,13 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * the rebuild keeps the first of a key (the new one).
      */
     link_item(w, unit);
-    if (found == HC_OK)
+    if (found == HC_OK) {
+        /* A set over a flight ends it: its waiters must look again. */
+        if (((hc_item *) hc_alloc_ptr(&w->w_av, old))->it_format
+            == HC_FORMAT_FLIGHT && wr->wr_format != HC_FORMAT_FLIGHT)
+            hc_flight_wake(w->w_stripe);
         return remove_unit(w, old);
+    }
     return HC_OK;
 }
 
@@ -938,6 +939,9 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
     if (st != HC_OK)
         return st;
     live = !is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, false);
+    if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
+        == HC_FORMAT_FLIGHT)
+        hc_flight_wake(w->w_stripe);    /* the flight is over */
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -1188,7 +1192,7 @@ walk_queue(writer *w, bool (*visit)(writer *, hc_item *, void *), void *arg)
 static bool
 count_live(writer *w, hc_item *it, void *arg)
 {
-    if (!is_expired(it, w->w_now, false))
+    if (!is_expired(it, w->w_now, false) && it->it_format < HC_FORMAT_INTERNAL)
         ++*(uint64_t *) arg;
     return true;
 }
@@ -1227,7 +1231,7 @@ collect_key(writer *w, hc_item *it, void *arg)
     key_buffer *kb = arg;
     size_t need = kb->kb_len + 2 + it->it_key_len;
 
-    if (is_expired(it, w->w_now, false))
+    if (is_expired(it, w->w_now, false) || it->it_format >= HC_FORMAT_INTERNAL)
         return true;
     if (need > kb->kb_cap) {
         size_t cap = kb->kb_cap ? kb->kb_cap * 2 : 4096;
@@ -1496,4 +1500,66 @@ hc_cache_usage(hc_cache *c, uint64_t *used, uint64_t *capacity,
         *items += atomic_load_explicit(&s->sp_items, memory_order_relaxed);
         *payload += atomic_load_explicit(&s->sp_bytes, memory_order_relaxed);
     }
+}
+
+/* ---------------------------------------------------------------------- */
+/* The interface of table_internal.h (for flight.c)                       */
+/* ---------------------------------------------------------------------- */
+
+hc_status
+hc_table_lock(hc_cache *c, uint64_t hash, hc_writer *w)
+{
+    uint32_t si = stripe_of(c, hash);
+    hc_status st = stripe_lock_at(c, si, false);
+
+    if (st == HC_OK)
+        *w = writer_for(c, si);
+    return st;
+}
+
+void
+hc_table_unlock(hc_writer *w)
+{
+    stripe_unlock_at(w->w_cache, w->w_si);
+}
+
+void
+hc_table_rebuild(hc_writer *w)
+{
+    stripe_rebuild(w->w_cache, w->w_si);
+    hc_cache_count_stat(w->w_cache, HC_STAT_RECOVERIES, 1);
+    *w = writer_for(w->w_cache, w->w_si);
+}
+
+hc_item *
+hc_table_find(hc_writer *w, uint64_t hash, const void *key, uint32_t key_len,
+              hc_status *st)
+{
+    _Atomic uint32_t *linkp;
+    uint32_t unit;
+
+    *st = find_item(w, hash, key, key_len, &linkp, &unit);
+    return *st == HC_OK ? hc_alloc_ptr(&w->w_av, unit) : NULL;
+}
+
+hc_status
+hc_table_store(hc_writer *w, const hc_write *wr, uint64_t *csn)
+{
+    uint32_t units;
+    hc_status st = check_write_size(w->w_cache, wr, &units);
+
+    return st == HC_OK ? set_locked(w, wr, units, csn) : st;
+}
+
+hc_status
+hc_table_remove(hc_writer *w, hc_item *it)
+{
+    return remove_unit(w, (uint32_t) (((uint8_t *) it - w->w_av.av_base)
+                                      >> HC_UNIT_SHIFT));
+}
+
+bool
+hc_table_expired(const hc_item *it, uint64_t now, bool with_stale)
+{
+    return is_expired(it, now, with_stale);
 }

@@ -113,12 +113,16 @@ typedef struct hc_item {
     uint32_t it_value_len;
     uint32_t it_qprev;              /* SIEVE queue, toward the head */
     uint32_t it_qnext;              /* SIEVE queue, toward the tail */
-    uint32_t it_stale_ms;           /* how long past expiry it may be served */
+    uint16_t it_stale_s;            /* seconds past expiry it may be served */
+    uint16_t it_delta_ms;           /* how long computing it took (XFetch) */
     uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
     _Atomic uint8_t it_visited;     /* SIEVE: read since the hand passed */
     uint8_t it_pad;
 } hc_item;
+
+/* Formats from here up are the table's own (flight.h), never a value's. */
+#define HC_FORMAT_INTERNAL 0xF0
 
 static inline uint32_t
 hc_item_units(const hc_item *it)
@@ -134,7 +138,7 @@ typedef struct hc_stripe {
     uint32_t sp_qhead;              /* SIEVE: newest item, unit + 1 */
     uint32_t sp_qtail;              /* SIEVE: oldest item */
     uint32_t sp_hand;               /* SIEVE: next eviction candidate */
-    uint32_t sp_pad;
+    _Atomic uint32_t sp_flight_seq; /* futex: bumped when a flight ends */
     _Atomic uint64_t sp_items;      /* items linked, expired ones included */
     _Atomic uint64_t sp_bytes;      /* key + value bytes of those items */
     hc_arena sp_arena;
@@ -188,7 +192,8 @@ typedef struct hc_read {
     bool rd_expired;                /* found, but past its expiry */
     uint64_t rd_expires;
     uint64_t rd_csn;
-    uint32_t rd_stale_ms;
+    uint32_t rd_stale_s;
+    uint32_t rd_delta_ms;
     uint32_t rd_epoch;              /* internal: the epoch read at start */
     hc_stripe *rd_stripe;           /* internal */
 } hc_read;
@@ -208,7 +213,8 @@ typedef struct hc_write {
     uint32_t wr_value_len;
     uint8_t wr_format;
     uint64_t wr_expires;            /* absolute monotonic ns, HC_FOREVER */
-    uint32_t wr_stale_ms;
+    uint16_t wr_stale_s;            /* seconds it may be served past expiry */
+    uint16_t wr_delta_ms;           /* compute time, for early refresh */
     hc_set_mode wr_mode;
     uint64_t wr_expect_csn;         /* HC_SET_CAS only */
 } hc_write;

@@ -1,0 +1,112 @@
+/*-------------------------------------------------------------------------
+ *
+ * flight.h
+ *	  Single flight: one process computes a missing key, the others wait
+ *	  for its result (or serve the old value meanwhile).
+ *
+ * A key being computed holds a FLIGHT item in the table, in the place of
+ * its value: owner (the computing process's slot token), lease deadline
+ * and, when the caller allows stale values, a copy of the old value with
+ * the time until which it may still be served.  The FLIGHT item's commit
+ * sequence number is the round: a fencing token that publish and abort
+ * must present.  Every transition happens under the key's stripe lock:
+ *
+ *	absent / expired --begin--> FLIGHT(owner = me)       you compute
+ *	FLIGHT, owner alive and in lease --begin--> wait (or the stale value)
+ *	FLIGHT, owner dead or lease over --begin--> FLIGHT(owner = me), a new
+ *	                                            round: you take over
+ *	FLIGHT(round r) --publish(r)--> the value           waiters wake
+ *	FLIGHT(round r) --abort(r, error)--> ERROR(r)       waiters of r fail
+ *	anything --set / delete by anyone--> as they say    a late publish(r)
+ *	                                                    is refused
+ *
+ * So a paused owner (SIGSTOP) that wakes after its lease was taken over,
+ * or after a user set or deleted the key, cannot overwrite the newer
+ * state: publish finds another round and returns HC_CONFLICT.
+ *
+ * Waiting.  Waiters sleep on the stripe's sp_flight_seq futex word, which
+ * every end of a flight increments (with a wake-up of all sleepers), in
+ * slices of HC_FLIGHT_PROBE_NS: after each slice they call begin again,
+ * which probes the owner's process slot (a lock the kernel releases when
+ * the owner dies) and its lease.  A dead owner is thus noticed within one
+ * slice; no waiter ever sleeps unboundedly, and a lost wake-up (an owner
+ * killed between publishing and waking) costs one slice.
+ *
+ * Notes on synchronization
+ *
+ * FLIGHT and ERROR items are ordinary items (table.h) with internal
+ * formats; all reads and writes of them happen under the stripe lock.
+ * sp_flight_seq: incremented with a release RMW after the flight's end is
+ * stored, and read with acquire by waiters before they sleep (begin reads
+ * it under the lock, so an end after the read changes it and the futex
+ * wait returns at once).
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HC_FLIGHT_H
+#define HC_FLIGHT_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "table.h"
+
+#define HC_FORMAT_FLIGHT 0xFE
+#define HC_FORMAT_ERROR 0xFD
+#define HC_FLIGHT_PROBE_NS (UINT64_C(50) * HC_NS_PER_MS)
+
+typedef enum hc_flight_outcome {
+    HC_FLIGHT_HIT,          /* a fresh value (copied into the result) */
+    HC_FLIGHT_STALE,        /* another computes; here is the old value */
+    HC_FLIGHT_COMPUTE,      /* you compute, for round `round` */
+    HC_FLIGHT_WAIT,         /* another computes round `round`: wait, retry */
+    HC_FLIGHT_FAILED,       /* the round failed: the error bytes are copied */
+} hc_flight_outcome;
+
+typedef struct hc_flight_request {
+    const void *fq_key;
+    uint32_t fq_key_len;
+    uint64_t fq_hash;
+    uint64_t fq_lease_ns;       /* how long the owner may take */
+    uint64_t fq_waited_round;   /* the round this caller waited for, or 0 */
+    bool fq_refresh;            /* start a round although the value is fresh
+                                 * (early refresh), serving it meanwhile */
+} hc_flight_request;
+
+typedef struct hc_flight_result {
+    hc_flight_outcome fr_outcome;
+    uint8_t *fr_data;           /* malloc'ed copy (HIT, STALE, FAILED) */
+    uint32_t fr_len;
+    uint8_t fr_format;
+    uint64_t fr_round;          /* COMPUTE: yours; WAIT, FAILED: theirs */
+    uint32_t fr_wait_seq;       /* WAIT: sleep while sp_flight_seq is this */
+    uint64_t fr_expires;        /* HIT: the value's expiry (monotonic ns) */
+    uint32_t fr_delta_ms;       /* HIT: how long computing it took */
+    bool fr_took_over;          /* COMPUTE: the last owner died or overran */
+} hc_flight_result;
+
+hc_status hc_flight_begin(hc_cache *c, const hc_flight_request *rq,
+                          hc_flight_result *res);
+
+/* Sleep while the stripe's flight sequence is seq, until the deadline or
+ * one probe slice, whichever is first. */
+hc_status hc_flight_wait(hc_cache *c, uint64_t hash, uint32_t seq,
+                         uint64_t deadline);
+
+/* Store the value if round is still the key's flight; else HC_CONFLICT. */
+hc_status hc_flight_publish(hc_cache *c, const hc_write *wr, uint64_t round);
+
+/*
+ * End round without a value: with error bytes, leave an ERROR item (its
+ * waiters fail with it; it counts as absent once err_expires passes);
+ * without, remove the flight.  HC_CONFLICT if round is no longer the
+ * key's flight.
+ */
+hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
+                          uint64_t hash, uint64_t round, const void *err,
+                          uint32_t err_len, uint64_t err_expires);
+
+/* Wake every waiter of the stripe (a flight ended some other way). */
+void hc_flight_wake(hc_stripe *s);
+
+#endif /* HC_FLIGHT_H */

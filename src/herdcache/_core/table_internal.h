@@ -1,0 +1,47 @@
+/*-------------------------------------------------------------------------
+ *
+ * table_internal.h
+ *	  What table.c lends to the modules built on it (flight.c): the locked
+ *	  view of one stripe and the item operations that run under its lock.
+ *
+ * Not part of the core's interface: the binding never includes it.
+ * Every function here except hc_table_lock() expects the stripe lock of
+ * the writer to be held.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef HC_TABLE_INTERNAL_H
+#define HC_TABLE_INTERNAL_H
+
+#include "table.h"
+
+/* What a locked operation on one stripe works with. */
+typedef struct hc_writer {
+    hc_cache *w_cache;
+    uint32_t w_si;
+    hc_stripe *w_stripe;
+    hc_arena_view w_av;
+    uint64_t w_now;
+    uint32_t w_freed;           /* unit of the last block freed: a hint */
+} hc_writer;
+
+/* Lock the stripe of hash (rebuilding it after a dead owner). */
+hc_status hc_table_lock(hc_cache *c, uint64_t hash, hc_writer *w);
+void hc_table_unlock(hc_writer *w);
+
+/* Rebuild the locked stripe (after HC_CORRUPT) and refresh w. */
+void hc_table_rebuild(hc_writer *w);
+
+/* The item of key or NULL; *st is HC_OK, HC_NOT_FOUND or HC_CORRUPT. */
+hc_item *hc_table_find(hc_writer *w, uint64_t hash, const void *key,
+                       uint32_t key_len, hc_status *st);
+
+/* hc_cache_set() without the locking: store (mode and all) under w. */
+hc_status hc_table_store(hc_writer *w, const hc_write *wr, uint64_t *csn);
+
+/* Unlink and free an item of the locked stripe. */
+hc_status hc_table_remove(hc_writer *w, hc_item *it);
+
+bool hc_table_expired(const hc_item *it, uint64_t now, bool with_stale);
+
+#endif /* HC_TABLE_INTERNAL_H */
