@@ -14,8 +14,9 @@ class PeerUnavailable(RuntimeError):
     """A peer cannot run here; the message says why (and what to install)."""
 
 
-def machine_header(title: str) -> str:
-    """A Markdown header naming the benchmark and the machine it ran on."""
+def machine_header(title: str, timed: bool = True) -> str:
+    """A Markdown header naming the benchmark and the machine it ran on
+    (with the noise caveat if the benchmark measures time)."""
     cpus = len(os.sched_getaffinity(0))
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return "\n".join(
@@ -27,7 +28,11 @@ def machine_header(title: str) -> str:
             f"Linux {platform.release()}",
             f"- load average before the run: {load}",
             f"- command: {' '.join([os.path.basename(sys.executable), *sys.argv])}",
-            "- numbers on a shared 2-core machine are noisy: compare ratios from one run",
+            *(
+                ["- numbers on a shared 2-core machine are noisy: compare ratios from one run"]
+                if timed
+                else []
+            ),
             "",
         ]
     )

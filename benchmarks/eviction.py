@@ -271,7 +271,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> None:
     args = parse_args(argv)
-    print(machine_header("herdcache eviction benchmark"))
+    print(machine_header("herdcache eviction benchmark", timed=False))
     capacity = max(1, int(args.keys * args.cache_fraction))
     start = now_ns()
     stream = zipf_stream(args.keys, args.requests, args.alpha, args.seed)
@@ -296,7 +296,7 @@ def main(argv=None) -> None:
 
     lru_misses = 1 - ratios[LRU.name]
     rows = [[name, f"{hit:.4f}", f"{(1 - hit) / lru_misses:.3f}"] for name, hit in ratios.items()]
-    print(markdown_table(["policy", "hit ratio", "misses ÷ LRU's"], rows))
+    print("\n" + markdown_table(["policy", "hit ratio", "misses ÷ LRU's"], rows))
     print(herdcache_note)
     print("misses ÷ LRU's below 1: fewer misses than exact LRU.")
 
