@@ -32,7 +32,9 @@ not needed):
     python benchmarks/eviction.py --alpha 0.8 --cache-fraction 0.01
 
 Hit ratios depend only on the stream and the seed, not on the machine; the
-herdcache row's sizing is approximate (see measure_herdcache).
+herdcache row's sizing is approximate (see measure_herdcache). Timed numbers
+on a shared 2-core machine are noisy (this script prints none): as with every
+benchmark here, compare ratios from one run.
 """
 
 from __future__ import annotations
