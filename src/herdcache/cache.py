@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, Awaitable, Callable
 
-from . import _core
+from . import _core, compute
+from .compute import DEFAULT_LEASE, ComputeOptions
 from .errors import HerdcacheError, InvalidArgument
+from .memoize import memoize
 from .segment import Segment
 from .serializers import get_serializer
 from .sizes import parse_size
@@ -189,7 +191,7 @@ class Cache(MutableMapping):
             found = self._core.lookup(key)
             if found is None or (found[2] is not None and found[2] <= 0):
                 raise KeyError(key)
-            data, _fmt, remaining, _stale, csn = found
+            data, _fmt, remaining, _stale, csn, _delta = found
             value = self._loads(data)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
@@ -257,6 +259,82 @@ class Cache(MutableMapping):
 
     def __len__(self) -> int:
         return self._core.count()
+
+    # -- no stampede ---------------------------------------------------------------
+
+    def get_or_compute(
+        self,
+        key: Any,
+        fn: Callable[[], Any],
+        ttl: float | None = None,
+        *,
+        stale_ttl: float = 0.0,
+        early_refresh: float = 0.0,
+        lease: float = DEFAULT_LEASE,
+        wait_timeout: float | None = None,
+        negative_ttl: float = 0.0,
+        options: ComputeOptions | None = None,
+    ) -> Any:
+        """The value of ``key``; if it is missing or expired, ``fn()`` computes
+        it, in exactly one process at a time, while every other caller (in any
+        process, or thread) waits and receives the same value.
+
+        :param ttl: seconds the computed value lives (None: default_ttl).
+        :param stale_ttl: for that many seconds past expiry, callers get the
+            old value at once while one process recomputes it.
+        :param early_refresh: XFetch beta (1.0 is the paper's default): start
+            recomputing before expiry, with a probability that rises as expiry
+            nears, so a hot key is refreshed once and callers never wait.
+        :param lease: seconds the computing process may take; past it (or at
+            once if it dies) one waiter takes over.  A late owner's result is
+            then refused.
+        :param wait_timeout: seconds a caller waits for another's computation
+            before :class:`~herdcache.errors.ComputeTimeout`; None: the lease.
+        :param negative_ttl: cache a failure for that many seconds (callers get
+            the same exception without recomputing); 0: only the callers
+            waiting at the time get it.
+        :raises ReentrantCompute: ``fn`` asked for ``key`` itself.
+        :raises ComputeTimeout: waited longer than ``wait_timeout``.
+        """
+        if options is None:
+            options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
+        return compute.get_or_compute(self, key, fn, options)
+
+    async def aget_or_compute(
+        self,
+        key: Any,
+        fn: Callable[[], Awaitable[Any]],
+        ttl: float | None = None,
+        *,
+        stale_ttl: float = 0.0,
+        early_refresh: float = 0.0,
+        lease: float = DEFAULT_LEASE,
+        wait_timeout: float | None = None,
+        negative_ttl: float = 0.0,
+        options: ComputeOptions | None = None,
+    ) -> Any:
+        """:meth:`get_or_compute` for asyncio: ``fn`` is a coroutine function,
+        and waiting happens in a worker thread, never blocking the loop."""
+        if options is None:
+            options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
+        return await compute.aget_or_compute(self, key, fn, options)
+
+    def memoize(
+        self,
+        ttl: float | None = None,
+        *,
+        stale_ttl: float = 0.0,
+        early_refresh: float = 0.0,
+        lease: float = DEFAULT_LEASE,
+        wait_timeout: float | None = None,
+        negative_ttl: float = 0.0,
+        key: Callable[..., str] | None = None,
+    ) -> Callable:
+        """Decorate a function (or coroutine function) so that its results are
+        shared by every process through this cache, each computed once (see
+        :mod:`herdcache.memoize` for how keys are built)."""
+        options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
+        return memoize(self, options, key)
 
     # -- introspection -----------------------------------------------------------
 

@@ -20,6 +20,7 @@ or ``except FileNotFoundError`` keep working::
     ├── InvalidName              (ValueError)
     ├── InvalidArgument          (ValueError)
     ├── LockNotOwned             (RuntimeError)       release from a non-owner, re-acquire
+    ├── ReentrantCompute         (RuntimeError)       a computation asks for its own key
     ├── HerdcacheTimeout         (TimeoutError)
     │   └── ComputeTimeout                             waited too long for another's compute
     ├── ValueTooLarge            (ValueError)         key, value or message over its limit
@@ -97,6 +98,10 @@ class InvalidArgument(HerdcacheError, ValueError):
 
 class LockNotOwned(HerdcacheError, RuntimeError):
     """A lock was released by a thread that does not hold it, or re-acquired."""
+
+
+class ReentrantCompute(HerdcacheError, RuntimeError):
+    """get_or_compute was called for a key this thread is computing."""
 
 
 class HerdcacheTimeout(HerdcacheError, TimeoutError):

@@ -15,14 +15,7 @@
 #include "slot.h"
 #include "table_internal.h"
 
-/* The value of a FLIGHT item: this record, then the stale value, if any. */
-typedef struct flight_record {
-    uint32_t fl_owner;          /* slot token of the computing process */
-    uint8_t fl_stale_format;
-    uint8_t fl_pad[3];
-    uint64_t fl_lease_end;      /* monotonic ns */
-    uint64_t fl_stale_until;    /* monotonic ns; 0: no stale value */
-} flight_record;
+typedef hc_flight_record flight_record;
 
 /* The value of an ERROR item: the round it ended, then the error bytes. */
 typedef struct error_record {
@@ -64,7 +57,7 @@ copy_out(hc_flight_result *res, const uint8_t *data, uint32_t len,
 static hc_status
 start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
              uint32_t stale_len, uint8_t stale_format, uint64_t stale_until,
-             hc_flight_result *res)
+             uint64_t value_expires, hc_flight_result *res)
 {
     flight_record rec;
     uint8_t *value;
@@ -77,6 +70,7 @@ start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
         return st;
     rec.fl_lease_end = w->w_now + rq->fq_lease_ns;
     rec.fl_stale_until = stale != NULL ? stale_until : 0;
+    rec.fl_value_expires = stale != NULL ? value_expires : 0;
     rec.fl_stale_format = stale_format;
     /* A private copy: storing may evict the item the stale bytes are in. */
     value = malloc(sizeof(rec) + stale_len);
@@ -134,11 +128,11 @@ begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
             return HC_SYSTEM;
         memcpy(copy, item_value(it) + sizeof(rec), stale_len);
         st = start_flight(w, rq, copy, stale_len, rec.fl_stale_format,
-                          rec.fl_stale_until, res);
+                          rec.fl_stale_until, rec.fl_value_expires, res);
         free(copy);
         return st;
     }
-    return start_flight(w, rq, NULL, 0, 0, 0, res);
+    return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
 }
 
 /* An ERROR exists: report it to its round's waiters, else compute anew. */
@@ -159,7 +153,7 @@ begin_on_error(hc_writer *w, const hc_flight_request *rq, hc_item *it,
                         it->it_value_len - (uint32_t) sizeof(rec),
                         it->it_format);
     }
-    return start_flight(w, rq, NULL, 0, 0, 0, res);
+    return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
 }
 
 /* A value exists: a hit, or a round that may serve it stale meanwhile. */
@@ -180,7 +174,7 @@ begin_on_value(hc_writer *w, const hc_flight_request *rq, hc_item *it,
         return copy_out(res, item_value(it), it->it_value_len, it->it_format);
     }
     if (hc_table_expired(it, w->w_now, true))
-        return start_flight(w, rq, NULL, 0, 0, 0, res);
+        return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
     /* Fresh (early refresh) or within its stale window: serve it meanwhile. */
     stale_until = expires == HC_FOREVER ? HC_FOREVER
         : expires + (uint64_t) it->it_stale_s * HC_NS_PER_SEC;
@@ -189,7 +183,7 @@ begin_on_value(hc_writer *w, const hc_flight_request *rq, hc_item *it,
         return HC_SYSTEM;
     memcpy(copy, item_value(it), it->it_value_len);
     st = start_flight(w, rq, copy, it->it_value_len, it->it_format,
-                      stale_until, res);
+                      stale_until, expires, res);
     free(copy);
     return st;
 }
@@ -207,7 +201,7 @@ begin_locked(hc_writer *w, const hc_flight_request *rq, hc_flight_result *res)
     if (st == HC_CORRUPT)
         return st;
     if (it == NULL)
-        return start_flight(w, rq, NULL, 0, 0, 0, res);
+        return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
     if (it->it_format == HC_FORMAT_FLIGHT)
         return begin_on_flight(w, rq, it, res);
     if (it->it_format == HC_FORMAT_ERROR)

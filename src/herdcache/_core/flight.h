@@ -55,6 +55,21 @@
 #define HC_FORMAT_ERROR 0xFD
 #define HC_FLIGHT_PROBE_NS (UINT64_C(50) * HC_NS_PER_MS)
 
+/*
+ * The value of a FLIGHT item: this record, then the old value's bytes if
+ * the flight may serve them (fl_stale_until > 0).  Until fl_value_expires
+ * those bytes are still fresh (an early refresh is under way), and a plain
+ * get() returns them too.
+ */
+typedef struct hc_flight_record {
+    uint32_t fl_owner;          /* slot token of the computing process */
+    uint8_t fl_stale_format;
+    uint8_t fl_pad[3];
+    uint64_t fl_lease_end;      /* monotonic ns */
+    uint64_t fl_stale_until;    /* monotonic ns; 0: no old value */
+    uint64_t fl_value_expires;  /* monotonic ns: the old value's own expiry */
+} hc_flight_record;
+
 typedef enum hc_flight_outcome {
     HC_FLIGHT_HIT,          /* a fresh value (copied into the result) */
     HC_FLIGHT_STALE,        /* another computes; here is the old value */

@@ -28,6 +28,7 @@
 #include "clock.h"
 #include "condvar.h"
 #include "counter.h"
+#include "flight.h"
 #include "lock.h"
 #include "registry.h"
 #include "segment.h"
@@ -1422,6 +1423,31 @@ account_read(hc_cache *c, const char *key, Py_ssize_t len, cache_result *res)
                            ? HC_STAT_HITS : HC_STAT_MISSES, 1);
 }
 
+/*
+ * A FLIGHT found by get(): during an early refresh it carries the old
+ * value, still fresh until fl_value_expires; return that, else None.
+ */
+static PyObject *
+refreshing_value(cache_result *res, long format)
+{
+    hc_flight_record rec;
+    const char *data = PyBytes_AS_STRING(res->bytes);
+    Py_ssize_t len = PyBytes_GET_SIZE(res->bytes);
+    PyObject *value = NULL;
+
+    if ((size_t) len >= sizeof(rec)) {
+        memcpy(&rec, data, sizeof(rec));
+        if (rec.fl_stale_until != 0 && hc_now_ns() < rec.fl_value_expires
+            && rec.fl_stale_format == format)
+            value = PyBytes_FromStringAndSize(data + sizeof(rec),
+                                              len - (Py_ssize_t) sizeof(rec));
+    }
+    Py_DECREF(res->bytes);
+    if (value == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return value;
+}
+
 PyDoc_STRVAR(Cache_get_doc,
 "get(key, format) -> bytes | None\n\n"
 "The stored bytes of key, or None if absent or expired.  Raises\n"
@@ -1448,7 +1474,11 @@ Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
         || cache_lookup(c, key, len, hc_now_ns(), &res) < 0)
         return NULL;
     account_read(c, key, len, &res);
-    if (!res.found || res.rd.rd_expired) {
+    if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT)
+        return refreshing_value(&res, format);
+    /* A key being computed (or that failed) holds no value for get(). */
+    if (!res.found || res.rd.rd_expired
+        || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
         Py_XDECREF(res.bytes);
         Py_RETURN_NONE;
     }
@@ -1464,7 +1494,7 @@ Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(Cache_lookup_doc,
-"lookup(key) -> (bytes, format, ttl, stale_ttl, csn) | None\n\n"
+"lookup(key) -> (bytes, format, ttl, stale_ttl, csn, delta_ms) | None\n\n"
 "Everything stored for key, expired or not: ttl is the seconds left\n"
 "(negative once expired, None if it never expires).  None if absent.");
 
@@ -1481,8 +1511,10 @@ Cache_lookup(CacheObject *self, PyObject *key)
     if (c == NULL || key_bytes(key, &kdata, &len) < 0
         || cache_lookup(c, kdata, len, now, &res) < 0)
         return NULL;
-    if (!res.found)
+    if (!res.found || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
         Py_RETURN_NONE;
+    }
     if (res.rd.rd_expires == HC_FOREVER)
         ttl = Py_NewRef(Py_None);
     else
@@ -1492,9 +1524,10 @@ Cache_lookup(CacheObject *self, PyObject *key)
         Py_DECREF(res.bytes);
         return NULL;
     }
-    return Py_BuildValue("(NiNdK)", res.bytes, (int) res.rd.rd_format, ttl,
-                         (double) res.rd.rd_stale_ms / 1e3,
-                         (unsigned long long) res.rd.rd_csn);
+    return Py_BuildValue("(NiNdKI)", res.bytes, (int) res.rd.rd_format, ttl,
+                         (double) res.rd.rd_stale_s,
+                         (unsigned long long) res.rd.rd_csn,
+                         res.rd.rd_delta_ms);
 }
 
 /* A ttl in seconds (None: never) as an absolute expiry; -1 on error. */
@@ -1558,8 +1591,8 @@ Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
         || expiry_from(ttl, hc_now_ns(), &wr.wr_expires) < 0)
         goto fail;
     if (mode < HC_SET_ALWAYS || mode > HC_SET_CAS || format < 0
-        || format > 255 || value.len > UINT32_MAX || stale < 0
-        || stale > 4e6) {
+        || format >= HC_FORMAT_INTERNAL || value.len > UINT32_MAX
+        || stale < 0 || stale > UINT16_MAX) {
         PyErr_SetString(PyExc_ValueError, "mode, format, value size or "
                         "stale_ttl out of range");
         goto fail;
@@ -1570,7 +1603,7 @@ Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
     wr.wr_value = value.buf;
     wr.wr_value_len = (uint32_t) value.len;
     wr.wr_format = (uint8_t) format;
-    wr.wr_stale_ms = (uint32_t) (stale * 1e3);
+    wr.wr_stale_s = (uint16_t) ceil(stale);
     wr.wr_mode = (hc_set_mode) mode;
     wr.wr_expect_csn = expect;
     hc_segment_enter(c->ca_seg);
@@ -1875,6 +1908,233 @@ Cache_count_stat(CacheObject *self, PyObject *args)
     return NULL;
 }
 
+
+/* ---------------------------------------------------------------------- */
+/* Single flight (Cache methods)                                          */
+/* ---------------------------------------------------------------------- */
+
+static const char *const outcome_names[] = {
+    [HC_FLIGHT_HIT] = "hit",
+    [HC_FLIGHT_STALE] = "stale",
+    [HC_FLIGHT_COMPUTE] = "compute",
+    [HC_FLIGHT_WAIT] = "wait",
+    [HC_FLIGHT_FAILED] = "failed",
+};
+
+/* Seconds (float, None: never) as nanoseconds; -1 with an exception. */
+static int
+ns_from(PyObject *secs_obj, uint64_t *ns)
+{
+    double secs = PyFloat_AsDouble(secs_obj);
+
+    if (secs == -1.0 && PyErr_Occurred())
+        return -1;
+    if (isnan(secs) || secs <= 0 || secs > 1e9) {
+        PyErr_Format(PyExc_ValueError, "expected seconds in (0, 1e9], got %R",
+                     secs_obj);
+        return -1;
+    }
+    *ns = (uint64_t) (secs * 1e9);
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_flight_begin_doc,
+"flight_begin(key, lease, waited_round=0, refresh=False)\n"
+"    -> (outcome, data, format, round, wait_seq, ttl, delta_ms, took_over)\n\n"
+"Under the key's stripe lock, decide what this caller does: outcome is\n"
+"'hit' (data is the value), 'stale' (data is the old value; another\n"
+"process computes), 'compute' (you compute round; publish or abort it),\n"
+"'wait' (another computes round: flight_wait(key, wait_seq), then begin\n"
+"again) or 'failed' (data is the error of the round you waited for).");
+
+static PyObject *
+Cache_flight_begin(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "lease", "waited_round", "refresh", NULL};
+    PyObject *key, *lease, *data = Py_None, *ttl = Py_None, *res_obj;
+    unsigned long long waited = 0;
+    int refresh = 0;
+    hc_cache *c = cache_get(self);
+    hc_flight_request rq;
+    hc_flight_result res;
+    const char *kdata;
+    Py_ssize_t klen;
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "OO|Kp", kwlist, &key,
+                                        &lease, &waited, &refresh)
+        || key_bytes(key, &kdata, &klen) < 0)
+        return NULL;
+    memset(&rq, 0, sizeof(rq));
+    if (ns_from(lease, &rq.fq_lease_ns) < 0)
+        return NULL;
+    rq.fq_key = kdata;
+    rq.fq_key_len = (uint32_t) klen;
+    rq.fq_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    rq.fq_waited_round = waited;
+    rq.fq_refresh = refresh != 0;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_flight_begin(c, &rq, &res));
+    hc_segment_leave(c->ca_seg);
+    if (st != HC_OK) {
+        free(res.fr_data);
+        return raise_status("get_or_compute", st);
+    }
+    if (res.fr_data != NULL)
+        data = PyBytes_FromStringAndSize((const char *) res.fr_data,
+                                         res.fr_len);
+    free(res.fr_data);
+    if (data == NULL)
+        return NULL;
+    if (res.fr_outcome == HC_FLIGHT_HIT && res.fr_expires != HC_FOREVER)
+        ttl = PyFloat_FromDouble(((double) res.fr_expires
+                                  - (double) hc_now_ns()) / 1e9);
+    else
+        Py_INCREF(ttl);
+    res_obj = Py_BuildValue("(sOiKINIO)", outcome_names[res.fr_outcome],
+                            data, (int) res.fr_format,
+                            (unsigned long long) res.fr_round,
+                            res.fr_wait_seq, ttl, res.fr_delta_ms,
+                            res.fr_took_over ? Py_True : Py_False);
+    if (data != Py_None)
+        Py_DECREF(data);
+    return res_obj;
+}
+
+PyDoc_STRVAR(Cache_flight_wait_doc,
+"flight_wait(key, wait_seq, timeout) -> None\n\n"
+"Sleep (GIL released) until a flight of key's stripe ends, the timeout\n"
+"passes, or one probe slice (50 ms) is over; then call flight_begin.");
+
+static PyObject *
+Cache_flight_wait(CacheObject *self, PyObject *args)
+{
+    PyObject *key, *timeout;
+    unsigned int seq;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t deadline, hash;
+    hc_status st;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "OIO", &key, &seq, &timeout)
+        || key_bytes(key, &kdata, &klen) < 0
+        || deadline_from(timeout, &deadline) < 0)
+        return NULL;
+    hash = hc_cache_hash(c, kdata, (size_t) klen);
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_flight_wait(c, hash, seq, deadline));
+    hc_segment_leave(c->ca_seg);
+    if (st == HC_INTERRUPTED && PyErr_CheckSignals() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Cache_flight_publish_doc,
+"flight_publish(key, value, format, ttl, round, stale_ttl=0, delta_ms=0)"
+" -> bool\n\n"
+"Store the computed value if round is still the key's flight; False if\n"
+"the round was taken over or the key was set or deleted meanwhile.");
+
+static PyObject *
+Cache_flight_publish(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "value", "format", "ttl", "round",
+                             "stale_ttl", "delta_ms", NULL};
+    PyObject *key, *ttl;
+    Py_buffer value;
+    int format;
+    unsigned long long round;
+    double stale = 0;
+    unsigned int delta_ms = 0;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    hc_write wr;
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "Oy*iOK|dI", kwlist, &key,
+                                        &value, &format, &ttl, &round,
+                                        &stale, &delta_ms))
+        return NULL;
+    memset(&wr, 0, sizeof(wr));
+    if (key_bytes(key, &kdata, &klen) < 0
+        || expiry_from(ttl, hc_now_ns(), &wr.wr_expires) < 0)
+        goto fail;
+    if (format < 0 || format >= HC_FORMAT_INTERNAL || stale < 0
+        || stale > UINT16_MAX || value.len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError, "format, stale_ttl or value size "
+                        "out of range");
+        goto fail;
+    }
+    wr.wr_key = kdata;
+    wr.wr_key_len = (uint32_t) klen;
+    wr.wr_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    wr.wr_value = value.buf;
+    wr.wr_value_len = (uint32_t) value.len;
+    wr.wr_format = (uint8_t) format;
+    wr.wr_stale_s = (uint16_t) ceil(stale);
+    wr.wr_delta_ms = delta_ms > UINT16_MAX ? UINT16_MAX : (uint16_t) delta_ms;
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_flight_publish(c, &wr, round));
+    hc_segment_leave(c->ca_seg);
+    PyBuffer_Release(&value);
+    if (st == HC_CONFLICT)
+        Py_RETURN_FALSE;
+    if (st == HC_NO_SPACE)
+        return raise_cache_full(st);
+    if (st != HC_OK)
+        return raise_status("get_or_compute", st);
+    Py_RETURN_TRUE;
+fail:
+    PyBuffer_Release(&value);
+    return NULL;
+}
+
+PyDoc_STRVAR(Cache_flight_abort_doc,
+"flight_abort(key, round, error=None, error_ttl=0.0) -> bool\n\n"
+"End round without a value: with error bytes, its waiters fail with them\n"
+"(and callers for error_ttl seconds too); without, the key is freed.");
+
+static PyObject *
+Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "round", "error", "error_ttl", NULL};
+    PyObject *key;
+    unsigned long long round;
+    Py_buffer err = {0};
+    double error_ttl = 0;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t now = hc_now_ns();
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "OK|z*d", kwlist, &key,
+                                        &round, &err, &error_ttl))
+        return NULL;
+    if (key_bytes(key, &kdata, &klen) < 0 || err.len > UINT32_MAX) {
+        PyBuffer_Release(&err);
+        return NULL;
+    }
+    hc_segment_enter(c->ca_seg);
+    UNLOCKED(st, hc_flight_abort(c, kdata, (uint32_t) klen,
+                                 hc_cache_hash(c, kdata, (size_t) klen),
+                                 round, err.buf, (uint32_t) err.len,
+                                 now + (uint64_t) (error_ttl > 0
+                                                   ? error_ttl * 1e9 : 0)));
+    hc_segment_leave(c->ca_seg);
+    PyBuffer_Release(&err);
+    if (st == HC_CONFLICT)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return raise_status("get_or_compute", st);
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef Cache_methods[] = {
     {"get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
@@ -1892,6 +2152,14 @@ static PyMethodDef Cache_methods[] = {
      Cache_stats_by_process_doc},
     {"count_stat", (PyCFunction) Cache_count_stat, METH_VARARGS,
      Cache_count_stat_doc},
+    {"flight_begin", (PyCFunction) (void (*)(void)) Cache_flight_begin,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_begin_doc},
+    {"flight_wait", (PyCFunction) Cache_flight_wait, METH_VARARGS,
+     Cache_flight_wait_doc},
+    {"flight_publish", (PyCFunction) (void (*)(void)) Cache_flight_publish,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_publish_doc},
+    {"flight_abort", (PyCFunction) (void (*)(void)) Cache_flight_abort,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_abort_doc},
     {NULL}
 };
 

@@ -1,0 +1,156 @@
+"""@cache.memoize: functools.lru_cache for every process of a host.
+
+::
+
+    @cache.memoize(ttl=60)
+    def price(sku: str, currency: str = "EUR") -> dict: ...
+
+    price("X1")                 # computed by one process, shared by all
+    price.invalidate("X1")      # forget that call's result, everywhere
+    price.cache_key("X1")       # the cache key it uses
+
+Keys must be equal in every process, so they are never built from
+Python's ``hash()`` (salted per process): the arguments are bound to the
+signature (so ``price("X1")``, ``price("X1", "EUR")`` and
+``price(sku="X1")`` are one call), serialized with msgpack, and hashed
+with BLAKE2b, behind the function's qualified name.  Arguments must
+therefore be msgpack-serializable (str, bytes, numbers, tuples, lists,
+dicts, datetimes...); pass ``key=`` (a function of the same arguments
+returning a str) for anything else.
+
+Methods: ``self`` (or ``cls``) is left out of the key, so all instances
+share results, unless the instance defines ``__cache_key__()``, whose
+value is used for it.  ``staticmethod`` and ``classmethod`` work when
+``@cache.memoize`` is applied under them.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import threading
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+
+from .errors import SerializationError
+from .serializers import MsgpackSerializer
+
+if TYPE_CHECKING:
+    from .cache import Cache
+    from .compute import ComputeOptions
+
+_codec = MsgpackSerializer()
+_KEY_PREFIX_MAX = 180
+
+
+class CacheInfo(NamedTuple):
+    """Like functools.lru_cache's: hits and misses are this process's."""
+
+    hits: int
+    misses: int
+    maxsize: int | None
+    currsize: int
+
+
+def _instance_part(first: Any) -> Any:
+    own = getattr(first, "__cache_key__", None)
+    return own() if callable(own) else None
+
+
+class KeyMaker:
+    """Builds the cache key of one call of a memoized function."""
+
+    def __init__(self, fn: Callable[..., Any], key: Callable[..., str] | None):
+        """Prepare the signature and the key prefix of ``fn``."""
+        self.signature = inspect.signature(fn)
+        params = list(self.signature.parameters)
+        self.skips_first = bool(params) and params[0] in ("self", "cls")
+        self.prefix = f"{fn.__module__}.{fn.__qualname__}"[:_KEY_PREFIX_MAX]
+        self.custom = key
+
+    def __call__(self, *args: Any, **kwargs: Any) -> str:
+        """The key of the call ``fn(*args, **kwargs)``."""
+        if self.custom is not None:
+            part = self.custom(*args, **kwargs)
+            if not isinstance(part, str):
+                raise TypeError(f"memoize key= must return a str, it returned {type(part).__name__}")
+            return self._finish(part.encode())
+        bound = self.signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        items = list(bound.arguments.items())
+        if self.skips_first:
+            items[0] = (items[0][0], _instance_part(items[0][1]))
+        try:
+            payload = _codec.dumps(items)
+        except SerializationError as exc:
+            raise TypeError(
+                f"cannot build a cache key for {self.prefix}: {exc}. Pass memoize(key=...) "
+                "returning a str that identifies the call"
+            ) from exc
+        return self._finish(payload)
+
+    def _finish(self, payload: bytes) -> str:
+        return f"{self.prefix}:{hashlib.blake2b(payload, digest_size=16).hexdigest()}"
+
+
+def memoize(cache: Cache, options: ComputeOptions, key: Callable[..., str] | None = None) -> Callable:
+    """The decorator behind :meth:`herdcache.Cache.memoize`."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        make_key = KeyMaker(fn, key)
+        counts = {"hits": 0, "misses": 0}
+        counts_lock = threading.Lock()
+
+        def count(computed: list) -> None:
+            with counts_lock:
+                counts["misses" if computed else "hits"] += 1
+
+        if inspect.iscoroutinefunction(fn):
+
+            @functools.wraps(fn)
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+                computed: list = []
+
+                async def compute() -> Any:
+                    computed.append(True)
+                    return await fn(*args, **kwargs)
+
+                value = await cache.aget_or_compute(make_key(*args, **kwargs), compute, options=options)
+                count(computed)
+                return value
+
+        else:
+
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                computed: list = []
+
+                def compute() -> Any:
+                    computed.append(True)
+                    return fn(*args, **kwargs)
+
+                value = cache.get_or_compute(make_key(*args, **kwargs), compute, options=options)
+                count(computed)
+                return value
+
+        def invalidate(*args: Any, **kwargs: Any) -> bool:
+            """Forget the result of this call, in every process."""
+            return cache.delete(make_key(*args, **kwargs))
+
+        def cache_clear() -> int:
+            """Forget every result of this function; return how many."""
+            mine = [k for k in cache.keys() if isinstance(k, str) and k.startswith(make_key.prefix + ":")]
+            return cache.delete_many(mine)
+
+        def cache_info() -> CacheInfo:
+            """This process's hits and misses, and the results stored now."""
+            size = sum(1 for k in cache.keys() if isinstance(k, str) and k.startswith(make_key.prefix + ":"))
+            return CacheInfo(counts["hits"], counts["misses"], None, size)
+
+        wrapper.cache_key = make_key  # type: ignore[attr-defined]
+        wrapper.invalidate = invalidate  # type: ignore[attr-defined]
+        wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
+        wrapper.cache_info = cache_info  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorator
