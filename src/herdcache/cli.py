@@ -5,8 +5,9 @@ Subcommands::
     herdcache ls                 list the segments in the directory
     herdcache info NAME          a segment's identity, usage and structures
     herdcache rm NAME [NAME...]  remove segments (processes that map them keep them)
+    herdcache stats NAME         a cache's statistics, summed and per process
     herdcache gc                 remove segments no live process is attached to
-    herdcache demo               several processes share one segment
+    herdcache demo               a herd of processes shares one cache
 """
 
 from __future__ import annotations
@@ -58,6 +59,26 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+@command("stats")
+def _stats(args: argparse.Namespace) -> int:
+    from .cache import Cache
+
+    segment = Segment.attach(args.name, dir=args.dir)
+    try:
+        stats = Cache(segment=segment).stats()
+        per_process = stats.pop("per_process")
+        width = max(len(k) for k in stats)
+        for key, value in stats.items():
+            print(f"{key:<{width}}  {value}")
+        print("per process (pid 0: processes that have exited):")
+        for row in per_process:
+            busy = {k: v for k, v in row.items() if v and k != "pid"}
+            print(f"  pid {row['pid']}: {busy}")
+    finally:
+        segment.close()
+    return 0
+
+
 @command("rm")
 def _rm(args: argparse.Namespace) -> int:
     for name in args.names:
@@ -89,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list segments")
     sub.add_parser("info", help="show a segment").add_argument("name")
     sub.add_parser("rm", help="remove segments").add_argument("names", nargs="+")
+    sub.add_parser("stats", help="a cache's statistics, summed and per process").add_argument("name")
     sub.add_parser("gc", help="remove segments no live process is attached to")
-    sub.add_parser("demo", help="several processes share a cache").add_argument("--workers", type=int, default=4)
+    sub.add_parser("demo", help="a herd of processes shares one cache").add_argument("--workers", type=int, default=8)
     return parser
 
 
