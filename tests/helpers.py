@@ -127,18 +127,21 @@ def run_all(ctx: BaseContext, target: Callable[..., object], arg_tuples: Iterabl
     join_all([start(ctx, target, *args) for args in arg_tuples])
 
 
-def wait_until_asleep(pid: int, timeout: float = HANG) -> None:
-    """Return once single-threaded process ``pid`` sleeps in a futex wait.
+def wait_until_asleep(pid: int, tid: int | None = None, sleep: str = "futex", timeout: float = HANG) -> None:
+    """Return once process ``pid`` (or its thread ``tid``) sleeps in the
+    kernel function named like ``sleep`` (its wchan).
 
-    Used to be sure a child is blocked *inside* acquire() or wait() before
-    the test acts.  It polls the kernel's view of the process (its wchan),
-    which no signal sent from Python just before the call could give.
+    Used to be sure a child is blocked *inside* acquire() or wait(), or a
+    thread inside attach's wait for a creator, before the test acts.  It
+    polls the kernel's view of the process, which no message sent from
+    Python just before the call could give.  With ``tid`` None the process
+    must be single-threaded (a waiting thread's GIL wait is a futex too).
     """
     deadline = time.monotonic() + timeout
-    path = f"/proc/{pid}/wchan"
+    path = f"/proc/{pid}/wchan" if tid is None else f"/proc/{pid}/task/{tid}/wchan"
     while time.monotonic() < deadline:
         with open(path) as f:
-            if "futex" in f.read():
+            if sleep in f.read():
                 return
         time.sleep(0.001)
-    raise AssertionError(f"process {pid} did not block in a futex within {timeout} s")
+    raise AssertionError(f"process {pid} did not sleep in {sleep} within {timeout} s")

@@ -11,9 +11,11 @@ reach them: no sleep is needed to "let them get there".
 from __future__ import annotations
 
 import multiprocessing.connection
+import os
+import signal
 from multiprocessing.context import BaseContext
 
-from helpers import HANG, SegmentRef, join_all, kill, ref, resolve, start, start_with_pipe
+from helpers import HANG, SegmentRef, join_all, kill, receive, ref, resolve, start, start_with_pipe, wait_until_asleep
 
 from herdcache import Segment
 
@@ -122,7 +124,7 @@ def test_waiter_killed_while_waiting_leaves_nothing_behind(ctx: BaseContext, sha
 
 def test_waiter_that_times_out_returns_false_with_the_lock(ctx: BaseContext, shared: Segment) -> None:
     child, conn = start_with_pipe(ctx, wait_with_timeout, ref(shared))
-    assert conn.poll(HANG) and conn.recv() == (False, True)
+    assert receive(conn) == (False, True)
     join_all([child])
 
 
@@ -130,3 +132,26 @@ def wait_with_timeout(segref: SegmentRef, conn) -> None:
     cv = resolve(segref).condition("alone")
     with cv:
         conn.send((cv.wait(timeout=0.1), cv.lock._is_owned()))
+
+
+def interruptible_wait(segref: SegmentRef, conn) -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    cv = resolve(segref).condition("alone")
+    with cv:
+        conn.send("waiting")
+        try:
+            cv.wait()
+            conn.send("woken")
+        except KeyboardInterrupt:
+            conn.send(("interrupted", cv.lock._is_owned()))
+    conn.send(cv.lock.locked())
+
+
+def test_ctrl_c_interrupts_wait_and_the_with_block_releases_the_lock(ctx: BaseContext, shared: Segment) -> None:
+    child, conn = start_with_pipe(ctx, interruptible_wait, ref(shared))
+    assert receive(conn) == "waiting"
+    wait_until_asleep(child.pid)
+    os.kill(child.pid, signal.SIGINT)
+    assert receive(conn) == ("interrupted", True)  # wait() took the lock back
+    assert receive(conn) is False
+    join_all([child])
