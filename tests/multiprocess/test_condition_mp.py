@@ -13,9 +13,22 @@ from __future__ import annotations
 import multiprocessing.connection
 import os
 import signal
+import threading
 from multiprocessing.context import BaseContext
 
-from helpers import HANG, SegmentRef, join_all, kill, receive, ref, resolve, start, start_with_pipe, wait_until_asleep
+from helpers import (
+    HANG,
+    SegmentRef,
+    block_forever,
+    join_all,
+    kill,
+    receive,
+    ref,
+    resolve,
+    start,
+    start_with_pipe,
+    wait_until_asleep,
+)
 
 from herdcache import Segment
 
@@ -155,3 +168,26 @@ def test_ctrl_c_interrupts_wait_and_the_with_block_releases_the_lock(ctx: BaseCo
     assert receive(conn) == ("interrupted", True)  # wait() took the lock back
     assert receive(conn) is False
     join_all([child])
+
+
+def notify_then_die_holding_the_lock(segref: SegmentRef, conn) -> None:
+    seg = resolve(segref)
+    cv = seg.condition("alone")
+    cv.acquire()
+    seg.counter("flag").store(1)
+    cv.notify_all()
+    conn.send("holding")
+    block_forever()
+
+
+def test_waiter_wakes_even_if_the_notifier_dies_holding_the_lock(ctx: BaseContext, shared: Segment) -> None:
+    """wait() re-takes the lock from the dead notifier and says so in owner_died."""
+    cv, flag = shared.condition("alone"), shared.counter("flag")
+    with cv:
+        notifier, conn = start_with_pipe(ctx, notify_then_die_holding_the_lock, ref(shared))
+        killer = threading.Thread(target=lambda: (receive(conn), kill(notifier)))
+        killer.start()
+        assert cv.wait_for(lambda: flag.load() == 1, timeout=HANG)
+        assert cv.lock.owner_died is True
+    killer.join(HANG)
+    assert not cv.lock.locked()
