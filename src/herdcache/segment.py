@@ -67,8 +67,10 @@ class Segment:
     """A mapped shared memory segment.  Make one with :meth:`create`,
     :meth:`attach`, :meth:`open` or :meth:`anonymous`.
 
-    A segment is a context manager (``with`` closes it) and supports the
-    buffer protocol (``memoryview(seg)`` is the whole mapping).
+    A segment is a context manager (``with`` closes it).  On Python 3.12
+    and later it also supports the buffer protocol (``memoryview(seg)`` is
+    the whole mapping); a class written in Python cannot before 3.12, so
+    there use :meth:`struct` views.
     """
 
     def __init__(self, handle: _core.Segment, name: str | None, dir: str | None):
