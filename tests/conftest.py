@@ -1,7 +1,10 @@
-"""Shared fixtures: unique segment names that are removed after each test."""
+"""Shared fixtures: unique segment names and private segment directories,
+both cleaned up after each test."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from typing import Iterator
 
@@ -19,3 +22,26 @@ def segment_name() -> Iterator[str]:
         herdcache.remove(name)
     except herdcache.errors.SegmentNotFound:
         pass
+
+
+@pytest.fixture
+def segdir() -> Iterator[str]:
+    """A private directory on tmpfs for named segments, removed afterwards.
+
+    Tests that list, gc or corrupt segments use it so that they never see
+    (or remove) the segments of anything else running on the machine.
+    """
+    path = tempfile.mkdtemp(prefix="hc-test-", dir="/dev/shm")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def named(segdir: str) -> Iterator[herdcache.Segment]:
+    """A fresh 4 MiB named segment in a private directory."""
+    seg = herdcache.Segment.create("seg", "4MiB", dir=segdir)
+    yield seg
+    try:
+        seg.close()
+    except herdcache.errors.SegmentBusy:
+        pass  # the test left a lock held or a view alive on purpose

@@ -56,12 +56,21 @@ def _dir(dir: str | None) -> str:
     return dir if dir is not None else default_dir()
 
 
+def _name(name: str) -> str:
+    """``name``, checked before any system call (a NUL byte included, which
+    the C core would otherwise never see)."""
+    _core.validate_name(name)
+    return name
+
+
 class Segment:
     """A mapped shared memory segment.  Make one with :meth:`create`,
     :meth:`attach`, :meth:`open` or :meth:`anonymous`.
 
-    A segment is a context manager (``with`` closes it) and supports the
-    buffer protocol (``memoryview(seg)`` is the whole mapping).
+    A segment is a context manager (``with`` closes it).  On Python 3.12
+    and later it also supports the buffer protocol (``memoryview(seg)`` is
+    the whole mapping); a class written in Python cannot before 3.12, so
+    there use :meth:`struct` views.
     """
 
     def __init__(self, handle: _core.Segment, name: str | None, dir: str | None):
@@ -83,7 +92,7 @@ class Segment:
         :raises SegmentExists: if a file of that name exists.
         :raises SegmentFull: if the directory has no room for ``size``.
         """
-        handle = _core.create(name, parse_size(size), dir=_dir(dir), mode=mode)
+        handle = _core.create(_name(name), parse_size(size), dir=_dir(dir), mode=mode)
         return cls(handle, name, _dir(dir))
 
     @classmethod
@@ -96,7 +105,7 @@ class Segment:
         :raises NotASegment, LayoutMismatch, CorruptSegment, UnsafeSegment:
             the file is not one this process can safely use.
         """
-        handle = _core.attach(name, dir=_dir(dir), allow_shared=allow_shared)
+        handle = _core.attach(_name(name), dir=_dir(dir), allow_shared=allow_shared)
         return cls(handle, name, _dir(dir))
 
     @classmethod
@@ -114,7 +123,7 @@ class Segment:
         Many processes may call this at once: exactly one creates, the
         others attach.  An existing segment keeps the size it was made with.
         """
-        handle, _created = _core.open(name, parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared)
+        handle, _created = _core.open(_name(name), parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared)
         return cls(handle, name, _dir(dir))
 
     @classmethod
@@ -238,7 +247,7 @@ def remove(name: str, *, dir: str | None = None) -> None:
 
     :raises SegmentNotFound: if there is no such segment.
     """
-    _core.unlink(name, dir=_dir(dir))
+    _core.unlink(_name(name), dir=_dir(dir))
 
 
 def list_segments(dir: str | None = None) -> list[str]:
@@ -257,7 +266,7 @@ def is_orphan(name: str, *, dir: str | None = None) -> bool:
     The kernel answers: every attached process holds a record lock on the
     file that is released when it dies, so a killed process counts as gone.
     """
-    return _core.is_orphan(name, dir=_dir(dir))
+    return _core.is_orphan(_name(name), dir=_dir(dir))
 
 
 def gc(dir: str | None = None) -> list[str]:

@@ -3,14 +3,23 @@
  *
  * CHECK(cond) prints the failing expression with its line and exits 1;
  * CHECK_ST(call, status) does the same for an hc_status that is not the
- * expected one, naming both.
+ * expected one, naming both.  test_fork() is fork() for tests: its child
+ * dies with the test, so a failed CHECK never leaves paused children
+ * behind (holding the output pipe of `make check` open).  test_alloc()
+ * finds or allocates a 64-byte structure and returns its address.
  */
 #ifndef HC_TEST_HARNESS_H
 #define HC_TEST_HARNESS_H
 
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 
+#include "registry.h"
+#include "segment.h"
 #include "status.h"
 
 #define CHECK(cond)                                                       \
@@ -36,7 +45,33 @@
 #define TEST(fn)                                                          \
     do {                                                                  \
         printf("    %s\n", #fn);                                          \
+        fflush(stdout); /* or forked children print it again */          \
         fn();                                                             \
     } while (0)
+
+static inline void *
+test_alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
+{
+    hc_struct_info info;
+    bool found;
+
+    CHECK_ST(hc_registry_find_or_alloc(seg, name, strlen(name), 64, kind,
+                                       &info, &found), HC_OK);
+    return seg->sg_base + info.offset;
+}
+
+static inline pid_t
+test_fork(void)
+{
+    pid_t parent = getpid();
+    pid_t pid = fork();
+
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)    /* the parent died before prctl */
+            _exit(1);
+    }
+    return pid;
+}
 
 #endif

@@ -22,28 +22,17 @@ new_segment(void)
     return seg;
 }
 
-static void *
-alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
-{
-    hc_struct_info info;
-    bool found;
-
-    CHECK_ST(hc_registry_find_or_alloc(seg, name, strlen(name), 64, kind,
-                                       &info, &found), HC_OK);
-    return seg->sg_base + info.offset;
-}
-
 static void
 test_owner_death_is_recovered(void)
 {
     hc_segment *seg = new_segment();
-    hc_lock *lock = alloc(seg, "l", HC_KIND_LOCK);
+    hc_lock *lock = test_alloc(seg, "l", HC_KIND_LOCK);
     int pipefd[2], status;
     char c;
     pid_t pid;
 
     CHECK(pipe(pipefd) == 0);
-    pid = fork();
+    pid = test_fork();
     if (pid == 0) {
         if (hc_lock_acquire(seg, lock, HC_FOREVER) != HC_OK)
             _exit(2);
@@ -70,11 +59,11 @@ static void
 test_counter_adds_across_processes(void)
 {
     hc_segment *seg = new_segment();
-    hc_counter *c = alloc(seg, "c", HC_KIND_COUNTER);
+    hc_counter *c = test_alloc(seg, "c", HC_KIND_COUNTER);
     int i, status;
 
     for (i = 0; i < 4; i++) {
-        if (fork() == 0) {
+        if (test_fork() == 0) {
             for (int j = 0; j < 100000; j++)
                 hc_counter_add(c, 1);
             _exit(0);

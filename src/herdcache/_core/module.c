@@ -330,6 +330,26 @@ PyDoc_STRVAR(Segment_structs_doc,
 "structs() -> list[tuple[str, str, int, int]]\n\n"
 "Every named structure as (name, kind, offset, size).");
 
+/*
+ * A structure's name as str.  Names come from the segment, so they are
+ * untrusted: one that is not UTF-8 (no name herdcache wrote ever is)
+ * means the registry is corrupt, not that the caller passed bad text.
+ */
+static PyObject *
+struct_name(const hc_struct_info *info, size_t index)
+{
+    PyObject *name = PyUnicode_DecodeUTF8(info->name,
+                                          (Py_ssize_t) strlen(info->name),
+                                          "strict");
+
+    if (name == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        hc_set_detail("the name of structure %zu is not UTF-8", index);
+        raise_status("structs", HC_CORRUPT);
+    }
+    return name;
+}
+
 static PyObject *
 Segment_structs(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 {
@@ -346,8 +366,9 @@ Segment_structs(SegmentObject *self, PyObject *Py_UNUSED(ignored))
         return raise_status("structs", st);
     list = PyList_New(0);
     for (i = 0; list != NULL && i < count && i < HC_REGISTRY_CAPACITY; i++) {
-        PyObject *item = Py_BuildValue(
-            "(ssKK)", infos[i].name, hc_struct_kind_name(infos[i].kind),
+        PyObject *name = struct_name(&infos[i], i);
+        PyObject *item = name == NULL ? NULL : Py_BuildValue(
+            "(NsKK)", name, hc_struct_kind_name(infos[i].kind),
             (unsigned long long) infos[i].offset,
             (unsigned long long) infos[i].size);
 
