@@ -132,7 +132,8 @@ def traffic(seg: Segment) -> None:
             total.add(1)
             n += 1
             if n % 256 == 0:
-                cv.notify_all()
+                with cv:
+                    cv.notify_all()
     except BaseException:
         errors.add(1)
         raise

@@ -6,6 +6,7 @@ import threading
 
 import pytest
 
+
 from herdcache import Condition, Segment, errors
 
 
@@ -67,11 +68,21 @@ def test_notify_wakes_a_waiting_thread(seg: Segment, cond: Condition) -> None:
 
 
 def test_notify_without_waiters_is_harmless(cond: Condition) -> None:
-    cond.notify()
-    cond.notify(0)
-    cond.notify_all()
-    with pytest.raises(ValueError):
-        cond.notify(-1)
+    with cond:
+        cond.notify()
+        cond.notify(0)
+        cond.notify_all()
+        with pytest.raises(ValueError):
+            cond.notify(-1)
+
+
+def test_notify_needs_the_lock_as_threading_condition_does(cond: Condition) -> None:
+    """A notify outside the lock could slip between a waiter's test of its
+    predicate and its sleep; like threading.Condition, it is refused."""
+    with pytest.raises(errors.LockNotOwned, match="lock"):
+        cond.notify()
+    with pytest.raises(errors.LockNotOwned):
+        cond.notify_all()
 
 
 def test_same_name_shares_its_own_lock(seg: Segment) -> None:
