@@ -146,7 +146,10 @@ class Cache(MutableMapping):
         :raises ValueTooLarge: the key or the serialized value is too large.
         :raises CacheFull: the cache is full and was opened with evict=False.
         """
-        if ttl is not None and ttl != FOREVER and ttl <= 0:
+        # Validate first: comparing a ttl that is not seconds ("10", [1])
+        # with 0 would raise a bare TypeError instead of InvalidArgument.
+        effective = self._ttl(ttl)
+        if effective is not None and effective <= 0:
             self._dumps(value)
             self.delete(key)
             return
