@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 from . import _core
-from .errors import HerdcacheError, InvalidArgument
+from .errors import HerdcacheError, InvalidArgument, SerializationError
 from .segment import Segment
 from .serializers import get_serializer
 from .sizes import parse_size
@@ -187,12 +187,20 @@ class Cache(MutableMapping):
 
         :raises KeyError: if the key is absent.
         :raises TypeError: if the stored value is not an integer.
+        :raises SerializationError: if another serializer wrote the value.
         """
         while True:
             found = self._core.lookup(key)
             if found is None or (found[2] is not None and found[2] <= 0):
                 raise KeyError(key)
-            data, _fmt, remaining, _stale, csn = found
+            data, fmt, remaining, _stale, csn = found
+            if fmt != self._tag:
+                # As get() does: another serializer's bytes are not ours to
+                # decode (raw b"\x05" would read as msgpack's 5).
+                raise SerializationError(
+                    f"the value of {key!r} was stored with format {fmt}, this cache reads "
+                    f"format {self._tag}: open the cache with the serializer that wrote it"
+                )
             value = self._loads(data)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
