@@ -860,20 +860,31 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     hc_status st, found;
 
     st = sweep_expired(w);
-    if (st == HC_OK)
-        st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)
         return st;
-    /* Find after allocating: eviction may have removed the old item. */
+    /*
+     * Decide before allocating: a write the mode refuses stores nothing,
+     * so it must neither fail for want of room (CacheFull) nor evict an
+     * entry to make room it will not use.
+     */
     found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                       &old);
     if (found == HC_CORRUPT)
         return HC_CORRUPT;
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
+    if (st == HC_OK)
+        st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)
-        return hc_alloc_free(&w->w_av, unit, units) == HC_OK ? st
-                                                             : HC_CORRUPT;
+        return st;
+    /*
+     * Find again: eviction may have removed the old item.  The write goes
+     * ahead all the same, as if it had come just before that eviction.
+     */
+    found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
+                      &old);
+    if (found == HC_CORRUPT)
+        return HC_CORRUPT;
     fill_item(w, unit, wr);
     *csn = ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn;
     /*
