@@ -10,6 +10,8 @@ latency assertion: healthy runs finish far inside it.
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import hashlib
 import json
 import os
@@ -47,6 +49,24 @@ def wait_until(predicate: Callable[[], bool], what: str, timeout: float = HANG) 
             raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
         time.sleep(delay)
         delay = min(delay * 2, 0.05)
+
+
+def same(a: Any, b: Any) -> bool:
+    """Equal and of exactly the same types all the way down (so a tuple is
+    not a list, 1 is not True, a naive datetime is not an aware one)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    if isinstance(a, dict):
+        return len(a) == len(b) and all(any(same(k, k2) and same(v, b[k2]) for k2 in b) for k, v in a.items())
+    if isinstance(a, (set, frozenset)):
+        return len(a) == len(b) and all(any(same(x, y) for y in b) for x in a)
+    if isinstance(a, (dt.datetime, dt.time)):
+        return a == b and a.tzinfo == b.tzinfo
+    if isinstance(a, decimal.Decimal):
+        return str(a) == str(b)
+    return a == b
 
 
 # -- configurations --------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from cache_helpers import same
 
 from herdcache import Cache, errors
 from herdcache.serializers import TAG_MSGPACK, MsgpackSerializer, get_serializer
@@ -28,24 +29,6 @@ def cache() -> Iterator[Cache]:
     """An anonymous msgpack cache."""
     with Cache(size="8MiB") as opened:
         yield opened
-
-
-def same(a: Any, b: Any) -> bool:
-    """Equal and of exactly the same types all the way down (so a tuple is
-    not a list, 1 is not True, a naive datetime is not an aware one)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if isinstance(a, dict):
-        return len(a) == len(b) and all(any(same(k, k2) and same(v, b[k2]) for k2 in b) for k, v in a.items())
-    if isinstance(a, (set, frozenset)):
-        return len(a) == len(b) and all(any(same(x, y) for y in b) for x in a)
-    if isinstance(a, (dt.datetime, dt.time)):
-        return a == b and a.tzinfo == b.tzinfo
-    if isinstance(a, decimal.Decimal):
-        return str(a) == str(b)
-    return a == b
 
 
 ROUND_TRIPS = {
