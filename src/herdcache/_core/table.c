@@ -75,9 +75,10 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     per -= sizeof(hc_stripe) + 256;         /* 256: alignment slack */
     /*
      * Per stripe: a 4-byte bucket per 8 units (one per 128 bytes of
-     * arena), two bitmaps of a bit per unit, 16 bytes per unit.
+     * arena), three bitmaps of a bit per unit (the allocator's two and
+     * the visited map), 16 bytes per unit.
      */
-    units = per * 8 / (8 * HC_UNIT + 4 + 2);
+    units = per * 8 / (8 * HC_UNIT + 4 + 3);
     nb = pow2_floor(units / 8 < 16 ? 16 : units / 8);
     if (units < MIN_UNITS)
         return false;
@@ -93,7 +94,7 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     l->cl_buckets_off = l->cl_stripes_off + (uint64_t) n * sizeof(hc_stripe);
     l->cl_maps_off = round64(l->cl_buckets_off + (uint64_t) n * nb * 4);
     l->cl_arenas_off = round64(l->cl_maps_off
-                               + (uint64_t) n * 2 * (units / 64) * 8);
+                               + (uint64_t) n * 3 * (units / 64) * 8);
     return l->cl_arenas_off + (uint64_t) n * units * HC_UNIT <= size;
 }
 
@@ -132,10 +133,43 @@ view_of(const hc_cache *c, uint32_t i)
     av.av_arena = &stripe_at(c, i)->sp_arena;
     av.av_base = c->ca_base + l->cl_arenas_off
         + (uint64_t) i * l->cl_units * HC_UNIT;
-    av.av_used = (uint64_t *) (c->ca_base + l->cl_maps_off) + i * 2 * words;
+    av.av_used = (uint64_t *) (c->ca_base + l->cl_maps_off) + i * 3 * words;
     av.av_start = av.av_used + words;
     av.av_units = l->cl_units;
     return av;
+}
+
+/* The stripe's SIEVE visited map: the third bitmap, after the allocator's. */
+static _Atomic uint64_t *
+visited_of(const hc_cache *c, uint32_t i)
+{
+    uint64_t words = hc_alloc_words(c->ca_layout.cl_units);
+
+    return (_Atomic uint64_t *) (c->ca_base + c->ca_layout.cl_maps_off)
+        + (uint64_t) i * 3 * words + 2 * words;
+}
+
+/* relaxed throughout: see "visited map" in table.h */
+static bool
+visited_test(_Atomic uint64_t *map, uint32_t unit)
+{
+    return (atomic_load_explicit(&map[unit >> 6], memory_order_relaxed)
+            >> (unit & 63)) & 1;
+}
+
+static void
+visited_mark(_Atomic uint64_t *map, uint32_t unit)
+{
+    if (!visited_test(map, unit))
+        atomic_fetch_or_explicit(&map[unit >> 6], UINT64_C(1) << (unit & 63),
+                                 memory_order_relaxed);
+}
+
+static void
+visited_clear(_Atomic uint64_t *map, uint32_t unit)
+{
+    atomic_fetch_and_explicit(&map[unit >> 6], ~(UINT64_C(1) << (unit & 63)),
+                              memory_order_relaxed);
 }
 
 static uint32_t
@@ -232,7 +266,8 @@ hc_cache_hash(const hc_cache *c, const void *key, size_t len)
 }
 
 static void
-fill_read(hc_read *rd, hc_item *it, uint64_t now)
+fill_read(hc_read *rd, hc_item *it, uint64_t now, _Atomic uint64_t *visited,
+          uint32_t unit)
 {
     rd->rd_value = (const uint8_t *) (it + 1) + it->it_key_len;
     rd->rd_value_len = it->it_value_len;
@@ -242,10 +277,13 @@ fill_read(hc_read *rd, hc_item *it, uint64_t now)
     rd->rd_csn = it->it_csn;
     rd->rd_stale_ms = it->it_stale_ms;
     rd->rd_expired = is_expired(it, now, false);
-    /* The one bit a hit writes, and only when it is clear (SIEVE). */
-    if (!rd->rd_expired
-        && !atomic_load_explicit(&it->it_visited, memory_order_relaxed))
-        atomic_store_explicit(&it->it_visited, 1, memory_order_relaxed);
+    /*
+     * The one bit a hit writes, and only when it is clear (SIEVE).  The
+     * block may have been freed and reused since item_at() looked; the
+     * map is outside the arena, so the bit can mislead SIEVE, not tear.
+     */
+    if (!rd->rd_expired)
+        visited_mark(visited, unit);
 }
 
 hc_status
@@ -270,7 +308,7 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
         if (key_matches(it, hash, key, key_len)) {
-            fill_read(rd, it, now);
+            fill_read(rd, it, now, visited_of(c, si), link - 1);
             return HC_OK;
         }
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
@@ -299,6 +337,7 @@ typedef struct writer {
     uint32_t w_si;
     hc_stripe *w_stripe;
     hc_arena_view w_av;
+    _Atomic uint64_t *w_visited;
     uint64_t w_now;
     uint32_t w_freed;           /* unit of the last block freed: a hint */
 } writer;
@@ -306,8 +345,8 @@ typedef struct writer {
 static writer
 writer_for(hc_cache *c, uint32_t si)
 {
-    writer w = {c, si, stripe_at(c, si), view_of(c, si), hc_now_ns(),
-                UINT32_MAX};
+    writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
+                hc_now_ns(), UINT32_MAX};
 
     return w;
 }
@@ -430,6 +469,9 @@ link_item(writer *w, uint32_t unit)
     atomic_store_explicit(&it->it_next,
                           atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
+    /* A new item starts unvisited, whatever a reader of the unit's last
+     * block set. */
+    visited_clear(w->w_visited, unit);
     /* Publish: pairs with the acquire loads of links by readers. */
     atomic_store_explicit(head, unit + 1, memory_order_release);
     queue_push_head(w, unit);
@@ -488,14 +530,13 @@ evict_one(writer *w)
         hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
         bool expired = is_expired(it, w->w_now, true);
 
-        if (expired || !atomic_load_explicit(&it->it_visited,
-                                             memory_order_relaxed)) {
+        if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
             hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
                                                     : HC_STAT_EVICTIONS, 1);
             return remove_unit(w, cur - 1);
         }
-        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
+        visited_clear(w->w_visited, cur - 1);
         cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
     }
     return cur == 0 ? HC_NO_SPACE : HC_CORRUPT;
@@ -779,7 +820,6 @@ stripe_rebuild(hc_cache *c, uint32_t si)
 
         if (!hc_alloc_mark_used(&w.w_av, kept[i], hc_item_units(it)))
             continue;           /* overlaps an item kept before it */
-        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
         link_item(&w, kept[i]);
     }
 done:
