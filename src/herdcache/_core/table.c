@@ -265,12 +265,25 @@ hc_cache_hash(const hc_cache *c, const void *key, size_t len)
     return hc_hash_key(c->ca_seed, key, len);
 }
 
-static void
-fill_read(hc_read *rd, hc_item *it, uint64_t now, _Atomic uint64_t *visited,
-          uint32_t unit)
+/*
+ * Describe the item at unit for the caller's copy; false if its lengths
+ * do not fit the arena.  item_at() checked the lengths, but a writer may
+ * have freed and reused the block since: read each length once more,
+ * through volatile so that the compiler cannot load it yet again after
+ * the check, and hand the caller only the values checked here.
+ */
+static bool
+fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
+          _Atomic uint64_t *visited, uint32_t unit)
 {
-    rd->rd_value = (const uint8_t *) (it + 1) + it->it_key_len;
-    rd->rd_value_len = it->it_value_len;
+    uint8_t key_len = *(volatile uint8_t *) &it->it_key_len;
+    uint32_t value_len = *(volatile uint32_t *) &it->it_value_len;
+
+    if (hc_alloc_units_for(sizeof(hc_item) + (uint64_t) key_len + value_len)
+        > av->av_units - unit)
+        return false;
+    rd->rd_value = (const uint8_t *) (it + 1) + key_len;
+    rd->rd_value_len = value_len;
     rd->rd_format = it->it_format;
     rd->rd_expires = atomic_load_explicit(&it->it_expires,
                                           memory_order_relaxed);
@@ -284,6 +297,7 @@ fill_read(hc_read *rd, hc_item *it, uint64_t now, _Atomic uint64_t *visited,
      */
     if (!rd->rd_expired)
         visited_mark(visited, unit);
+    return true;
 }
 
 hc_status
@@ -307,10 +321,9 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
 
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
-        if (key_matches(it, hash, key, key_len)) {
-            fill_read(rd, it, now, visited_of(c, si), link - 1);
-            return HC_OK;
-        }
+        if (key_matches(it, hash, key, key_len))
+            return fill_read(rd, &av, it, now, visited_of(c, si), link - 1)
+                ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
     }
     return HC_NOT_FOUND;
