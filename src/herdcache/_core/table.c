@@ -419,40 +419,60 @@ link_to(writer *w, uint32_t unit)
     return NULL;
 }
 
+/*
+ * The item a SIEVE queue link (unit + 1) names, or NULL if it names no
+ * well-formed item at the start of an allocated block.  Only writers
+ * follow queue links, under the lock, but the links come from shared
+ * memory like everything else: a damaged one must make the caller report
+ * HC_CORRUPT (and the stripe be rebuilt), never be written through.
+ */
+static hc_item *
+queue_item(const writer *w, uint32_t link)
+{
+    if (link == 0 || !hc_alloc_is_block(&w->w_av, link - 1, 1))
+        return NULL;
+    return item_at(&w->w_av, link - 1);
+}
+
 static void
-queue_push_head(writer *w, uint32_t unit)
+queue_push_head(writer *w, uint32_t unit, hc_item *head)
 {
     hc_stripe *s = w->w_stripe;
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
     it->it_qprev = 0;
     it->it_qnext = s->sp_qhead;
-    if (s->sp_qhead != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, s->sp_qhead - 1))->it_qprev =
-            unit + 1;
+    if (head != NULL)
+        head->it_qprev = unit + 1;
     else
         s->sp_qtail = unit + 1;
     s->sp_qhead = unit + 1;
 }
 
-static void
+/* Take unit's item out of the queue; HC_CORRUPT (nothing changed) if one
+ * of its neighbour links is damaged. */
+static hc_status
 queue_remove(writer *w, uint32_t unit)
 {
     hc_stripe *s = w->w_stripe;
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+    hc_item *prev = queue_item(w, it->it_qprev);
+    hc_item *next = queue_item(w, it->it_qnext);
 
+    if ((prev == NULL && it->it_qprev != 0)
+        || (next == NULL && it->it_qnext != 0))
+        return HC_CORRUPT;
     if (s->sp_hand == unit + 1)
         s->sp_hand = it->it_qprev;      /* the hand moves toward the head */
-    if (it->it_qprev != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qprev - 1))->it_qnext =
-            it->it_qnext;
+    if (prev != NULL)
+        prev->it_qnext = it->it_qnext;
     else
         s->sp_qhead = it->it_qnext;
-    if (it->it_qnext != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qnext - 1))->it_qprev =
-            it->it_qprev;
+    if (next != NULL)
+        next->it_qprev = it->it_qprev;
     else
         s->sp_qtail = it->it_qprev;
+    return HC_OK;
 }
 
 static void
@@ -471,14 +491,20 @@ count_item(hc_stripe *s, const hc_item *it, int sign)
     }
 }
 
-/* Publish a complete item at the head of its bucket. */
-static void
+/*
+ * Publish a complete item at the head of its bucket (and of the queue);
+ * HC_CORRUPT, before anything is changed, if the queue's head is damaged.
+ */
+static hc_status
 link_item(writer *w, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
     _Atomic uint32_t *head = &buckets_of(w->w_cache, w->w_si)
         [bucket_of(w->w_cache, it->it_hash)];
+    hc_item *qhead = queue_item(w, w->w_stripe->sp_qhead);
 
+    if (qhead == NULL && w->w_stripe->sp_qhead != 0)
+        return HC_CORRUPT;
     atomic_store_explicit(&it->it_next,
                           atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
@@ -487,8 +513,9 @@ link_item(writer *w, uint32_t unit)
     visited_clear(w->w_visited, unit);
     /* Publish: pairs with the acquire loads of links by readers. */
     atomic_store_explicit(head, unit + 1, memory_order_release);
-    queue_push_head(w, unit);
+    queue_push_head(w, unit, qhead);
     count_item(w->w_stripe, it, 1);
+    return HC_OK;
 }
 
 /*
@@ -500,11 +527,13 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
+    /* The queue first: if its links are damaged, nothing has changed. */
+    if (queue_remove(w, unit) != HC_OK)
+        return HC_CORRUPT;
     atomic_store_explicit(linkp,
                           atomic_load_explicit(&it->it_next,
                                                memory_order_relaxed),
                           memory_order_release);
-    queue_remove(w, unit);
     count_item(w->w_stripe, it, -1);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
@@ -536,12 +565,19 @@ evict_one(writer *w)
 {
     hc_stripe *s = w->w_stripe;
     uint32_t cur = s->sp_hand ? s->sp_hand : s->sp_qtail;
-    uint64_t steps, limit = 2 * atomic_load_explicit(&s->sp_items,
-                                                     memory_order_relaxed) + 2;
+    uint64_t steps, items = atomic_load_explicit(&s->sp_items,
+                                                 memory_order_relaxed);
+    /* Twice round the queue; the arena bounds a damaged count. */
+    uint64_t limit = 2 * (items < w->w_av.av_units ? items
+                                                   : w->w_av.av_units) + 2;
 
     for (steps = 0; cur != 0 && steps < limit; steps++) {
-        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
-        bool expired = is_expired(it, w->w_now, true);
+        hc_item *it = queue_item(w, cur);
+        bool expired;
+
+        if (it == NULL)
+            return HC_CORRUPT;
+        expired = is_expired(it, w->w_now, true);
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
@@ -620,8 +656,11 @@ sweep_expired(writer *w)
 
     for (i = 0; i < SWEEP_PER_WRITE && w->w_stripe->sp_qtail != 0; i++) {
         uint32_t unit = w->w_stripe->sp_qtail - 1;
+        hc_item *it = queue_item(w, unit + 1);
 
-        if (!is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, true))
+        if (it == NULL)
+            return HC_CORRUPT;
+        if (!is_expired(it, w->w_now, true))
             break;
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
         if (remove_unit(w, unit) != HC_OK)
@@ -638,9 +677,12 @@ reap_all_expired(writer *w)
     uint64_t steps = 0;
 
     while (cur != 0 && ++steps <= w->w_av.av_units) {
-        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
-        uint32_t next = it->it_qprev;
+        hc_item *it = queue_item(w, cur);
+        uint32_t next;
 
+        if (it == NULL)
+            return HC_CORRUPT;
+        next = it->it_qprev;
         if (is_expired(it, w->w_now, true)) {
             hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
             if (remove_unit(w, cur - 1) != HC_OK)
@@ -669,8 +711,11 @@ alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
             return HC_NO_SPACE;         /* empty, and still no room */
         if (!w->w_cache->ca_evict) {
             /* Expired items may still go; live ones may not. */
-            if (tries > 0 || reap_all_expired(w) != HC_OK)
+            if (tries > 0)
                 return HC_NO_SPACE;
+            st = reap_all_expired(w);
+            if (st != HC_OK)
+                return st;      /* a damaged queue: rebuild, not CacheFull */
             continue;
         }
         st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, n);
@@ -833,7 +878,8 @@ stripe_rebuild(hc_cache *c, uint32_t si)
 
         if (!hc_alloc_mark_used(&w.w_av, kept[i], hc_item_units(it)))
             continue;           /* overlaps an item kept before it */
-        link_item(&w, kept[i]);
+        /* cannot fail: the queue holds only items linked here */
+        (void) link_item(&w, kept[i]);
     }
 done:
     epoch_exit(w.w_stripe);
@@ -946,10 +992,10 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * old one, inside the epoch.  A crash in between leaves both linked;
      * the rebuild keeps the first of a key (the new one).
      */
-    link_item(w, unit);
-    if (found == HC_OK)
+    st = link_item(w, unit);
+    if (st == HC_OK && found == HC_OK)
         return remove_unit(w, old);
-    return HC_OK;
+    return st;
 }
 
 /*
