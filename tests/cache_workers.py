@@ -182,3 +182,98 @@ def looping_reader(ref: CacheRef, keys: list[bytes], passes: Any, stop: Any, res
     except BaseException:
         results.put((0, 0, -1, [traceback.format_exc()]))
         raise
+
+
+# -- a corrupted table --------------------------------------------------------------------
+
+
+def corrupt(region: memoryview, mode: str, rng: random.Random) -> None:
+    """Damage ``region`` in one of several ways (see CORRUPTIONS)."""
+    size = len(region)
+    if mode == "scatter":  # random bytes anywhere
+        for _ in range(4000):
+            region[rng.randrange(size)] = rng.randrange(256)
+    elif mode == "flip":  # single bits anywhere: plausible-looking damage
+        for _ in range(4000):
+            pos = rng.randrange(size)
+            region[pos] ^= 1 << rng.randrange(8)
+    elif mode == "front":  # 5% of the bytes of the first 512 KiB: header,
+        front = min(size, 512 << 10)  # statistics, stripes, buckets, maps
+        for _ in range(front // 20):
+            region[rng.randrange(front)] = rng.randrange(256)
+    elif mode in ("headers", "queue"):  # a field of many item headers (found
+        data = bytes(region)  # by their keys); "queue": only the SIEVE
+        start = data.find(b"key-")  # queue links, which lookups never follow
+        while start != -1:
+            if rng.random() < 0.3 and start >= 48:
+                field = start - 48 + 4 * (rng.randrange(8, 10) if mode == "queue" else rng.randrange(12))
+                region[field : field + 4] = rng.randbytes(4)
+            start = data.find(b"key-", start + 4)
+    elif mode in ("runs", "zeros"):  # whole runs of 4 KiB
+        for _ in range(16):
+            start = rng.randrange(size - 4096)
+            region[start : start + 4096] = rng.randbytes(4096) if mode == "runs" else bytes(4096)
+    else:
+        raise ValueError(mode)
+
+
+#: The ways corrupt() damages a table.
+CORRUPTIONS = ("scatter", "flip", "front", "headers", "queue", "runs", "zeros")
+
+
+def corrupt_and_use(name: str, mode: str, seed: int) -> None:
+    """Corrupt the named cache's table, then use it every way there is.
+
+    Only herdcache's own errors may come out (anything else propagates and
+    makes the exit code 1; a crash makes it a signal).  Prints, as JSON,
+    the errors seen and whether clear() left a table that passes check().
+    """
+    import json
+
+    from herdcache import Cache, HerdcacheError
+
+    rng = random.Random(seed)
+    cache = Cache(name, serializer="raw")
+    info = next(entry for entry in cache.segment.structs() if entry.name == "cache")
+    with memoryview(cache.segment._handle) as whole:
+        with whole[info.offset : info.offset + info.size] as region:
+            corrupt(region, mode, rng)
+    seen: dict[str, int] = {}
+
+    def attempt(operation: Any) -> None:
+        try:
+            operation()
+        except HerdcacheError as exc:
+            seen[type(exc).__name__] = seen.get(type(exc).__name__, 0) + 1
+
+    keys = [b"key-%d" % i for i in range(400)]
+
+    def read() -> None:
+        for key in keys:
+            attempt(lambda: cache.get(key))
+            attempt(lambda: cache._core.lookup(key))
+        attempt(lambda: len(cache))
+        attempt(lambda: list(cache))
+        attempt(cache.stats)
+
+    def write() -> None:
+        for i, key in enumerate(keys):
+            attempt(lambda: cache.set(key, b"new value %d" % i * (i % 50)))
+            attempt(lambda: cache.add(b"added-%d" % i, b"x" * (i * 37 % 3000)))
+            if i % 3 == 0:
+                attempt(lambda: cache.delete(key))
+            if i % 5 == 0:
+                attempt(lambda: cache.touch(key, 100))
+
+    # The first operation to meet the damage may repair the whole stripe,
+    # so half the seeds write first, before any read could.
+    steps = [read, write] if seed % 2 else [write, read]
+    for step in steps + steps:
+        step()
+    attempt(cache.check)
+    attempt(lambda: Cache(name, serializer="raw").close())
+    cache.clear()
+    cache.check()  # clear() is the way back to a sound table
+    cache["after"] = b"clear"
+    assert cache["after"] == b"clear"
+    print(json.dumps({"errors": seen}))
