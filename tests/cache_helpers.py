@@ -19,12 +19,12 @@ import random
 import signal
 import struct
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Iterable
+from typing import Any
 
-import herdcache
 from herdcache import Cache
 
 #: The start methods every multi-process test runs under.

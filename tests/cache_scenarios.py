@@ -78,7 +78,7 @@ def kill_loop(kills: int, size: str, seed: int) -> None:
                 cache.check()
                 marks = [count.value for count in passes]
                 wait_until(
-                    lambda: all(count.value > mark + 1 for count, mark in zip(passes, marks)),
+                    lambda marks=marks: all(count.value > mark + 1 for count, mark in zip(passes, marks)),
                     "both readers finished a pass after the kill",
                 )
         finally:

@@ -235,14 +235,13 @@ def corrupt_and_use(name: str, mode: str, seed: int) -> None:
     rng = random.Random(seed)
     cache = Cache(name, serializer="raw")
     info = next(entry for entry in cache.segment.structs() if entry.name == "cache")
-    with memoryview(cache.segment._handle) as whole:
-        with whole[info.offset : info.offset + info.size] as region:
-            corrupt(region, mode, rng)
+    with memoryview(cache.segment._handle) as whole, whole[info.offset : info.offset + info.size] as region:
+        corrupt(region, mode, rng)
     seen: dict[str, int] = {}
 
-    def attempt(operation: Any) -> None:
+    def attempt(operation: Any, *args: Any) -> None:
         try:
-            operation()
+            operation(*args)
         except HerdcacheError as exc:
             seen[type(exc).__name__] = seen.get(type(exc).__name__, 0) + 1
 
@@ -250,20 +249,20 @@ def corrupt_and_use(name: str, mode: str, seed: int) -> None:
 
     def read() -> None:
         for key in keys:
-            attempt(lambda: cache.get(key))
-            attempt(lambda: cache._core.lookup(key))
-        attempt(lambda: len(cache))
-        attempt(lambda: list(cache))
+            attempt(cache.get, key)
+            attempt(cache._core.lookup, key)
+        attempt(len, cache)
+        attempt(list, cache)
         attempt(cache.stats)
 
     def write() -> None:
         for i, key in enumerate(keys):
-            attempt(lambda: cache.set(key, b"new value %d" % i * (i % 50)))
-            attempt(lambda: cache.add(b"added-%d" % i, b"x" * (i * 37 % 3000)))
+            attempt(cache.set, key, b"new value %d" % i * (i % 50))
+            attempt(cache.add, b"added-%d" % i, b"x" * (i * 37 % 3000))
             if i % 3 == 0:
-                attempt(lambda: cache.delete(key))
+                attempt(cache.delete, key)
             if i % 5 == 0:
-                attempt(lambda: cache.touch(key, 100))
+                attempt(cache.touch, key, 100)
 
     # The first operation to meet the damage may repair the whole stripe,
     # so half the seeds write first, before any read could.

@@ -11,12 +11,21 @@ talk through pipes; nobody sleeps to wait for anybody.
 from __future__ import annotations
 
 import multiprocessing
+from collections.abc import Iterator
 from multiprocessing.context import BaseContext
-from typing import Iterator
 
 import cache_workers
 import pytest
-from cache_helpers import CONTEXTS, HANG, cache_ref, join_all, open_for, start, verify_value, wait_until
+from cache_helpers import (
+    CONTEXTS,
+    HANG,
+    cache_ref,
+    join_all,
+    open_for,
+    start,
+    verify_value,
+    wait_until,
+)
 
 from herdcache import Cache
 
@@ -125,7 +134,7 @@ def test_eviction_under_concurrent_writers(ctx: BaseContext, segment_name: str) 
         for event in started:
             assert event.wait(HANG), "a writer never started"
         reader = start(ctx, cache_workers.checked_reader, ref, keys, 20_000, 0.0, False, results)
-        reads, hits, bad, examples = results.get(timeout=HANG)
+        _reads, hits, bad, examples = results.get(timeout=HANG)
         stop.set()
         join_all(writers + [reader])
         assert bad == 0, f"{bad} bad reads, e.g. {examples}"

@@ -21,10 +21,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from cache_helpers import env_number  # noqa: E402
-from cache_scenarios import kill_loop, race  # noqa: E402
+from cache_helpers import env_number
+from cache_scenarios import kill_loop, race
 
-from herdcache import Cache  # noqa: E402
+from herdcache import Cache
 
 SIZES = ["1MiB", "64MiB"]
 

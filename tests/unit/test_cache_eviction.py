@@ -8,7 +8,7 @@ The cache is 8 MiB: one stripe of about 6.5 MiB of items.
 from __future__ import annotations
 
 import random
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 from cache_helpers import wait_until

@@ -15,7 +15,13 @@ from typing import Any
 from cache_helpers import same
 from hypothesis import settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+)
 
 from herdcache import FOREVER, Cache, errors
 
@@ -176,7 +182,7 @@ class CacheModel(RuleBasedStateMachine):
     def same_keys(self) -> None:
         assert len(self.cache) == len(self.model)
         assert sorted(map(norm, self.cache.keys())) == sorted(self.model)
-        assert all(isinstance(key, type(shown(norm(key)))) for key in self.cache.keys())
+        assert all(isinstance(key, type(shown(norm(key)))) for key in self.cache)
 
     @invariant()
     def table_invariants(self) -> None:

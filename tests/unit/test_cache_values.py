@@ -14,8 +14,9 @@ import os
 import pickle
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from cache_helpers import same
