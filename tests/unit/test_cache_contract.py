@@ -265,6 +265,20 @@ def test_ttl_zero_or_less_deletes(cache: Cache, config: Config, ttl: float) -> N
     assert len(cache) == 0
 
 
+@pytest.mark.parametrize("ttl", [0, -1])
+def test_ttl_zero_or_less_leaves_no_key_whatever_the_call(cache: Cache, config: Config, ttl: float) -> None:
+    """Through set_many, add, replace and touch too, a ttl of 0 or less
+    leaves the key absent."""
+    cache.set_many({"a": config.value(1), "b": config.value(2)}, ttl=ttl)
+    cache.add("c", config.value(3), ttl=ttl)
+    cache["d"] = config.value(4)
+    cache.replace("d", config.value(5), ttl=ttl)
+    cache["e"] = config.value(6)
+    cache.touch("e", ttl)
+    assert not any(key in cache for key in "abcde")
+    assert len(cache) == 0
+
+
 def test_ttl_zero_still_refuses_a_bad_value(cache: Cache, config: Config) -> None:
     """set(..., ttl=0) of an unserializable value raises and deletes nothing."""
     cache["k"] = config.value(1)

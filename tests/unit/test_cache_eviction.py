@@ -172,3 +172,16 @@ def test_memory_of_expired_keys_is_reused(bounded: Cache) -> None:
     assert len(bounded) == stored
     assert bounded.stats()["expirations"] > 0
     bounded.check()
+
+
+@pytest.mark.parametrize("size", ["1MiB", SIZE, "64MiB"])
+def test_the_largest_value_always_fits_a_full_evicting_cache(size: str) -> None:
+    """A value of max_value_size under a 250-byte key is accepted by an
+    evicting cache however full it is (eviction frees a region that large)."""
+    with Cache(size=size, serializer="raw") as cache:
+        for i in range(2 * cache.stats()["bytes_capacity"] // 3000):
+            cache[f"small{i}"] = b"x" * 3000
+        largest = cache.stats()["max_value_size"]
+        cache["k" * 250] = b"y" * largest
+        assert cache["k" * 250] == b"y" * largest
+        cache.check()
