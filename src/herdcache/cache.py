@@ -36,7 +36,7 @@ from typing import Any, Awaitable, Callable
 
 from . import _core, compute
 from .compute import DEFAULT_LEASE, ComputeOptions
-from .errors import HerdcacheError, InvalidArgument
+from .errors import HerdcacheError, InvalidArgument, SerializationError
 from .memoize import memoize
 from .segment import Segment
 from .serializers import get_serializer
@@ -148,7 +148,10 @@ class Cache(MutableMapping):
         :raises ValueTooLarge: the key or the serialized value is too large.
         :raises CacheFull: the cache is full and was opened with evict=False.
         """
-        if ttl is not None and ttl != FOREVER and ttl <= 0:
+        # Validate first: comparing a ttl that is not seconds ("10", [1])
+        # with 0 would raise a bare TypeError instead of InvalidArgument.
+        effective = self._ttl(ttl)
+        if effective is not None and effective <= 0:
             self._dumps(value)
             self.delete(key)
             return
@@ -186,12 +189,20 @@ class Cache(MutableMapping):
 
         :raises KeyError: if the key is absent.
         :raises TypeError: if the stored value is not an integer.
+        :raises SerializationError: if another serializer wrote the value.
         """
         while True:
             found = self._core.lookup(key)
             if found is None or (found[2] is not None and found[2] <= 0):
                 raise KeyError(key)
-            data, _fmt, remaining, _stale, csn, _delta = found
+            data, fmt, remaining, _stale, csn, _delta = found
+            if fmt != self._tag:
+                # As get() does: another serializer's bytes are not ours to
+                # decode (raw b"\x05" would read as msgpack's 5).
+                raise SerializationError(
+                    f"the value of {key!r} was stored with format {fmt}, this cache reads "
+                    f"format {self._tag}: open the cache with the serializer that wrote it"
+                )
             value = self._loads(data)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")

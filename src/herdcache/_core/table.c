@@ -77,9 +77,10 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     per -= sizeof(hc_stripe) + 256;         /* 256: alignment slack */
     /*
      * Per stripe: a 4-byte bucket per 8 units (one per 128 bytes of
-     * arena), two bitmaps of a bit per unit, 16 bytes per unit.
+     * arena), three bitmaps of a bit per unit (the allocator's two and
+     * the visited map), 16 bytes per unit.
      */
-    units = per * 8 / (8 * HC_UNIT + 4 + 2);
+    units = per * 8 / (8 * HC_UNIT + 4 + 3);
     nb = pow2_floor(units / 8 < 16 ? 16 : units / 8);
     if (units < MIN_UNITS)
         return false;
@@ -95,7 +96,7 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     l->cl_buckets_off = l->cl_stripes_off + (uint64_t) n * sizeof(hc_stripe);
     l->cl_maps_off = round64(l->cl_buckets_off + (uint64_t) n * nb * 4);
     l->cl_arenas_off = round64(l->cl_maps_off
-                               + (uint64_t) n * 2 * (units / 64) * 8);
+                               + (uint64_t) n * 3 * (units / 64) * 8);
     return l->cl_arenas_off + (uint64_t) n * units * HC_UNIT <= size;
 }
 
@@ -134,10 +135,43 @@ view_of(const hc_cache *c, uint32_t i)
     av.av_arena = &stripe_at(c, i)->sp_arena;
     av.av_base = c->ca_base + l->cl_arenas_off
         + (uint64_t) i * l->cl_units * HC_UNIT;
-    av.av_used = (uint64_t *) (c->ca_base + l->cl_maps_off) + i * 2 * words;
+    av.av_used = (uint64_t *) (c->ca_base + l->cl_maps_off) + i * 3 * words;
     av.av_start = av.av_used + words;
     av.av_units = l->cl_units;
     return av;
+}
+
+/* The stripe's SIEVE visited map: the third bitmap, after the allocator's. */
+static _Atomic uint64_t *
+visited_of(const hc_cache *c, uint32_t i)
+{
+    uint64_t words = hc_alloc_words(c->ca_layout.cl_units);
+
+    return (_Atomic uint64_t *) (c->ca_base + c->ca_layout.cl_maps_off)
+        + (uint64_t) i * 3 * words + 2 * words;
+}
+
+/* relaxed throughout: see "visited map" in table.h */
+static bool
+visited_test(_Atomic uint64_t *map, uint32_t unit)
+{
+    return (atomic_load_explicit(&map[unit >> 6], memory_order_relaxed)
+            >> (unit & 63)) & 1;
+}
+
+static void
+visited_mark(_Atomic uint64_t *map, uint32_t unit)
+{
+    if (!visited_test(map, unit))
+        atomic_fetch_or_explicit(&map[unit >> 6], UINT64_C(1) << (unit & 63),
+                                 memory_order_relaxed);
+}
+
+static void
+visited_clear(_Atomic uint64_t *map, uint32_t unit)
+{
+    atomic_fetch_and_explicit(&map[unit >> 6], ~(UINT64_C(1) << (unit & 63)),
+                              memory_order_relaxed);
 }
 
 static uint32_t
@@ -233,11 +267,25 @@ hc_cache_hash(const hc_cache *c, const void *key, size_t len)
     return hc_hash_key(c->ca_seed, key, len);
 }
 
-static void
-fill_read(hc_read *rd, hc_item *it, uint64_t now)
+/*
+ * Describe the item at unit for the caller's copy; false if its lengths
+ * do not fit the arena.  item_at() checked the lengths, but a writer may
+ * have freed and reused the block since: read each length once more,
+ * through volatile so that the compiler cannot load it yet again after
+ * the check, and hand the caller only the values checked here.
+ */
+static bool
+fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
+          _Atomic uint64_t *visited, uint32_t unit)
 {
-    rd->rd_value = (const uint8_t *) (it + 1) + it->it_key_len;
-    rd->rd_value_len = it->it_value_len;
+    uint8_t key_len = *(volatile uint8_t *) &it->it_key_len;
+    uint32_t value_len = *(volatile uint32_t *) &it->it_value_len;
+
+    if (hc_alloc_units_for(sizeof(hc_item) + (uint64_t) key_len + value_len)
+        > av->av_units - unit)
+        return false;
+    rd->rd_value = (const uint8_t *) (it + 1) + key_len;
+    rd->rd_value_len = value_len;
     rd->rd_format = it->it_format;
     rd->rd_expires = atomic_load_explicit(&it->it_expires,
                                           memory_order_relaxed);
@@ -245,10 +293,14 @@ fill_read(hc_read *rd, hc_item *it, uint64_t now)
     rd->rd_stale_s = it->it_stale_s;
     rd->rd_delta_ms = it->it_delta_ms;
     rd->rd_expired = is_expired(it, now, false);
-    /* The one bit a hit writes, and only when it is clear (SIEVE). */
-    if (!rd->rd_expired
-        && !atomic_load_explicit(&it->it_visited, memory_order_relaxed))
-        atomic_store_explicit(&it->it_visited, 1, memory_order_relaxed);
+    /*
+     * The one bit a hit writes, and only when it is clear (SIEVE).  The
+     * block may have been freed and reused since item_at() looked; the
+     * map is outside the arena, so the bit can mislead SIEVE, not tear.
+     */
+    if (!rd->rd_expired)
+        visited_mark(visited, unit);
+    return true;
 }
 
 hc_status
@@ -272,10 +324,9 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
 
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
-        if (key_matches(it, hash, key, key_len)) {
-            fill_read(rd, it, now);
-            return HC_OK;
-        }
+        if (key_matches(it, hash, key, key_len))
+            return fill_read(rd, &av, it, now, visited_of(c, si), link - 1)
+                ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
     }
     return HC_NOT_FOUND;
@@ -301,8 +352,8 @@ typedef hc_writer writer;
 static writer
 writer_for(hc_cache *c, uint32_t si)
 {
-    writer w = {c, si, stripe_at(c, si), view_of(c, si), hc_now_ns(),
-                UINT32_MAX};
+    writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
+                hc_now_ns(), UINT32_MAX};
 
     return w;
 }
@@ -362,40 +413,60 @@ link_to(writer *w, uint32_t unit)
     return NULL;
 }
 
+/*
+ * The item a SIEVE queue link (unit + 1) names, or NULL if it names no
+ * well-formed item at the start of an allocated block.  Only writers
+ * follow queue links, under the lock, but the links come from shared
+ * memory like everything else: a damaged one must make the caller report
+ * HC_CORRUPT (and the stripe be rebuilt), never be written through.
+ */
+static hc_item *
+queue_item(const writer *w, uint32_t link)
+{
+    if (link == 0 || !hc_alloc_is_block(&w->w_av, link - 1, 1))
+        return NULL;
+    return item_at(&w->w_av, link - 1);
+}
+
 static void
-queue_push_head(writer *w, uint32_t unit)
+queue_push_head(writer *w, uint32_t unit, hc_item *head)
 {
     hc_stripe *s = w->w_stripe;
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
     it->it_qprev = 0;
     it->it_qnext = s->sp_qhead;
-    if (s->sp_qhead != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, s->sp_qhead - 1))->it_qprev =
-            unit + 1;
+    if (head != NULL)
+        head->it_qprev = unit + 1;
     else
         s->sp_qtail = unit + 1;
     s->sp_qhead = unit + 1;
 }
 
-static void
+/* Take unit's item out of the queue; HC_CORRUPT (nothing changed) if one
+ * of its neighbour links is damaged. */
+static hc_status
 queue_remove(writer *w, uint32_t unit)
 {
     hc_stripe *s = w->w_stripe;
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
+    hc_item *prev = queue_item(w, it->it_qprev);
+    hc_item *next = queue_item(w, it->it_qnext);
 
+    if ((prev == NULL && it->it_qprev != 0)
+        || (next == NULL && it->it_qnext != 0))
+        return HC_CORRUPT;
     if (s->sp_hand == unit + 1)
         s->sp_hand = it->it_qprev;      /* the hand moves toward the head */
-    if (it->it_qprev != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qprev - 1))->it_qnext =
-            it->it_qnext;
+    if (prev != NULL)
+        prev->it_qnext = it->it_qnext;
     else
         s->sp_qhead = it->it_qnext;
-    if (it->it_qnext != 0)
-        ((hc_item *) hc_alloc_ptr(&w->w_av, it->it_qnext - 1))->it_qprev =
-            it->it_qprev;
+    if (next != NULL)
+        next->it_qprev = it->it_qprev;
     else
         s->sp_qtail = it->it_qprev;
+    return HC_OK;
 }
 
 static void
@@ -414,21 +485,31 @@ count_item(hc_stripe *s, const hc_item *it, int sign)
     }
 }
 
-/* Publish a complete item at the head of its bucket. */
-static void
+/*
+ * Publish a complete item at the head of its bucket (and of the queue);
+ * HC_CORRUPT, before anything is changed, if the queue's head is damaged.
+ */
+static hc_status
 link_item(writer *w, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
     _Atomic uint32_t *head = &buckets_of(w->w_cache, w->w_si)
         [bucket_of(w->w_cache, it->it_hash)];
+    hc_item *qhead = queue_item(w, w->w_stripe->sp_qhead);
 
+    if (qhead == NULL && w->w_stripe->sp_qhead != 0)
+        return HC_CORRUPT;
     atomic_store_explicit(&it->it_next,
                           atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
+    /* A new item starts unvisited, whatever a reader of the unit's last
+     * block set. */
+    visited_clear(w->w_visited, unit);
     /* Publish: pairs with the acquire loads of links by readers. */
     atomic_store_explicit(head, unit + 1, memory_order_release);
-    queue_push_head(w, unit);
+    queue_push_head(w, unit, qhead);
     count_item(w->w_stripe, it, 1);
+    return HC_OK;
 }
 
 /*
@@ -440,11 +521,13 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
+    /* The queue first: if its links are damaged, nothing has changed. */
+    if (queue_remove(w, unit) != HC_OK)
+        return HC_CORRUPT;
     atomic_store_explicit(linkp,
                           atomic_load_explicit(&it->it_next,
                                                memory_order_relaxed),
                           memory_order_release);
-    queue_remove(w, unit);
     count_item(w->w_stripe, it, -1);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
@@ -476,21 +559,27 @@ evict_one(writer *w)
 {
     hc_stripe *s = w->w_stripe;
     uint32_t cur = s->sp_hand ? s->sp_hand : s->sp_qtail;
-    uint64_t steps, limit = 2 * atomic_load_explicit(&s->sp_items,
-                                                     memory_order_relaxed) + 2;
+    uint64_t steps, items = atomic_load_explicit(&s->sp_items,
+                                                 memory_order_relaxed);
+    /* Twice round the queue; the arena bounds a damaged count. */
+    uint64_t limit = 2 * (items < w->w_av.av_units ? items
+                                                   : w->w_av.av_units) + 2;
 
     for (steps = 0; cur != 0 && steps < limit; steps++) {
-        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
-        bool expired = is_expired(it, w->w_now, true);
+        hc_item *it = queue_item(w, cur);
+        bool expired;
 
-        if (expired || !atomic_load_explicit(&it->it_visited,
-                                             memory_order_relaxed)) {
+        if (it == NULL)
+            return HC_CORRUPT;
+        expired = is_expired(it, w->w_now, true);
+
+        if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
             hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
                                                     : HC_STAT_EVICTIONS, 1);
             return remove_unit(w, cur - 1);
         }
-        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
+        visited_clear(w->w_visited, cur - 1);
         cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
     }
     return cur == 0 ? HC_NO_SPACE : HC_CORRUPT;
@@ -561,8 +650,11 @@ sweep_expired(writer *w)
 
     for (i = 0; i < SWEEP_PER_WRITE && w->w_stripe->sp_qtail != 0; i++) {
         uint32_t unit = w->w_stripe->sp_qtail - 1;
+        hc_item *it = queue_item(w, unit + 1);
 
-        if (!is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, true))
+        if (it == NULL)
+            return HC_CORRUPT;
+        if (!is_expired(it, w->w_now, true))
             break;
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
         if (remove_unit(w, unit) != HC_OK)
@@ -579,9 +671,12 @@ reap_all_expired(writer *w)
     uint64_t steps = 0;
 
     while (cur != 0 && ++steps <= w->w_av.av_units) {
-        hc_item *it = hc_alloc_ptr(&w->w_av, cur - 1);
-        uint32_t next = it->it_qprev;
+        hc_item *it = queue_item(w, cur);
+        uint32_t next;
 
+        if (it == NULL)
+            return HC_CORRUPT;
+        next = it->it_qprev;
         if (is_expired(it, w->w_now, true)) {
             hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
             if (remove_unit(w, cur - 1) != HC_OK)
@@ -610,8 +705,11 @@ alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
             return HC_NO_SPACE;         /* empty, and still no room */
         if (!w->w_cache->ca_evict) {
             /* Expired items may still go; live ones may not. */
-            if (tries > 0 || reap_all_expired(w) != HC_OK)
+            if (tries > 0)
                 return HC_NO_SPACE;
+            st = reap_all_expired(w);
+            if (st != HC_OK)
+                return st;      /* a damaged queue: rebuild, not CacheFull */
             continue;
         }
         st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, n);
@@ -774,8 +872,8 @@ stripe_rebuild(hc_cache *c, uint32_t si)
 
         if (!hc_alloc_mark_used(&w.w_av, kept[i], hc_item_units(it)))
             continue;           /* overlaps an item kept before it */
-        atomic_store_explicit(&it->it_visited, 0, memory_order_relaxed);
-        link_item(&w, kept[i]);
+        /* cannot fail: the queue holds only items linked here */
+        (void) link_item(&w, kept[i]);
     }
 done:
     epoch_exit(w.w_stripe);
@@ -856,20 +954,31 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     hc_status st, found;
 
     st = sweep_expired(w);
-    if (st == HC_OK)
-        st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)
         return st;
-    /* Find after allocating: eviction may have removed the old item. */
+    /*
+     * Decide before allocating: a write the mode refuses stores nothing,
+     * so it must neither fail for want of room (CacheFull) nor evict an
+     * entry to make room it will not use.
+     */
     found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                       &old);
     if (found == HC_CORRUPT)
         return HC_CORRUPT;
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
+    if (st == HC_OK)
+        st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)
-        return hc_alloc_free(&w->w_av, unit, units) == HC_OK ? st
-                                                             : HC_CORRUPT;
+        return st;
+    /*
+     * Find again: eviction may have removed the old item.  The write goes
+     * ahead all the same, as if it had come just before that eviction.
+     */
+    found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
+                      &old);
+    if (found == HC_CORRUPT)
+        return HC_CORRUPT;
     fill_item(w, unit, wr);
     *csn = ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn;
     /*
@@ -878,15 +987,15 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * old one, inside the epoch.  A crash in between leaves both linked;
      * the rebuild keeps the first of a key (the new one).
      */
-    link_item(w, unit);
-    if (found == HC_OK) {
+    st = link_item(w, unit);
+    if (st == HC_OK && found == HC_OK) {
         /* A set over a flight ends it: its waiters must look again. */
         if (((hc_item *) hc_alloc_ptr(&w->w_av, old))->it_format
             == HC_FORMAT_FLIGHT && wr->wr_format != HC_FORMAT_FLIGHT)
             hc_flight_wake(w->w_stripe);
         return remove_unit(w, old);
     }
-    return HC_OK;
+    return st;
 }
 
 /*

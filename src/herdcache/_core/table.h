@@ -19,7 +19,12 @@
  * writer that dies mid-copy leaves the old value intact.
  *
  * Readers.  A lookup writes nothing shared except, on a hit, the item's
- * one-byte SIEVE visited flag, and only if it was clear.  It reads the
+ * bit in the stripe's SIEVE visited map, and only if it was clear.  The
+ * bit lives in a bitmap beside the allocator's, not in the item: a reader
+ * may set it after the block was freed and reused (its read then fails
+ * validation, but the store is done), and a stray bit in the map costs
+ * one eviction decision, where a stray byte in the arena would tear
+ * another item.  It reads the
  * stripe's free epoch (acquire), walks the chain, compares the key, and
  * the caller copies the value out; then hc_cache_read_valid() re-reads the
  * epoch behind an acquire fence.  Every writer that unlinks or frees a
@@ -53,8 +58,11 @@
  * with acquire (pairs with those stores) before reading the item.
  * it_expires: written under sp_lock (set) or in place by touch, relaxed:
  * a reader sees the old or the new deadline, both valid.
- * it_visited: set to 1 by readers (relaxed, only if 0), cleared by the
- * SIEVE hand under sp_lock; a lost update costs one eviction decision.
+ * visited map (a bit per unit, read with the block-start unit of an
+ * item): set by readers with a relaxed fetch-or, only if clear; cleared
+ * with a relaxed fetch-and under sp_lock by link_item() and by the SIEVE
+ * hand.  Relaxed: it orders nothing, and a lost, late or stale bit costs
+ * one eviction decision.
  * Everything else in a stripe (free lists, block map, queue links,
  * counters) is written under sp_lock; the counters are also read without
  * it, relaxed, for statistics.
@@ -74,7 +82,7 @@
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 1
+#define HC_CACHE_VERSION 2          /* 2: the visited map left the items */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -117,8 +125,7 @@ typedef struct hc_item {
     uint16_t it_delta_ms;           /* how long computing it took (XFetch) */
     uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
-    _Atomic uint8_t it_visited;     /* SIEVE: read since the hand passed */
-    uint8_t it_pad;
+    uint8_t it_pad[2];              /* (the visited flag is in a map) */
 } hc_item;
 
 /* Formats from here up are the table's own (flight.h), never a value's. */
@@ -160,7 +167,7 @@ typedef struct hc_cache_layout {
     uint64_t cl_stripes_off;        /* offsets from the cache base */
     uint64_t cl_stats_off;
     uint64_t cl_buckets_off;        /* stripe s: + s * nbuckets * 4 */
-    uint64_t cl_maps_off;           /* stripe s: + s * 2 * words * 8 */
+    uint64_t cl_maps_off;           /* stripe s: + s * 3 * words * 8 */
     uint64_t cl_arenas_off;         /* stripe s: + s * units * 16 */
 } hc_cache_layout;
 

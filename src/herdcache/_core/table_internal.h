@@ -21,6 +21,7 @@ typedef struct hc_writer {
     uint32_t w_si;
     hc_stripe *w_stripe;
     hc_arena_view w_av;
+    _Atomic uint64_t *w_visited;    /* the stripe's SIEVE visited map */
     uint64_t w_now;
     uint32_t w_freed;           /* unit of the last block freed: a hint */
 } hc_writer;

@@ -1,0 +1,34 @@
+"""Torn reads (RELIABILITY scenario 18): readers racing writers never get a
+value that is not exactly one some writer stored.
+
+Writers set, replace, add and delete self-checking values (a sequence
+number, filler, and a keyed digest of both) of 16 bytes to 20 KB on a
+few keys, so blocks are freed and reused all the time; readers get (or
+lookup) those keys in a loop and verify every value.  A tiny cache (one
+stripe, constant eviction) makes reuse of the block a reader is copying as
+likely as it can be.
+
+The default run reads 100,000 values per reader (``HERDCACHE_TORN_READS``);
+tests/stress/test_cache_soak.py runs four writers and four readers for
+``HERDCACHE_STRESS_SECONDS`` (60).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+
+import pytest
+from cache_helpers import CONTEXTS, env_number, open_for
+from cache_scenarios import race
+
+#: Reads per reader in the default run.
+READS = int(env_number("HERDCACHE_TORN_READS", 100_000))
+
+
+@pytest.mark.parametrize("size", ["1MiB", "16MiB"])
+@pytest.mark.parametrize("start_method", CONTEXTS)
+def test_readers_never_see_a_torn_value(start_method: str, size: str, segment_name: str) -> None:
+    """Two writers, two readers (one with get, one with lookup): zero bad reads."""
+    ctx = multiprocessing.get_context(start_method)
+    with open_for(ctx, segment_name, size=size, serializer="raw") as cache:
+        race(ctx, cache, writers=2, readers=2, reads=READS, seconds=0.0)
