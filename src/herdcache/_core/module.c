@@ -42,6 +42,19 @@
     (out) = (call); \
     Py_END_ALLOW_THREADS
 
+/*
+ * PINNED_UNLOCKED: the same for a call that uses segment seg: close()
+ * from another thread refuses while the call is in flight (sg_busy), so
+ * the mapping cannot vanish under it.  Every GIL-free call on a segment
+ * goes through here.
+ */
+#define PINNED_UNLOCKED(seg, out, call) \
+    do { \
+        hc_segment_enter(seg); \
+        UNLOCKED(out, call); \
+        hc_segment_leave(seg); \
+    } while (0)
+
 /* ---------------------------------------------------------------------- */
 /* Exceptions                                                             */
 /* ---------------------------------------------------------------------- */
@@ -315,11 +328,9 @@ Segment_alloc(SegmentObject *self, PyObject *args)
         PyErr_Format(PyExc_ValueError, "unknown structure kind %d", kind);
         return NULL;
     }
-    hc_segment_enter(seg);
-    UNLOCKED(st, hc_registry_find_or_alloc(seg, name, (size_t) name_len,
+    PINNED_UNLOCKED(seg, st, hc_registry_find_or_alloc(seg, name, (size_t) name_len,
                                             size, (hc_struct_kind) kind,
                                             &info, &found));
-    hc_segment_leave(seg);
     if (st != HC_OK)
         return raise_status("struct", st);
     return Py_BuildValue("(KO)", (unsigned long long) info.offset,
@@ -405,9 +416,7 @@ Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
     st = hc_slot_self_index(seg, &slot);
     if (st != HC_OK)
         return raise_status("info", st);
-    hc_segment_enter(seg);
-    UNLOCKED(live, hc_slot_count_live(seg));
-    hc_segment_leave(seg);
+    PINNED_UNLOCKED(seg, live, hc_slot_count_live(seg));
     return Py_BuildValue(
         "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I}",
         "name", seg->sg_name, "path", seg->sg_path,
@@ -1031,9 +1040,7 @@ Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
         return NULL;
     if (deadline_from(timeout, &deadline) < 0)
         return NULL;
-    hc_segment_enter(seg);
-    UNLOCKED(st, hc_cond_wait(seg, cv, lock, deadline));
-    hc_segment_leave(seg);
+    PINNED_UNLOCKED(seg, st, hc_cond_wait(seg, cv, lock, deadline));
     switch (st) {
     case HC_OWNER_DIED:
         self->lock->owner_died = 1;
@@ -1326,10 +1333,8 @@ Cache_init(CacheObject *self, PyObject *args, PyObject *kw)
     seg = segment_get((SegmentObject *) segobj);
     if (seg == NULL)
         return -1;
-    hc_segment_enter(seg);
-    UNLOCKED(st, hc_cache_open(seg, offset, size, max_value, evict != 0,
+    PINNED_UNLOCKED(seg, st, hc_cache_open(seg, offset, size, max_value, evict != 0,
                                &cache));
-    hc_segment_leave(seg);
     if (st != HC_OK) {
         raise_status("cache", st);
         return -1;
@@ -1415,9 +1420,7 @@ cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
         Py_CLEAR(res->bytes);
         hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
     }
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, read_locked(c, key, (uint32_t) len, hash, now, res));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, read_locked(c, key, (uint32_t) len, hash, now, res));
     if (st != HC_OK) {
         raise_status("get", st);
         return -1;
@@ -1627,9 +1630,7 @@ Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
     wr.wr_stale_s = (uint16_t) ceil(stale);
     wr.wr_mode = (hc_set_mode) mode;
     wr.wr_expect_csn = expect;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_set(c, &wr, (uint64_t *) &csn));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_set(c, &wr, (uint64_t *) &csn));
     PyBuffer_Release(&value);
     if (st == HC_EXISTS || st == HC_NOT_FOUND || st == HC_CONFLICT)
         return PyLong_FromLong(0);
@@ -1656,10 +1657,8 @@ Cache_delete(CacheObject *self, PyObject *key)
 
     if (c == NULL || key_bytes(key, &kdata, &len) < 0)
         return NULL;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_delete(c, kdata, (uint32_t) len,
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_delete(c, kdata, (uint32_t) len,
                                  hc_cache_hash(c, kdata, (size_t) len)));
-    hc_segment_leave(c->ca_seg);
     if (st == HC_NOT_FOUND)
         Py_RETURN_FALSE;
     if (st != HC_OK)
@@ -1684,11 +1683,9 @@ Cache_touch(CacheObject *self, PyObject *args)
         || key_bytes(key, &kdata, &len) < 0
         || expiry_from(ttl, hc_now_ns(), &expires) < 0)
         return NULL;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_touch(c, kdata, (uint32_t) len,
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_touch(c, kdata, (uint32_t) len,
                                 hc_cache_hash(c, kdata, (size_t) len),
                                 expires));
-    hc_segment_leave(c->ca_seg);
     if (st == HC_NOT_FOUND)
         Py_RETURN_FALSE;
     if (st != HC_OK)
@@ -1706,9 +1703,7 @@ Cache_clear(CacheObject *self, PyObject *Py_UNUSED(ignored))
 
     if (c == NULL)
         return NULL;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_clear(c));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_clear(c));
     if (st != HC_OK)
         return raise_status("clear", st);
     Py_RETURN_NONE;
@@ -1726,9 +1721,7 @@ Cache_count(CacheObject *self, PyObject *Py_UNUSED(ignored))
 
     if (c == NULL)
         return NULL;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_count(c, hc_now_ns(), &n));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_count(c, hc_now_ns(), &n));
     if (st != HC_OK)
         return raise_status("len", st);
     return PyLong_FromUnsignedLongLong(n);
@@ -1775,10 +1768,8 @@ Cache_keys(CacheObject *self, PyObject *Py_UNUSED(ignored))
         size_t len = 0, count = 0;
         hc_status st;
 
-        hc_segment_enter(c->ca_seg);
-        UNLOCKED(st, hc_cache_stripe_keys(c, i, hc_now_ns(), &buf, &len,
+        PINNED_UNLOCKED(c->ca_seg, st, hc_cache_stripe_keys(c, i, hc_now_ns(), &buf, &len,
                                           &count));
-        hc_segment_leave(c->ca_seg);
         if (st != HC_OK) {
             Py_DECREF(list);
             return raise_status("keys", st);
@@ -1806,9 +1797,7 @@ Cache_check(CacheObject *self, PyObject *Py_UNUSED(ignored))
 
     if (c == NULL)
         return NULL;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_cache_check(c));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_check(c));
     if (st != HC_OK)
         return raise_status("check", st);
     Py_RETURN_NONE;
@@ -1995,9 +1984,7 @@ Cache_flight_begin(CacheObject *self, PyObject *args, PyObject *kw)
     rq.fq_hash = hc_cache_hash(c, kdata, (size_t) klen);
     rq.fq_waited_round = waited;
     rq.fq_refresh = refresh != 0;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_flight_begin(c, &rq, &res));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_begin(c, &rq, &res));
     if (st != HC_OK) {
         free(res.fr_data);
         return raise_status("get_or_compute", st);
@@ -2044,9 +2031,7 @@ Cache_flight_wait(CacheObject *self, PyObject *args)
         || deadline_from(timeout, &deadline) < 0)
         return NULL;
     hash = hc_cache_hash(c, kdata, (size_t) klen);
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_flight_wait(c, hash, seq, deadline));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_wait(c, hash, seq, deadline));
     if (st == HC_INTERRUPTED && PyErr_CheckSignals() < 0)
         return NULL;
     Py_RETURN_NONE;
@@ -2098,9 +2083,7 @@ Cache_flight_publish(CacheObject *self, PyObject *args, PyObject *kw)
     wr.wr_format = (uint8_t) format;
     wr.wr_stale_s = (uint16_t) ceil(stale);
     wr.wr_delta_ms = delta_ms > UINT16_MAX ? UINT16_MAX : (uint16_t) delta_ms;
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_flight_publish(c, &wr, round));
-    hc_segment_leave(c->ca_seg);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_publish(c, &wr, round));
     PyBuffer_Release(&value);
     if (st == HC_CONFLICT)
         Py_RETURN_FALSE;
@@ -2141,13 +2124,11 @@ Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
         PyBuffer_Release(&err);
         return NULL;
     }
-    hc_segment_enter(c->ca_seg);
-    UNLOCKED(st, hc_flight_abort(c, kdata, (uint32_t) klen,
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_abort(c, kdata, (uint32_t) klen,
                                  hc_cache_hash(c, kdata, (size_t) klen),
                                  round, err.buf, (uint32_t) err.len,
                                  now + (uint64_t) (error_ttl > 0
                                                    ? error_ttl * 1e9 : 0)));
-    hc_segment_leave(c->ca_seg);
     PyBuffer_Release(&err);
     if (st == HC_CONFLICT)
         Py_RETURN_FALSE;
