@@ -1,0 +1,77 @@
+"""get_or_compute inside a computation, in one process.
+
+What users rely on: a computation that asks for its own key in the same
+thread gets ReentrantCompute at once instead of waiting for itself
+forever, and the key is not left stuck; asking for other keys, or for the
+same key from another thread, works as usual.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import herdcache
+from herdcache.errors import ReentrantCompute
+
+
+@pytest.fixture
+def cache():
+    cache = herdcache.Cache(size="4MiB")
+    yield cache
+    cache.close()
+
+
+def test_a_computation_asking_for_its_own_key_raises_reentrant_compute(cache) -> None:
+    """The inner call raises ReentrantCompute (a RuntimeError), which the
+    computation lets out; the key holds nothing and the next call
+    computes normally."""
+
+    def recursive() -> int:
+        return cache.get_or_compute("fib:10", recursive, ttl=60) + 1
+
+    with pytest.raises(ReentrantCompute, match="fib:10") as raised:
+        cache.get_or_compute("fib:10", recursive, ttl=60)
+    assert isinstance(raised.value, RuntimeError)
+    assert "fib:10" not in cache
+    assert cache.get_or_compute("fib:10", lambda: 55, ttl=60) == 55
+
+
+def test_a_computation_may_ask_for_other_keys(cache) -> None:
+    """Nesting distinct keys is fine: each is computed once."""
+    calls = []
+
+    def leaf() -> int:
+        calls.append("leaf")
+        return 2
+
+    def root() -> int:
+        calls.append("root")
+        return cache.get_or_compute("leaf", leaf, ttl=60) * 21
+
+    assert cache.get_or_compute("root", root, ttl=60) == 42
+    assert cache.get_or_compute("root", root, ttl=60) == 42
+    assert calls == ["root", "leaf"]
+
+
+def test_another_thread_asking_for_the_key_waits_rather_than_raising(cache) -> None:
+    """Re-entry is per thread: a second thread asking for the key while it
+    is computed waits and gets the value."""
+    got = []
+
+    def other_thread() -> None:
+        got.append(cache.get_or_compute("shared", pytest.fail, ttl=60))
+
+    def compute() -> str:
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        while cache.stats()["waits"] == 0:  # until the other thread sleeps on our round
+            time.sleep(0.001)
+        compute.thread = thread
+        return "value"
+
+    assert cache.get_or_compute("shared", compute, ttl=60) == "value"
+    compute.thread.join()
+    assert got == ["value"]
