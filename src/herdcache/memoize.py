@@ -54,6 +54,10 @@ class CacheInfo(NamedTuple):
 
 def _instance_part(first: Any) -> Any:
     own = getattr(first, "__cache_key__", None)
+    # A classmethod's cls: the instances' __cache_key__, looked up on the
+    # class, is an unbound function that cannot speak for the class.
+    if isinstance(first, type) and not inspect.ismethod(own):
+        return None
     return own() if callable(own) else None
 
 

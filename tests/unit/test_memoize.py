@@ -151,6 +151,36 @@ def test_methods_leave_self_out_unless_cache_key_says_otherwise(cache) -> None:
     assert len({Shop().price.cache_key(Shop(), "X1"), eu.price.cache_key(eu, "X1"), us.price.cache_key(us, "X1")}) == 3
 
 
+def test_staticmethods_and_classmethods_work_under_memoize(cache) -> None:
+    """@staticmethod and @classmethod over @cache.memoize: computed once
+    each, from the class and from instances; for a classmethod cls is left
+    out of the key, even in a class whose instances define __cache_key__."""
+    calls = []
+
+    class Catalog:
+        def __init__(self, region):
+            self.region = region
+
+        def __cache_key__(self):
+            return self.region
+
+        @staticmethod
+        @cache.memoize(ttl=60)
+        def tax(amount):
+            calls.append("tax")
+            return amount * 0.2
+
+        @classmethod
+        @cache.memoize(ttl=60)
+        def currencies(cls, region):
+            calls.append("currencies")
+            return [cls.__name__, region]
+
+    assert Catalog.tax(10) == Catalog("eu").tax(10) == 2.0
+    assert Catalog.currencies("eu") == Catalog("us").currencies("eu") == ["Catalog", "eu"]
+    assert calls == ["tax", "currencies"]
+
+
 # -- coroutine functions -------------------------------------------------------------
 
 
