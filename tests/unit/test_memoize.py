@@ -15,6 +15,9 @@ from __future__ import annotations
 import asyncio
 import inspect
 import multiprocessing
+import os
+import subprocess
+import sys
 
 import _memo_subjects
 import pytest
@@ -53,6 +56,41 @@ def test_a_call_has_the_same_key_in_a_spawned_process(cache) -> None:
     with ctx.Pool(1) as pool:
         theirs = pool.apply(_memo_subjects.key_in_this_process, (cache.name, *call))
     assert theirs == cache.memoize(ttl=60)(_memo_subjects.price).cache_key(*call[0], **call[1])
+
+
+SET_KEY_PROGRAM = """
+import sys, herdcache, _memo_subjects
+cache = herdcache.Cache(sys.argv[1])
+price = cache.memoize(ttl=60)(_memo_subjects.price)
+print(price.cache_key(frozenset(f"sku-{i}" for i in range(40)), currency={"EUR", "USD", "GBP", "CHF"}))
+"""
+
+
+def test_set_arguments_have_one_key_whatever_the_hash_seed(cache) -> None:
+    """Sets iterate in an order that depends on the process's string hash
+    seed; the key must not: two interpreters with different
+    PYTHONHASHSEED build the same key for equal sets."""
+    keys = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": os.pathsep.join(sys.path)}
+        out = subprocess.run(
+            [sys.executable, "-c", SET_KEY_PROGRAM, cache.name], env=env, capture_output=True, text=True, check=True
+        )
+        keys.add(out.stdout.strip())
+    assert len(keys) == 1
+
+
+def test_equal_dict_and_keyword_arguments_have_one_key(cache) -> None:
+    """Dicts equal but built in another order, and **kwargs passed in
+    another order, are the same call; sets, frozensets and lists of the
+    same members stay different arguments."""
+    price = cache.memoize(ttl=60)(_memo_subjects.price)
+    assert price.cache_key("X1", currency={"a": 1, "b": {"x": 1, "y": 2}}) == price.cache_key(
+        "X1", currency={"b": {"y": 2, "x": 1}, "a": 1}
+    )
+    tagged = cache.memoize(ttl=60)(lambda sku, **labels: labels)
+    assert tagged.cache_key("X1", color="red", size=9) == tagged.cache_key("X1", size=9, color="red")
+    assert len({price.cache_key({1, 2}), price.cache_key(frozenset({1, 2})), price.cache_key([1, 2])}) == 3
 
 
 def test_positional_keyword_and_default_spellings_are_one_call(cache) -> None:
