@@ -105,18 +105,28 @@ if hasattr(os, "register_at_fork"):
 # -- errors shared with waiters ------------------------------------------------------
 
 
+def _message(exc: BaseException) -> str:
+    """str(exc), which user code can break (a __str__ that raises): the
+    failure must still be shared and the key freed, not stuck to the lease."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__}: str() failed>"
+
+
 def _encode_error(exc: BaseException) -> bytes:
     cls = type(exc)
+    message = _message(exc)
     try:
         args = _errors_codec.loads(_errors_codec.dumps(list(exc.args)))
     except HerdcacheError:
-        args = [str(exc)]
+        args = [message]
     return _errors_codec.dumps(
         {
             "module": cls.__module__,
             "qualname": cls.__qualname__,
             "args": args,
-            "message": str(exc),
+            "message": message,
             "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
             "pid": os.getpid(),
         }
