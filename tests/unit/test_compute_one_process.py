@@ -113,3 +113,43 @@ def test_an_exception_whose_str_fails_still_reaches_waiters_and_frees_the_key(ca
     waits = cache.stats()["waits"]
     assert cache.get_or_compute("k", lambda: "next", ttl=60) == "next"
     assert cache.stats()["waits"] == waits
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: SIEVE eviction (table.c evict_one, evict_region) treats a FLIGHT item as "
+    "any unvisited item, so a full cache evicts the key being computed; the next caller then "
+    "computes it a second time and the owner's publish is refused",
+)
+def test_a_full_cache_does_not_evict_a_key_being_computed(cache) -> None:
+    """Memory pressure while a key is computed: the sets that evict other
+    items leave the computation alone, so a later caller waits for it (one
+    computation) and its result is stored."""
+    release = threading.Event()
+    started = threading.Event()
+    got: dict[str, object] = {}
+
+    def first() -> str:
+        started.set()
+        release.wait()
+        return "first"
+
+    def ask(who: str, fn) -> None:
+        got[who] = cache.get_or_compute("hot", fn, ttl=60)
+
+    owner = threading.Thread(target=ask, args=("owner", first))
+    owner.start()
+    started.wait()
+    for i in range(40_000):  # about twice what the cache holds
+        cache.set(f"filler:{i}", "x" * 200, ttl=60)
+    assert cache.stats()["evictions"] > 0
+    later = threading.Thread(target=ask, args=("later", lambda: "second"))
+    later.start()
+    while cache.stats()["waits"] == 0 and "later" not in got:
+        time.sleep(0.001)
+    release.set()
+    owner.join()
+    later.join()
+
+    assert got == {"owner": "first", "later": "first"}
+    assert cache.get("hot") == "first"
