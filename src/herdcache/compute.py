@@ -105,18 +105,28 @@ if hasattr(os, "register_at_fork"):
 # -- errors shared with waiters ------------------------------------------------------
 
 
+def _message(exc: BaseException) -> str:
+    """str(exc), which user code can break (a __str__ that raises): the
+    failure must still be shared and the key freed, not stuck to the lease."""
+    try:
+        return str(exc)
+    except Exception:
+        return f"<{type(exc).__qualname__}: str() failed>"
+
+
 def _encode_error(exc: BaseException) -> bytes:
     cls = type(exc)
+    message = _message(exc)
     try:
         args = _errors_codec.loads(_errors_codec.dumps(list(exc.args)))
     except HerdcacheError:
-        args = [str(exc)]
+        args = [message]
     return _errors_codec.dumps(
         {
             "module": cls.__module__,
             "qualname": cls.__qualname__,
             "args": args,
-            "message": str(exc),
+            "message": message,
             "traceback": "".join(traceback.format_exception(cls, exc, exc.__traceback__)),
             "pid": os.getpid(),
         }
@@ -172,15 +182,24 @@ class _Flight:
         self.waited = False
         self.refreshing = False
 
+    def _lookup(self) -> tuple | None:
+        """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
+        or None if there is none (absent, expired, in flight, failed)."""
+        found = self.core.lookup(self.key)
+        if found is None:
+            return None
+        data, fmt, ttl_left, _stale, _csn, delta_ms = found
+        if fmt != self.cache._tag or (ttl_left is not None and ttl_left <= 0):
+            return None
+        return data, ttl_left, delta_ms
+
     def fresh_value(self) -> tuple[str, Any]:
         """The lock-free fast path: ("hit", value), ("refresh", None) when
         early refresh picked this caller to recompute, or ("miss", None)."""
-        found = self.core.lookup(self.key)
+        found = self._lookup()
         if found is None:
             return "miss", None
-        data, fmt, ttl_left, _stale, _csn, delta_ms = found
-        if fmt != self.cache._tag or (ttl_left is not None and ttl_left <= 0):
-            return "miss", None
+        data, ttl_left, delta_ms = found
         self.core.count_stat("hits")
         if self.options.early_refresh and ttl_left is not None and self._xfetch(ttl_left, delta_ms):
             return "refresh", None
@@ -196,7 +215,9 @@ class _Flight:
     def begin(self, refresh: bool) -> tuple:
         return self.core.flight_begin(self.key, self.options.lease, self.waited_round, refresh)
 
-    def wait(self, round_: int, seq: int) -> None:
+    def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
+        """Sleep until a flight of the key's stripe ends, the deadline, or
+        one probe slice; then what :meth:`published` finds."""
         if not self.waited:
             self.waited = True
             self.core.count_stat("waits")
@@ -208,6 +229,18 @@ class _Flight:
         self.waited_round = round_
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
         self.core.flight_wait(self.key, seq, remaining)
+        return self.published()
+
+    def published(self) -> tuple[bool, Any]:
+        """After a wake-up: (True, value) if a fresh value is there, read
+        lock-free; else (False, None), and the caller begins again under
+        the stripe lock.  A publish wakes the whole herd at once: reading
+        without the lock spares its waiters queueing on it one by one."""
+        found = self._lookup()
+        if found is None:
+            return False, None
+        self.core.count_stat("coalesced")
+        return True, self.cache._loads(found[0])
 
     def served(self, outcome: str, data: bytes, fmt: int, round_: int) -> Any:
         """The value (or the raised error) for outcomes other than compute/wait."""
@@ -283,7 +316,9 @@ def get_or_compute(cache: Cache, key: Any, fn: Callable[[], Any], options: Compu
             return _compute(flight, fn, round_, took_over)
         flight.refreshing = False
         if outcome == "wait":
-            flight.wait(round_, seq)
+            found, value = flight.wait(round_, seq)
+            if found:
+                return value
             continue
         return flight.served(outcome, data, fmt, round_)
 
@@ -320,7 +355,9 @@ async def aget_or_compute(
             return await _acompute(flight, fn, round_, took_over)
         flight.refreshing = False
         if outcome == "wait":
-            await loop.run_in_executor(None, flight.wait, round_, seq)
+            found, value = await loop.run_in_executor(None, flight.wait, round_, seq)
+            if found:
+                return value
             continue
         return flight.served(outcome, data, fmt, round_)
 

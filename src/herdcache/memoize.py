@@ -12,11 +12,12 @@
 Keys must be equal in every process, so they are never built from
 Python's ``hash()`` (salted per process): the arguments are bound to the
 signature (so ``price("X1")``, ``price("X1", "EUR")`` and
-``price(sku="X1")`` are one call), serialized with msgpack, and hashed
-with BLAKE2b, behind the function's qualified name.  Arguments must
-therefore be msgpack-serializable (str, bytes, numbers, tuples, lists,
-dicts, datetimes...); pass ``key=`` (a function of the same arguments
-returning a str) for anything else.
+``price(sku="X1")`` are one call), serialized with msgpack (sets and
+dicts in a canonical order, so equal ones are one call whatever order
+they iterate in), and hashed with BLAKE2b, behind the function's
+qualified name.  Arguments must therefore be msgpack-serializable (str,
+bytes, numbers, tuples, lists, dicts, sets, datetimes...); pass ``key=``
+(a function of the same arguments returning a str) for anything else.
 
 Methods: ``self`` (or ``cls``) is left out of the key, so all instances
 share results, unless the instance defines ``__cache_key__()``, whose
@@ -32,6 +33,8 @@ import inspect
 import threading
 from typing import TYPE_CHECKING, Any, Callable, NamedTuple
 
+import msgpack
+
 from .errors import SerializationError
 from .serializers import MsgpackSerializer
 
@@ -41,6 +44,9 @@ if TYPE_CHECKING:
 
 _codec = MsgpackSerializer()
 _KEY_PREFIX_MAX = 180
+
+# msgpack extension codes used in key payloads only (never in stored values).
+_KEY_SET, _KEY_FROZENSET, _KEY_DICT = 64, 65, 66
 
 
 class CacheInfo(NamedTuple):
@@ -54,7 +60,29 @@ class CacheInfo(NamedTuple):
 
 def _instance_part(first: Any) -> Any:
     own = getattr(first, "__cache_key__", None)
+    # A classmethod's cls: the instances' __cache_key__, looked up on the
+    # class, is an unbound function that cannot speak for the class.
+    if isinstance(first, type) and not inspect.ismethod(own):
+        return None
     return own() if callable(own) else None
+
+
+def _canonical(obj: Any) -> Any:
+    """``obj`` with every set and dict replaced by its encoded members in
+    sorted order.  A set of str iterates in an order that depends on the
+    process's hash seed, and a dict in insertion order (``**kwargs`` in the
+    order of the call): neither may change the key of an equal argument.
+    msgpack encodings are self-delimiting, so joining them is unambiguous."""
+    if isinstance(obj, (list, tuple)):
+        members = [_canonical(item) for item in obj]
+        return tuple(members) if isinstance(obj, tuple) else members
+    if isinstance(obj, (set, frozenset)):
+        code = _KEY_FROZENSET if isinstance(obj, frozenset) else _KEY_SET
+        return msgpack.ExtType(code, b"".join(sorted(_codec.dumps(_canonical(item)) for item in obj)))
+    if isinstance(obj, dict):
+        pairs = (_codec.dumps(_canonical(k)) + _codec.dumps(_canonical(v)) for k, v in obj.items())
+        return msgpack.ExtType(_KEY_DICT, b"".join(sorted(pairs)))
+    return obj
 
 
 class KeyMaker:
@@ -81,7 +109,7 @@ class KeyMaker:
         if self.skips_first:
             items[0] = (items[0][0], _instance_part(items[0][1]))
         try:
-            payload = _codec.dumps(items)
+            payload = _codec.dumps(_canonical(items))
         except SerializationError as exc:
             raise TypeError(
                 f"cannot build a cache key for {self.prefix}: {exc}. Pass memoize(key=...) "

@@ -1,0 +1,155 @@
+"""get_or_compute within one process: re-entry and failures.
+
+What users rely on: a computation that asks for its own key in the same
+thread gets ReentrantCompute at once instead of waiting for itself
+forever, and the key is not left stuck; asking for other keys, or for the
+same key from another thread, works as usual.  Whatever a computation
+raises, even an exception whose ``str()`` itself fails, the caller gets
+that exception, the callers waiting for it get it too, and the key is
+free for the next call at once (not stuck until the lease runs out).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+import herdcache
+from herdcache.errors import ReentrantCompute
+
+
+class BrokenMessage(Exception):
+    """An exception whose __str__ raises (it reads an attribute never set)."""
+
+    def __str__(self) -> str:
+        return self.detail  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def cache():
+    cache = herdcache.Cache(size="4MiB")
+    yield cache
+    cache.close()
+
+
+def test_a_computation_asking_for_its_own_key_raises_reentrant_compute(cache) -> None:
+    """The inner call raises ReentrantCompute (a RuntimeError), which the
+    computation lets out; the key holds nothing and the next call
+    computes normally."""
+
+    def recursive() -> int:
+        return cache.get_or_compute("fib:10", recursive, ttl=60) + 1
+
+    with pytest.raises(ReentrantCompute, match="fib:10") as raised:
+        cache.get_or_compute("fib:10", recursive, ttl=60)
+    assert isinstance(raised.value, RuntimeError)
+    assert "fib:10" not in cache
+    assert cache.get_or_compute("fib:10", lambda: 55, ttl=60) == 55
+
+
+def test_a_computation_may_ask_for_other_keys(cache) -> None:
+    """Nesting distinct keys is fine: each is computed once."""
+    calls = []
+
+    def leaf() -> int:
+        calls.append("leaf")
+        return 2
+
+    def root() -> int:
+        calls.append("root")
+        return cache.get_or_compute("leaf", leaf, ttl=60) * 21
+
+    assert cache.get_or_compute("root", root, ttl=60) == 42
+    assert cache.get_or_compute("root", root, ttl=60) == 42
+    assert calls == ["root", "leaf"]
+
+
+def test_another_thread_asking_for_the_key_waits_rather_than_raising(cache) -> None:
+    """Re-entry is per thread: a second thread asking for the key while it
+    is computed waits and gets the value."""
+    got = []
+
+    def other_thread() -> None:
+        got.append(cache.get_or_compute("shared", pytest.fail, ttl=60))
+
+    def compute() -> str:
+        thread = threading.Thread(target=other_thread)
+        thread.start()
+        while cache.stats()["waits"] == 0:  # until the other thread sleeps on our round
+            time.sleep(0.001)
+        compute.thread = thread
+        return "value"
+
+    assert cache.get_or_compute("shared", compute, ttl=60) == "value"
+    compute.thread.join()
+    assert got == ["value"]
+
+
+def test_an_exception_whose_str_fails_still_reaches_waiters_and_frees_the_key(cache) -> None:
+    """The owner raises its own BrokenMessage, a waiting thread gets a
+    BrokenMessage too, and the next call computes without waiting."""
+    waiter_got = []
+
+    def waiter() -> None:
+        try:
+            cache.get_or_compute("k", pytest.fail, ttl=60)
+        except Exception as exc:  # what the waiter receives
+            waiter_got.append(type(exc))
+
+    def compute() -> str:
+        compute.thread = threading.Thread(target=waiter)
+        compute.thread.start()
+        while cache.stats()["waits"] == 0:  # until the waiter sleeps on this round
+            time.sleep(0.001)
+        raise BrokenMessage()
+
+    with pytest.raises(BrokenMessage):
+        cache.get_or_compute("k", compute, ttl=60)
+    compute.thread.join()
+    assert waiter_got == [BrokenMessage]
+
+    waits = cache.stats()["waits"]
+    assert cache.get_or_compute("k", lambda: "next", ttl=60) == "next"
+    assert cache.stats()["waits"] == waits
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="core bug: SIEVE eviction (table.c evict_one, evict_region) treats a FLIGHT item as "
+    "any unvisited item, so a full cache evicts the key being computed; the next caller then "
+    "computes it a second time and the owner's publish is refused",
+)
+def test_a_full_cache_does_not_evict_a_key_being_computed(cache) -> None:
+    """Memory pressure while a key is computed: the sets that evict other
+    items leave the computation alone, so a later caller waits for it (one
+    computation) and its result is stored."""
+    release = threading.Event()
+    started = threading.Event()
+    got: dict[str, object] = {}
+
+    def first() -> str:
+        started.set()
+        release.wait()
+        return "first"
+
+    def ask(who: str, fn) -> None:
+        got[who] = cache.get_or_compute("hot", fn, ttl=60)
+
+    owner = threading.Thread(target=ask, args=("owner", first))
+    owner.start()
+    started.wait()
+    for i in range(40_000):  # about twice what the cache holds
+        cache.set(f"filler:{i}", "x" * 200, ttl=60)
+    assert cache.stats()["evictions"] > 0
+    later = threading.Thread(target=ask, args=("later", lambda: "second"))
+    later.start()
+    while cache.stats()["waits"] == 0 and "later" not in got:
+        time.sleep(0.001)
+    release.set()
+    owner.join()
+    later.join()
+
+    assert got == {"owner": "first", "later": "first"}
+    assert cache.get("hot") == "first"
