@@ -115,12 +115,6 @@ def test_an_exception_whose_str_fails_still_reaches_waiters_and_frees_the_key(ca
     assert cache.stats()["waits"] == waits
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="core bug: SIEVE eviction (table.c evict_one, evict_region) treats a FLIGHT item as "
-    "any unvisited item, so a full cache evicts the key being computed; the next caller then "
-    "computes it a second time and the owner's publish is refused",
-)
 def test_a_full_cache_does_not_evict_a_key_being_computed(cache) -> None:
     """Memory pressure while a key is computed: the sets that evict other
     items leave the computation alone, so a later caller waits for it (one

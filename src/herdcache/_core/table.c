@@ -552,7 +552,8 @@ remove_unit(writer *w, uint32_t unit)
  * Evict one item by SIEVE (Zhang et al., NSDI 2024): the hand walks from
  * the oldest item toward the newest; a visited item is spared (its flag
  * cleared) and stays in place, the first unvisited one goes.  An item
- * past its expiry (and stale window) goes whatever its flag.
+ * past its expiry (and stale window) goes whatever its flag.  A key being
+ * computed (a FLIGHT) never goes: its waiters would compute it again.
  */
 static hc_status
 evict_one(writer *w)
@@ -565,12 +566,19 @@ evict_one(writer *w)
     uint64_t limit = 2 * (items < w->w_av.av_units ? items
                                                    : w->w_av.av_units) + 2;
 
+    bool flights = false;
+
     for (steps = 0; cur != 0 && steps < limit; steps++) {
         hc_item *it = queue_item(w, cur);
         bool expired;
 
         if (it == NULL)
             return HC_CORRUPT;
+        if (it->it_format == HC_FORMAT_FLIGHT) {
+            flights = true;
+            cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
+            continue;
+        }
         expired = is_expired(it, w->w_now, true);
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
@@ -582,7 +590,8 @@ evict_one(writer *w)
         visited_clear(w->w_visited, cur - 1);
         cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
     }
-    return cur == 0 ? HC_NO_SPACE : HC_CORRUPT;
+    /* Twice round without a victim: only keys in flight are left. */
+    return cur == 0 || flights ? HC_NO_SPACE : HC_CORRUPT;
 }
 
 /* The unit starting the block that covers unit u, if any. */
@@ -611,7 +620,8 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
 /*
  * Make room for n units when SIEVE's victims are scattered: evict every
  * item overlapping the n units from the hand's item on, after which they
- * form one free run (the writer's hint points at it).
+ * form one free run (the writer's hint points at it) unless a key in
+ * flight sits there: it stays, and the allocation may then fail.
  */
 static hc_status
 evict_region(writer *w, uint32_t n)
@@ -631,7 +641,9 @@ evict_region(writer *w, uint32_t n)
     for (u = start; u < start + n; u++) {
         hc_status st;
 
-        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
+        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1)
+            || ((hc_item *) hc_alloc_ptr(&w->w_av, u))->it_format
+               == HC_FORMAT_FLIGHT)
             continue;
         hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
         st = remove_unit(w, u);
