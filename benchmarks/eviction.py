@@ -49,7 +49,6 @@ from _common import PeerUnavailable, load_herdcache, machine_header, markdown_ta
 from _timing import now_ns
 
 HERDCACHE_VALUE = b"v" * 100  # every entry the same size, so capacity is a count
-SEGMENT_HEADER_BYTES = 96 * 1024  # README: "segment header: 96 KiB of every segment"
 
 
 def zipf_stream(keys: int, requests: int, alpha: float, seed: int) -> list[int]:
@@ -212,23 +211,33 @@ def simulate(policy_class, stream: list[int], capacity: int) -> float:
     return hits / len(stream)
 
 
-def herdcache_capacity_bytes(entries: int) -> int:
-    """A herdcache segment size that should hold about ``entries`` entries of
-    HERDCACHE_VALUE, from the bytes per entry that cache.stats() reports.
-
-    Approximate: it assumes the segment's fixed cost is its header; the
-    resident entry count that measure_herdcache reports shows how close it is.
-    """
-    herdcache = load_herdcache("get", "set", "stats", "close")
-    probe = herdcache.Cache(size="64MiB")
+def resident_after_filling(herdcache, size: int, entries: int) -> int:
+    """How many of ``entries`` distinct keys a cache of ``size`` bytes keeps."""
+    cache = herdcache.Cache(size=size)
     try:
-        for i in range(1000):
-            probe.set(f"key:{i}", HERDCACHE_VALUE)
-        stats = probe.stats()
+        for i in range(entries):
+            cache.set(f"fill:{i}", HERDCACHE_VALUE)
+        return cache.stats()["entries"]
     finally:
-        probe.close()
-    per_entry = stats["bytes_used"] / stats["entries"]
-    return SEGMENT_HEADER_BYTES + int(per_entry * entries)
+        cache.close()
+
+
+def herdcache_capacity_bytes(entries: int) -> int:
+    """The smallest segment size (within 1 %) that keeps ``entries`` entries
+    of HERDCACHE_VALUE resident, found by filling real caches: the fixed
+    costs (segment header, statistics slots, stripes, buckets) are measured,
+    not guessed."""
+    herdcache = load_herdcache("get", "set", "stats", "close")
+    low, high = 1 << 20, 1 << 20
+    while resident_after_filling(herdcache, high, entries) < entries:
+        low, high = high, high * 2
+    while high - low > high // 100:
+        middle = (low + high) // 2
+        if resident_after_filling(herdcache, middle, entries) < entries:
+            low = middle
+        else:
+            high = middle
+    return high
 
 
 def measure_herdcache(stream: list[int], capacity_bytes: int) -> tuple[float, int]:
