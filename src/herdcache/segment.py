@@ -34,6 +34,9 @@ from .errors import SegmentNotFound
 from .sizes import parse_size
 from .sync import Condition, Lock
 
+#: Seconds attach() waits for a segment another process is still creating.
+ATTACH_TIMEOUT = 30.0
+
 #: Size of the structure behind each kind of named object (one cache line).
 _LINE = 64
 
@@ -96,16 +99,20 @@ class Segment:
         return cls(handle, name, _dir(dir))
 
     @classmethod
-    def attach(cls, name: str, *, dir: str | None = None, allow_shared: bool = False) -> Segment:
+    def attach(
+        cls, name: str, *, dir: str | None = None, allow_shared: bool = False, timeout: float = ATTACH_TIMEOUT
+    ) -> Segment:
         """Attach an existing named segment, made by any process of this user.
 
         :param allow_shared: accept a segment other users may write (its
             mode has group or other write bits).  Only if you trust them.
+        :param timeout: seconds to wait for a segment another process is
+            still creating (reserving a large one takes a while).
         :raises SegmentNotFound: no such segment.
         :raises NotASegment, LayoutMismatch, CorruptSegment, UnsafeSegment:
             the file is not one this process can safely use.
         """
-        handle = _core.attach(_name(name), dir=_dir(dir), allow_shared=allow_shared)
+        handle = _core.attach(_name(name), dir=_dir(dir), allow_shared=allow_shared, timeout=timeout)
         return cls(handle, name, _dir(dir))
 
     @classmethod
@@ -117,13 +124,16 @@ class Segment:
         dir: str | None = None,
         mode: int = 0o600,
         allow_shared: bool = False,
+        timeout: float = ATTACH_TIMEOUT,
     ) -> Segment:
         """Attach the named segment, or create it with ``size`` if absent.
 
         Many processes may call this at once: exactly one creates, the
         others attach.  An existing segment keeps the size it was made with.
         """
-        handle, _created = _core.open(_name(name), parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared)
+        handle, _created = _core.open(
+            _name(name), parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared, timeout=timeout
+        )
         return cls(handle, name, _dir(dir))
 
     @classmethod

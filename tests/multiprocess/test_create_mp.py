@@ -113,6 +113,6 @@ def test_attach_gives_up_on_a_creator_that_never_finishes(segdir: str) -> None:
     assert receive(conn) == "creating"
     try:
         with pytest.raises(errors.CorruptSegment, match="still being created"):
-            Segment.attach("stuck", dir=segdir)
+            Segment.attach("stuck", dir=segdir, timeout=1.0)
     finally:
         kill(creator)

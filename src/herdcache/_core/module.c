@@ -547,6 +547,7 @@ typedef struct {
     const char *dir;
     unsigned mode;
     int allow_shared;
+    double timeout;             /* attach: seconds to wait for a creator */
 } segment_args;
 
 static hc_segment_options
@@ -558,6 +559,7 @@ options_of(const segment_args *a)
     o.dir = a->dir;
     o.mode = a->mode;
     o.allow_shared = a->allow_shared != 0;
+    o.attach_wait_ns = a->timeout > 0 ? (uint64_t) (a->timeout * 1e9) : 0;
     return o;
 }
 
@@ -585,20 +587,20 @@ core_create(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(attach_doc,
-"attach(name, dir=None, allow_shared=False) -> Segment\n\n"
+"attach(name, dir=None, allow_shared=False, timeout=30.0) -> Segment\n\n"
 "Attach an existing named segment.");
 
 static PyObject *
 core_attach(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name", "dir", "allow_shared", NULL};
+    static char *kwlist[] = {"name", "dir", "allow_shared", "timeout", NULL};
     segment_args a = {0};
     hc_segment_options o;
     hc_segment *seg;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zp", kwlist, &a.name,
-                                     &a.dir, &a.allow_shared))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zpd", kwlist, &a.name,
+                                     &a.dir, &a.allow_shared, &a.timeout))
         return NULL;
     o = options_of(&a);
     UNLOCKED(st, hc_segment_attach(a.name, &o, &seg));
@@ -608,7 +610,7 @@ core_attach(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(open_doc,
-"open(name, size, dir=None, mode=0o600, allow_shared=False)"
+"open(name, size, dir=None, mode=0o600, allow_shared=False, timeout=30.0)"
 " -> (Segment, created)\n\n"
 "Attach the named segment, or create it if absent (race-free).");
 
@@ -616,7 +618,7 @@ static PyObject *
 core_open(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "size", "dir", "mode", "allow_shared",
-                             NULL};
+                             "timeout", NULL};
     segment_args a = {.mode = 0600};
     hc_segment_options o;
     hc_segment *seg;
@@ -624,9 +626,9 @@ core_open(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
     PyObject *obj;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIp", kwlist, &a.name,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIpd", kwlist, &a.name,
                                      &a.size, &a.dir, &a.mode,
-                                     &a.allow_shared))
+                                     &a.allow_shared, &a.timeout))
         return NULL;
     o = options_of(&a);
     UNLOCKED(st, hc_segment_open(a.name, a.size, &o, &seg, &created));

@@ -65,7 +65,8 @@
 
 #define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
 #define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
-#define ATTACH_WAIT_NS (UINT64_C(2) * HC_NS_PER_SEC)
+/* How long attach waits for a live creator (reserving GiBs takes time). */
+#define ATTACH_WAIT_NS (UINT64_C(30) * HC_NS_PER_SEC)
 #define STALE_INIT_NS (UINT64_C(100) * HC_NS_PER_MS)
 #define PAGE_ALIGN UINT64_C(4096)
 
@@ -438,7 +439,7 @@ check_file(int fd, const char *path, const hc_segment_options *opts,
  * with *size set to the file size, or why the file is not (yet) usable.
  */
 static hc_status
-wait_for_header(int fd, const char *path, uint64_t *size)
+wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
 {
     uint64_t start = hc_now_ns(), unlocked_since = 0;
 
@@ -476,10 +477,10 @@ wait_for_header(int fd, const char *path, uint64_t *size)
                           "creator died during creation)", path);
             return HC_NOT_READY;
         }
-        if (now - start > ATTACH_WAIT_NS) {
-            hc_set_detail("%s was still being created after %llu s", path,
-                          (unsigned long long) (ATTACH_WAIT_NS
-                                                / HC_NS_PER_SEC));
+        if (now - start > wait_ns) {
+            hc_set_detail("%s was still being created after %.1f s (its "
+                          "creator is alive: wait longer with timeout=)",
+                          path, (double) wait_ns / HC_NS_PER_SEC);
             return HC_NOT_READY;
         }
         nanosleep(&(struct timespec) {0, 1000 * 1000}, NULL);
@@ -519,7 +520,8 @@ validate_header(hc_segment_header *h, uint64_t file_size, const char *path)
 }
 
 static hc_status
-map_and_validate(int fd, const char *path, hc_segment **out)
+map_and_validate(int fd, const char *path, uint64_t wait_ns,
+                 hc_segment **out)
 {
     uint64_t size = 0;
     uint8_t *base;
@@ -529,7 +531,7 @@ map_and_validate(int fd, const char *path, hc_segment **out)
 
     if (attached_lock(fd) < 0)
         return HC_SYSTEM;
-    st = wait_for_header(fd, path, &size);
+    st = wait_for_header(fd, path, wait_ns, &size);
     if (st != HC_OK)
         return st;
     if (size < hc_segment_min_size()) {
@@ -601,7 +603,10 @@ attach_locked(const char *name, const hc_segment_options *opts,
         return HC_OK;
     }
     if (st == HC_OK)
-        st = map_and_validate(fd, path, out);
+        st = map_and_validate(fd, path,
+                              opts && opts->attach_wait_ns
+                                  ? opts->attach_wait_ns : ATTACH_WAIT_NS,
+                              out);
     if (st != HC_OK) {
         int saved = errno;
 

@@ -106,6 +106,7 @@ typedef struct hc_segment_options {
     const char *dir;                /* NULL: HC_DEFAULT_DIR */
     unsigned mode;                  /* create: file mode; 0 means 0600 */
     bool allow_shared;              /* attach: accept group/other write */
+    uint64_t attach_wait_ns;        /* attach: wait for a creator; 0: 30 s */
 } hc_segment_options;
 
 /*
