@@ -39,7 +39,7 @@ from .compute import DEFAULT_LEASE, ComputeOptions
 from .errors import HerdcacheError, InvalidArgument, SerializationError
 from .memoize import memoize
 from .segment import Segment
-from .serializers import get_serializer
+from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
 
 #: A ttl meaning "never expires", whatever the cache's default_ttl.
@@ -112,12 +112,21 @@ class Cache(MutableMapping):
         try:
             offset, _found = segment._handle.alloc("cache", nbytes, _core.KIND_CACHE)
             self._core = _core.Cache(segment._handle, offset, nbytes, parse_size(max_value_size), evict)
+            self._core.set_decoder(self._tag, *self._decoder())
         except BaseException:
             if self._owns_segment:
                 segment.close()
             raise
 
     # -- helpers -------------------------------------------------------------
+
+    def _decoder(self) -> tuple[Any, dict[str, Any] | None]:
+        """What the core calls on the bytes of a hit (get() without frames)."""
+        if hasattr(self._serializer, "decoder"):
+            return self._serializer.decoder()
+        if self._serializer.tag == TAG_RAW:
+            return None, None
+        return self._loads, None
 
     def _ttl(self, ttl: float | None) -> float | None:
         """The effective ttl: None means forever (as the core takes it)."""
@@ -137,8 +146,7 @@ class Cache(MutableMapping):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
-        data = self._core.get(key, self._tag)
-        return default if data is None else self._loads(data)
+        return self._core.get_value(key, default)
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
@@ -218,10 +226,11 @@ class Cache(MutableMapping):
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that are present, as a dict."""
         found = {}
+        get = self._core.get_value
         for key in keys:
-            data = self._core.get(key, self._tag)
-            if data is not None:
-                found[key] = self._loads(data)
+            value = get(key, _MISSING)
+            if value is not _MISSING:
+                found[key] = value
         return found
 
     def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
@@ -250,10 +259,10 @@ class Cache(MutableMapping):
         return result
 
     def __getitem__(self, key: Any) -> Any:
-        data = self._core.get(key, self._tag)
-        if data is None:
+        value = self._core.get_value(key, _MISSING)
+        if value is _MISSING:
             raise KeyError(key)
-        return self._loads(data)
+        return value
 
     def __setitem__(self, key: Any, value: Any) -> None:
         self.set(key, value)

@@ -126,6 +126,11 @@ class MsgpackSerializer:
                 "serializer='pickle' if every writer is trusted"
             ) from exc
 
+    def decoder(self) -> tuple[Any, dict[str, Any]]:
+        """(function, keyword arguments) that decode like :meth:`loads`,
+        for callers that can call them without a Python frame in between."""
+        return msgpack.unpackb, {"strict_map_key": False, "ext_hook": self._ext_hook}
+
     def loads(self, data: bytes) -> Any:
         """Decode bytes that this serializer wrote.
 

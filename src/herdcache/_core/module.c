@@ -1274,6 +1274,11 @@ typedef struct {
     PyObject_HEAD
     SegmentObject *segment;
     hc_cache *cache;
+    /* get_value()'s decoder: decode(data, **dict(zip(kwnames, kwvalues))) */
+    PyObject *decode;           /* NULL: return the bytes */
+    PyObject *decode_kwnames;   /* tuple of str, or NULL */
+    PyObject *decode_kwvalues;  /* tuple, same length */
+    long decode_format;
 } CacheObject;
 
 static hc_cache *
@@ -1354,6 +1359,9 @@ Cache_dealloc(CacheObject *self)
 {
     if (self->cache != NULL)
         hc_cache_close(self->cache);
+    Py_XDECREF(self->decode);
+    Py_XDECREF(self->decode_kwnames);
+    Py_XDECREF(self->decode_kwvalues);
     Py_XDECREF(self->segment);
     Py_TYPE(self)->tp_free((PyObject *) self);
 }
@@ -1517,6 +1525,116 @@ Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
         return NULL;
     }
     return res.bytes;
+}
+
+PyDoc_STRVAR(Cache_set_decoder_doc,
+"set_decoder(format, decode=None, kwargs=None) -> None\n\n"
+"What get_value() does with the bytes of a hit of this format:\n"
+"decode(data, **kwargs), or nothing if decode is None.");
+
+static PyObject *
+Cache_set_decoder(CacheObject *self, PyObject *args)
+{
+    PyObject *decode = Py_None, *kwargs = Py_None, *names = NULL, *values;
+    long format;
+
+    if (!PyArg_ParseTuple(args, "l|OO", &format, &decode, &kwargs))
+        return NULL;
+    if (kwargs != Py_None) {
+        if (!PyDict_Check(kwargs)) {
+            PyErr_SetString(PyExc_TypeError, "kwargs must be a dict");
+            return NULL;
+        }
+        Py_ssize_t i, n;
+
+        names = PySequence_Tuple(kwargs);       /* the keys, in order */
+        n = names ? PyTuple_GET_SIZE(names) : 0;
+        values = names ? PyTuple_New(n) : NULL;
+        for (i = 0; values != NULL && i < n; i++)
+            PyTuple_SET_ITEM(values, i, Py_NewRef(PyDict_GetItem(
+                kwargs, PyTuple_GET_ITEM(names, i))));
+        Py_XSETREF(self->decode_kwvalues, values);
+        if (values == NULL) {
+            Py_XDECREF(names);
+            return NULL;
+        }
+    }
+    else
+        Py_CLEAR(self->decode_kwvalues);
+    Py_XSETREF(self->decode_kwnames, names);
+    Py_XSETREF(self->decode, decode == Py_None ? NULL : Py_NewRef(decode));
+    self->decode_format = format;
+    Py_RETURN_NONE;
+}
+
+/* decode(data, **kwargs) by vectorcall; a failure becomes SerializationError. */
+static PyObject *
+decode_value(CacheObject *self, PyObject *data)
+{
+    PyObject *stack[16], *res;
+    Py_ssize_t nkw = self->decode_kwnames
+        ? PyTuple_GET_SIZE(self->decode_kwnames) : 0, i;
+
+    if (self->decode == NULL || nkw > 15)
+        return Py_NewRef(data);
+    stack[1] = data;
+    for (i = 0; i < nkw; i++)
+        stack[2 + i] = PyTuple_GET_ITEM(self->decode_kwvalues, i);
+    res = PyObject_Vectorcall(self->decode, stack + 1,
+                              1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                              self->decode_kwnames);
+    if (res == NULL && PyErr_ExceptionMatches(PyExc_Exception)
+        && !PyErr_ExceptionMatches(serialization_error)) {
+        PyObject *type, *value, *tb;
+
+        PyErr_Fetch(&type, &value, &tb);
+        PyErr_NormalizeException(&type, &value, &tb);
+        PyErr_Format(serialization_error, "stored bytes do not decode: %S",
+                     value);
+        {
+            PyObject *t2, *v2, *tb2;
+
+            PyErr_Fetch(&t2, &v2, &tb2);
+            PyErr_NormalizeException(&t2, &v2, &tb2);
+            PyException_SetCause(v2, value);    /* steals value */
+            PyErr_Restore(t2, v2, tb2);
+        }
+        Py_XDECREF(type);
+        Py_XDECREF(tb);
+    }
+    return res;
+}
+
+PyDoc_STRVAR(Cache_get_value_doc,
+"get_value(key, default=None) -> object\n\n"
+"The decoded value of key (see set_decoder), or default if absent.");
+
+static PyObject *
+Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *fmt, *data, *value;
+    PyObject *call[2];
+
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get_value(key, default=None)");
+        return NULL;
+    }
+    fmt = PyLong_FromLong(self->decode_format);
+    if (fmt == NULL)
+        return NULL;
+    call[0] = args[0];
+    call[1] = fmt;
+    data = Cache_get(self, call, 2);
+    Py_DECREF(fmt);
+    if (data == NULL)
+        return NULL;
+    if (data == Py_None) {
+        Py_DECREF(data);
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    }
+    value = decode_value(self, data);
+    Py_DECREF(data);
+    return value;
 }
 
 PyDoc_STRVAR(Cache_lookup_doc,
@@ -2143,6 +2261,10 @@ static PyMethodDef Cache_methods[] = {
     {"get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
     {"lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
+    {"set_decoder", (PyCFunction) Cache_set_decoder, METH_VARARGS,
+     Cache_set_decoder_doc},
+    {"get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
+     METH_FASTCALL, Cache_get_value_doc},
     {"store", (PyCFunction) (void (*)(void)) Cache_store,
      METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
     {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},
