@@ -281,6 +281,7 @@ hc_queue_detach(hc_queue_handle *qh)
     uint64_t old, want;
     uint32_t me;
     int side;
+    bool live, dead;
 
     /* A forked child that never used the segment joined nothing. */
     if (atomic_load_explicit(&qh->qh_seg->sg_fork_epoch,
@@ -289,6 +290,15 @@ hc_queue_detach(hc_queue_handle *qh)
         return;
     ep = &q->q_endpoints[me & HC_TOKEN_INDEX_MASK];
     old = atomic_load_explicit(ep, memory_order_relaxed);
+    /*
+     * A clean leave is the side's newest news: it takes the side's dead
+     * with it, so the other side waits (for a newcomer or a close) rather
+     * than report a death that others already outlived.
+     */
+    for (side = HC_QUEUE_PUT; EP_TOKEN(old) == me && side <= HC_QUEUE_GET;
+         side++)
+        if (old & EP_ROLE(side))
+            scan_endpoints(qh, side, true, &live, &dead);
     do {
         if (EP_TOKEN(old) != me)
             break;

@@ -37,6 +37,9 @@
  * step a sleeper checks, through the endpoint table and the process slots
  * (slot.h), whether any process of the other side still lives; if every
  * one that joined is dead, it stops with HC_PEER_DIED instead of hanging.
+ * A process that leaves cleanly (hc_queue_detach, done at exit by the
+ * Python layer) is not a death, and takes its side's dead with it, as
+ * does a newcomer to that side: only deaths nobody outlived are reported.
  *
  * Sizes.  A message is at most hc_queue_max_message() bytes: the ring less
  * one header.  Larger ones are refused with HC_TOO_LARGE, not streamed: a
