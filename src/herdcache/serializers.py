@@ -20,13 +20,15 @@ objects (the queue, the cache) asks :func:`get_serializer` for one.
 
 from __future__ import annotations
 
-import functools
 import pickle
 from typing import Any, Callable, NamedTuple
 
 import msgpack
 
 __all__ = ["Serializer", "get_serializer"]
+
+if msgpack.version < (1, 0):  # pragma: no cover - pyproject asks for >= 1.0
+    raise ImportError("herdcache needs msgpack >= 1.0 (bytes and str kept apart by default)")
 
 
 class Serializer(NamedTuple):
@@ -38,14 +40,18 @@ class Serializer(NamedTuple):
     spec: Any  # what get_serializer() was given, to rebuild it elsewhere
 
 
-_BUILTIN = {
-    "msgpack": (
-        functools.partial(msgpack.packb, use_bin_type=True),
-        # unpackb sets max_buffer_size=len(data), and every other limit
-        # defaults to that, so a lying length prefix cannot allocate.
-        functools.partial(msgpack.unpackb, raw=False, strict_map_key=False),
-    ),
-    "pickle": (functools.partial(pickle.dumps, protocol=pickle.HIGHEST_PROTOCOL), pickle.loads),
+def _msgpack_loads(data: bytes, _unpackb: Callable[..., Any] = msgpack.unpackb) -> Any:
+    # unpackb sets max_buffer_size=len(data), and every other limit
+    # defaults to that, so a lying length prefix cannot allocate.
+    return _unpackb(data, strict_map_key=False)
+
+
+# Plain functions, not functools.partial: a partial with keywords costs
+# more per call than msgpack's own work on a small message.  msgpack >= 1.0
+# packs with use_bin_type=True by default.
+_BUILTIN: dict[str, tuple[Any, Any]] = {
+    "msgpack": (msgpack.packb, _msgpack_loads),
+    "pickle": (pickle.dumps, pickle.loads),
     "raw": (None, None),
 }
 

@@ -103,6 +103,16 @@ def test_put_many_get_many(q: herdcache.Queue) -> None:
         q.get_many(max_items=0)
 
 
+def test_get_many_caps_bytes_but_returns_at_least_one() -> None:
+    q = herdcache.Queue(size="1MiB", serializer="raw")
+    q.put_many([b"x" * 1000] * 20)
+    assert len(q.get_many(max_bytes=2500)) == 3  # stops once 2500 are taken
+    assert len(q.get_many(max_bytes=1)) == 1
+    assert len(q.get_many(max_bytes=None)) == 16
+    q.put_many([b"y" * 100_000] * 4)
+    assert len(q.get_many()) == 3  # the default cap: 256 KiB
+
+
 def test_put_many_partial_full_says_how_many() -> None:
     q = herdcache.Queue(size=128, serializer="raw")
     with pytest.raises(queue.Full) as info:

@@ -1177,6 +1177,14 @@ static PyTypeObject Counter_Type = {
 
 #define QUEUE_LONG_COPY (256 * 1024)
 
+/*
+ * get_many's default cap on the bytes of one batch.  A batch is a list of
+ * fresh bytes objects; past a few hundred KiB they no longer fit in the
+ * CPU's cache with the ring, and 4 KiB messages went 2.3x slower in
+ * batches of 1000 (4 MB) than capped at 256 KiB (benchmarks/queue.py).
+ */
+#define QUEUE_BATCH_BYTES (256 * 1024)
+
 static PyObject *queue_empty_exc, *queue_full_exc, *queue_closed_exc,
     *serialization_exc;
 
@@ -1495,16 +1503,21 @@ queue_put_views(QueueObject *self, Py_buffer *views, Py_ssize_t n,
     }
 }
 
-/* Take up to max messages (as bytes) into list; the side is owned. */
+/*
+ * Take up to max messages (as bytes) into list, stopping once max_bytes
+ * are taken (after at least one message); the side is owned.
+ */
 static hc_status
-queue_take(QueueObject *self, PyObject *list, Py_ssize_t max)
+queue_take(QueueObject *self, PyObject *list, Py_ssize_t max,
+           size_t max_bytes)
 {
     hc_status st = HC_OK;
     PyObject *data;
-    size_t len;
+    size_t len, taken = 0;
 
-    while (PyList_GET_SIZE(list) < max
+    while (PyList_GET_SIZE(list) < max && taken < max_bytes
            && (st = hc_queue_get_next(self->qh, &len)) == HC_OK) {
+        taken += len;
         /* Into the list first: once copied the message is off the ring. */
         data = PyBytes_FromStringAndSize(NULL, (Py_ssize_t) len);
         if (data == NULL || PyList_Append(list, data) < 0) {
@@ -1519,8 +1532,8 @@ queue_take(QueueObject *self, PyObject *list, Py_ssize_t max)
 
 /* Get up to max raw messages, waiting for the first if block. */
 static PyObject *
-queue_get_list(QueueObject *self, Py_ssize_t max, int block,
-               uint64_t deadline, hc_status *stp)
+queue_get_list(QueueObject *self, Py_ssize_t max, size_t max_bytes,
+               int block, uint64_t deadline, hc_status *stp)
 {
     PyObject *list = PyList_New(0);
     hc_status st = HC_OK;
@@ -1529,7 +1542,7 @@ queue_get_list(QueueObject *self, Py_ssize_t max, int block,
         st = queue_begin(self, HC_QUEUE_GET, block ? deadline : HC_FOREVER);
         if (st != HC_OK)
             break;
-        st = queue_take(self, list, max);
+        st = queue_take(self, list, max, max_bytes);
         hc_queue_get_end(self->qh);
         if (PyErr_Occurred())
             Py_CLEAR(list);
@@ -1641,7 +1654,7 @@ Queue_get(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
         || queue_parse("get", args, nargs, kwnames, queue_get_names, 2, 0, a)
         || queue_deadline(a[0], a[1], &block, &deadline) < 0)
         return NULL;
-    list = queue_get_list(self, 1, block, deadline, &st);
+    list = queue_get_list(self, 1, SIZE_MAX, block, deadline, &st);
     if (list == NULL || PyList_GET_SIZE(list) == 0) {
         Py_XDECREF(list);
         return list == NULL ? NULL : queue_result("get", st, queue_empty_exc);
@@ -1764,11 +1777,15 @@ Queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
 }
 
 PyDoc_STRVAR(Queue_get_many_doc,
-"get_many(max_items=1000, block=True, timeout=None) -> list\n\n"
-"Wait (if block) for at least one message, then return every message\n"
-"there is, up to max_items, oldest first; the ring space is freed once\n"
-"for the whole batch.\n\n"
+"get_many(max_items=1000, block=True, timeout=None, max_bytes=262144)"
+" -> list\n\n"
+"Wait (if block) for at least one message, then return the messages\n"
+"there are, oldest first, up to max_items and until max_bytes bytes are\n"
+"taken; the ring space is freed once for the whole batch.\n\n"
 ":param max_items: the most messages to return (at least 1).\n"
+":param max_bytes: stop after this many bytes (at least one message is\n"
+"    returned; None: no limit).  Batches that stay in the CPU cache are\n"
+"    much faster: the default keeps them to 256 KiB.\n"
 ":raises queue.Empty: nothing came in time.\n"
 ":raises QueueClosed: the queue was closed and is drained.\n"
 ":raises PeerDied, SerializationError, CorruptSegment: as get(); a\n"
@@ -1778,24 +1795,30 @@ static PyObject *
 Queue_get_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
                PyObject *kwnames)
 {
-    static const char *const names[] = {"max_items", "block", "timeout"};
-    PyObject *a[3], *list;
-    Py_ssize_t i, max = 1000;
+    static const char *const names[] = {"max_items", "block", "timeout",
+                                        "max_bytes"};
+    PyObject *a[4], *list;
+    Py_ssize_t i, max = 1000, max_bytes = QUEUE_BATCH_BYTES;
     uint64_t deadline;
     int block;
     hc_status st;
 
     if (queue_handle(self) == NULL
-        || queue_parse("get_many", args, nargs, kwnames, names, 3, 0, a)
+        || queue_parse("get_many", args, nargs, kwnames, names, 4, 0, a)
         || queue_deadline(a[1], a[2], &block, &deadline) < 0
         || (a[0] != NULL && (max = PyLong_AsSsize_t(a[0])) == -1
-            && PyErr_Occurred()))
+            && PyErr_Occurred())
+        || (a[3] != NULL && a[3] != Py_None
+            && (max_bytes = PyLong_AsSsize_t(a[3])) == -1 && PyErr_Occurred()))
         return NULL;
-    if (max < 1) {
-        PyErr_SetString(PyExc_ValueError, "max_items must be at least 1");
+    if (max < 1 || max_bytes < 1) {
+        PyErr_SetString(PyExc_ValueError,
+                        "max_items and max_bytes must be at least 1");
         return NULL;
     }
-    list = queue_get_list(self, max, block, deadline, &st);
+    list = queue_get_list(self, max,
+                          a[3] == Py_None ? SIZE_MAX : (size_t) max_bytes,
+                          block, deadline, &st);
     if (list == NULL || PyList_GET_SIZE(list) == 0) {
         Py_XDECREF(list);
         return list == NULL ? NULL
