@@ -31,8 +31,9 @@ from __future__ import annotations
 import os
 import queue as _stdqueue
 import weakref
+from collections.abc import Iterator
 from multiprocessing import util as _mp_util
-from typing import Any, Iterator
+from typing import Any
 
 from . import _core
 from .errors import QueueClosed, StructMismatch

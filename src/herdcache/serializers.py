@@ -21,7 +21,8 @@ objects (the queue, the cache) asks :func:`get_serializer` for one.
 from __future__ import annotations
 
 import pickle
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import msgpack
 

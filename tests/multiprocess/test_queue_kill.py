@@ -168,9 +168,9 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
     for fd in (prog_r, prog_w, joined_r, joined_w):
         os.close(fd)
     _check_records(tmp_path, list(done[:producers]), consumer_kills)
-    # The queue still works, and nobody is left counted as asleep.
+    # Attaching again finds it whole: closed, drained, nothing half-read.
     q2 = seg.queue("q")
-    assert q2.closed and q2.empty()
+    assert q2.closed and q2.empty() and q2.qsize() == 0
 
 
 def _check_records(tmp_path: Path, done: list[int], consumer_kills: int) -> None:
