@@ -216,13 +216,21 @@ forget_endpoint(hc_queue *q, _Atomic uint64_t *ep, uint64_t word,
         drop_waits(q, word);
 }
 
+/* How far scan_endpoints() goes, and what it cleans. */
+typedef enum scan_mode {
+    SCAN_PROBE,                 /* stop at the first live holder of the role */
+    SCAN_REPAIR,                /* all of them; take back dead sleepers */
+    SCAN_FORGET                 /* and forget the role's dead holders */
+} scan_mode;
+
 /*
- * Look at every endpoint of role `side`: *live if one lives, *dead if
- * one died (or exited without detaching).  Dead sleepers are always
- * taken back; dead holders of the role too, if forget_role.
+ * Look at the endpoints of role `side`: *live if one lives, *dead if one
+ * died (or exited without detaching).  Dead sleepers are taken back on
+ * the way.  A sleeper's probe (SCAN_PROBE) needs no more than one live
+ * peer, and each endpoint looked at costs an fcntl probe.
  */
 static void
-scan_endpoints(hc_queue_handle *qh, hc_queue_side_id side, bool forget_role,
+scan_endpoints(hc_queue_handle *qh, hc_queue_side_id side, scan_mode mode,
                bool *live, bool *dead)
 {
     hc_queue *q = qh->qh_queue;
@@ -239,10 +247,13 @@ scan_endpoints(hc_queue_handle *qh, hc_queue_side_id side, bool forget_role,
             continue;
         if (hc_slot_token_alive(qh->qh_seg, EP_TOKEN(word))) {
             *live = *live || (word & role) != 0;
+            if (*live && mode == SCAN_PROBE)
+                return;
             continue;
         }
         *dead = *dead || (word & role) != 0;
-        forget_endpoint(q, &q->q_endpoints[i], word, forget_role ? role : 0);
+        forget_endpoint(q, &q->q_endpoints[i], word,
+                        mode == SCAN_FORGET ? role : 0);
     }
 }
 
@@ -261,7 +272,7 @@ endpoint_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me)
 
     if (EP_TOKEN(old) == me && (old & EP_ROLE(side)))
         return;
-    scan_endpoints(qh, side, true, &live, &dead);
+    scan_endpoints(qh, side, SCAN_FORGET, &live, &dead);
     old = atomic_load_explicit(ep, memory_order_relaxed);
     do
         want = (EP_TOKEN(old) == me ? old : (uint64_t) me << 32)
@@ -298,7 +309,7 @@ hc_queue_detach(hc_queue_handle *qh)
     for (side = HC_QUEUE_PUT; EP_TOKEN(old) == me && side <= HC_QUEUE_GET;
          side++)
         if (old & EP_ROLE(side))
-            scan_endpoints(qh, side, true, &live, &dead);
+            scan_endpoints(qh, side, SCAN_FORGET, &live, &dead);
     do {
         if (EP_TOKEN(old) != me)
             break;
@@ -401,7 +412,7 @@ hc_queue_open(hc_segment *seg, uint64_t offset, uint64_t size,
     qh->qh_ring_mask = (ring & (ring - 1)) == 0 ? ring - 1 : 0;
     qh->qh_flags = q->q_flags & HC_QUEUE_FLAGS_MASK;
     /* Take back what sleepers killed since the last scan left counted. */
-    scan_endpoints(qh, HC_QUEUE_PUT, false, &live, &dead);
+    scan_endpoints(qh, HC_QUEUE_PUT, SCAN_REPAIR, &live, &dead);
     *out = qh;
     return HC_OK;
 }
@@ -836,7 +847,7 @@ side_alive(hc_queue_handle *qh, hc_queue_side_id side)
 {
     bool live, dead;
 
-    scan_endpoints(qh, side, false, &live, &dead);
+    scan_endpoints(qh, side, SCAN_PROBE, &live, &dead);
     return live || !dead;
 }
 
