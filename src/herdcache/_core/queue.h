@@ -26,8 +26,9 @@
  * lock (an owner-recording hc_lock, so a holder that dies is taken over)
  * around each batch, as README.barrier says concurrent writers must.  A
  * queue made with HC_QUEUE_SINGLE_PRODUCER (or _CONSUMER) has, on that
- * side, exactly one thread of one process at a time, and takes no lock on
- * the hot path; the lock then only arbitrates who that one is.
+ * side, exactly one thread of one process (until that process detaches or
+ * dies), and takes no lock on the hot path; the lock then only arbitrates
+ * who that one is.
  *
  * Waiting.  A side with nothing to do (no data, no room) spins briefly,
  * then sleeps on its futex word (qs_wake_seq) in steps of
