@@ -7,6 +7,8 @@ The pieces, each in a module of its own:
   with named structures inside.
 - :class:`Counter`, :class:`Lock`, :class:`Condition`: atomic counters, and a
   lock and condition that survive any process being killed.
+- :class:`Queue` (``herdcache.queue``): a message queue in shared memory
+  with the API of :class:`queue.Queue`, after PostgreSQL's ``shm_mq``.
 - ``herdcache.errors``: every exception, rooted at :class:`HerdcacheError`.
 """
 
@@ -24,6 +26,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 from .cache import FOREVER, Cache
 from .counter import Counter
 from .errors import HerdcacheError
+from .queue import Queue
 from .segment import Segment, StructInfo, gc, is_orphan, list_segments, remove
 from .sizes import parse_size
 from .sync import Condition, Lock
@@ -37,6 +40,7 @@ __all__ = [
     "Counter",
     "HerdcacheError",
     "Lock",
+    "Queue",
     "Segment",
     "StructInfo",
     "gc",

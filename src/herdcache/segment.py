@@ -26,13 +26,16 @@ remove those no live process is attached to.
 from __future__ import annotations
 
 import os
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 from .counter import Counter
 from .errors import SegmentNotFound
 from .sizes import parse_size
 from .sync import Condition, Lock
+
+if TYPE_CHECKING:
+    from .queue import Queue
 
 #: Seconds attach() waits for a segment another process is still creating.
 ATTACH_TIMEOUT = 30.0
@@ -181,6 +184,31 @@ class Segment:
         if lock is None:
             lock = Lock(self._handle, offset + 32)
         return Condition(_core.Condition(self._handle, offset, lock), lock)
+
+    def queue(
+        self,
+        name: str,
+        size: int | str | None = None,
+        *,
+        serializer: Any = "msgpack",
+        single_producer: bool = False,
+        single_consumer: bool = False,
+    ) -> Queue:
+        """The message queue called ``name`` (see :class:`herdcache.Queue`).
+
+        :param size: bytes of its ring, when it is created here; an
+            existing queue keeps its size, and ``None`` means it must exist.
+        :param serializer: as for :class:`herdcache.Queue`.
+        :param single_producer: at creation, one producing thread, no lock.
+        :param single_consumer: at creation, one consuming thread, no lock.
+        :raises StructMismatch: the name is taken by another kind of
+            structure, or (``size=None``) no such queue exists.
+        :raises SegmentFull: no room in the segment for ``size``.
+        """
+        from .queue import Queue
+
+        flags = (1 if single_producer else 0) | (2 if single_consumer else 0)
+        return Queue._in_segment(self, name, size, serializer, flags)
 
     def names(self) -> list[str]:
         """The names of every structure in the segment."""

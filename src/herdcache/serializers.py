@@ -190,7 +190,7 @@ class CustomSerializer:
     def __init__(self, inner: SerializerLike):
         """Wrap ``inner``."""
         self.inner = inner
-        self.name = type(inner).__name__
+        self.name = str(getattr(inner, "name", type(inner).__name__))
 
     def dumps(self, obj: Any) -> bytes:
         """``inner.dumps(obj)``, checked to be bytes."""
