@@ -20,15 +20,11 @@ noisy: compare the ratios within one run.
 
 from __future__ import annotations
 
-import os
-import sys
-
-# This file is named queue.py: run as a script, its folder comes first on
-# sys.path and would shadow the standard library's queue module.
-if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
-    del sys.path[0]
+import _pathfix  # noqa: F401  (first: this file is named queue.py)
 
 import argparse
+import os
+import sys
 import pickle
 import resource
 import statistics
