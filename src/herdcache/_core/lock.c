@@ -121,19 +121,6 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
 }
 
 hc_status
-hc_lock_acquire(hc_segment *seg, hc_lock *lock, uint64_t deadline)
-{
-    uint32_t me;
-    hc_status st = hc_slot_self(seg, &me);
-
-    if (st != HC_OK)
-        return st;
-    if (try_swap(lock, 0, me | HC_LOCK_LOCKED))
-        return acquired(seg, lock, HC_OK);
-    return acquire_slow(seg, lock, me, deadline);
-}
-
-hc_status
 hc_lock_acquire_nowait(hc_segment *seg, hc_lock *lock)
 {
     uint32_t me;
@@ -144,6 +131,18 @@ hc_lock_acquire_nowait(hc_segment *seg, hc_lock *lock)
     if (try_swap(lock, 0, me | HC_LOCK_LOCKED))
         return acquired(seg, lock, HC_OK);
     return HC_WOULD_BLOCK;
+}
+
+hc_status
+hc_lock_acquire(hc_segment *seg, hc_lock *lock, uint64_t deadline)
+{
+    uint32_t me;
+    hc_status st = hc_lock_acquire_nowait(seg, lock);
+
+    if (st != HC_WOULD_BLOCK)
+        return st;
+    st = hc_slot_self(seg, &me);
+    return st == HC_OK ? acquire_slow(seg, lock, me, deadline) : st;
 }
 
 hc_status

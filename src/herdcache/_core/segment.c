@@ -169,8 +169,8 @@ hc_segment_path(const char *name, const hc_segment_options *opts, char *buf,
     return HC_OK;
 }
 
-static void
-read_boot_id(char out[40])
+void
+hc_read_boot_id(char out[40])
 {
     FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
 
@@ -239,7 +239,7 @@ init_header(hc_segment_header *h, uint64_t size)
         h->sh_hash_seed[0] = h->sh_created_unix_ns ^ hc_now_ns();
         h->sh_hash_seed[1] = ((uint64_t) getpid() << 32) ^ (uintptr_t) h;
     }
-    read_boot_id(h->sh_boot_id);
+    hc_read_boot_id(h->sh_boot_id);
     h->sh_max_slots = HC_MAX_SLOTS;
     h->sh_registry_capacity = HC_REGISTRY_CAPACITY;
     atomic_store_explicit(&h->sh_alloc_top, h->sh_data_offset,
@@ -555,7 +555,7 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
         free(seg);
         return st;
     }
-    read_boot_id(boot_id);
+    hc_read_boot_id(boot_id);
     seg->sg_rebooted = strncmp(boot_id, seg->sg_header->sh_boot_id, 40) != 0;
     *out = seg;
     return HC_OK;

@@ -194,6 +194,9 @@ hc_segment_leave(hc_segment *seg)
     atomic_fetch_sub_explicit(&seg->sg_busy, 1, memory_order_relaxed);
 }
 
+/* This boot's id (/proc/sys/kernel/random/boot_id), "" if unknown. */
+void hc_read_boot_id(char out[40]);
+
 /* Incremented in every forked child (pthread_atfork); see slot.h. */
 uint64_t hc_fork_epoch(void);
 

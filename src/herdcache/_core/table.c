@@ -1138,19 +1138,6 @@ hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
 /* Opening                                                                */
 /* ---------------------------------------------------------------------- */
 
-static void
-read_boot_id(char out[40])
-{
-    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "re");
-
-    memset(out, 0, 40);
-    if (f != NULL) {
-        if (fgets(out, 40, f) != NULL)
-            out[strcspn(out, "\n")] = '\0';
-        fclose(f);
-    }
-}
-
 /* Make every stripe empty; the caller holds ch_init_lock. */
 static void
 initialise(hc_cache *c)
@@ -1168,7 +1155,7 @@ initialise(hc_cache *c)
     }
     h->ch_version = HC_CACHE_VERSION;
     h->ch_layout = c->ca_layout;
-    read_boot_id(h->ch_boot_id);
+    hc_read_boot_id(h->ch_boot_id);
     /* Publish: pairs with the acquire load of ch_magic in open_or_init(). */
     atomic_store_explicit(&h->ch_magic, HC_CACHE_MAGIC, memory_order_release);
 }
@@ -1180,7 +1167,7 @@ open_or_init(hc_cache *c)
     char boot_id[40];
     hc_status st;
 
-    read_boot_id(boot_id);
+    hc_read_boot_id(boot_id);
     /* Pairs with the release store in initialise(). */
     if (atomic_load_explicit(&h->ch_magic, memory_order_acquire)
         == HC_CACHE_MAGIC
