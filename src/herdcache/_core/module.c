@@ -1482,6 +1482,9 @@ refreshing_value(cache_result *res, long format)
     return value;
 }
 
+static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
+                              long format);
+
 PyDoc_STRVAR(Cache_get_doc,
 "get(key, format) -> bytes | None\n\n"
 "The stored bytes of key, or None if absent or expired.  Raises\n"
@@ -1490,21 +1493,28 @@ PyDoc_STRVAR(Cache_get_doc,
 static PyObject *
 Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    hc_cache *c = cache_get(self);
-    const char *key;
-    Py_ssize_t len;
     long format;
-    cache_result res;
 
-    if (c == NULL)
-        return NULL;
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "get(key, format)");
         return NULL;
     }
     format = PyLong_AsLong(args[1]);
-    if ((format == -1 && PyErr_Occurred())
-        || key_bytes(args[0], &key, &len) < 0
+    if (format == -1 && PyErr_Occurred())
+        return NULL;
+    return stored_bytes(self, args[0], format);
+}
+
+/* The bytes stored under key in format, None on a miss (get's body). */
+static PyObject *
+stored_bytes(CacheObject *self, PyObject *keyobj, long format)
+{
+    hc_cache *c = cache_get(self);
+    const char *key;
+    Py_ssize_t len;
+    cache_result res;
+
+    if (c == NULL || key_bytes(keyobj, &key, &len) < 0
         || cache_lookup(c, key, len, hc_now_ns(), &res) < 0)
         return NULL;
     account_read(c, key, len, &res);
@@ -1612,20 +1622,13 @@ PyDoc_STRVAR(Cache_get_value_doc,
 static PyObject *
 Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
-    PyObject *fmt, *data, *value;
-    PyObject *call[2];
+    PyObject *data, *value;
 
     if (nargs < 1 || nargs > 2) {
         PyErr_SetString(PyExc_TypeError, "get_value(key, default=None)");
         return NULL;
     }
-    fmt = PyLong_FromLong(self->decode_format);
-    if (fmt == NULL)
-        return NULL;
-    call[0] = args[0];
-    call[1] = fmt;
-    data = Cache_get(self, call, 2);
-    Py_DECREF(fmt);
+    data = stored_bytes(self, args[0], self->decode_format);
     if (data == NULL)
         return NULL;
     if (data == Py_None) {
