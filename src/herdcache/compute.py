@@ -16,7 +16,6 @@ whether the computing process is still alive.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import math
 import os
@@ -341,6 +340,8 @@ async def aget_or_compute(
 ) -> Any:
     """See :meth:`herdcache.Cache.aget_or_compute`: waits in a worker
     thread (the core sleeps with the GIL released), never in the loop."""
+    import asyncio  # here, not at the top: it doubles `import herdcache`
+
     flight = _Flight(cache, key, options)
     state, value = flight.fresh_value()
     if state == "hit":
