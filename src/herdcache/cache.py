@@ -112,7 +112,7 @@ class Cache(MutableMapping):
         try:
             offset, _found = segment._handle.alloc("cache", nbytes, _core.KIND_CACHE)
             self._core = _core.Cache(segment._handle, offset, nbytes, parse_size(max_value_size), evict)
-            self._core.set_decoder(self._tag, *self._decoder())
+            self._core.set_decoder(self._tag, *self._decoder(), self._serializer.name)
         except BaseException:
             if self._owns_segment:
                 segment.close()

@@ -1,0 +1,996 @@
+/*-------------------------------------------------------------------------
+ *
+ * py_cache.c
+ *	  herdcache._core.Cache: the shared hash table, with single flight.
+ *
+ * Reads are lock-free first (each copy validated by the item's epoch) and
+ * fall back to the stripe lock; writes and flights run with the GIL
+ * released and the segment pinned.  get_value() decodes in C by vectorcall
+ * so that a hit costs one call from Python.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "py_binding.h"
+
+#include <string.h>
+
+#include "clock.h"
+#include "flight.h"
+#include "slot.h"
+#include "table.h"
+
+/* Lock-free read attempts before a read takes the stripe lock. */
+#define READ_ATTEMPTS 8
+
+static const char *const stat_names[HC_STAT_COUNT] = {
+    [HC_STAT_HITS] = "hits",
+    [HC_STAT_MISSES] = "misses",
+    [HC_STAT_SETS] = "sets",
+    [HC_STAT_DELETES] = "deletes",
+    [HC_STAT_EVICTIONS] = "evictions",
+    [HC_STAT_EXPIRATIONS] = "expirations",
+    [HC_STAT_READ_RETRIES] = "read_retries",
+    [HC_STAT_RECOVERIES] = "recoveries",
+    [HC_STAT_COMPUTES] = "computes",
+    [HC_STAT_WAITS] = "waits",
+    [HC_STAT_COALESCED] = "coalesced",
+    [HC_STAT_TAKEOVERS] = "takeovers",
+    [HC_STAT_STALE_SERVED] = "stale_served",
+    [HC_STAT_EARLY_REFRESHES] = "early_refreshes",
+    [HC_STAT_COMPUTE_ERRORS] = "compute_errors",
+};
+
+typedef struct {
+    PyObject_HEAD
+    SegmentObject *segment;
+    hc_cache *cache;
+    /* get_value()'s decoder: decode(data, **dict(zip(kwnames, kwvalues))) */
+    PyObject *decode;           /* NULL: return the bytes */
+    PyObject *decode_kwnames;   /* tuple of str, or NULL */
+    PyObject *decode_kwvalues;  /* tuple, same length */
+    long decode_format;
+    PyObject *decode_name;      /* the serializer's name, for messages */
+} CacheObject;
+
+static hc_cache *
+cache_get(CacheObject *self)
+{
+    if (self->cache == NULL || hcpy_segment_get(self->segment) == NULL) {
+        if (!PyErr_Occurred())
+            hcpy_raise_status("cache", HC_CLOSED);
+        return NULL;
+    }
+    return self->cache;
+}
+
+static int
+Cache_init(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"segment", "offset", "size", "max_value",
+                             "evict", NULL};
+    PyObject *segobj;
+    unsigned long long offset, size;
+    unsigned int max_value = HC_DEFAULT_MAX_VALUE;
+    int evict = 1;
+    hc_segment *seg;
+    hc_cache *cache;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!KK|Ip", kwlist,
+                                     &hcpy_Segment_Type, &segobj, &offset,
+                                     &size, &max_value, &evict))
+        return -1;
+    seg = hcpy_segment_get((SegmentObject *) segobj);
+    if (seg == NULL)
+        return -1;
+    PINNED_UNLOCKED(seg, st, hc_cache_open(seg, offset, size, max_value,
+                                           evict != 0, &cache));
+    if (st != HC_OK) {
+        hcpy_raise_status("cache", st);
+        return -1;
+    }
+    if (self->cache != NULL)
+        hc_cache_close(self->cache);
+    self->cache = cache;
+    Py_INCREF(segobj);
+    Py_XSETREF(self->segment, (SegmentObject *) segobj);
+    return 0;
+}
+
+static void
+Cache_dealloc(CacheObject *self)
+{
+    if (self->cache != NULL)
+        hc_cache_close(self->cache);
+    Py_XDECREF(self->decode);
+    Py_XDECREF(self->decode_kwnames);
+    Py_XDECREF(self->decode_kwvalues);
+    Py_XDECREF(self->decode_name);
+    Py_XDECREF(self->segment);
+    Py_TYPE(self)->tp_free((PyObject *) self);
+}
+
+/* What a read returns to Python, before it is turned into objects. */
+typedef struct {
+    uint8_t *copy;              /* malloc'ed (locked path) or NULL */
+    PyObject *bytes;            /* the value (lock-free path) */
+    hc_read rd;
+    bool found;
+} cache_result;
+
+/* The locked read: copy the value into C memory under the stripe lock. */
+static hc_status
+read_locked(hc_cache *c, const char *key, uint32_t len, uint64_t hash,
+            uint64_t now, cache_result *res)
+{
+    hc_status st = hc_cache_lock_stripe(c, hash);
+
+    if (st != HC_OK)
+        return st;
+    st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
+    if (st == HC_CORRUPT) {
+        hc_cache_rebuild_locked(c, hash);
+        st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
+    }
+    if (st == HC_OK) {
+        res->copy = malloc(res->rd.rd_value_len ? res->rd.rd_value_len : 1);
+        if (res->copy == NULL)
+            st = HC_SYSTEM;
+        else {
+            memcpy(res->copy, res->rd.rd_value, res->rd.rd_value_len);
+            res->found = true;
+        }
+    }
+    hc_cache_unlock_stripe(c, hash);
+    return st == HC_NOT_FOUND || st == HC_CORRUPT ? HC_OK : st;
+}
+
+/*
+ * Look key up: lock-free a few times (each copy validated by the epoch),
+ * then under the stripe lock.  On success res->found tells hit or miss;
+ * res->bytes (or res->copy) holds the value.
+ */
+static int
+cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+             cache_result *res)
+{
+    uint64_t hash = hc_cache_hash(c, key, (size_t) len);
+    hc_status st;
+    int attempt;
+
+    memset(res, 0, sizeof(*res));
+    for (attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+        st = hc_cache_read_begin(c, key, (uint32_t) len, hash, now, &res->rd);
+        if (st == HC_OK) {
+            res->bytes = PyBytes_FromStringAndSize(
+                (const char *) res->rd.rd_value, res->rd.rd_value_len);
+            if (res->bytes == NULL)
+                return -1;
+        }
+        if (hc_cache_read_valid(&res->rd) && st != HC_CORRUPT) {
+            res->found = st == HC_OK;
+            return 0;
+        }
+        Py_CLEAR(res->bytes);
+        hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
+    }
+    PINNED_UNLOCKED(c->ca_seg, st,
+                    read_locked(c, key, (uint32_t) len, hash, now, res));
+    if (st != HC_OK) {
+        hcpy_raise_status("get", st);
+        return -1;
+    }
+    if (res->found) {
+        res->bytes = PyBytes_FromStringAndSize((const char *) res->copy,
+                                               res->rd.rd_value_len);
+        free(res->copy);
+        res->copy = NULL;
+        if (res->bytes == NULL)
+            return -1;
+    }
+    return 0;
+}
+
+/* Count a hit or a miss; reap an expired item if its lock is free. */
+static void
+account_read(hc_cache *c, const char *key, Py_ssize_t len, cache_result *res)
+{
+    if (res->found && res->rd.rd_expired)
+        hc_cache_reap_nowait(c, key, (uint32_t) len,
+                             hc_cache_hash(c, key, (size_t) len));
+    hc_cache_count_stat(c, res->found && !res->rd.rd_expired
+                           ? HC_STAT_HITS : HC_STAT_MISSES, 1);
+}
+
+/*
+ * A FLIGHT found by get(): during an early refresh it carries the old
+ * value, still fresh until fl_value_expires; return that, else None.
+ */
+static PyObject *
+refreshing_value(cache_result *res, long format)
+{
+    hc_flight_record rec;
+    const char *data = PyBytes_AS_STRING(res->bytes);
+    Py_ssize_t len = PyBytes_GET_SIZE(res->bytes);
+    PyObject *value = NULL;
+
+    if ((size_t) len >= sizeof(rec)) {
+        memcpy(&rec, data, sizeof(rec));
+        if (rec.fl_stale_until != 0 && hc_now_ns() < rec.fl_value_expires
+            && rec.fl_stale_format == format)
+            value = PyBytes_FromStringAndSize(data + sizeof(rec),
+                                              len - (Py_ssize_t) sizeof(rec));
+    }
+    Py_DECREF(res->bytes);
+    if (value == NULL && !PyErr_Occurred())
+        Py_RETURN_NONE;
+    return value;
+}
+
+static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
+                              long format);
+
+PyDoc_STRVAR(Cache_get_doc,
+"get(key, format) -> bytes | None\n\n"
+"The stored bytes of key, or None if absent or expired.  Raises\n"
+"SerializationError if the value was stored with another format tag.");
+
+static PyObject *
+Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long format;
+
+    if (nargs != 2) {
+        PyErr_SetString(PyExc_TypeError, "get(key, format)");
+        return NULL;
+    }
+    format = PyLong_AsLong(args[1]);
+    if (format == -1 && PyErr_Occurred())
+        return NULL;
+    return stored_bytes(self, args[0], format);
+}
+
+/* The bytes stored under key in format, None on a miss (get's body). */
+static PyObject *
+stored_bytes(CacheObject *self, PyObject *keyobj, long format)
+{
+    hc_cache *c = cache_get(self);
+    const char *key;
+    Py_ssize_t len;
+    cache_result res;
+
+    if (c == NULL || hcpy_key_bytes(keyobj, &key, &len) < 0
+        || cache_lookup(c, key, len, hc_now_ns(), &res) < 0)
+        return NULL;
+    account_read(c, key, len, &res);
+    if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT)
+        return refreshing_value(&res, format);
+    /* A key being computed (or that failed) holds no value for get(). */
+    if (!res.found || res.rd.rd_expired
+        || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
+        Py_RETURN_NONE;
+    }
+    if (res.rd.rd_format != format) {
+        Py_DECREF(res.bytes);
+        PyErr_Format(hcpy_SerializationError,
+                     "the value of this key was stored with format %d, this "
+                     "cache reads format %ld: open the cache with the "
+                     "serializer that wrote it", res.rd.rd_format, format);
+        return NULL;
+    }
+    return res.bytes;
+}
+
+PyDoc_STRVAR(Cache_set_decoder_doc,
+"set_decoder(format, decode=None, kwargs=None, name=None) -> None\n\n"
+"What get_value() does with the bytes of a hit of this format:\n"
+"decode(data, **kwargs), or nothing if decode is None.  name: the\n"
+"serializer's, for the message of a value that does not decode.");
+
+static PyObject *
+Cache_set_decoder(CacheObject *self, PyObject *args)
+{
+    PyObject *decode = Py_None, *kwargs = Py_None, *names = NULL, *values;
+    PyObject *name = Py_None;
+    long format;
+
+    if (!PyArg_ParseTuple(args, "l|OOO", &format, &decode, &kwargs, &name))
+        return NULL;
+    name = name == Py_None ? PyUnicode_FromFormat("format %ld", format)
+                           : Py_NewRef(name);
+    if (name == NULL)
+        return NULL;
+    Py_XSETREF(self->decode_name, name);
+    if (kwargs != Py_None) {
+        if (!PyDict_Check(kwargs)) {
+            PyErr_SetString(PyExc_TypeError, "kwargs must be a dict");
+            return NULL;
+        }
+        Py_ssize_t i, n;
+
+        names = PySequence_Tuple(kwargs);       /* the keys, in order */
+        n = names ? PyTuple_GET_SIZE(names) : 0;
+        values = names ? PyTuple_New(n) : NULL;
+        for (i = 0; values != NULL && i < n; i++)
+            PyTuple_SET_ITEM(values, i, Py_NewRef(PyDict_GetItem(
+                kwargs, PyTuple_GET_ITEM(names, i))));
+        Py_XSETREF(self->decode_kwvalues, values);
+        if (values == NULL) {
+            Py_XDECREF(names);
+            return NULL;
+        }
+    }
+    else
+        Py_CLEAR(self->decode_kwvalues);
+    Py_XSETREF(self->decode_kwnames, names);
+    Py_XSETREF(self->decode, decode == Py_None ? NULL : Py_NewRef(decode));
+    self->decode_format = format;
+    Py_RETURN_NONE;
+}
+
+/* decode(data, **kwargs) by vectorcall; a failure: SerializationError. */
+static PyObject *
+decode_value(CacheObject *self, PyObject *data)
+{
+    PyObject *stack[16], *res;
+    Py_ssize_t nkw = self->decode_kwnames
+        ? PyTuple_GET_SIZE(self->decode_kwnames) : 0, i;
+
+    if (self->decode == NULL || nkw > 15)
+        return Py_NewRef(data);
+    stack[1] = data;
+    for (i = 0; i < nkw; i++)
+        stack[2 + i] = PyTuple_GET_ITEM(self->decode_kwvalues, i);
+    res = PyObject_Vectorcall(self->decode, stack + 1,
+                              1 | PY_VECTORCALL_ARGUMENTS_OFFSET,
+                              self->decode_kwnames);
+    if (res == NULL)
+        hcpy_serializer_failed("get", self->decode_name, "decode",
+                               "the stored bytes",
+                               "Open the cache with the serializer that "
+                               "wrote the value, or delete the key");
+    return res;
+}
+
+PyDoc_STRVAR(Cache_get_value_doc,
+"get_value(key, default=None) -> object\n\n"
+"The decoded value of key (see set_decoder), or default if absent.");
+
+static PyObject *
+Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    PyObject *data, *value;
+
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "get_value(key, default=None)");
+        return NULL;
+    }
+    data = stored_bytes(self, args[0], self->decode_format);
+    if (data == NULL)
+        return NULL;
+    if (data == Py_None) {
+        Py_DECREF(data);
+        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+    }
+    value = decode_value(self, data);
+    Py_DECREF(data);
+    return value;
+}
+
+PyDoc_STRVAR(Cache_lookup_doc,
+"lookup(key) -> (bytes, format, ttl, stale_ttl, csn, delta_ms) | None\n\n"
+"Everything stored for key, expired or not: ttl is the seconds left\n"
+"(negative once expired, None if it never expires).  None if absent.");
+
+static PyObject *
+Cache_lookup(CacheObject *self, PyObject *key)
+{
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t len;
+    cache_result res;
+    uint64_t now = hc_now_ns();
+    PyObject *ttl;
+
+    if (c == NULL || hcpy_key_bytes(key, &kdata, &len) < 0
+        || cache_lookup(c, kdata, len, now, &res) < 0)
+        return NULL;
+    if (!res.found || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
+        Py_RETURN_NONE;
+    }
+    if (res.rd.rd_expires == HC_FOREVER)
+        ttl = Py_NewRef(Py_None);
+    else
+        ttl = PyFloat_FromDouble(((double) res.rd.rd_expires
+                                  - (double) now) / 1e9);
+    if (ttl == NULL) {
+        Py_DECREF(res.bytes);
+        return NULL;
+    }
+    return Py_BuildValue("(NiNdKI)", res.bytes, (int) res.rd.rd_format, ttl,
+                         (double) res.rd.rd_stale_s,
+                         (unsigned long long) res.rd.rd_csn,
+                         res.rd.rd_delta_ms);
+}
+
+/*
+ * The write of key and value that store() and flight_publish() share;
+ * the caller sets the mode and the delta.  -1 with an exception.
+ */
+static int
+write_of(hc_cache *c, PyObject *key, const Py_buffer *value, int format,
+         PyObject *ttl, PyObject *stale_ttl, hc_write *wr)
+{
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t stale_ns;
+
+    memset(wr, 0, sizeof(*wr));
+    if (hcpy_key_bytes(key, &kdata, &klen) < 0
+        || hcpy_expiry(ttl, hc_now_ns(), &wr->wr_expires) < 0
+        || hcpy_seconds(stale_ttl, "stale_ttl", HCPY_STALE, &stale_ns) < 0)
+        return -1;
+    if (format < 0 || format >= HC_FORMAT_INTERNAL
+        || value->len > UINT32_MAX) {
+        PyErr_SetString(PyExc_ValueError,
+                        "format or value size out of range");
+        return -1;
+    }
+    wr->wr_key = kdata;
+    wr->wr_key_len = (uint32_t) klen;
+    wr->wr_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    wr->wr_value = value->buf;
+    wr->wr_value_len = (uint32_t) value->len;
+    wr->wr_format = (uint8_t) format;
+    /* Whole seconds, rounded up: a stale window is never cut short. */
+    wr->wr_stale_s = (uint16_t) ((stale_ns + HC_NS_PER_SEC - 1)
+                                 / HC_NS_PER_SEC);
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_store_doc,
+"store(key, value, format, ttl=None, mode=0, expect_csn=0, stale_ttl=0.0)"
+" -> int\n\n"
+"Store bytes under key; return the write's commit sequence number, or 0\n"
+"if mode refused (1 add: exists, 2 replace: absent, 3 cas: changed).");
+
+static PyObject *
+Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "value", "format", "ttl", "mode",
+                             "expect_csn", "stale_ttl", NULL};
+    PyObject *key, *ttl = Py_None, *stale = NULL;
+    Py_buffer value;
+    int format, mode = HC_SET_ALWAYS;
+    unsigned long long expect = 0, csn = 0;
+    hc_cache *c = cache_get(self);
+    hc_write wr;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "Oy*i|OiKO", kwlist, &key,
+                                     &value, &format, &ttl, &mode, &expect,
+                                     &stale))
+        return NULL;
+    if (write_of(c, key, &value, format, ttl, stale, &wr) < 0)
+        goto fail;
+    if (mode < HC_SET_ALWAYS || mode > HC_SET_CAS) {
+        PyErr_Format(PyExc_ValueError, "mode out of range: %d", mode);
+        goto fail;
+    }
+    wr.wr_mode = (hc_set_mode) mode;
+    wr.wr_expect_csn = expect;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_set(c, &wr, (uint64_t *) &csn));
+    PyBuffer_Release(&value);
+    if (st == HC_EXISTS || st == HC_NOT_FOUND || st == HC_CONFLICT)
+        return PyLong_FromLong(0);
+    if (st != HC_OK)
+        return hcpy_raise_in(HCPY_IN_CACHE_WRITE, "set", st);
+    return PyLong_FromUnsignedLongLong(csn);
+fail:
+    PyBuffer_Release(&value);
+    return NULL;
+}
+
+PyDoc_STRVAR(Cache_delete_doc,
+"delete(key) -> bool\n\nRemove key; False if it was absent or expired.");
+
+static PyObject *
+Cache_delete(CacheObject *self, PyObject *key)
+{
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t len;
+    hc_status st;
+
+    if (c == NULL || hcpy_key_bytes(key, &kdata, &len) < 0)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_delete(c, kdata, (uint32_t) len,
+                                 hc_cache_hash(c, kdata, (size_t) len)));
+    if (st == HC_NOT_FOUND)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return hcpy_raise_status("delete", st);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(Cache_touch_doc,
+"touch(key, ttl) -> bool\n\nGive key a new ttl; False if absent.");
+
+static PyObject *
+Cache_touch(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    PyObject *key, *ttl;
+    const char *kdata;
+    Py_ssize_t len;
+    uint64_t expires;
+    hc_status st;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "OO", &key, &ttl)
+        || hcpy_key_bytes(key, &kdata, &len) < 0
+        || hcpy_expiry(ttl, hc_now_ns(), &expires) < 0)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_touch(c, kdata, (uint32_t) len,
+                                hc_cache_hash(c, kdata, (size_t) len),
+                                expires));
+    if (st == HC_NOT_FOUND)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return hcpy_raise_status("touch", st);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(Cache_clear_doc, "clear() -> None\n\nRemove every item.");
+
+static PyObject *
+Cache_clear(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_clear(c));
+    if (st != HC_OK)
+        return hcpy_raise_status("clear", st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Cache_count_doc,
+"count() -> int\n\nThe number of unexpired items.");
+
+static PyObject *
+Cache_count(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    uint64_t n = 0;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_count(c, hc_now_ns(), &n));
+    if (st != HC_OK)
+        return hcpy_raise_status("len", st);
+    return PyLong_FromUnsignedLongLong(n);
+}
+
+/* Append the packed keys of one stripe to list (as bytes objects). */
+static int
+append_keys(PyObject *list, const uint8_t *buf, size_t len)
+{
+    size_t pos = 0;
+
+    while (pos + 2 <= len) {
+        uint16_t klen;
+        PyObject *k;
+
+        memcpy(&klen, buf + pos, 2);
+        if (pos + 2 + klen > len)
+            break;
+        k = PyBytes_FromStringAndSize((const char *) buf + pos + 2, klen);
+        if (k == NULL || PyList_Append(list, k) < 0) {
+            Py_XDECREF(k);
+            return -1;
+        }
+        Py_DECREF(k);
+        pos += 2 + (size_t) klen;
+    }
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_keys_doc,
+"keys() -> list[bytes]\n\nThe keys of unexpired items, stripe by stripe.");
+
+static PyObject *
+Cache_keys(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    PyObject *list;
+    uint32_t i;
+
+    if (c == NULL || (list = PyList_New(0)) == NULL)
+        return NULL;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        uint8_t *buf = NULL;
+        size_t len = 0, count = 0;
+        hc_status st;
+
+        PINNED_UNLOCKED(c->ca_seg, st,
+                        hc_cache_stripe_keys(c, i, hc_now_ns(), &buf, &len,
+                                             &count));
+        if (st != HC_OK) {
+            Py_DECREF(list);
+            return hcpy_raise_status("keys", st);
+        }
+        if (append_keys(list, buf, len) < 0) {
+            free(buf);
+            Py_DECREF(list);
+            return NULL;
+        }
+        free(buf);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Cache_check_doc,
+"check() -> None\n\n"
+"Verify every invariant of the table (chains, queue, allocator, counts);\n"
+"raise CorruptSegment naming the first one broken.");
+
+static PyObject *
+Cache_check(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_check(c));
+    if (st != HC_OK)
+        return hcpy_raise_status("check", st);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+stats_dict(const uint64_t counts[HC_STAT_COUNT])
+{
+    PyObject *d = PyDict_New();
+    int k;
+
+    for (k = 0; d != NULL && k < HC_STAT_COUNT; k++) {
+        PyObject *v = PyLong_FromUnsignedLongLong(counts[k]);
+
+        if (v == NULL || PyDict_SetItemString(d, stat_names[k], v) < 0)
+            Py_CLEAR(d);
+        Py_XDECREF(v);
+    }
+    return d;
+}
+
+PyDoc_STRVAR(Cache_stats_doc,
+"stats() -> dict\n\nCounters summed over every process, and usage.");
+
+static PyObject *
+Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    uint64_t totals[HC_STAT_COUNT], used, capacity, items, payload;
+    PyObject *d;
+
+    if (c == NULL)
+        return NULL;
+    hc_cache_stats(c, totals);
+    hc_cache_usage(c, &used, &capacity, &items, &payload);
+    d = stats_dict(totals);
+    if (d == NULL)
+        return NULL;
+    {
+        PyObject *extra = Py_BuildValue(
+            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I}",
+            "entries", (unsigned long long) items,
+            "bytes_used", (unsigned long long) used,
+            "bytes_free", (unsigned long long) (capacity - used),
+            "bytes_capacity", (unsigned long long) capacity,
+            "payload_bytes", (unsigned long long) payload,
+            "max_value_size", c->ca_max_value,
+            "stripes", c->ca_layout.cl_nstripes);
+
+        if (extra == NULL || PyDict_Update(d, extra) < 0) {
+            Py_XDECREF(extra);
+            goto fail;
+        }
+        Py_DECREF(extra);
+    }
+    return d;
+fail:
+    Py_DECREF(d);
+    return NULL;
+}
+
+PyDoc_STRVAR(Cache_stats_by_process_doc,
+"stats_by_process() -> list[dict]\n\n"
+"Per-process counters (pid 0: processes that have exited).");
+
+static PyObject *
+Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    PyObject *list;
+    uint32_t i;
+
+    if (c == NULL || (list = PyList_New(0)) == NULL)
+        return NULL;
+    for (i = 0; i <= HC_MAX_SLOTS; i++) {
+        uint64_t counts[HC_STAT_COUNT];
+        uint32_t pid;
+        PyObject *d, *pidobj;
+
+        if (!hc_cache_stats_slot(c, i, counts, &pid))
+            continue;
+        d = stats_dict(counts);
+        pidobj = PyLong_FromUnsignedLong(pid);
+        if (d == NULL || pidobj == NULL
+            || PyDict_SetItemString(d, "pid", pidobj) < 0
+            || PyList_Append(list, d) < 0) {
+            Py_XDECREF(pidobj);
+            Py_XDECREF(d);
+            Py_DECREF(list);
+            return NULL;
+        }
+        Py_DECREF(pidobj);
+        Py_DECREF(d);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Cache_count_stat_doc,
+"count_stat(name, n=1) -> None\n\nAdd n to this process's counter name.");
+
+static PyObject *
+Cache_count_stat(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    const char *name;
+    unsigned long long n = 1;
+    int k;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "s|K", &name, &n))
+        return NULL;
+    for (k = 0; k < HC_STAT_COUNT; k++) {
+        if (strcmp(stat_names[k], name) == 0) {
+            hc_cache_count_stat(c, (hc_stat) k, n);
+            Py_RETURN_NONE;
+        }
+    }
+    PyErr_Format(PyExc_ValueError, "no statistic %s", name);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Single flight (Cache methods)                                          */
+/* ---------------------------------------------------------------------- */
+
+static const char *const outcome_names[] = {
+    [HC_FLIGHT_HIT] = "hit",
+    [HC_FLIGHT_STALE] = "stale",
+    [HC_FLIGHT_COMPUTE] = "compute",
+    [HC_FLIGHT_WAIT] = "wait",
+    [HC_FLIGHT_FAILED] = "failed",
+};
+
+PyDoc_STRVAR(Cache_flight_begin_doc,
+"flight_begin(key, lease, waited_round=0, refresh=False)\n"
+"    -> (outcome, data, format, round, wait_seq, ttl, delta_ms, took_over)\n\n"
+"Under the key's stripe lock, decide what this caller does: outcome is\n"
+"'hit' (data is the value), 'stale' (data is the old value; another\n"
+"process computes), 'compute' (you compute round; publish or abort it),\n"
+"'wait' (another computes round: flight_wait(key, wait_seq), then begin\n"
+"again) or 'failed' (data is the error of the round you waited for).");
+
+static PyObject *
+Cache_flight_begin(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "lease", "waited_round", "refresh", NULL};
+    PyObject *key, *lease, *data = Py_None, *ttl = Py_None, *res_obj;
+    unsigned long long waited = 0;
+    int refresh = 0;
+    hc_cache *c = cache_get(self);
+    hc_flight_request rq;
+    hc_flight_result res;
+    const char *kdata;
+    Py_ssize_t klen;
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "OO|Kp", kwlist, &key,
+                                        &lease, &waited, &refresh)
+        || hcpy_key_bytes(key, &kdata, &klen) < 0)
+        return NULL;
+    memset(&rq, 0, sizeof(rq));
+    if (hcpy_seconds(lease, "lease", HCPY_LEASE, &rq.fq_lease_ns) < 0)
+        return NULL;
+    rq.fq_key = kdata;
+    rq.fq_key_len = (uint32_t) klen;
+    rq.fq_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    rq.fq_waited_round = waited;
+    rq.fq_refresh = refresh != 0;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_begin(c, &rq, &res));
+    if (st != HC_OK) {
+        free(res.fr_data);
+        return hcpy_raise_status("get_or_compute", st);
+    }
+    if (res.fr_data != NULL)
+        data = PyBytes_FromStringAndSize((const char *) res.fr_data,
+                                         res.fr_len);
+    free(res.fr_data);
+    if (data == NULL)
+        return NULL;
+    if (res.fr_outcome == HC_FLIGHT_HIT && res.fr_expires != HC_FOREVER)
+        ttl = PyFloat_FromDouble(((double) res.fr_expires
+                                  - (double) hc_now_ns()) / 1e9);
+    else
+        Py_INCREF(ttl);
+    res_obj = Py_BuildValue("(sOiKINIO)", outcome_names[res.fr_outcome],
+                            data, (int) res.fr_format,
+                            (unsigned long long) res.fr_round,
+                            res.fr_wait_seq, ttl, res.fr_delta_ms,
+                            res.fr_took_over ? Py_True : Py_False);
+    if (data != Py_None)
+        Py_DECREF(data);
+    return res_obj;
+}
+
+PyDoc_STRVAR(Cache_flight_wait_doc,
+"flight_wait(key, wait_seq, timeout) -> None\n\n"
+"Sleep (GIL released) until a flight of key's stripe ends, the timeout\n"
+"passes, or one probe slice (50 ms) is over; then call flight_begin.");
+
+static PyObject *
+Cache_flight_wait(CacheObject *self, PyObject *args)
+{
+    PyObject *key, *timeout;
+    unsigned int seq;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t deadline, hash;
+    hc_status st;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "OIO", &key, &seq, &timeout)
+        || hcpy_key_bytes(key, &kdata, &klen) < 0
+        || hcpy_deadline(timeout, HCPY_WAIT, &deadline) < 0)
+        return NULL;
+    hash = hc_cache_hash(c, kdata, (size_t) klen);
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_wait(c, hash, seq, deadline));
+    if (st == HC_INTERRUPTED && PyErr_CheckSignals() < 0)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Cache_flight_publish_doc,
+"flight_publish(key, value, format, ttl, round, stale_ttl=0, delta_ms=0)"
+" -> bool\n\n"
+"Store the computed value if round is still the key's flight; False if\n"
+"the round was taken over or the key was set or deleted meanwhile.");
+
+static PyObject *
+Cache_flight_publish(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "value", "format", "ttl", "round",
+                             "stale_ttl", "delta_ms", NULL};
+    PyObject *key, *ttl, *stale = NULL;
+    Py_buffer value;
+    int format;
+    unsigned long long round;
+    unsigned int delta_ms = 0;
+    hc_cache *c = cache_get(self);
+    hc_write wr;
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "Oy*iOK|OI", kwlist, &key,
+                                        &value, &format, &ttl, &round,
+                                        &stale, &delta_ms))
+        return NULL;
+    if (write_of(c, key, &value, format, ttl, stale, &wr) < 0) {
+        PyBuffer_Release(&value);
+        return NULL;
+    }
+    wr.wr_delta_ms = delta_ms > UINT16_MAX ? UINT16_MAX : (uint16_t) delta_ms;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_publish(c, &wr, round));
+    PyBuffer_Release(&value);
+    if (st == HC_CONFLICT)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return hcpy_raise_in(HCPY_IN_CACHE_WRITE, "set", st);
+    Py_RETURN_TRUE;
+}
+
+PyDoc_STRVAR(Cache_flight_abort_doc,
+"flight_abort(key, round, error=None, error_ttl=0.0) -> bool\n\n"
+"End round without a value: with error bytes, its waiters fail with them\n"
+"(and callers for error_ttl seconds too); without, the key is freed.");
+
+static PyObject *
+Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"key", "round", "error", "error_ttl", NULL};
+    PyObject *key;
+    unsigned long long round;
+    Py_buffer err = {0};
+    PyObject *error_ttl = NULL;
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t error_ns;
+    hc_status st;
+
+    if (c == NULL
+        || !PyArg_ParseTupleAndKeywords(args, kw, "OK|z*O", kwlist, &key,
+                                        &round, &err, &error_ttl))
+        return NULL;
+    if (hcpy_key_bytes(key, &kdata, &klen) < 0 || err.len > UINT32_MAX
+        || hcpy_seconds(error_ttl, "error_ttl", HCPY_GRACE, &error_ns) < 0) {
+        PyBuffer_Release(&err);
+        return NULL;
+    }
+    PINNED_UNLOCKED(c->ca_seg, st, hc_flight_abort(c, kdata, (uint32_t) klen,
+                                 hc_cache_hash(c, kdata, (size_t) klen),
+                                 round, err.buf, (uint32_t) err.len,
+                                 hc_now_ns() + error_ns));
+    PyBuffer_Release(&err);
+    if (st == HC_CONFLICT)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return hcpy_raise_status("get_or_compute", st);
+    Py_RETURN_TRUE;
+}
+
+static PyMethodDef Cache_methods[] = {
+    {"get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
+     Cache_get_doc},
+    {"lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
+    {"set_decoder", (PyCFunction) Cache_set_decoder, METH_VARARGS,
+     Cache_set_decoder_doc},
+    {"get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
+     METH_FASTCALL, Cache_get_value_doc},
+    {"store", (PyCFunction) (void (*)(void)) Cache_store,
+     METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
+    {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},
+    {"touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
+    {"clear", (PyCFunction) Cache_clear, METH_NOARGS, Cache_clear_doc},
+    {"count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},
+    {"keys", (PyCFunction) Cache_keys, METH_NOARGS, Cache_keys_doc},
+    {"check", (PyCFunction) Cache_check, METH_NOARGS, Cache_check_doc},
+    {"stats", (PyCFunction) Cache_stats, METH_NOARGS, Cache_stats_doc},
+    {"stats_by_process", (PyCFunction) Cache_stats_by_process, METH_NOARGS,
+     Cache_stats_by_process_doc},
+    {"count_stat", (PyCFunction) Cache_count_stat, METH_VARARGS,
+     Cache_count_stat_doc},
+    {"flight_begin", (PyCFunction) (void (*)(void)) Cache_flight_begin,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_begin_doc},
+    {"flight_wait", (PyCFunction) Cache_flight_wait, METH_VARARGS,
+     Cache_flight_wait_doc},
+    {"flight_publish", (PyCFunction) (void (*)(void)) Cache_flight_publish,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_publish_doc},
+    {"flight_abort", (PyCFunction) (void (*)(void)) Cache_flight_abort,
+     METH_VARARGS | METH_KEYWORDS, Cache_flight_abort_doc},
+    {NULL}
+};
+
+PyTypeObject hcpy_Cache_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Cache",
+    .tp_basicsize = sizeof(CacheObject),
+    .tp_dealloc = (destructor) Cache_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Cache(segment, offset, size, max_value=1MiB, evict=True): "
+              "the shared hash table at offset of segment.",
+    .tp_methods = Cache_methods,
+    .tp_init = (initproc) Cache_init,
+    .tp_new = PyType_GenericNew,
+};

@@ -1,0 +1,313 @@
+/*-------------------------------------------------------------------------
+ *
+ * py_segment.c
+ *	  herdcache._core.Segment: one process's mapping of a segment.
+ *
+ * A Segment object owns its hc_segment until close().  It counts what may
+ * still point into the mapping from this process (exported buffers, held
+ * locks; GIL-free calls count themselves in sg_busy through
+ * PINNED_UNLOCKED) and refuses close() while any is there.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "py_binding.h"
+
+#include <string.h>
+
+#include "registry.h"
+#include "slot.h"
+
+hc_segment *
+hcpy_segment_get(SegmentObject *self)
+{
+    if (self->seg == NULL)
+        hcpy_raise_status("segment", HC_CLOSED);
+    return self->seg;
+}
+
+PyObject *
+hcpy_segment_wrap(hc_segment *seg)
+{
+    SegmentObject *self = PyObject_New(SegmentObject, &hcpy_Segment_Type);
+
+    if (self == NULL) {
+        hc_segment_close(seg);
+        return NULL;
+    }
+    self->seg = seg;
+    self->exports = 0;
+    self->locks_held = 0;
+    return (PyObject *) self;
+}
+
+static void
+Segment_dealloc(SegmentObject *self)
+{
+    /* If locks are still held the mapping must stay: leak it, safely. */
+    if (self->seg != NULL)
+        hc_segment_close(self->seg);
+    PyObject_Free(self);
+}
+
+PyDoc_STRVAR(Segment_close_doc,
+"close() -> None\n\n"
+"Unmap this process's view of the segment.  Raises SegmentBusy while a\n"
+"lock of the segment is held by this process or a memoryview is alive.");
+
+static PyObject *
+Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_status st;
+
+    if (self->seg == NULL)
+        Py_RETURN_NONE;
+    if (self->exports > 0 || self->locks_held > 0) {
+        hc_set_detail("%zd memoryviews of it are alive and %zd of its locks "
+                      "are held", self->exports, self->locks_held);
+        return hcpy_raise_status("close", HC_BUSY);
+    }
+    st = hc_segment_close(self->seg);
+    if (st != HC_OK)
+        return hcpy_raise_status("close", st);
+    self->seg = NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Segment_alloc_doc,
+"alloc(name, size, kind) -> (offset, found)\n\n"
+"Find the structure called name, or allocate size bytes for it (zeroed,\n"
+"64-byte aligned, never freed).  found tells which.");
+
+static PyObject *
+Segment_alloc(SegmentObject *self, PyObject *args)
+{
+    const char *name;
+    Py_ssize_t name_len;
+    unsigned long long size;
+    int kind;
+    hc_struct_info info;
+    bool found = false;
+    hc_segment *seg = hcpy_segment_get(self);
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    if (!PyArg_ParseTuple(args, "s#Ki", &name, &name_len, &size, &kind))
+        return NULL;
+    if (kind <= 0 || kind >= HC_KIND_COUNT) {
+        PyErr_Format(PyExc_ValueError, "unknown structure kind %d", kind);
+        return NULL;
+    }
+    PINNED_UNLOCKED(seg, st,
+                    hc_registry_find_or_alloc(seg, name, (size_t) name_len,
+                                              size, (hc_struct_kind) kind,
+                                              &info, &found));
+    if (st != HC_OK)
+        return hcpy_raise_status("struct", st);
+    return Py_BuildValue("(KO)", (unsigned long long) info.offset,
+                         found ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(Segment_structs_doc,
+"structs() -> list[tuple[str, str, int, int]]\n\n"
+"Every named structure as (name, kind, offset, size).");
+
+/*
+ * A structure's name as str.  Names come from the segment, so they are
+ * untrusted: one that is not UTF-8 (no name herdcache wrote ever is)
+ * means the registry is corrupt, not that the caller passed bad text.
+ */
+static PyObject *
+struct_name(const hc_struct_info *info, size_t index)
+{
+    PyObject *name = PyUnicode_DecodeUTF8(info->name,
+                                          (Py_ssize_t) strlen(info->name),
+                                          "strict");
+
+    if (name == NULL && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+        PyErr_Clear();
+        hc_set_detail("the name of structure %zu is not UTF-8", index);
+        hcpy_raise_status("structs", HC_CORRUPT);
+    }
+    return name;
+}
+
+static PyObject *
+Segment_structs(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_struct_info infos[HC_REGISTRY_CAPACITY];
+    size_t count = 0, i;
+    hc_segment *seg = hcpy_segment_get(self);
+    PyObject *list;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    st = hc_registry_list(seg, infos, HC_REGISTRY_CAPACITY, &count);
+    if (st != HC_OK)
+        return hcpy_raise_status("structs", st);
+    list = PyList_New(0);
+    for (i = 0; list != NULL && i < count && i < HC_REGISTRY_CAPACITY; i++) {
+        PyObject *name = struct_name(&infos[i], i);
+        PyObject *item = name == NULL ? NULL : Py_BuildValue(
+            "(NsKK)", name, hc_struct_kind_name(infos[i].kind),
+            (unsigned long long) infos[i].offset,
+            (unsigned long long) infos[i].size);
+
+        if (item == NULL || PyList_Append(list, item) < 0) {
+            Py_XDECREF(item);
+            Py_CLEAR(list);
+            break;
+        }
+        Py_DECREF(item);
+    }
+    return list;
+}
+
+PyDoc_STRVAR(Segment_info_doc,
+"info() -> dict\n\n"
+"Identity and usage of the segment: name, path, size, used, free,\n"
+"creator pid and uid, creation time, attached processes, own slot.");
+
+static PyObject *
+Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = hcpy_segment_get(self);
+    hc_segment_header *h;
+    uint64_t top;
+    uint32_t live, slot = 0;
+    hc_status st;
+
+    if (seg == NULL)
+        return NULL;
+    h = seg->sg_header;
+    top = atomic_load_explicit(&h->sh_alloc_top, memory_order_relaxed);
+    if (top > seg->sg_size)
+        top = seg->sg_size;
+    st = hc_slot_self_index(seg, &slot);
+    if (st != HC_OK)
+        return hcpy_raise_status("info", st);
+    PINNED_UNLOCKED(seg, live, hc_slot_count_live(seg));
+    return Py_BuildValue(
+        "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I}",
+        "name", seg->sg_name, "path", seg->sg_path,
+        "anonymous", seg->sg_anonymous ? Py_True : Py_False,
+        "size", (unsigned long long) seg->sg_size,
+        "used", (unsigned long long) top,
+        "free", (unsigned long long) (seg->sg_size - top),
+        "data_offset", (unsigned long long) h->sh_data_offset,
+        "creator_pid", h->sh_creator_pid, "creator_uid", h->sh_creator_uid,
+        "created", (double) h->sh_created_unix_ns / 1e9,
+        "layout_version", h->sh_layout_version,
+        "attached", live,
+        "rebooted", seg->sg_rebooted ? Py_True : Py_False,
+        "slot", slot, "max_processes", (unsigned) HC_MAX_SLOTS);
+}
+
+PyDoc_STRVAR(Segment_hash_seed_doc,
+"hash_seed() -> bytes\n\nThe segment's random 16-byte hashing key.");
+
+static PyObject *
+Segment_hash_seed(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_segment *seg = hcpy_segment_get(self);
+
+    if (seg == NULL)
+        return NULL;
+    return PyBytes_FromStringAndSize(
+        (const char *) seg->sg_header->sh_hash_seed,
+        sizeof(seg->sg_header->sh_hash_seed));
+}
+
+static PyObject *
+Segment_get_closed(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    return PyBool_FromLong(self->seg == NULL);
+}
+
+static PyObject *
+Segment_get_size(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = hcpy_segment_get(self);
+
+    return seg ? PyLong_FromUnsignedLongLong(seg->sg_size) : NULL;
+}
+
+static PyObject *
+Segment_get_path(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = hcpy_segment_get(self);
+
+    if (seg == NULL)
+        return NULL;
+    if (seg->sg_anonymous)
+        Py_RETURN_NONE;
+    return PyUnicode_DecodeFSDefault(seg->sg_path);
+}
+
+static PyObject *
+Segment_get_created(SegmentObject *self, void *Py_UNUSED(closure))
+{
+    hc_segment *seg = hcpy_segment_get(self);
+
+    return seg ? PyBool_FromLong(seg->sg_creator) : NULL;
+}
+
+static int
+Segment_getbuffer(SegmentObject *self, Py_buffer *view, int flags)
+{
+    hc_segment *seg = hcpy_segment_get(self);
+
+    if (seg == NULL)
+        return -1;
+    if (PyBuffer_FillInfo(view, (PyObject *) self, seg->sg_base,
+                          (Py_ssize_t) seg->sg_size, 0, flags) < 0)
+        return -1;
+    self->exports++;
+    return 0;
+}
+
+static void
+Segment_releasebuffer(SegmentObject *self, Py_buffer *Py_UNUSED(view))
+{
+    self->exports--;
+}
+
+static PyBufferProcs Segment_as_buffer = {
+    (getbufferproc) Segment_getbuffer,
+    (releasebufferproc) Segment_releasebuffer,
+};
+
+static PyMethodDef Segment_methods[] = {
+    {"close", (PyCFunction) Segment_close, METH_NOARGS, Segment_close_doc},
+    {"alloc", (PyCFunction) Segment_alloc, METH_VARARGS, Segment_alloc_doc},
+    {"structs", (PyCFunction) Segment_structs, METH_NOARGS,
+     Segment_structs_doc},
+    {"info", (PyCFunction) Segment_info, METH_NOARGS, Segment_info_doc},
+    {"hash_seed", (PyCFunction) Segment_hash_seed, METH_NOARGS,
+     Segment_hash_seed_doc},
+    {NULL}
+};
+
+static PyGetSetDef Segment_getset[] = {
+    {"closed", (getter) Segment_get_closed, NULL, "True after close()", NULL},
+    {"size", (getter) Segment_get_size, NULL, "bytes mapped", NULL},
+    {"path", (getter) Segment_get_path, NULL, "file path, None if anonymous",
+     NULL},
+    {"created", (getter) Segment_get_created, NULL,
+     "True if this process created the segment", NULL},
+    {NULL}
+};
+
+PyTypeObject hcpy_Segment_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core.Segment",
+    .tp_basicsize = sizeof(SegmentObject),
+    .tp_dealloc = (destructor) Segment_dealloc,
+    .tp_as_buffer = &Segment_as_buffer,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A mapped shared memory segment (made by create, attach, "
+              "open or anonymous).",
+    .tp_methods = Segment_methods,
+    .tp_getset = Segment_getset,
+};
