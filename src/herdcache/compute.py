@@ -60,11 +60,12 @@ class ComputeOptions:
     def __post_init__(self) -> None:
         if not self.lease > 0:
             raise InvalidArgument(f"lease must be > 0 seconds, got {self.lease!r}")
-        if self.stale_ttl < 0 or self.stale_ttl > 65535:
+        # Written as "not in range" so that NaN, which compares False, is refused.
+        if not 0 <= self.stale_ttl <= 65535:
             raise InvalidArgument(f"stale_ttl must be 0..65535 seconds, got {self.stale_ttl!r}")
-        if self.early_refresh < 0 or self.negative_ttl < 0:
+        if not (self.early_refresh >= 0 and self.negative_ttl >= 0):
             raise InvalidArgument("early_refresh and negative_ttl must be >= 0")
-        if self.wait_timeout is not None and self.wait_timeout < 0:
+        if self.wait_timeout is not None and not self.wait_timeout >= 0:
             raise InvalidArgument(f"wait_timeout must be >= 0 or None, got {self.wait_timeout!r}")
 
 

@@ -147,3 +147,22 @@ def test_a_full_cache_does_not_evict_a_key_being_computed(cache) -> None:
 
     assert got == {"owner": "first", "later": "first"}
     assert cache.get("hot") == "first"
+
+
+def test_an_infinite_negative_ttl_keeps_the_error_and_nan_is_refused(cache) -> None:
+    """negative_ttl=inf remembers a failure for good (the core saturates
+    instead of casting inf to an integer); NaN is refused before computing."""
+    calls = []
+
+    def fail() -> None:
+        calls.append(1)
+        raise LookupError("gone")
+
+    for _ in range(3):
+        with pytest.raises(LookupError, match="gone"):
+            cache.get_or_compute("k", fail, negative_ttl=float("inf"))
+    assert len(calls) == 1
+    for option in ("negative_ttl", "early_refresh", "stale_ttl", "wait_timeout"):
+        with pytest.raises(herdcache.errors.InvalidArgument):
+            cache.get_or_compute("j", fail, **{option: float("nan")})
+    assert len(calls) == 1
