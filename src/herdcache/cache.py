@@ -45,6 +45,9 @@ from .sizes import parse_size
 #: A ttl meaning "never expires", whatever the cache's default_ttl.
 FOREVER = math.inf
 
+#: The name of the cache's structure in its segment.
+STRUCT_NAME = "cache"
+
 #: Bytes of a named segment kept outside the cache for other structures
 #: (counters, locks, queues) its users may add.
 RESERVED_BYTES = 1 << 20
@@ -110,7 +113,7 @@ class Cache(MutableMapping):
         self.name = name
         nbytes = _cache_bytes(segment)
         try:
-            offset, _found = segment._handle.alloc("cache", nbytes, _core.KIND_CACHE)
+            offset, _found = segment._handle.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
             self._core = _core.Cache(segment._handle, offset, nbytes, parse_size(max_value_size), evict)
             self._core.set_decoder(self._tag, *self._decoder(), self._serializer.name)
         except BaseException:

@@ -17,7 +17,7 @@ import sys
 import time
 from typing import Callable, Sequence
 
-from .errors import HerdcacheError
+from .errors import HerdcacheError, StructMismatch
 from .segment import Segment, default_dir, gc, is_orphan, list_segments, remove
 from .sizes import format_size
 
@@ -61,10 +61,17 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("stats")
 def _stats(args: argparse.Namespace) -> int:
-    from .cache import Cache
+    from .cache import STRUCT_NAME, Cache
 
     segment = Segment.attach(args.name, dir=args.dir)
     try:
+        # Inspection never writes: opening a Cache where there is none
+        # would allocate one.
+        if not any(s.name == STRUCT_NAME and s.kind == "cache" for s in segment.structs()):
+            raise StructMismatch(
+                f"stats: segment {args.name!r} holds no cache. "
+                f"See what it holds with `python -m herdcache info {args.name}`"
+            )
         stats = Cache(segment=segment).stats()
         per_process = stats.pop("per_process")
         width = max(len(k) for k in stats)

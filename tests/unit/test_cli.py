@@ -91,3 +91,24 @@ def test_info_of_a_file_that_is_not_a_segment_exits_1(segdir: str) -> None:
         f.write(b"x" * 200_000)
     done = cli(segdir, "info", "junk")
     assert done.returncode == 1 and "not a herdcache segment" in done.stderr
+
+
+def test_stats_of_a_cache_prints_its_counters(segdir: str) -> None:
+    from herdcache import Cache
+
+    with Cache("cached", "4MiB", dir=segdir) as cache:
+        cache["k"] = 1
+        assert cache["k"] == 1
+        done = cli(segdir, "stats", "cached")
+    assert done.returncode == 0, done.stderr
+    assert "hits" in done.stdout and "per process" in done.stdout
+
+
+def test_stats_of_a_segment_without_a_cache_exits_1_and_writes_nothing(segdir: str, in_use: Segment) -> None:
+    before = in_use.structs()
+    used = in_use.info()["used"]
+    done = cli(segdir, "stats", "busy")
+    assert done.returncode == 1
+    assert done.stderr.startswith("herdcache: ") and "holds no cache" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert in_use.structs() == before and in_use.info()["used"] == used
