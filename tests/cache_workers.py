@@ -113,7 +113,7 @@ def checked_reader(
         while (done < reads) if seconds <= 0 else (time.monotonic() < deadline):
             for key in keys:
                 if use_lookup:
-                    found = cache._core.lookup(key)
+                    found = cache._lookup(key)
                     value = None if found is None else found[0]
                     if found is not None and found[1] != TAG_RAW:
                         bad.append((key, "format", found[1]))
@@ -235,7 +235,7 @@ def corrupt_and_use(name: str, mode: str, seed: int) -> None:
     rng = random.Random(seed)
     cache = Cache(name, serializer="raw")
     info = next(entry for entry in cache.segment.structs() if entry.name == "cache")
-    with memoryview(cache.segment._handle) as whole, whole[info.offset : info.offset + info.size] as region:
+    with memoryview(cache.segment) as whole, whole[info.offset : info.offset + info.size] as region:
         corrupt(region, mode, rng)
     seen: dict[str, int] = {}
 
@@ -250,7 +250,7 @@ def corrupt_and_use(name: str, mode: str, seed: int) -> None:
     def read() -> None:
         for key in keys:
             attempt(cache.get, key)
-            attempt(cache._core.lookup, key)
+            attempt(cache._lookup, key)
         attempt(len, cache)
         attempt(list, cache)
         attempt(cache.stats)

@@ -54,9 +54,6 @@ RESERVED_BYTES = 1 << 20
 
 _MISSING = object()
 
-# hc_set_mode in table.h
-_SET, _ADD, _REPLACE, _CAS = 0, 1, 2, 3
-
 
 def _cache_bytes(segment: Segment) -> int:
     """The size of the cache structure in a segment: a pure function of the
@@ -65,7 +62,7 @@ def _cache_bytes(segment: Segment) -> int:
     return info["size"] - info["data_offset"] - min(RESERVED_BYTES, info["size"] // 8)
 
 
-class Cache(MutableMapping):
+class Cache(_core.Cache, MutableMapping):
     """A key/value cache in shared memory, shared by every process that opens it.
 
     :param name: the segment's name (attach or create); None for an
@@ -113,9 +110,9 @@ class Cache(MutableMapping):
         self.name = name
         nbytes = _cache_bytes(segment)
         try:
-            offset, _found = segment._handle.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
-            self._core = _core.Cache(segment._handle, offset, nbytes, parse_size(max_value_size), evict)
-            self._core.set_decoder(self._tag, *self._decoder(), self._serializer.name)
+            offset, _found = segment.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
+            super().__init__(segment, offset, nbytes, parse_size(max_value_size), evict)
+            self._set_decoder(self._tag, *self._decoder(), self._serializer.name)
         except BaseException:
             if self._owns_segment:
                 segment.close()
@@ -141,15 +138,17 @@ class Cache(MutableMapping):
             raise InvalidArgument(f"ttl must be seconds (a number), None or herdcache.FOREVER, not {ttl!r}")
         return float(ttl)
 
-    def _store(self, key: Any, value: Any, ttl: float | None, mode: int = _SET, expect: int = 0) -> int:
+    def _encode_and_store(
+        self, key: Any, value: Any, ttl: float | None, mode: int = _core.SET_ALWAYS, expect: int = 0
+    ) -> int:
         data = self._dumps(value)  # refuses bad values before any shared write
-        return self._core.store(key, data, self._tag, self._ttl(ttl), mode, expect)
+        return self._store(key, data, self._tag, self._ttl(ttl), mode, expect)
 
     # -- the dict / Django-like API ----------------------------------------------
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
-        return self._core.get_value(key, default)
+        return self._get_value(key, default)
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
@@ -166,30 +165,26 @@ class Cache(MutableMapping):
             self._dumps(value)
             self.delete(key)
             return
-        self._store(key, value, ttl)
+        self._encode_and_store(key, value, ttl)
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent (or expired); True if stored."""
-        return self._store(key, value, ttl, _ADD) != 0
+        return self._encode_and_store(key, value, ttl, _core.SET_ADD) != 0
 
     def replace(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is present; True if stored."""
-        return self._store(key, value, ttl, _REPLACE) != 0
-
-    def delete(self, key: Any) -> bool:
-        """Remove ``key``; True if it was there."""
-        return self._core.delete(key)
+        return self._encode_and_store(key, value, ttl, _core.SET_REPLACE) != 0
 
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
-        return self._core.touch(key, self._ttl(ttl))
+        return self._touch(key, self._ttl(ttl))
 
     def ttl(self, key: Any) -> float | None:
         """Seconds ``key`` has left; None if it never expires.
 
         :raises KeyError: if the key is absent or expired.
         """
-        found = self._core.lookup(key)
+        found = self._lookup(key)
         if found is None or (found[2] is not None and found[2] <= 0):
             raise KeyError(key)
         return found[2]
@@ -203,7 +198,7 @@ class Cache(MutableMapping):
         :raises SerializationError: if another serializer wrote the value.
         """
         while True:
-            found = self._core.lookup(key)
+            found = self._lookup(key)
             if found is None or (found[2] is not None and found[2] <= 0):
                 raise KeyError(key)
             data, fmt, remaining, _stale, csn, _delta = found
@@ -219,7 +214,7 @@ class Cache(MutableMapping):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
             new = value + delta
             ttl = FOREVER if remaining is None else max(remaining, 1e-9)
-            if self._store(key, new, ttl, _CAS, csn):
+            if self._encode_and_store(key, new, ttl, _core.SET_CAS, csn):
                 return new
 
     def decr(self, key: Any, delta: int = 1) -> int:
@@ -229,7 +224,7 @@ class Cache(MutableMapping):
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that are present, as a dict."""
         found = {}
-        get = self._core.get_value
+        get = self._get_value
         for key in keys:
             value = get(key, _MISSING)
             if value is not _MISSING:
@@ -241,20 +236,16 @@ class Cache(MutableMapping):
         encoded = [(key, self._dumps(value)) for key, value in mapping.items()]
         effective = self._ttl(ttl)
         for key, data in encoded:
-            self._core.store(key, data, self._tag, effective)
+            self._store(key, data, self._tag, effective)
 
     def delete_many(self, keys: Iterable[Any]) -> int:
         """Remove ``keys``; return how many were there."""
-        return sum(1 for key in keys if self._core.delete(key))
-
-    def clear(self) -> None:
-        """Remove every key, for every process."""
-        self._core.clear()
+        return sum(1 for key in keys if self.delete(key))
 
     def keys(self) -> list[Any]:  # type: ignore[override]
         """The unexpired keys: str where they are valid UTF-8, else bytes."""
         result: list[Any] = []
-        for raw in self._core.keys():
+        for raw in self._keys():
             try:
                 result.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
@@ -262,7 +253,7 @@ class Cache(MutableMapping):
         return result
 
     def __getitem__(self, key: Any) -> Any:
-        value = self._core.get_value(key, _MISSING)
+        value = self._get_value(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
@@ -271,17 +262,17 @@ class Cache(MutableMapping):
         self.set(key, value)
 
     def __delitem__(self, key: Any) -> None:
-        if not self._core.delete(key):
+        if not self.delete(key):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return self._core.get(key, self._tag) is not None
+        return self._get(key, self._tag) is not None
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())
 
     def __len__(self) -> int:
-        return self._core.count()
+        return self._count()
 
     # -- no stampede ---------------------------------------------------------------
 
@@ -365,13 +356,9 @@ class Cache(MutableMapping):
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
         payload_bytes) and ``per_process``: the counters of each process."""
-        stats = self._core.stats()
-        stats["per_process"] = self._core.stats_by_process()
+        stats = self._stats()
+        stats["per_process"] = self._stats_by_process()
         return stats
-
-    def check(self) -> None:
-        """Verify the table's invariants; raise CorruptSegment if one is broken."""
-        self._core.check()
 
     def close(self) -> None:
         """Close this process's view (the segment too, if the cache opened it)."""
@@ -387,6 +374,6 @@ class Cache(MutableMapping):
     def __repr__(self) -> str:
         where = self.name or "(anonymous)"
         try:
-            return f"<herdcache.Cache {where!r} entries={self._core.stats()['entries']}>"
+            return f"<herdcache.Cache {where!r} entries={self._stats()['entries']}>"
         except HerdcacheError:
             return f"<herdcache.Cache {where!r} closed>"

@@ -89,9 +89,9 @@ def _release_owned_flights() -> None:
     with _owned_lock:
         owned = list(_owned.items())
         _owned.clear()
-    for (_ident, key, round_), core in owned:
+    for (_ident, key, round_), cache in owned:
         try:
-            core.flight_abort(key, round_)
+            cache._flight_abort(key, round_)
         except HerdcacheError:
             pass
 
@@ -174,7 +174,6 @@ class _Flight:
 
     def __init__(self, cache: Cache, key: Any, options: ComputeOptions):
         self.cache = cache
-        self.core = cache._core
         self.key = key
         self.options = options
         self.deadline = None if options.wait_timeout is None else time.monotonic() + options.wait_timeout
@@ -185,7 +184,7 @@ class _Flight:
     def _lookup(self) -> tuple | None:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
         or None if there is none (absent, expired, in flight, failed)."""
-        found = self.core.lookup(self.key)
+        found = self.cache._lookup(self.key)
         if found is None:
             return None
         data, fmt, ttl_left, _stale, _csn, delta_ms = found
@@ -200,7 +199,7 @@ class _Flight:
         if found is None:
             return "miss", None
         data, ttl_left, delta_ms = found
-        self.core.count_stat("hits")
+        self.cache._count_stat("hits")
         if self.options.early_refresh and ttl_left is not None and self._xfetch(ttl_left, delta_ms):
             return "refresh", None
         return "hit", self.cache._loads(data)
@@ -213,14 +212,14 @@ class _Flight:
         return delta * self.options.early_refresh * -math.log(1.0 - random.random()) >= ttl_left
 
     def begin(self, refresh: bool) -> tuple:
-        return self.core.flight_begin(self.key, self.options.lease, self.waited_round, refresh)
+        return self.cache._flight_begin(self.key, self.options.lease, self.waited_round, refresh)
 
     def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
         """Sleep until a flight of the key's stripe ends, the deadline, or
         one probe slice; then what :meth:`published` finds."""
         if not self.waited:
             self.waited = True
-            self.core.count_stat("waits")
+            self.cache._count_stat("waits")
         if self.deadline is not None and time.monotonic() >= self.deadline:
             raise ComputeTimeout(
                 f"waited {self.options.wait_timeout} s for another process to compute {self.key!r}: "
@@ -228,7 +227,7 @@ class _Flight:
             )
         self.waited_round = round_
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        self.core.flight_wait(self.key, seq, remaining)
+        self.cache._flight_wait(self.key, seq, remaining)
         return self.published()
 
     def published(self) -> tuple[bool, Any]:
@@ -239,18 +238,18 @@ class _Flight:
         found = self._lookup()
         if found is None:
             return False, None
-        self.core.count_stat("coalesced")
+        self.cache._count_stat("coalesced")
         return True, self.cache._loads(found[0])
 
     def served(self, outcome: str, data: bytes, fmt: int, round_: int) -> Any:
         """The value (or the raised error) for outcomes other than compute/wait."""
         if outcome == "failed":
-            self.core.count_stat("compute_errors")
+            self.cache._count_stat("compute_errors")
             raise _decode_error(data, self.key)
         if outcome == "stale":
-            self.core.count_stat("stale_served")
+            self.cache._count_stat("stale_served")
         elif self.waited:
-            self.core.count_stat("coalesced")
+            self.cache._count_stat("coalesced")
         if fmt != self.cache._tag:
             raise SerializationError(
                 f"the value of {self.key!r} was stored with format {fmt}, this cache reads "
@@ -261,22 +260,22 @@ class _Flight:
     def own(self, round_: int, thread_bound: bool = True) -> None:
         """Record the round, to release it at exit (and catch re-entry)."""
         with _owned_lock:
-            _owned[(id(self.core), self.key, round_)] = self.core
+            _owned[(id(self.cache), self.key, round_)] = self.cache
         if thread_bound:
-            _computing().add((id(self.core), self.key))
+            _computing().add((id(self.cache), self.key))
 
     def disown(self, round_: int) -> None:
         with _owned_lock:
-            _owned.pop((id(self.core), self.key, round_), None)
-        _computing().discard((id(self.core), self.key))
+            _owned.pop((id(self.cache), self.key, round_), None)
+        _computing().discard((id(self.cache), self.key))
 
     def start(self, round_: int, took_over: bool, thread_bound: bool = True) -> float:
         """Account for a computation this caller starts; return its start time."""
-        self.core.count_stat("computes")
+        self.cache._count_stat("computes")
         if took_over:
-            self.core.count_stat("takeovers")
+            self.cache._count_stat("takeovers")
         if self.refreshing:
-            self.core.count_stat("early_refreshes")
+            self.cache._count_stat("early_refreshes")
         self.own(round_, thread_bound)
         return time.monotonic()
 
@@ -284,17 +283,17 @@ class _Flight:
         data = self.cache._dumps(value)
         delta_ms = int((time.monotonic() - started) * 1000)
         ttl = self.cache._ttl(self.options.ttl)
-        self.core.flight_publish(self.key, data, self.cache._tag, ttl, round_, self.options.stale_ttl, delta_ms)
+        self.cache._flight_publish(self.key, data, self.cache._tag, ttl, round_, self.options.stale_ttl, delta_ms)
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):
-            self.core.count_stat("compute_errors")
-            self.core.flight_abort(self.key, round_, _encode_error(exc), self.options.negative_ttl)
+            self.cache._count_stat("compute_errors")
+            self.cache._flight_abort(self.key, round_, _encode_error(exc), self.options.negative_ttl)
         else:  # KeyboardInterrupt, SystemExit: free the key, share nothing
-            self.core.flight_abort(self.key, round_)
+            self.cache._flight_abort(self.key, round_)
 
     def check_reentry(self) -> None:
-        if (id(self.core), self.key) in _computing():
+        if (id(self.cache), self.key) in _computing():
             raise ReentrantCompute(
                 f"get_or_compute({self.key!r}) was called while this thread computes that same key: "
                 "the computation would wait for itself. Compute the value without the cache, "

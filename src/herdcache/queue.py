@@ -49,8 +49,6 @@ Full = _stdqueue.Full
 
 #: The name of the queue structure inside a queue's own segment.
 _STRUCT = "queue"
-_SINGLE_PRODUCER = 1
-_SINGLE_CONSUMER = 2
 
 # Queues alive in this process, so that a forked child re-arms their
 # detach-at-exit (multiprocessing clears its finalizers in a new child).
@@ -115,7 +113,7 @@ class Queue(_core.Queue):
             segment = Segment.anonymous(segment_size)
         else:
             segment = Segment.open(name, segment_size, dir=dir, mode=mode)
-        flags = (_SINGLE_PRODUCER if single_producer else 0) | (_SINGLE_CONSUMER if single_consumer else 0)
+        flags = queue_flags(single_producer, single_consumer)
         self._setup(segment, _STRUCT, struct_size, flags, serializer)
 
     @classmethod
@@ -133,7 +131,7 @@ class Queue(_core.Queue):
         offset, struct_size = _find_or_alloc(segment, struct, struct_size)
         # raw: the core stores bytes-like messages as they are.
         dumps, loads = (None, None) if ser.tag == TAG_RAW else (ser.dumps, ser.loads)
-        super().__init__(segment._handle, offset, struct_size, flags, dumps, loads, ser.name)
+        super().__init__(segment, offset, struct_size, flags, dumps, loads, ser.name)
         self._segment = segment
         self._struct = struct
         self._serializer = ser
@@ -174,12 +172,12 @@ class Queue(_core.Queue):
     @property
     def single_producer(self) -> bool:
         """True if the queue was made for one producing thread (no lock)."""
-        return bool(self._flags & _SINGLE_PRODUCER)
+        return bool(self._flags & _core.QUEUE_SINGLE_PRODUCER)
 
     @property
     def single_consumer(self) -> bool:
         """True if the queue was made for one consuming thread (no lock)."""
-        return bool(self._flags & _SINGLE_CONSUMER)
+        return bool(self._flags & _core.QUEUE_SINGLE_CONSUMER)
 
     def unlink(self) -> None:
         """Remove the named queue's segment file; processes that have it
@@ -204,6 +202,13 @@ class Queue(_core.Queue):
         return f"<herdcache.Queue {where!r} capacity={self.capacity} qsize={self.qsize()}{state}>"
 
 
+def queue_flags(single_producer: bool, single_consumer: bool) -> int:
+    """The core's flags for a queue made with these options."""
+    return (_core.QUEUE_SINGLE_PRODUCER if single_producer else 0) | (
+        _core.QUEUE_SINGLE_CONSUMER if single_consumer else 0
+    )
+
+
 def _find_or_alloc(segment: Segment, struct: str, size: int | None) -> tuple[int, int]:
     """Find the queue structure, or allocate it with ``size`` bytes.
 
@@ -217,14 +222,14 @@ def _find_or_alloc(segment: Segment, struct: str, size: int | None) -> tuple[int
             f"queue: no queue called {struct!r} in the segment. Create it first (with a size), or check the name"
         )
     try:
-        offset, _ = segment._handle.alloc(struct, size, _core.KIND_QUEUE)
+        offset, _ = segment.alloc(struct, size, _core.KIND_QUEUE)
     except StructMismatch:
         # Another process created it with another size between our looks.
         existing = next((s for s in segment.structs() if s.name == struct), None)
         if existing is None or existing.kind != "queue":
             raise
         size = existing.size
-        offset, _ = segment._handle.alloc(struct, size, _core.KIND_QUEUE)
+        offset, _ = segment.alloc(struct, size, _core.KIND_QUEUE)
     return offset, size
 
 

@@ -40,9 +40,6 @@ if TYPE_CHECKING:
 #: Seconds attach() waits for a segment another process is still creating.
 ATTACH_TIMEOUT = 30.0
 
-#: Size of the structure behind each kind of named object (one cache line).
-_LINE = 64
-
 
 class StructInfo(NamedTuple):
     """One named structure of a segment, as :meth:`Segment.structs` lists it."""
@@ -69,21 +66,26 @@ def _name(name: str) -> str:
     return name
 
 
-class Segment:
+class Segment(_core.Segment):
     """A mapped shared memory segment.  Make one with :meth:`create`,
     :meth:`attach`, :meth:`open` or :meth:`anonymous`.
 
-    A segment is a context manager (``with`` closes it).  On Python 3.12
-    and later it also supports the buffer protocol (``memoryview(seg)`` is
-    the whole mapping); a class written in Python cannot before 3.12, so
-    there use :meth:`struct` views.
+    A segment is a context manager (``with`` closes it) and supports the
+    buffer protocol: ``memoryview(seg)`` is the whole mapping.  ``size``,
+    ``path``, ``closed``, ``created`` and ``hash_seed`` describe it;
+    ``close()`` unmaps it (SegmentBusy while one of its locks is held by
+    this process, a memoryview of it is alive, or a call is in flight).
     """
 
-    def __init__(self, handle: _core.Segment, name: str | None, dir: str | None):
-        """Wrap a mapped core handle; use the class methods instead."""
-        self._handle = handle
+    #: The segment's name; None if anonymous.
+    name: str | None
+    #: The directory of a named segment; None if anonymous.
+    dir: str | None
+
+    def _named(self, name: str | None, dir: str | None) -> Segment:
         self.name = name
         self.dir = dir
+        return self
 
     # -- making and finding segments -------------------------------------
 
@@ -98,8 +100,7 @@ class Segment:
         :raises SegmentExists: if a file of that name exists.
         :raises SegmentFull: if the directory has no room for ``size``.
         """
-        handle = _core.create(_name(name), parse_size(size), dir=_dir(dir), mode=mode)
-        return cls(handle, name, _dir(dir))
+        return cls._create(_name(name), parse_size(size), dir=_dir(dir), mode=mode)._named(name, _dir(dir))
 
     @classmethod
     def attach(
@@ -115,8 +116,8 @@ class Segment:
         :raises NotASegment, LayoutMismatch, CorruptSegment, UnsafeSegment:
             the file is not one this process can safely use.
         """
-        handle = _core.attach(_name(name), dir=_dir(dir), allow_shared=allow_shared, timeout=timeout)
-        return cls(handle, name, _dir(dir))
+        seg = cls._attach(_name(name), dir=_dir(dir), allow_shared=allow_shared, timeout=timeout)
+        return seg._named(name, _dir(dir))
 
     @classmethod
     def open(
@@ -134,10 +135,10 @@ class Segment:
         Many processes may call this at once: exactly one creates, the
         others attach.  An existing segment keeps the size it was made with.
         """
-        handle, _created = _core.open(
+        seg, _created = cls._open(
             _name(name), parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared, timeout=timeout
         )
-        return cls(handle, name, _dir(dir))
+        return seg._named(name, _dir(dir))
 
     @classmethod
     def anonymous(cls, size: int | str = "64MiB") -> Segment:
@@ -145,7 +146,7 @@ class Segment:
 
         It has no name; it is gone when the last process that maps it exits.
         """
-        return cls(_core.anonymous(parse_size(size)), None, None)
+        return cls._anonymous(parse_size(size))._named(None, None)
 
     # -- named structures --------------------------------------------------
 
@@ -161,18 +162,18 @@ class Segment:
         :raises SegmentFull: no room or no free name (256 per segment).
         """
         size = parse_size(size)
-        offset, found = self._handle.alloc(name, size, _core.KIND_RAW)
-        return memoryview(self._handle)[offset : offset + size], found
+        offset, found = self.alloc(name, size, _core.KIND_RAW)
+        return memoryview(self)[offset : offset + size], found
 
     def counter(self, name: str) -> Counter:
         """The atomic int64 counter called ``name`` (created at 0)."""
-        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_COUNTER)
-        return Counter(self._handle, offset)
+        offset, _ = self.alloc(name, _core.PLACED_SIZE, _core.KIND_COUNTER)
+        return Counter(self, offset)
 
     def lock(self, name: str) -> Lock:
         """The cross-process lock called ``name`` (created unlocked)."""
-        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_LOCK)
-        return Lock(self._handle, offset)
+        offset, _ = self.alloc(name, _core.PLACED_SIZE, _core.KIND_LOCK)
+        return Lock(self, offset)
 
     def condition(self, name: str, lock: Lock | None = None) -> Condition:
         """The cross-process condition called ``name``.
@@ -180,10 +181,10 @@ class Segment:
         It uses ``lock`` if given (several conditions may share a lock), or
         else a lock of its own, stored beside it.
         """
-        offset, _ = self._handle.alloc(name, _LINE, _core.KIND_CONDITION)
+        offset, _ = self.alloc(name, _core.PLACED_SIZE, _core.KIND_CONDITION)
         if lock is None:
-            lock = Lock(self._handle, offset + 32)
-        return Condition(_core.Condition(self._handle, offset, lock), lock)
+            lock = Lock(self, offset + _core.CONDITION_LOCK_OFFSET)
+        return Condition(self, offset, lock)
 
     def queue(
         self,
@@ -205,10 +206,9 @@ class Segment:
             structure, or (``size=None``) no such queue exists.
         :raises SegmentFull: no room in the segment for ``size``.
         """
-        from .queue import Queue
+        from .queue import Queue, queue_flags
 
-        flags = (1 if single_producer else 0) | (2 if single_consumer else 0)
-        return Queue._in_segment(self, name, size, serializer, flags)
+        return Queue._in_segment(self, name, size, serializer, queue_flags(single_producer, single_consumer))
 
     def names(self) -> list[str]:
         """The names of every structure in the segment."""
@@ -216,54 +216,23 @@ class Segment:
 
     def structs(self) -> list[StructInfo]:
         """Every named structure, with its kind, offset and size."""
-        return [StructInfo(*entry) for entry in self._handle.structs()]
+        return [StructInfo(*entry) for entry in super().structs()]
 
     # -- the segment itself ----------------------------------------------------
 
     def info(self) -> dict[str, Any]:
         """Identity and usage: name, path, size, used and free bytes, creator
         pid and uid, creation time, live attached processes, own slot."""
-        info = self._handle.info()
+        info = super().info()
         info["name"] = self.name
-        info["structs"] = len(self._handle.structs())
+        info["structs"] = len(super().structs())
         return info
-
-    @property
-    def size(self) -> int:
-        """Bytes mapped."""
-        return self._handle.size
-
-    @property
-    def path(self) -> str | None:
-        """The file behind a named segment; None if anonymous."""
-        return self._handle.path
-
-    @property
-    def closed(self) -> bool:
-        """True after :meth:`close`."""
-        return self._handle.closed
-
-    @property
-    def hash_seed(self) -> bytes:
-        """The segment's random 16-byte key for hashes that must agree across processes."""
-        return self._handle.hash_seed()
-
-    def close(self) -> None:
-        """Unmap this process's view (the segment itself stays).
-
-        :raises SegmentBusy: while this process holds one of its locks or a
-            memoryview of it is alive (``del`` or ``release()`` it first).
-        """
-        self._handle.close()
 
     def unlink(self) -> None:
         """Remove the segment's name; processes that have it mapped keep it."""
         if self.name is None:
             return
         remove(self.name, dir=self.dir)
-
-    def __buffer__(self, flags: int) -> memoryview:
-        return memoryview(self._handle)
 
     def __enter__(self) -> Segment:
         return self
@@ -272,7 +241,7 @@ class Segment:
         self.close()
 
     def __repr__(self) -> str:
-        if self._handle.closed:
+        if self.closed:
             return f"<herdcache.Segment {self.name!r} closed>"
         return f"<herdcache.Segment {self.name or '(anonymous)'!r} size={self.size}>"
 

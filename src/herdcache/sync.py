@@ -45,18 +45,21 @@ class Lock(_core.Lock):
         return f"<herdcache.Lock {state}>"
 
 
-class Condition:
+class Condition(_core.Condition):
     """A condition variable shared by every process attached to the segment.
 
     Like :class:`threading.Condition`: hold the lock, then ``wait()`` or
     ``wait_for(predicate)``; another process changes the state under the
     same lock and calls ``notify()`` or ``notify_all()``.  A waiter may wake
     spuriously, so test the predicate in a loop (``wait_for`` does).
+    ``wait(timeout=None)``, ``notify(n=1)`` and ``notify_all()`` behave as
+    threading.Condition's; notify raises
+    :class:`~herdcache.errors.LockNotOwned` unless the caller holds
+    :attr:`lock` (a waiter that just tested its predicate could miss the
+    wake-up).
     """
 
-    def __init__(self, core: _core.Condition, lock: Lock):
-        self._core = core
-        self.lock = lock
+    lock: Lock
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
         """Acquire the underlying lock (see :meth:`Lock.acquire`)."""
@@ -71,14 +74,6 @@ class Condition:
 
     def __exit__(self, *exc_info: object) -> None:
         self.lock.__exit__(*exc_info)
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Release the lock, sleep until notified or ``timeout`` seconds pass,
-        take the lock again.  Return False if the timeout expired.
-
-        :raises LockNotOwned: if the calling thread does not hold the lock.
-        """
-        return self._core.wait(timeout)
 
     def wait_for(self, predicate: Callable[[], T], timeout: float | None = None) -> T:
         """Wait until ``predicate()`` is true or ``timeout`` passes; return the
@@ -97,21 +92,9 @@ class Condition:
                 if remaining <= 0:
                     break
                 slice_ = min(slice_, remaining)
-            self._core.wait(slice_)
+            self.wait(slice_)
             result = predicate()
         return result
-
-    def notify(self, n: int = 1) -> None:
-        """Wake up to ``n`` waiters, in any process.
-
-        :raises LockNotOwned: unless the calling thread holds the lock (a
-            waiter that just tested its predicate could miss the wake-up).
-        """
-        self._core.notify(n)
-
-    def notify_all(self) -> None:
-        """Wake every waiter, in every process (hold the lock, as for notify)."""
-        self._core.notify_all()
 
     def __repr__(self) -> str:
         return f"<herdcache.Condition lock={self.lock!r}>"

@@ -33,7 +33,7 @@ def open_at_once(segdir: str, barrier, conn) -> None:
     barrier.wait(HANG)
     seg = Segment.open("raced", "1MiB", dir=segdir)
     seg.counter("openers").add(1)
-    conn.send(seg._handle.created)
+    conn.send(seg.created)
     barrier.wait(HANG)  # nobody closes before everybody has opened
 
 

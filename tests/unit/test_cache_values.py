@@ -247,7 +247,7 @@ def test_pickle_bytes_planted_as_msgpack_never_run(cache: Cache, tmp_path: Path)
     raises SerializationError and the payload does not run (scenario 25)."""
     canary = tmp_path / "canary"
     payload = pickle.dumps(PlantedPickle(canary), protocol=pickle.HIGHEST_PROTOCOL)
-    cache._core.store("planted", payload, TAG_MSGPACK)
+    cache._store("planted", payload, TAG_MSGPACK)
     with pytest.raises(errors.SerializationError):
         cache.get("planted")
     assert not canary.exists()
@@ -303,7 +303,7 @@ def test_hostile_bytes_in_the_segment_are_refused(named_pair: tuple[Cache, Cache
     rcache["hostile"] = HOSTILE["str32 of 4 GiB"]
     with pytest.raises(errors.SerializationError):
         mcache.get("hostile")
-    mcache._core.store("planted", HOSTILE["str32 of 4 GiB"], TAG_MSGPACK)
+    mcache._store("planted", HOSTILE["str32 of 4 GiB"], TAG_MSGPACK)
     with pytest.raises(errors.SerializationError):
         mcache.get("planted")
     mcache.check()

@@ -162,7 +162,7 @@ def test_undecodable_message_is_reported(segment_name: str) -> None:
 
 def test_corrupted_length_is_an_error_not_a_crash(q: herdcache.Queue) -> None:
     q.put("hello")
-    ring = memoryview(q._segment._handle)[q._ring_offset :]
+    ring = memoryview(q._segment)[q._ring_offset :]
     try:
         length, check = struct.unpack_from("<II", ring, 0)
         struct.pack_into("<II", ring, 0, 1 << 30, (1 << 30) ^ (check ^ length))

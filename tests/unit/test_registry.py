@@ -118,7 +118,7 @@ def test_close_refuses_while_a_view_is_alive(named: Segment) -> None:
 
 
 def test_whole_segment_view_also_blocks_close(named: Segment) -> None:
-    whole = memoryview(named._handle)
+    whole = memoryview(named)
     assert len(whole) == named.size
     with pytest.raises(errors.SegmentBusy):
         named.close()

@@ -4,11 +4,12 @@
  *	  herdcache._core: what the binding's files (py_*.c) share.
  *
  * The binding turns the C core into Python, one file per Python type as
- * CPython's Modules/_sqlite does: py_module.c (module init, constants,
- * segment-level functions), py_errors.c (hc_status -> exception),
- * py_args.c (keys, seconds, vectorcall arguments), py_segment.c,
- * py_sync.c (Lock, Condition, Counter), py_cache.c (with single flight)
- * and py_queue.c.  Only files named py_* include Python.h: the core stays
+ * CPython's Modules/_sqlite does: py_module.c (module init, constants),
+ * py_errors.c (hc_status -> exception), py_args.c (keys, seconds,
+ * vectorcall arguments), py_segment.c (Segment and the functions by
+ * segment name), py_sync.c (Lock, Condition, Counter), py_cache.c (with
+ * single flight) and py_queue.c.  Every type is subclassable, and the
+ * herdcache class of the same name subclasses it (docs/design.md).  Only files named py_* include Python.h: the core stays
  * Python-free, and tests/c builds it without them.
  *
  * Conventions, the same in every file:
@@ -73,8 +74,12 @@ extern PyTypeObject hcpy_Segment_Type;
 
 /* The live segment, or NULL with SegmentClosed. */
 hc_segment *hcpy_segment_get(SegmentObject *self);
-/* A new Segment object owning seg (closed again on failure). */
-PyObject *hcpy_segment_wrap(hc_segment *seg);
+/* A new object of type (Segment or a subclass) owning seg (closed again
+ * on failure). */
+PyObject *hcpy_segment_wrap(PyTypeObject *type, hc_segment *seg);
+
+/* unlink, is_orphan, validate_name: module functions by segment name. */
+extern PyMethodDef hcpy_segment_functions[];
 
 /* The other types, for module init. */
 extern PyTypeObject hcpy_Lock_Type;

@@ -231,7 +231,7 @@ static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
                               long format);
 
 PyDoc_STRVAR(Cache_get_doc,
-"get(key, format) -> bytes | None\n\n"
+"_get(key, format) -> bytes | None\n\n"
 "The stored bytes of key, or None if absent or expired.  Raises\n"
 "SerializationError if the value was stored with another format tag.");
 
@@ -283,7 +283,7 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format)
 }
 
 PyDoc_STRVAR(Cache_set_decoder_doc,
-"set_decoder(format, decode=None, kwargs=None, name=None) -> None\n\n"
+"_set_decoder(format, decode=None, kwargs=None, name=None) -> None\n\n"
 "What get_value() does with the bytes of a hit of this format:\n"
 "decode(data, **kwargs), or nothing if decode is None.  name: the\n"
 "serializer's, for the message of a value that does not decode.");
@@ -354,7 +354,7 @@ decode_value(CacheObject *self, PyObject *data)
 }
 
 PyDoc_STRVAR(Cache_get_value_doc,
-"get_value(key, default=None) -> object\n\n"
+"_get_value(key, default=None) -> object\n\n"
 "The decoded value of key (see set_decoder), or default if absent.");
 
 static PyObject *
@@ -379,7 +379,7 @@ Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 }
 
 PyDoc_STRVAR(Cache_lookup_doc,
-"lookup(key) -> (bytes, format, ttl, stale_ttl, csn, delta_ms) | None\n\n"
+"_lookup(key) -> (bytes, format, ttl, stale_ttl, csn, delta_ms) | None\n\n"
 "Everything stored for key, expired or not: ttl is the seconds left\n"
 "(negative once expired, None if it never expires).  None if absent.");
 
@@ -451,7 +451,7 @@ write_of(hc_cache *c, PyObject *key, const Py_buffer *value, int format,
 }
 
 PyDoc_STRVAR(Cache_store_doc,
-"store(key, value, format, ttl=None, mode=0, expect_csn=0, stale_ttl=0.0)"
+"_store(key, value, format, ttl=None, mode=0, expect_csn=0, stale_ttl=0.0)"
 " -> int\n\n"
 "Store bytes under key; return the write's commit sequence number, or 0\n"
 "if mode refused (1 add: exists, 2 replace: absent, 3 cas: changed).");
@@ -518,7 +518,7 @@ Cache_delete(CacheObject *self, PyObject *key)
 }
 
 PyDoc_STRVAR(Cache_touch_doc,
-"touch(key, ttl) -> bool\n\nGive key a new ttl; False if absent.");
+"_touch(key, ttl) -> bool\n\nGive key a new ttl; False if absent.");
 
 static PyObject *
 Cache_touch(CacheObject *self, PyObject *args)
@@ -561,7 +561,7 @@ Cache_clear(CacheObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(Cache_count_doc,
-"count() -> int\n\nThe number of unexpired items.");
+"_count() -> int\n\nThe number of unexpired items.");
 
 static PyObject *
 Cache_count(CacheObject *self, PyObject *Py_UNUSED(ignored))
@@ -603,7 +603,7 @@ append_keys(PyObject *list, const uint8_t *buf, size_t len)
 }
 
 PyDoc_STRVAR(Cache_keys_doc,
-"keys() -> list[bytes]\n\nThe keys of unexpired items, stripe by stripe.");
+"_keys() -> list[bytes]\n\nThe keys of unexpired items, stripe by stripe.");
 
 static PyObject *
 Cache_keys(CacheObject *self, PyObject *Py_UNUSED(ignored))
@@ -672,7 +672,7 @@ stats_dict(const uint64_t counts[HC_STAT_COUNT])
 }
 
 PyDoc_STRVAR(Cache_stats_doc,
-"stats() -> dict\n\nCounters summed over every process, and usage.");
+"_stats() -> dict\n\nCounters summed over every process, and usage.");
 
 static PyObject *
 Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
@@ -712,7 +712,7 @@ fail:
 }
 
 PyDoc_STRVAR(Cache_stats_by_process_doc,
-"stats_by_process() -> list[dict]\n\n"
+"_stats_by_process() -> list[dict]\n\n"
 "Per-process counters (pid 0: processes that have exited).");
 
 static PyObject *
@@ -748,7 +748,7 @@ Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
 }
 
 PyDoc_STRVAR(Cache_count_stat_doc,
-"count_stat(name, n=1) -> None\n\nAdd n to this process's counter name.");
+"_count_stat(name, n=1) -> None\n\nAdd n to this process's counter name.");
 
 static PyObject *
 Cache_count_stat(CacheObject *self, PyObject *args)
@@ -783,7 +783,7 @@ static const char *const outcome_names[] = {
 };
 
 PyDoc_STRVAR(Cache_flight_begin_doc,
-"flight_begin(key, lease, waited_round=0, refresh=False)\n"
+"_flight_begin(key, lease, waited_round=0, refresh=False)\n"
 "    -> (outcome, data, format, round, wait_seq, ttl, delta_ms, took_over)\n\n"
 "Under the key's stripe lock, decide what this caller does: outcome is\n"
 "'hit' (data is the value), 'stale' (data is the old value; another\n"
@@ -845,7 +845,7 @@ Cache_flight_begin(CacheObject *self, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Cache_flight_wait_doc,
-"flight_wait(key, wait_seq, timeout) -> None\n\n"
+"_flight_wait(key, wait_seq, timeout) -> None\n\n"
 "Sleep (GIL released) until a flight of key's stripe ends, the timeout\n"
 "passes, or one probe slice (50 ms) is over; then call flight_begin.");
 
@@ -872,7 +872,7 @@ Cache_flight_wait(CacheObject *self, PyObject *args)
 }
 
 PyDoc_STRVAR(Cache_flight_publish_doc,
-"flight_publish(key, value, format, ttl, round, stale_ttl=0, delta_ms=0)"
+"_flight_publish(key, value, format, ttl, round, stale_ttl=0, delta_ms=0)"
 " -> bool\n\n"
 "Store the computed value if round is still the key's flight; False if\n"
 "the round was taken over or the key was set or deleted meanwhile.");
@@ -911,7 +911,7 @@ Cache_flight_publish(CacheObject *self, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Cache_flight_abort_doc,
-"flight_abort(key, round, error=None, error_ttl=0.0) -> bool\n\n"
+"_flight_abort(key, round, error=None, error_ttl=0.0) -> bool\n\n"
 "End round without a value: with error bytes, its waiters fail with them\n"
 "(and callers for error_ttl seconds too); without, the key is freed.");
 
@@ -951,33 +951,33 @@ Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
 }
 
 static PyMethodDef Cache_methods[] = {
-    {"get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
+    {"_get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
-    {"lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
-    {"set_decoder", (PyCFunction) Cache_set_decoder, METH_VARARGS,
+    {"_lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
+    {"_set_decoder", (PyCFunction) Cache_set_decoder, METH_VARARGS,
      Cache_set_decoder_doc},
-    {"get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
+    {"_get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
      METH_FASTCALL, Cache_get_value_doc},
-    {"store", (PyCFunction) (void (*)(void)) Cache_store,
+    {"_store", (PyCFunction) (void (*)(void)) Cache_store,
      METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
     {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},
-    {"touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
+    {"_touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
     {"clear", (PyCFunction) Cache_clear, METH_NOARGS, Cache_clear_doc},
-    {"count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},
-    {"keys", (PyCFunction) Cache_keys, METH_NOARGS, Cache_keys_doc},
+    {"_count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},
+    {"_keys", (PyCFunction) Cache_keys, METH_NOARGS, Cache_keys_doc},
     {"check", (PyCFunction) Cache_check, METH_NOARGS, Cache_check_doc},
-    {"stats", (PyCFunction) Cache_stats, METH_NOARGS, Cache_stats_doc},
-    {"stats_by_process", (PyCFunction) Cache_stats_by_process, METH_NOARGS,
+    {"_stats", (PyCFunction) Cache_stats, METH_NOARGS, Cache_stats_doc},
+    {"_stats_by_process", (PyCFunction) Cache_stats_by_process, METH_NOARGS,
      Cache_stats_by_process_doc},
-    {"count_stat", (PyCFunction) Cache_count_stat, METH_VARARGS,
+    {"_count_stat", (PyCFunction) Cache_count_stat, METH_VARARGS,
      Cache_count_stat_doc},
-    {"flight_begin", (PyCFunction) (void (*)(void)) Cache_flight_begin,
+    {"_flight_begin", (PyCFunction) (void (*)(void)) Cache_flight_begin,
      METH_VARARGS | METH_KEYWORDS, Cache_flight_begin_doc},
-    {"flight_wait", (PyCFunction) Cache_flight_wait, METH_VARARGS,
+    {"_flight_wait", (PyCFunction) Cache_flight_wait, METH_VARARGS,
      Cache_flight_wait_doc},
-    {"flight_publish", (PyCFunction) (void (*)(void)) Cache_flight_publish,
+    {"_flight_publish", (PyCFunction) (void (*)(void)) Cache_flight_publish,
      METH_VARARGS | METH_KEYWORDS, Cache_flight_publish_doc},
-    {"flight_abort", (PyCFunction) (void (*)(void)) Cache_flight_abort,
+    {"_flight_abort", (PyCFunction) (void (*)(void)) Cache_flight_abort,
      METH_VARARGS | METH_KEYWORDS, Cache_flight_abort_doc},
     {NULL}
 };
@@ -987,7 +987,7 @@ PyTypeObject hcpy_Cache_Type = {
     .tp_name = "herdcache._core.Cache",
     .tp_basicsize = sizeof(CacheObject),
     .tp_dealloc = (destructor) Cache_dealloc,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Cache(segment, offset, size, max_value=1MiB, evict=True): "
               "the shared hash table at offset of segment.",
     .tp_methods = Cache_methods,

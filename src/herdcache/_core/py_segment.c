@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * py_segment.c
- *	  herdcache._core.Segment: one process's mapping of a segment.
+ *	  herdcache._core.Segment: one process's mapping of a segment, and the
+ *	  functions that find segments by name.
  *
  * A Segment object owns its hc_segment until close().  It counts what may
  * still point into the mapping from this process (exported buffers, held
@@ -26,9 +27,9 @@ hcpy_segment_get(SegmentObject *self)
 }
 
 PyObject *
-hcpy_segment_wrap(hc_segment *seg)
+hcpy_segment_wrap(PyTypeObject *type, hc_segment *seg)
 {
-    SegmentObject *self = PyObject_New(SegmentObject, &hcpy_Segment_Type);
+    SegmentObject *self = (SegmentObject *) type->tp_alloc(type, 0);
 
     if (self == NULL) {
         hc_segment_close(seg);
@@ -46,7 +47,7 @@ Segment_dealloc(SegmentObject *self)
     /* If locks are still held the mapping must stay: leak it, safely. */
     if (self->seg != NULL)
         hc_segment_close(self->seg);
-    PyObject_Free(self);
+    Py_TYPE(self)->tp_free((PyObject *) self);
 }
 
 PyDoc_STRVAR(Segment_close_doc,
@@ -204,11 +205,8 @@ Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
         "slot", slot, "max_processes", (unsigned) HC_MAX_SLOTS);
 }
 
-PyDoc_STRVAR(Segment_hash_seed_doc,
-"hash_seed() -> bytes\n\nThe segment's random 16-byte hashing key.");
-
 static PyObject *
-Segment_hash_seed(SegmentObject *self, PyObject *Py_UNUSED(ignored))
+Segment_get_hash_seed(SegmentObject *self, void *Py_UNUSED(closure))
 {
     hc_segment *seg = hcpy_segment_get(self);
 
@@ -278,14 +276,214 @@ static PyBufferProcs Segment_as_buffer = {
     (releasebufferproc) Segment_releasebuffer,
 };
 
+/* ---------------------------------------------------------------------- */
+/* Segments by name: Segment._create, _attach, _open, _anonymous and the  */
+/* module functions unlink, is_orphan, validate_name                      */
+/* ---------------------------------------------------------------------- */
+
+/* Argument parsing shared by create / attach / open / unlink / is_orphan. */
+typedef struct {
+    const char *name;
+    unsigned long long size;
+    const char *dir;
+    unsigned mode;
+    int allow_shared;
+    PyObject *timeout;          /* attach: seconds to wait for a creator */
+} segment_args;
+
+/* The core's options for a; -1 with an exception (a bad timeout). */
+static int
+options_of(const segment_args *a, hc_segment_options *o)
+{
+    memset(o, 0, sizeof(*o));
+    o->dir = a->dir;
+    o->mode = a->mode;
+    o->allow_shared = a->allow_shared != 0;
+    return hcpy_seconds(a->timeout, "timeout", HCPY_GRACE,
+                        &o->attach_wait_ns);
+}
+
+PyDoc_STRVAR(Segment_create_doc,
+"_create(name, size, dir=None, mode=0o600) -> Segment\n\n"
+"Create a named segment; fail if the name exists.");
+
+static PyObject *
+Segment_create(PyTypeObject *cls, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "size", "dir", "mode", NULL};
+    segment_args a = {.mode = 0600};
+    hc_segment_options o;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zI", kwlist, &a.name,
+                                     &a.size, &a.dir, &a.mode))
+        return NULL;
+    if (options_of(&a, &o) < 0)
+        return NULL;
+    UNLOCKED(st, hc_segment_create(a.name, a.size, &o, &seg));
+    if (st != HC_OK)
+        return hcpy_raise_status("create", st);
+    return hcpy_segment_wrap(cls, seg);
+}
+
+PyDoc_STRVAR(Segment_attach_doc,
+"_attach(name, dir=None, allow_shared=False, timeout=30.0) -> Segment\n\n"
+"Attach an existing named segment.");
+
+static PyObject *
+Segment_attach(PyTypeObject *cls, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", "allow_shared", "timeout", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zpO", kwlist, &a.name,
+                                     &a.dir, &a.allow_shared, &a.timeout))
+        return NULL;
+    if (options_of(&a, &o) < 0)
+        return NULL;
+    UNLOCKED(st, hc_segment_attach(a.name, &o, &seg));
+    if (st != HC_OK)
+        return hcpy_raise_status("attach", st);
+    return hcpy_segment_wrap(cls, seg);
+}
+
+PyDoc_STRVAR(Segment_open_doc,
+"_open(name, size, dir=None, mode=0o600, allow_shared=False, timeout=30.0)"
+" -> (Segment, created)\n\n"
+"Attach the named segment, or create it if absent (race-free).");
+
+static PyObject *
+Segment_open(PyTypeObject *cls, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "size", "dir", "mode", "allow_shared",
+                             "timeout", NULL};
+    segment_args a = {.mode = 0600};
+    hc_segment_options o;
+    hc_segment *seg;
+    bool created = false;
+    PyObject *obj;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIpO", kwlist, &a.name,
+                                     &a.size, &a.dir, &a.mode,
+                                     &a.allow_shared, &a.timeout))
+        return NULL;
+    if (options_of(&a, &o) < 0)
+        return NULL;
+    UNLOCKED(st, hc_segment_open(a.name, a.size, &o, &seg, &created));
+    if (st != HC_OK)
+        return hcpy_raise_status("open", st);
+    obj = hcpy_segment_wrap(cls, seg);
+    if (obj == NULL)
+        return NULL;
+    return Py_BuildValue("(NO)", obj, created ? Py_True : Py_False);
+}
+
+PyDoc_STRVAR(Segment_anonymous_doc,
+"_anonymous(size) -> Segment\n\n"
+"Create a segment shared with fork() children only.");
+
+static PyObject *
+Segment_anonymous(PyTypeObject *cls, PyObject *args)
+{
+    unsigned long long size;
+    hc_segment *seg;
+    hc_status st;
+
+    if (!PyArg_ParseTuple(args, "K", &size))
+        return NULL;
+    UNLOCKED(st, hc_segment_anonymous(size, &seg));
+    if (st != HC_OK)
+        return hcpy_raise_status("anonymous", st);
+    return hcpy_segment_wrap(cls, seg);
+}
+
+PyDoc_STRVAR(unlink_doc,
+"unlink(name, dir=None) -> None\n\nRemove a named segment's file.");
+
+static PyObject *
+core_unlink(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
+                                     &a.dir))
+        return NULL;
+    if (options_of(&a, &o) < 0)
+        return NULL;
+    st = hc_segment_unlink_name(a.name, &o);
+    if (st != HC_OK)
+        return hcpy_raise_status("unlink", st);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(is_orphan_doc,
+"is_orphan(name, dir=None) -> bool\n\n"
+"True if no live process is attached to the named segment.");
+
+static PyObject *
+core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"name", "dir", NULL};
+    segment_args a = {0};
+    hc_segment_options o;
+    bool orphan = false;
+    hc_status st;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
+                                     &a.dir))
+        return NULL;
+    if (options_of(&a, &o) < 0)
+        return NULL;
+    UNLOCKED(st, hc_segment_is_orphan(a.name, &o, &orphan));
+    if (st != HC_OK)
+        return hcpy_raise_status("is_orphan", st);
+    return PyBool_FromLong(orphan);
+}
+
+PyDoc_STRVAR(validate_name_doc,
+"validate_name(name) -> None\n\nRaise InvalidName if name is not valid.");
+
+static PyObject *
+core_validate_name(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    Py_ssize_t len;
+    const char *name = PyUnicode_AsUTF8AndSize(arg, &len);
+    hc_status st;
+
+    if (name == NULL)
+        return NULL;
+    if ((size_t) len != strlen(name)) {
+        hc_set_detail("the name contains a NUL byte");
+        return hcpy_raise_status("name", HC_BAD_NAME);
+    }
+    st = hc_segment_validate_name(name);
+    if (st != HC_OK)
+        return hcpy_raise_status("name", st);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef Segment_methods[] = {
     {"close", (PyCFunction) Segment_close, METH_NOARGS, Segment_close_doc},
     {"alloc", (PyCFunction) Segment_alloc, METH_VARARGS, Segment_alloc_doc},
     {"structs", (PyCFunction) Segment_structs, METH_NOARGS,
      Segment_structs_doc},
     {"info", (PyCFunction) Segment_info, METH_NOARGS, Segment_info_doc},
-    {"hash_seed", (PyCFunction) Segment_hash_seed, METH_NOARGS,
-     Segment_hash_seed_doc},
+    {"_create", (PyCFunction) (void (*)(void)) Segment_create,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, Segment_create_doc},
+    {"_attach", (PyCFunction) (void (*)(void)) Segment_attach,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, Segment_attach_doc},
+    {"_open", (PyCFunction) (void (*)(void)) Segment_open,
+     METH_VARARGS | METH_KEYWORDS | METH_CLASS, Segment_open_doc},
+    {"_anonymous", (PyCFunction) Segment_anonymous, METH_VARARGS | METH_CLASS,
+     Segment_anonymous_doc},
     {NULL}
 };
 
@@ -296,6 +494,9 @@ static PyGetSetDef Segment_getset[] = {
      NULL},
     {"created", (getter) Segment_get_created, NULL,
      "True if this process created the segment", NULL},
+    {"hash_seed", (getter) Segment_get_hash_seed, NULL,
+     "the segment's random 16-byte key for hashes that must agree across "
+     "processes", NULL},
     {NULL}
 };
 
@@ -305,9 +506,20 @@ PyTypeObject hcpy_Segment_Type = {
     .tp_basicsize = sizeof(SegmentObject),
     .tp_dealloc = (destructor) Segment_dealloc,
     .tp_as_buffer = &Segment_as_buffer,
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "A mapped shared memory segment (made by create, attach, "
               "open or anonymous).",
     .tp_methods = Segment_methods,
     .tp_getset = Segment_getset,
+};
+
+/* The functions that find segments by name, without mapping one. */
+PyMethodDef hcpy_segment_functions[] = {
+    {"unlink", (PyCFunction) (void (*)(void)) core_unlink,
+     METH_VARARGS | METH_KEYWORDS, unlink_doc},
+    {"is_orphan", (PyCFunction) (void (*)(void)) core_is_orphan,
+     METH_VARARGS | METH_KEYWORDS, is_orphan_doc},
+    {"validate_name", (PyCFunction) core_validate_name, METH_O,
+     validate_name_doc},
+    {NULL}
 };

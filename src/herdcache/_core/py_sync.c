@@ -398,6 +398,19 @@ Condition_notify_all(ConditionObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+static PyObject *
+Condition_get_lock(ConditionObject *self, void *Py_UNUSED(closure))
+{
+    if (self->lock == NULL)
+        Py_RETURN_NONE;
+    return Py_NewRef(self->lock);
+}
+
+static PyGetSetDef Condition_getset[] = {
+    {"lock", (getter) Condition_get_lock, NULL, "the condition's Lock", NULL},
+    {NULL}
+};
+
 static PyMethodDef Condition_methods[] = {
     {"wait", (PyCFunction) (void (*)(void)) Condition_wait,
      METH_VARARGS | METH_KEYWORDS, Condition_wait_doc},
@@ -416,6 +429,7 @@ PyTypeObject hcpy_Condition_Type = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
     .tp_doc = "Condition(segment, offset, lock): a cross-process condition.",
     .tp_methods = Condition_methods,
+    .tp_getset = Condition_getset,
     .tp_init = (initproc) Condition_init,
     .tp_new = PyType_GenericNew,
 };
