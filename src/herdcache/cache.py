@@ -59,10 +59,11 @@ def _cache_bytes(segment: Segment) -> int:
     """The size of the cache structure in a segment: a pure function of the
     segment's size, so every process that opens it asks for the same."""
     info = segment.info()
-    return info["size"] - info["data_offset"] - min(RESERVED_BYTES, info["size"] // 8)
+    size: int = info["size"] - info["data_offset"] - min(RESERVED_BYTES, info["size"] // 8)
+    return size
 
 
-class Cache(_core.Cache, MutableMapping):
+class Cache(_core.Cache, MutableMapping[Any, Any]):
     """A key/value cache in shared memory, shared by every process that opens it.
 
     :param name: the segment's name (attach or create); None for an
@@ -123,7 +124,8 @@ class Cache(_core.Cache, MutableMapping):
     def _decoder(self) -> tuple[Any, dict[str, Any] | None]:
         """What the core calls on the bytes of a hit (get() without frames)."""
         if hasattr(self._serializer, "decoder"):
-            return self._serializer.decoder()
+            decoder: tuple[Any, dict[str, Any] | None] = self._serializer.decoder()
+            return decoder
         if self._serializer.tag == TAG_RAW:
             return None, None
         return self._loads, None
@@ -343,7 +345,7 @@ class Cache(_core.Cache, MutableMapping):
         wait_timeout: float | None = None,
         negative_ttl: float = 0.0,
         key: Callable[..., str] | None = None,
-    ) -> Callable:
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorate a function (or coroutine function) so that its results are
         shared by every process through this cache, each computed once (see
         :mod:`herdcache.memoize` for how keys are built)."""

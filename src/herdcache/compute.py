@@ -38,6 +38,7 @@ from .errors import (
 from .serializers import MsgpackSerializer
 
 if TYPE_CHECKING:
+    from . import _core
     from .cache import Cache
 
 #: Default seconds a computing process may take before another takes over.
@@ -76,7 +77,7 @@ _owned: dict[tuple[int, Any, int], Any] = {}
 _owned_lock = threading.Lock()
 
 
-def _computing() -> set:
+def _computing() -> set[tuple[int, Any]]:
     keys = getattr(_local, "computing", None)
     if keys is None:
         keys = _local.computing = set()
@@ -162,7 +163,7 @@ def _decode_error(data: bytes, key: Any) -> Exception:
     note = f"raised in process {info['pid']} while computing {key!r}:\n{info['traceback']}"
     if hasattr(exc, "add_note"):
         exc.add_note(note)
-    exc.remote_traceback = info["traceback"]  # type: ignore[attr-defined]
+    exc.remote_traceback = info["traceback"]  # type: ignore[union-attr]
     return exc
 
 
@@ -181,7 +182,7 @@ class _Flight:
         self.waited = False
         self.refreshing = False
 
-    def _lookup(self) -> tuple | None:
+    def _lookup(self) -> tuple[bytes, float | None, int] | None:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
         or None if there is none (absent, expired, in flight, failed)."""
         found = self.cache._lookup(self.key)
@@ -211,7 +212,7 @@ class _Flight:
         delta = max(delta_ms, 1) / 1000.0
         return delta * self.options.early_refresh * -math.log(1.0 - random.random()) >= ttl_left
 
-    def begin(self, refresh: bool) -> tuple:
+    def begin(self, refresh: bool) -> _core.FlightStart:
         return self.cache._flight_begin(self.key, self.options.lease, self.waited_round, refresh)
 
     def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
@@ -241,8 +242,9 @@ class _Flight:
         self.cache._count_stat("coalesced")
         return True, self.cache._loads(found[0])
 
-    def served(self, outcome: str, data: bytes, fmt: int, round_: int) -> Any:
+    def served(self, outcome: str, data: bytes | None, fmt: int, round_: int) -> Any:
         """The value (or the raised error) for outcomes other than compute/wait."""
+        assert data is not None, f"flight outcome {outcome} comes with data"
         if outcome == "failed":
             self.cache._count_stat("compute_errors")
             raise _decode_error(data, self.key)

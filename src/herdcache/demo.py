@@ -18,7 +18,7 @@ from multiprocessing import connection
 import signal
 import time
 import uuid
-from typing import Any
+from typing import Any, cast
 
 from .cache import Cache
 from .segment import remove
@@ -28,7 +28,7 @@ TTL_SECONDS = 0.5
 LOAD_SECONDS = 2.0
 
 
-def _build_report(cache: Cache, log: Any) -> dict:
+def _build_report(cache: Cache, log: Any) -> dict[str, Any]:
     """The slow computation: counts itself and says who ran it."""
     number = cache.segment.counter("computations").add(1)
     # In act 3 the first process to compute claims the role of victim.
@@ -70,7 +70,7 @@ class _Log:
         while readers:
             for reader in connection.wait(readers):
                 try:
-                    yield reader.recv()
+                    yield cast(connection.Connection, reader).recv()
                 except EOFError:
                     readers.remove(reader)
 

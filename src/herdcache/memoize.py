@@ -121,7 +121,9 @@ class KeyMaker:
         return f"{self.prefix}:{hashlib.blake2b(payload, digest_size=16).hexdigest()}"
 
 
-def memoize(cache: Cache, options: ComputeOptions, key: Callable[..., str] | None = None) -> Callable:
+def memoize(
+    cache: Cache, options: ComputeOptions, key: Callable[..., str] | None = None
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """The decorator behind :meth:`herdcache.Cache.memoize`."""
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -129,7 +131,7 @@ def memoize(cache: Cache, options: ComputeOptions, key: Callable[..., str] | Non
         counts = {"hits": 0, "misses": 0}
         counts_lock = threading.Lock()
 
-        def count(computed: list) -> None:
+        def count(computed: list[bool]) -> None:
             with counts_lock:
                 counts["misses" if computed else "hits"] += 1
 
@@ -137,7 +139,7 @@ def memoize(cache: Cache, options: ComputeOptions, key: Callable[..., str] | Non
 
             @functools.wraps(fn)
             async def wrapper(*args: Any, **kwargs: Any) -> Any:
-                computed: list = []
+                computed: list[bool] = []
 
                 async def compute() -> Any:
                     computed.append(True)
@@ -151,7 +153,7 @@ def memoize(cache: Cache, options: ComputeOptions, key: Callable[..., str] | Non
 
             @functools.wraps(fn)
             def wrapper(*args: Any, **kwargs: Any) -> Any:
-                computed: list = []
+                computed: list[bool] = []
 
                 def compute() -> Any:
                     computed.append(True)

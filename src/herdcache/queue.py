@@ -167,7 +167,8 @@ class Queue(_core.Queue):
     @property
     def serializer(self) -> str:
         """The serializer's name (``"msgpack"``, ``"raw"``, ...)."""
-        return self._serializer.name
+        name: str = self._serializer.name
+        return name
 
     @property
     def single_producer(self) -> bool:
