@@ -1,7 +1,15 @@
 /*-------------------------------------------------------------------------
  *
  * flight.c
- *	  Single-flight state machine on top of the table (see flight.h).
+ *	  Single-flight state machine (see flight.h).
+ *
+ * Layering.  This file builds on the table's internals (table_internal.h:
+ * stripes, items, the stripe lock) and owns what FLIGHT and ERROR items
+ * mean, the binding included: it asks hc_flight_refreshing_value() rather
+ * than decoding a flight record.  The table knows flights only as items
+ * of an internal format that it must not evict (their waiters would
+ * compute again) and whose replacement by a write ends them
+ * (hc_flight_wake); that is why table.c includes flight.h.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,6 +34,24 @@ static const uint8_t *
 item_value(const hc_item *it)
 {
     return (const uint8_t *) (it + 1) + it->it_key_len;
+}
+
+bool
+hc_flight_refreshing_value(const void *data, size_t len, int format,
+                           uint64_t now, const void **value,
+                           size_t *value_len)
+{
+    flight_record rec;
+
+    if (len < sizeof(rec))
+        return false;
+    memcpy(&rec, data, sizeof(rec));   /* data need not be aligned */
+    if (rec.fl_stale_until == 0 || now >= rec.fl_value_expires
+        || rec.fl_stale_format != format)
+        return false;
+    *value = (const uint8_t *) data + sizeof(rec);
+    *value_len = len - sizeof(rec);
+    return true;
 }
 
 void

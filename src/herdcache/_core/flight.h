@@ -47,6 +47,7 @@
 #define HC_FLIGHT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "table.h"
@@ -123,5 +124,14 @@ hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
 
 /* Wake every waiter of the stripe (a flight ended some other way). */
 void hc_flight_wake(hc_stripe *s);
+
+/*
+ * The old value a FLIGHT item's bytes (data, len: as a read copied them)
+ * still carry during an early refresh: true, with *value and *value_len
+ * pointing into data, if there is one, stored in format, fresh at now.
+ */
+bool hc_flight_refreshing_value(const void *data, size_t len, int format,
+                                uint64_t now, const void **value,
+                                size_t *value_len);
 
 #endif /* HC_FLIGHT_H */

@@ -209,21 +209,19 @@ account_read(hc_cache *c, const char *key, Py_ssize_t len, cache_result *res)
 static PyObject *
 refreshing_value(cache_result *res, long format)
 {
-    hc_flight_record rec;
-    const char *data = PyBytes_AS_STRING(res->bytes);
-    Py_ssize_t len = PyBytes_GET_SIZE(res->bytes);
-    PyObject *value = NULL;
+    const void *old;
+    size_t old_len;
+    PyObject *value;
 
-    if ((size_t) len >= sizeof(rec)) {
-        memcpy(&rec, data, sizeof(rec));
-        if (rec.fl_stale_until != 0 && hc_now_ns() < rec.fl_value_expires
-            && rec.fl_stale_format == format)
-            value = PyBytes_FromStringAndSize(data + sizeof(rec),
-                                              len - (Py_ssize_t) sizeof(rec));
-    }
+    if (format >= 0 && format < HC_FORMAT_INTERNAL
+        && hc_flight_refreshing_value(PyBytes_AS_STRING(res->bytes),
+                                      (size_t) PyBytes_GET_SIZE(res->bytes),
+                                      (int) format, hc_now_ns(), &old,
+                                      &old_len))
+        value = PyBytes_FromStringAndSize(old, (Py_ssize_t) old_len);
+    else
+        value = Py_NewRef(Py_None);
     Py_DECREF(res->bytes);
-    if (value == NULL && !PyErr_Occurred())
-        Py_RETURN_NONE;
     return value;
 }
 

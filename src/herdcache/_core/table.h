@@ -6,12 +6,13 @@
  *
  * The table is split into stripes by the low bits of the key's keyed
  * hash.  A stripe owns everything its keys need: a lock, a bucket array,
- * a buddy-allocated arena (alloc.h) holding the items, a SIEVE eviction
- * queue, and a free epoch.  No operation touches two stripes, so writers
+ * an arena of 16-byte units holding the items (a next-fit bitmap
+ * allocator, alloc.h), a SIEVE eviction queue with its visited map, and a
+ * free epoch.  No operation touches two stripes, so writers
  * of different stripes never meet, and a writer that dies can damage only
  * its own stripe, which the next lock holder rebuilds (see "Crashes").
  *
- * Items.  An item is one block of the arena: a 56-byte header (hc_item),
+ * Items.  An item is one block of the arena: a 48-byte header (hc_item),
  * the key, the value.  A block is written completely while it is still
  * private, then published by one release store of a chain link (a bucket
  * head or a predecessor's it_next).  Replacing a value links a fresh block
@@ -24,8 +25,8 @@
  * may set it after the block was freed and reused (its read then fails
  * validation, but the store is done), and a stray bit in the map costs
  * one eviction decision, where a stray byte in the arena would tear
- * another item.  It reads the
- * stripe's free epoch (acquire), walks the chain, compares the key, and
+ * another item.  A reader reads the stripe's free epoch (acquire), walks
+ * the chain, compares the key, and
  * the caller copies the value out; then hc_cache_read_valid() re-reads the
  * epoch behind an acquire fence.  Every writer that unlinks or frees a
  * block makes the epoch odd first and even again after, so an unchanged
@@ -42,8 +43,8 @@
  * acquirer learns that the owner died (HC_OWNER_DIED), it rebuilds the
  * stripe from the items still reachable from its buckets, validating each
  * one (bounds, alignment, block map, hash-to-bucket, key length, value
- * fits the block), then rebuilds the block map, the free lists and the
- * SIEVE queue from them.  An item that was being written or replaced is
+ * fits the block), then rebuilds the allocator's bitmaps, the visited map
+ * and the SIEVE queue from them.  An item that was being written or replaced is
  * either the old one or absent, never torn.  The same rebuild runs if a
  * writer ever finds the stripe inconsistent (HC_CORRUPT from alloc.c).
  *
@@ -63,7 +64,7 @@
  * with a relaxed fetch-and under sp_lock by link_item() and by the SIEVE
  * hand.  Relaxed: it orders nothing, and a lost, late or stale bit costs
  * one eviction decision.
- * Everything else in a stripe (free lists, block map, queue links,
+ * Everything else in a stripe (the allocator's bitmaps, queue links,
  * counters) is written under sp_lock; the counters are also read without
  * it, relaxed, for statistics.
  *
@@ -127,6 +128,8 @@ typedef struct hc_item {
     uint8_t it_format;              /* the serializer's tag, for the caller */
     uint8_t it_pad[2];              /* (the visited flag is in a map) */
 } hc_item;
+
+_Static_assert(sizeof(hc_item) == 48, "hc_item is the 48-byte header");
 
 /* Formats from here up are the table's own (flight.h), never a value's. */
 #define HC_FORMAT_INTERNAL 0xF0
