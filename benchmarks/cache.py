@@ -36,8 +36,6 @@ not absolute numbers across runs.
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import random
 import sys

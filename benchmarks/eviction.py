@@ -39,8 +39,6 @@ benchmark here, compare ratios from one run.
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import bisect
 import itertools

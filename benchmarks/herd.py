@@ -47,8 +47,6 @@ are noisy: compare ratios from one run.
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import itertools
 import shutil

@@ -31,8 +31,6 @@ tests never time anything, the benchmark only reports.
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import multiprocessing as mp
 import os

@@ -11,19 +11,11 @@
 #include "futex.h"
 #include "segment.h"
 
-uint32_t
-hc_cond_prepare(hc_cond *cv)
+static uint32_t
+cond_prepare(hc_cond *cv)
 {
     /* Pairs with the release increment in hc_cond_notify(). */
     return atomic_load_explicit(&cv->cv_seq, memory_order_acquire);
-}
-
-hc_status
-hc_cond_wait_seq(hc_cond *cv, uint32_t seq, uint64_t deadline)
-{
-    if (hc_cond_prepare(cv) != seq)
-        return HC_OK;
-    return hc_futex_wait(&cv->cv_seq, seq, deadline);
 }
 
 hc_status
@@ -34,7 +26,7 @@ hc_cond_wait(hc_segment *seg, hc_cond *cv, hc_lock *lock, uint64_t deadline)
      * the predicate under the lock, so its increment comes after our
      * release below, and the futex then sees a value other than seq.
      */
-    uint32_t seq = hc_cond_prepare(cv);
+    uint32_t seq = cond_prepare(cv);
     hc_status wait_st, lock_st;
 
     lock_st = hc_lock_release(seg, lock);
@@ -60,7 +52,7 @@ hc_cond_wait(hc_segment *seg, hc_cond *cv, hc_lock *lock, uint64_t deadline)
 void
 hc_cond_notify(hc_cond *cv, int count)
 {
-    /* Pairs with the acquire load in hc_cond_prepare(). */
+    /* Pairs with the acquire load in cond_prepare(). */
     atomic_fetch_add_explicit(&cv->cv_seq, 1, memory_order_release);
     hc_futex_wake(&cv->cv_seq, count);
 }

@@ -18,17 +18,12 @@
  *	...
  *	hc_lock_release(seg, lock);
  *
- * A notifier that changes the predicate without the lock (with atomics)
- * must be paired with hc_cond_prepare() / hc_cond_wait_seq(): read the
- * sequence first, then test the predicate, then sleep on that sequence;
- * a notify that lands in between changes the sequence and the sleep
- * returns at once, so no wake-up is lost.
- *
  * Notes on synchronization
  *
  * cv_seq: incremented by notifiers with a release RMW after they changed
- * the predicate; read with acquire by waiters before they test it.  The
- * futex system calls order the sleep against the increment.
+ * the predicate; read with acquire by hc_cond_wait() while it still holds
+ * the lock, before it releases it and sleeps.  The futex system calls
+ * order the sleep against the increment.
  *
  *-------------------------------------------------------------------------
  */
@@ -57,10 +52,6 @@ typedef struct hc_cond {
  */
 hc_status hc_cond_wait(struct hc_segment *seg, hc_cond *cv, hc_lock *lock,
                        uint64_t deadline);
-
-/* The lock-free pair: read the sequence, then sleep while it is unchanged. */
-uint32_t hc_cond_prepare(hc_cond *cv);
-hc_status hc_cond_wait_seq(hc_cond *cv, uint32_t seq, uint64_t deadline);
 
 /* Wake up to count waiters (count < 0: all of them). */
 void hc_cond_notify(hc_cond *cv, int count);

@@ -25,7 +25,7 @@
  * get_many's default cap on the bytes of one batch.  A batch is a list of
  * fresh bytes objects; past a few hundred KiB they no longer fit in the
  * CPU's cache with the ring, and 4 KiB messages went 2.3x slower in
- * batches of 1000 (4 MB) than capped at 256 KiB (benchmarks/queue.py).
+ * batches of 1000 (4 MB) than capped at 256 KiB (benchmarks/queues.py).
  */
 #define QUEUE_BATCH_BYTES (256 * 1024)
 

@@ -1,6 +1,6 @@
 """Message queues between processes of one host, side by side.
 
-    python benchmarks/queue.py [--seconds 0.5] [--latency-messages 500]
+    python benchmarks/queues.py [--seconds 0.5] [--latency-messages 500]
 
 Every cell is one producer process and one consumer process (forked),
 started together; the rate is messages received per second, measured by
@@ -19,8 +19,6 @@ noisy: compare the ratios within one run.
 """
 
 from __future__ import annotations
-
-import _pathfix  # noqa: F401  (first: this file is named queue.py)
 
 import argparse
 import os
@@ -377,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{t.name:45} latency median {med:.1f} µs, p99 {p99:.1f} µs", file=sys.stderr)
 
     print(
-        f"python benchmarks/queue.py --seconds {args.seconds}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})\n"
+        f"python benchmarks/queues.py --seconds {args.seconds}  ({os.cpu_count()} CPUs, Python {sys.version.split()[0]})\n"
     )
     print(rep.table(cols, "1 producer → 1 consumer, messages/s") + "\n")
     print(two.table(["2x2 one by one", "2x2 batched"], "2 producers → 2 consumers, 64 B, messages/s") + "\n")
