@@ -32,15 +32,18 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from . import _core, compute
-from .compute import DEFAULT_LEASE, ComputeOptions
-from .errors import HerdcacheError, InvalidArgument, SerializationError
+from .compute import ComputeKwargs, ComputeOptions
+from .errors import HerdcacheError, InvalidArgument
 from .memoize import memoize
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 #: A ttl meaning "never expires", whatever the cache's default_ttl.
 FOREVER = math.inf
@@ -181,13 +184,21 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
         return self._touch(key, self._ttl(ttl))
 
+    def _entry(self, key: Any) -> tuple[bytes, int, float | None, float, int, int] | None:
+        """Everything stored for ``key`` (see ``_core.Cache._lookup``), or
+        None if it is absent or expired."""
+        found = self._lookup(key)
+        if found is None or (found[2] is not None and found[2] <= 0):
+            return None
+        return found
+
     def ttl(self, key: Any) -> float | None:
         """Seconds ``key`` has left; None if it never expires.
 
         :raises KeyError: if the key is absent or expired.
         """
-        found = self._lookup(key)
-        if found is None or (found[2] is not None and found[2] <= 0):
+        found = self._entry(key)
+        if found is None:
             raise KeyError(key)
         return found[2]
 
@@ -200,18 +211,13 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         :raises SerializationError: if another serializer wrote the value.
         """
         while True:
-            found = self._lookup(key)
-            if found is None or (found[2] is not None and found[2] <= 0):
+            found = self._entry(key)
+            if found is None:
                 raise KeyError(key)
             data, fmt, remaining, _stale, csn, _delta = found
-            if fmt != self._tag:
-                # As get() does: another serializer's bytes are not ours to
-                # decode (raw b"\x05" would read as msgpack's 5).
-                raise SerializationError(
-                    f"the value of {key!r} was stored with format {fmt}, this cache reads "
-                    f"format {self._tag}: open the cache with the serializer that wrote it"
-                )
-            value = self._loads(data)
+            # As get() does: another serializer's bytes are not ours to
+            # decode (raw b"\x05" would read as msgpack's 5).
+            value = self._decode(key, data, fmt)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
             new = value + delta
@@ -284,36 +290,22 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         fn: Callable[[], Any],
         ttl: float | None = None,
         *,
-        stale_ttl: float = 0.0,
-        early_refresh: float = 0.0,
-        lease: float = DEFAULT_LEASE,
-        wait_timeout: float | None = None,
-        negative_ttl: float = 0.0,
         options: ComputeOptions | None = None,
+        **kwargs: Unpack[ComputeKwargs],
     ) -> Any:
         """The value of ``key``; if it is missing or expired, ``fn()`` computes
         it, in exactly one process at a time, while every other caller (in any
         process, or thread) waits and receives the same value.
 
         :param ttl: seconds the computed value lives (None: default_ttl).
-        :param stale_ttl: for that many seconds past expiry, callers get the
-            old value at once while one process recomputes it.
-        :param early_refresh: XFetch beta (1.0 is the paper's default): start
-            recomputing before expiry, with a probability that rises as expiry
-            nears, so a hot key is refreshed once and callers never wait.
-        :param lease: seconds the computing process may take; past it (or at
-            once if it dies) one waiter takes over.  A late owner's result is
-            then refused.
-        :param wait_timeout: seconds a caller waits for another's computation
-            before :class:`~herdcache.errors.ComputeTimeout`; None: the lease.
-        :param negative_ttl: cache a failure for that many seconds (callers get
-            the same exception without recomputing); 0: only the callers
-            waiting at the time get it.
+        :param kwargs: ``stale_ttl``, ``early_refresh``, ``lease``,
+            ``wait_timeout``, ``negative_ttl``: see :class:`ComputeOptions`
+            (or pass one as ``options``).
         :raises ReentrantCompute: ``fn`` asked for ``key`` itself.
         :raises ComputeTimeout: waited longer than ``wait_timeout``.
         """
         if options is None:
-            options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
+            options = ComputeOptions(ttl, **kwargs)
         return compute.get_or_compute(self, key, fn, options)
 
     async def aget_or_compute(
@@ -322,35 +314,26 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         fn: Callable[[], Awaitable[Any]],
         ttl: float | None = None,
         *,
-        stale_ttl: float = 0.0,
-        early_refresh: float = 0.0,
-        lease: float = DEFAULT_LEASE,
-        wait_timeout: float | None = None,
-        negative_ttl: float = 0.0,
         options: ComputeOptions | None = None,
+        **kwargs: Unpack[ComputeKwargs],
     ) -> Any:
         """:meth:`get_or_compute` for asyncio: ``fn`` is a coroutine function,
         and waiting happens in a worker thread, never blocking the loop."""
         if options is None:
-            options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
+            options = ComputeOptions(ttl, **kwargs)
         return await compute.aget_or_compute(self, key, fn, options)
 
     def memoize(
         self,
         ttl: float | None = None,
         *,
-        stale_ttl: float = 0.0,
-        early_refresh: float = 0.0,
-        lease: float = DEFAULT_LEASE,
-        wait_timeout: float | None = None,
-        negative_ttl: float = 0.0,
         key: Callable[..., str] | None = None,
+        **kwargs: Unpack[ComputeKwargs],
     ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Decorate a function (or coroutine function) so that its results are
         shared by every process through this cache, each computed once (see
         :mod:`herdcache.memoize` for how keys are built)."""
-        options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
-        return memoize(self, options, key)
+        return memoize(self, ComputeOptions(ttl, **kwargs), key)
 
     # -- introspection -----------------------------------------------------------
 

@@ -25,7 +25,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypedDict
 
 from .errors import (
     ComputeError,
@@ -33,7 +33,6 @@ from .errors import (
     HerdcacheError,
     InvalidArgument,
     ReentrantCompute,
-    SerializationError,
 )
 from .serializers import MsgpackSerializer
 
@@ -47,9 +46,37 @@ DEFAULT_LEASE = 30.0
 _errors_codec = MsgpackSerializer()
 
 
+class ComputeKwargs(TypedDict, total=False):
+    """The keyword options of get_or_compute, aget_or_compute and memoize:
+    the fields of :class:`ComputeOptions` other than ``ttl``."""
+
+    stale_ttl: float
+    early_refresh: float
+    lease: float
+    wait_timeout: float | None
+    negative_ttl: float
+
+
 @dataclass(frozen=True)
 class ComputeOptions:
-    """How one get_or_compute call behaves (see Cache.get_or_compute)."""
+    """How one get_or_compute call behaves.
+
+    :param ttl: seconds the computed value lives (None: the cache's
+        default_ttl).
+    :param stale_ttl: for that many seconds past expiry, callers get the
+        old value at once while one process recomputes it.
+    :param early_refresh: XFetch beta (1.0 is the paper's default): start
+        recomputing before expiry, with a probability that rises as expiry
+        nears, so a hot key is refreshed once and callers never wait.
+    :param lease: seconds the computing process may take; past it (or at
+        once if it dies) one waiter takes over.  A late owner's result is
+        then refused.
+    :param wait_timeout: seconds a caller waits for another's computation
+        before :class:`~herdcache.errors.ComputeTimeout`; None: the lease.
+    :param negative_ttl: cache a failure for that many seconds (callers get
+        the same exception without recomputing); 0: only the callers
+        waiting at the time get it.
+    """
 
     ttl: float | None = None
     stale_ttl: float = 0.0
@@ -184,26 +211,27 @@ class _Flight:
 
     def _lookup(self) -> tuple[bytes, float | None, int] | None:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
-        or None if there is none (absent, expired, in flight, failed)."""
-        found = self.cache._lookup(self.key)
-        if found is None:
+        or None if there is none (absent, expired, in flight, failed, or
+        in another format: begin() then reports that under the lock)."""
+        found = self.cache._entry(self.key)
+        if found is None or found[1] != self.cache._tag:
             return None
-        data, fmt, ttl_left, _stale, _csn, delta_ms = found
-        if fmt != self.cache._tag or (ttl_left is not None and ttl_left <= 0):
-            return None
+        data, _fmt, ttl_left, _stale, _csn, delta_ms = found
         return data, ttl_left, delta_ms
 
-    def fresh_value(self) -> tuple[str, Any]:
-        """The lock-free fast path: ("hit", value), ("refresh", None) when
-        early refresh picked this caller to recompute, or ("miss", None)."""
+    def fresh_value(self) -> tuple[bool, Any]:
+        """The lock-free fast path: (True, value) on a hit; (False, None) on
+        a miss, or when early refresh picked this caller to recompute (then
+        :attr:`refreshing` is set)."""
         found = self._lookup()
         if found is None:
-            return "miss", None
+            return False, None
         data, ttl_left, delta_ms = found
         self.cache._count_stat("hits")
         if self.options.early_refresh and ttl_left is not None and self._xfetch(ttl_left, delta_ms):
-            return "refresh", None
-        return "hit", self.cache._loads(data)
+            self.refreshing = True
+            return False, None
+        return True, self.cache._loads(data)
 
     def _xfetch(self, ttl_left: float, delta_ms: int) -> bool:
         """Probabilistic early expiry (Vattani et al., VLDB 2015): refresh
@@ -212,8 +240,20 @@ class _Flight:
         delta = max(delta_ms, 1) / 1000.0
         return delta * self.options.early_refresh * -math.log(1.0 - random.random()) >= ttl_left
 
-    def begin(self, refresh: bool) -> _core.FlightStart:
-        return self.cache._flight_begin(self.key, self.options.lease, self.waited_round, refresh)
+    def begin(self) -> _core.FlightStart:
+        """Under the stripe lock, what this caller does next (flight.h)."""
+        return self.cache._flight_begin(self.key, self.options.lease, self.waited_round, self.refreshing)
+
+    def next_step(self, begun: _core.FlightStart) -> tuple[str, Any, Any]:
+        """What begin() decided, as ("compute", round, took_over), ("wait",
+        round, wait_seq) or ("done", value, None)."""
+        outcome, data, fmt, round_, seq, _ttl, _delta, took_over = begun
+        if outcome == "compute":
+            return "compute", round_, took_over
+        self.refreshing = False
+        if outcome == "wait":
+            return "wait", round_, seq
+        return "done", self.served(outcome, data, fmt, round_), None
 
     def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
         """Sleep until a flight of the key's stripe ends, the deadline, or
@@ -252,12 +292,7 @@ class _Flight:
             self.cache._count_stat("stale_served")
         elif self.waited:
             self.cache._count_stat("coalesced")
-        if fmt != self.cache._tag:
-            raise SerializationError(
-                f"the value of {self.key!r} was stored with format {fmt}, this cache reads "
-                f"format {self.cache._tag}: open the cache with the serializer that wrote it"
-            )
-        return self.cache._loads(data)
+        return self.cache._decode(self.key, data, fmt)
 
     def own(self, round_: int, thread_bound: bool = True) -> None:
         """Record the round, to release it at exit (and catch re-entry)."""
@@ -306,22 +341,22 @@ class _Flight:
 def get_or_compute(cache: Cache, key: Any, fn: Callable[[], Any], options: ComputeOptions) -> Any:
     """See :meth:`herdcache.Cache.get_or_compute`."""
     flight = _Flight(cache, key, options)
-    state, value = flight.fresh_value()
-    if state == "hit":
+    found, value = flight.fresh_value()
+    if found:
         return value
-    flight.refreshing = state == "refresh"
     flight.check_reentry()
+    # This loop and aget_or_compute's stay parallel on purpose: the same
+    # steps (_Flight does each), but there every one that may block runs in
+    # a worker thread or is awaited.
     while True:
-        outcome, data, fmt, round_, seq, _ttl, _delta, took_over = flight.begin(flight.refreshing)
-        if outcome == "compute":
-            return _compute(flight, fn, round_, took_over)
-        flight.refreshing = False
-        if outcome == "wait":
-            found, value = flight.wait(round_, seq)
-            if found:
-                return value
-            continue
-        return flight.served(outcome, data, fmt, round_)
+        step, first, second = flight.next_step(flight.begin())
+        if step == "done":
+            return first
+        if step == "compute":
+            return _compute(flight, fn, first, second)
+        found, value = flight.wait(first, second)
+        if found:
+            return value
 
 
 def _compute(flight: _Flight, fn: Callable[[], Any], round_: int, took_over: bool) -> Any:
@@ -345,24 +380,19 @@ async def aget_or_compute(
     import asyncio  # here, not at the top: it doubles `import herdcache`
 
     flight = _Flight(cache, key, options)
-    state, value = flight.fresh_value()
-    if state == "hit":
+    found, value = flight.fresh_value()
+    if found:
         return value
-    flight.refreshing = state == "refresh"
     loop = asyncio.get_running_loop()
-    while True:
-        outcome, data, fmt, round_, seq, _ttl, _delta, took_over = await loop.run_in_executor(
-            None, flight.begin, flight.refreshing
-        )
-        if outcome == "compute":
-            return await _acompute(flight, fn, round_, took_over)
-        flight.refreshing = False
-        if outcome == "wait":
-            found, value = await loop.run_in_executor(None, flight.wait, round_, seq)
-            if found:
-                return value
-            continue
-        return flight.served(outcome, data, fmt, round_)
+    while True:  # parallel to get_or_compute's loop (see there)
+        step, first, second = flight.next_step(await loop.run_in_executor(None, flight.begin))
+        if step == "done":
+            return first
+        if step == "compute":
+            return await _acompute(flight, fn, first, second)
+        found, value = await loop.run_in_executor(None, flight.wait, first, second)
+        if found:
+            return value
 
 
 async def _acompute(flight: _Flight, fn: Callable[[], Awaitable[Any]], round_: int, took_over: bool) -> Any:

@@ -228,6 +228,17 @@ refreshing_value(cache_result *res, long format)
 static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
                               long format);
 
+/* The one message for a value another serializer stored; returns NULL. */
+static PyObject *
+format_mismatch(PyObject *key, long stored, long format)
+{
+    PyErr_Format(hcpy_SerializationError,
+                 "the value of %R was stored with format %ld, this cache "
+                 "reads format %ld: open the cache with the serializer that "
+                 "wrote it", key, stored, format);
+    return NULL;
+}
+
 PyDoc_STRVAR(Cache_get_doc,
 "_get(key, format) -> bytes | None\n\n"
 "The stored bytes of key, or None if absent or expired.  Raises\n"
@@ -271,11 +282,7 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format)
     }
     if (res.rd.rd_format != format) {
         Py_DECREF(res.bytes);
-        PyErr_Format(hcpy_SerializationError,
-                     "the value of this key was stored with format %d, this "
-                     "cache reads format %ld: open the cache with the "
-                     "serializer that wrote it", res.rd.rd_format, format);
-        return NULL;
+        return format_mismatch(keyobj, res.rd.rd_format, format);
     }
     return res.bytes;
 }
@@ -374,6 +381,28 @@ Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     value = decode_value(self, data);
     Py_DECREF(data);
     return value;
+}
+
+PyDoc_STRVAR(Cache_decode_doc,
+"_decode(key, data, format) -> object\n\n"
+"data (the value of key, stored in format) decoded as get_value() does;\n"
+"SerializationError if format is not this cache's.");
+
+static PyObject *
+Cache_decode(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    long format;
+
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "_decode(key, data, format)");
+        return NULL;
+    }
+    format = PyLong_AsLong(args[2]);
+    if (format == -1 && PyErr_Occurred())
+        return NULL;
+    if (format != self->decode_format)
+        return format_mismatch(args[0], format, self->decode_format);
+    return decode_value(self, args[1]);
 }
 
 PyDoc_STRVAR(Cache_lookup_doc,
@@ -952,6 +981,8 @@ static PyMethodDef Cache_methods[] = {
     {"_get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
     {"_lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},
+    {"_decode", (PyCFunction) (void (*)(void)) Cache_decode, METH_FASTCALL,
+     Cache_decode_doc},
     {"_set_decoder", (PyCFunction) Cache_set_decoder, METH_VARARGS,
      Cache_set_decoder_doc},
     {"_get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
