@@ -34,9 +34,14 @@ def test_segment_larger_than_the_filesystem_fails_at_create(small_tmpfs: str) ->
     message = str(info.value)
     assert str(4 * 1024**2) in message and "free" in message
     assert isinstance(info.value, MemoryError)
+    assert "Ask for a smaller size" in message and "larger size" not in message
     assert os.listdir(small_tmpfs) == [], "a failed create left its file behind"
     with Segment.create("fits", "1MiB", dir=small_tmpfs) as seg:
         seg.struct("all", seg.info()["free"])[0][-1] = 1  # every byte is backed
+        with pytest.raises(errors.SegmentFull, match="Create the segment with a larger size"):
+            seg.struct("more", 4096)
+    with pytest.raises(errors.SegmentFull, match="Ask for a smaller size"):
+        herdcache.Cache("cache", "4MiB", dir=small_tmpfs)
 
 
 def test_create_refuses_an_existing_segment(segdir: str) -> None:

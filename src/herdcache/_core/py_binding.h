@@ -94,12 +94,15 @@ extern PyTypeObject hcpy_Queue_Type;
 
 /*
  * Where a status arose.  A few statuses mean something else to a cache
- * write or a queue (a full segment is CacheFull for a write that may not
- * evict; HC_CLOSED is a closed queue, not a closed segment); the table in
- * py_errors.c holds those entries beside the general ones.
+ * write, a queue or the making of a segment (no space is CacheFull for a
+ * write that may not evict, a too small /dev/shm when a segment is made,
+ * a full segment elsewhere; HC_CLOSED is a closed queue, not a closed
+ * segment); the table in py_errors.c holds those entries beside the
+ * general ones.
  */
 typedef enum {
     HCPY_IN_ANY,
+    HCPY_IN_SEGMENT_CREATE,
     HCPY_IN_CACHE_WRITE,
     HCPY_IN_QUEUE,
     HCPY_CONTEXT_COUNT

@@ -28,8 +28,8 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
 [HCPY_IN_ANY] = {
     [HC_WOULD_BLOCK] = {"HerdcacheTimeout", "Retry, or block with a timeout"},
     [HC_TIMEOUT] = {"HerdcacheTimeout",
-                    "Wait longer, or find the process that holds it "
-                    "(python -m herdcache info NAME)"},
+                    "Wait longer (timeout=), or find the process that holds "
+                    "it up (python -m herdcache info NAME)"},
     [HC_NOT_FOUND] = {"SegmentNotFound",
                       "Create it first (Segment.create or Segment.open), or "
                       "check the name and the directory"},
@@ -39,13 +39,15 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
     [HC_BAD_NAME] = {"InvalidName", "Choose a valid name"},
     [HC_BAD_ARGUMENT] = {"InvalidArgument", "Pass a value in range"},
     [HC_NO_SPACE] = {"SegmentFull",
-                     "Create the segment with a larger size, or give "
-                     "/dev/shm more room (Docker: --shm-size)"},
+                     "Create the segment with a larger size, or put fewer "
+                     "or smaller structures in it"},
     [HC_REGISTRY_FULL] = {"SegmentFull",
                           "Use fewer named structures in one segment"},
     [HC_SLOTS_FULL] = {"SegmentFull",
                        "Attach fewer processes to one segment at once"},
-    [HC_TOO_LARGE] = {"ValueTooLarge", "Store something smaller"},
+    [HC_TOO_LARGE] = {"ValueTooLarge",
+                      "Store something smaller, or open the cache with a "
+                      "larger max_value_size"},
     [HC_KIND_MISMATCH] = {"StructMismatch",
                           "Use another name for this structure"},
     [HC_SIZE_MISMATCH] = {"StructMismatch",
@@ -77,8 +79,8 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
                     "Remove it (python -m herdcache rm NAME) and create it "
                     "again"},
     [HC_BUSY] = {"SegmentBusy",
-                 "Release held locks and drop memoryviews of the segment "
-                 "before close()"},
+                 "Release its locks, drop memoryviews of it and let calls "
+                 "on it in other threads return before close()"},
     [HC_NOT_OWNER] = {"LockNotOwned",
                       "Release a lock from the thread that acquired it"},
     [HC_DEADLOCK] = {"LockNotOwned",
@@ -88,6 +90,11 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
     [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
     [HC_CONFLICT] = {"HerdcacheError", "Retry the operation"},
     [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
+},
+[HCPY_IN_SEGMENT_CREATE] = {
+    [HC_NO_SPACE] = {"SegmentFull",
+                     "Ask for a smaller size, or give /dev/shm more room "
+                     "(Docker: --shm-size; see `df -h /dev/shm`)"},
 },
 [HCPY_IN_CACHE_WRITE] = {
     [HC_NO_SPACE] = {"CacheFull",

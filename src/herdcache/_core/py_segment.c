@@ -323,7 +323,7 @@ Segment_create(PyTypeObject *cls, PyObject *args, PyObject *kw)
         return NULL;
     UNLOCKED(st, hc_segment_create(a.name, a.size, &o, &seg));
     if (st != HC_OK)
-        return hcpy_raise_status("create", st);
+        return hcpy_raise_in(HCPY_IN_SEGMENT_CREATE, "create", st);
     return hcpy_segment_wrap(cls, seg);
 }
 
@@ -376,7 +376,7 @@ Segment_open(PyTypeObject *cls, PyObject *args, PyObject *kw)
         return NULL;
     UNLOCKED(st, hc_segment_open(a.name, a.size, &o, &seg, &created));
     if (st != HC_OK)
-        return hcpy_raise_status("open", st);
+        return hcpy_raise_in(HCPY_IN_SEGMENT_CREATE, "open", st);
     obj = hcpy_segment_wrap(cls, seg);
     if (obj == NULL)
         return NULL;
@@ -398,7 +398,7 @@ Segment_anonymous(PyTypeObject *cls, PyObject *args)
         return NULL;
     UNLOCKED(st, hc_segment_anonymous(size, &seg));
     if (st != HC_OK)
-        return hcpy_raise_status("anonymous", st);
+        return hcpy_raise_in(HCPY_IN_SEGMENT_CREATE, "anonymous", st);
     return hcpy_segment_wrap(cls, seg);
 }
 
