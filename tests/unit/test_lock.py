@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import HANG, joined
 
 from herdcache import Lock, Segment, errors
 
@@ -113,9 +114,9 @@ def test_waiting_thread_gets_the_lock_when_it_is_released(lock: Lock) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    started.wait()
+    assert started.wait(HANG), "the waiting thread never started"
     lock.release()
-    thread.join(60)
+    joined(thread)
     assert got == [True]
     assert not lock.locked()
 
@@ -141,17 +142,17 @@ def test_close_while_another_thread_holds_a_lock_is_busy(seg: Segment, lock: Loc
     def hold() -> None:
         with lock:
             holding.set()
-            done.wait()
+            done.wait(HANG)
 
     thread = threading.Thread(target=hold)
     thread.start()
-    holding.wait()
+    assert holding.wait(HANG), "the other thread never took the lock"
     try:
         with pytest.raises(errors.SegmentBusy):
             seg.close()
     finally:
         done.set()
-        thread.join()
+        joined(thread)
     seg.close()
 
 
