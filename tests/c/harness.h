@@ -25,6 +25,7 @@
 #include "registry.h"
 #include "segment.h"
 #include "status.h"
+#include "table.h"
 
 #define CHECK(cond)                                                       \
     do {                                                                  \
@@ -88,6 +89,22 @@ test_alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
     CHECK_ST(hc_registry_find_or_alloc(seg, name, strlen(name), 64, kind,
                                        &info, &found), HC_OK);
     return seg->sg_base + info.offset;
+}
+
+/* A cache of size bytes in a fresh anonymous segment (returned in *seg). */
+static inline hc_cache *
+test_cache(hc_segment **seg, uint64_t size, bool evict)
+{
+    hc_struct_info info;
+    hc_cache *c;
+    bool found;
+
+    CHECK_ST(hc_segment_anonymous(size + (1 << 20), seg), HC_OK);
+    CHECK_ST(hc_registry_find_or_alloc(*seg, "cache", 5, size, HC_KIND_CACHE,
+                                       &info, &found), HC_OK);
+    CHECK_ST(hc_cache_open(*seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
+                           evict, &c), HC_OK);
+    return c;
 }
 
 static inline pid_t

@@ -23,16 +23,7 @@ static hc_segment *seg;
 static hc_cache *
 new_cache(uint64_t size, bool evict)
 {
-    hc_struct_info info;
-    hc_cache *c;
-    bool found;
-
-    CHECK_ST(hc_segment_anonymous(size + (1 << 20), &seg), HC_OK);
-    CHECK_ST(hc_registry_find_or_alloc(seg, "cache", 5, size, HC_KIND_CACHE,
-                                       &info, &found), HC_OK);
-    CHECK_ST(hc_cache_open(seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
-                           evict, &c), HC_OK);
-    return c;
+    return test_cache(&seg, size, evict);
 }
 
 static void

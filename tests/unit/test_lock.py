@@ -25,10 +25,9 @@ def in_thread(fn):
         except BaseException as exc:  # noqa: BLE001 - handed back to the caller
             result.append((False, exc))
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the thread hung"
+    joined(thread)
     ok, value = result[0]
     if not ok:
         raise value
@@ -94,11 +93,19 @@ def test_release_of_a_free_lock_raises(lock: Lock) -> None:
     ids=["blocking", "timeout", "non-blocking", "with"],
 )
 def test_reacquire_by_the_same_thread_raises_instead_of_hanging(lock: Lock, again) -> None:
-    lock.acquire()
-    with pytest.raises(errors.LockNotOwned, match="not reentrant"):
-        again(lock)
-    assert lock._is_owned()
-    lock.release()
+    """In a thread of its own, so that a re-acquire that hangs fails the
+    test after a deadline, naming the thread, instead of hanging it."""
+
+    def twice() -> None:
+        lock.acquire()
+        try:
+            with pytest.raises(errors.LockNotOwned, match="not reentrant"):
+                again(lock)
+            assert lock._is_owned()
+        finally:
+            lock.release()
+
+    in_thread(twice)
     assert not lock.locked()
 
 
