@@ -3,8 +3,8 @@ self-checking values, waiting on observable state, and handing a cache to
 child processes.
 
 Processes are synchronised with Events, Barriers, pipes and Queues, never
-with sleeps.  :func:`wait_until` polls an observable state (a key has
-expired, a counter moved) with a deadline that is a hang bound, not a
+with sleeps.  :func:`helpers.wait_until` polls an observable state (a key
+has expired, a counter moved) with a deadline that is a hang bound, not a
 latency assertion: healthy runs finish far inside it.
 """
 
@@ -18,37 +18,21 @@ import os
 import random
 import signal
 import struct
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from typing import Any
 
+from helpers import CONTEXTS, HANG, join_all, start, wait_until  # noqa: F401 (used by the cache tests)
+
 from herdcache import Cache
-
-#: The start methods every multi-process test runs under.
-CONTEXTS = ("fork", "spawn")
-
-#: How long anything may take before the test calls it hung.
-HANG = 60.0
 
 
 def env_number(name: str, default: float) -> float:
     """A duration or count from the environment (stress runs set them)."""
     value = os.environ.get(name)
     return float(value) if value else default
-
-
-def wait_until(predicate: Callable[[], bool], what: str, timeout: float = HANG) -> None:
-    """Poll ``predicate`` until it is true; fail naming ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    delay = 0.001
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}")
-        time.sleep(delay)
-        delay = min(delay * 2, 0.05)
 
 
 def same(a: Any, b: Any) -> bool:
@@ -183,13 +167,6 @@ def open_for(ctx: BaseContext, name: str, size: str = "16MiB", **options: Any) -
     return Cache(name, size=size, **options)
 
 
-def start(ctx: BaseContext, target: Callable[..., object], *args: object) -> BaseProcess:
-    """Start ``target(*args)`` in a daemon process of ``ctx``."""
-    proc = ctx.Process(target=target, args=args, daemon=True)
-    proc.start()
-    return proc
-
-
 def kill(proc: BaseProcess) -> None:
     """SIGKILL a child (if it still runs) and reap it."""
     if proc.pid is not None and proc.exitcode is None:
@@ -198,18 +175,3 @@ def kill(proc: BaseProcess) -> None:
         except ProcessLookupError:
             pass
     proc.join(HANG)
-
-
-def join_all(procs: Iterable[BaseProcess], timeout: float = HANG) -> None:
-    """Join every child; fail if one hung (it is killed) or exited non-zero."""
-    procs = list(procs)
-    deadline = time.monotonic() + timeout
-    hung = []
-    for proc in procs:
-        proc.join(max(deadline - time.monotonic(), 0.1))
-        if proc.exitcode is None:
-            hung.append(proc.pid)
-            kill(proc)
-    assert not hung, f"children {hung} hung (killed after {timeout:.0f} s)"
-    codes = [proc.exitcode for proc in procs]
-    assert all(code == 0 for code in codes), f"children exited with {codes}"

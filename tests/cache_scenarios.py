@@ -21,16 +21,19 @@ from cache_helpers import HANG, cache_ref, join_all, start, verify_value, wait_u
 from herdcache import Cache
 
 
-def race(ctx: BaseContext, cache: Cache, writers: int, readers: int, reads: int, seconds: float) -> None:
-    """Run writers against readers (half using lookup()) and assert that no
-    reader saw a bad value, that they saw values at all, and that the table
-    is sound afterwards."""
+def race(
+    ctx: BaseContext, cache: Cache, writers: int, readers: int, reads: int, seconds: float, deletes: float = 0.1
+) -> None:
+    """Run writers (``deletes``: the fraction of their operations that
+    delete) against readers (half using lookup()) and assert that no reader
+    saw a bad value, that they saw values at all, and that the table is
+    sound afterwards."""
     keys = [b"torn-%d" % i for i in range(32)]
     ref = cache_ref(cache, ctx, serializer="raw")
     stop, results = ctx.Event(), ctx.Queue()
     started = [ctx.Event() for _ in range(writers)]
     writing = [
-        start(ctx, cache_workers.checked_writer, ref, keys, seed, 20_000, stop, started[seed])
+        start(ctx, cache_workers.checked_writer, ref, keys, seed, 20_000, stop, started[seed], deletes)
         for seed in range(writers)
     ]
     for event in started:

@@ -76,27 +76,25 @@ def log_size(rng: random.Random, smallest: int, largest: int) -> int:
     return int(math.exp(rng.uniform(math.log(smallest), math.log(largest))))
 
 
-def checked_writer(ref: CacheRef, keys: list[bytes], seed: int, largest: int, stop: Any, started: Any) -> None:
-    """Set, replace, add and delete self-checking values of varied sizes on
-    ``keys`` until ``stop`` is set; every value it reads must verify."""
+def checked_writer(
+    ref: CacheRef, keys: list[bytes], seed: int, largest: int, stop: Any, started: Any, deletes: float = 0.1
+) -> None:
+    """Set, replace and add self-checking values of varied sizes on
+    ``keys``, and delete (a ``deletes`` fraction of the operations), until
+    ``stop`` is set."""
     cache = ref.open()
     rng = random.Random(seed)
+    writes = (cache.set,) * 15 + (cache.replace,) * 2 + (cache.add,)
     seq = seed << 40
     started.set()
     while not stop.is_set():
         for _ in range(100):
             key = rng.choice(keys)
             seq += 1
-            roll = rng.random()
-            value = checked_value(key, seq, log_size(rng, 16, largest), rng)
-            if roll < 0.75:
-                cache.set(key, value)
-            elif roll < 0.85:
-                cache.replace(key, value)
-            elif roll < 0.9:
-                cache.add(key, value)
-            else:
+            if rng.random() < deletes:
                 cache.delete(key)
+            else:
+                rng.choice(writes)(key, checked_value(key, seq, log_size(rng, 16, largest), rng))
 
 
 def checked_reader(

@@ -2,21 +2,25 @@
 lock in a child until it is killed, start, join and kill children.
 
 Processes are synchronised with Events, Barriers, pipes and herdcache's own
-conditions, never with sleeps.  The one poll here, :func:`wait_until_asleep`,
-watches an observable kernel state (the process is asleep in a futex); it
-does not guess how long something takes.
+conditions, never with sleeps.  The polls here, :func:`wait_until` and
+:func:`wait_until_asleep`, watch an observable state (a counter moved, the
+process is asleep in a futex); they do not guess how long something takes.
+
+Every wait has a deadline of its own, far below pytest-timeout's 120 s,
+and fails with an assertion that says what it waited for and what it saw.
 """
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import threading
 import time
-from multiprocessing.connection import Connection
+from multiprocessing.connection import Connection, wait
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
-from typing import Any, Callable, Iterable, Union
+from typing import IO, Any, Callable, Iterable, Union
 
 from herdcache import Segment
 
@@ -26,6 +30,10 @@ CONTEXTS = ("fork", "spawn")
 #: How long a child may take before the test calls it hung.  A liveness
 #: bound, not a latency assertion: healthy runs finish in milliseconds.
 HANG = 60.0
+
+#: How long a process that was woken (notified, released) may take to say
+#: so: it is running already, so this bound is shorter than HANG.
+WOKEN = 10.0
 
 #: What a child gets to reach a segment: the Segment itself (inherited by
 #: fork) or the (name, dir) it attaches by.
@@ -125,6 +133,59 @@ def join_all(procs: Iterable[BaseProcess], timeout: float = HANG) -> None:
 def run_all(ctx: BaseContext, target: Callable[..., object], arg_tuples: Iterable[tuple]) -> None:
     """Run ``target(*args)`` in one child per tuple, all at once; all must exit 0."""
     join_all([start(ctx, target, *args) for args in arg_tuples])
+
+
+def wait_until(
+    predicate: Callable[[], object], what: str, seen: Callable[[], object] | None = None, timeout: float = HANG
+) -> None:
+    """Poll ``predicate`` until it is true; after ``timeout`` fail with an
+    assertion naming ``what`` was awaited and, if ``seen`` is given, what
+    ``seen()`` shows at that moment."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    while not predicate():
+        if time.monotonic() > deadline:
+            found = "" if seen is None else f"; saw {seen()}"
+            raise AssertionError(f"gave up after {timeout:.0f} s waiting until {what}{found}")
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def joined(*threads: threading.Thread, timeout: float = HANG) -> None:
+    """Join ``threads``; fail naming those still running after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    running = [thread.name for thread in threads if thread.is_alive()]
+    assert not running, f"threads {running} still running after {timeout:.0f} s"
+
+
+def read_line(stream: IO[str], what: str, timeout: float = HANG) -> str:
+    """The next line of a child's pipe ``stream``, failing after
+    ``timeout`` seconds with ``what`` was awaited."""
+    ready, _, _ = select.select([stream], [], [], timeout)
+    assert ready, f"gave up after {timeout:.0f} s waiting for a line: {what}"
+    return stream.readline()
+
+
+def receive_from_each(children: dict[BaseProcess, Connection], what: str, timeout: float = HANG) -> dict[BaseProcess, Any]:
+    """One message from each child, all within ``timeout``; else fail saying
+    how many reported and which pids are still ``what``."""
+    deadline = time.monotonic() + timeout
+    pending = {conn: proc for proc, conn in children.items()}
+    got: dict[BaseProcess, Any] = {}
+    while pending:
+        ready = wait(list(pending), timeout=max(0.0, deadline - time.monotonic()))
+        if not ready:
+            late = sorted(proc.pid for proc in pending.values())
+            raise AssertionError(f"{len(got)} of {len(children)} returned; pids {late} still {what} after {timeout:.0f} s")
+        for conn in ready:
+            proc = pending.pop(conn)
+            try:
+                got[proc] = conn.recv()
+            except EOFError:
+                raise AssertionError(f"pid {proc.pid} ended (exit code {proc.exitcode}) without reporting") from None
+    return got
 
 
 def wait_until_asleep(pid: int, tid: int | None = None, sleep: str = "futex", timeout: float = HANG) -> None:

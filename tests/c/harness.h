@@ -7,6 +7,10 @@
  * dies with the test, so a failed CHECK never leaves paused children
  * behind (holding the output pipe of `make check` open).  test_alloc()
  * finds or allocates a 64-byte structure and returns its address.
+ *
+ * Every TEST() runs under a watchdog: a test still running after
+ * TEST_DEADLINE_S seconds (an alarm) fails with its name, so a lost
+ * wake-up is a failure with a message, never a hung `make check`.
  */
 #ifndef HC_TEST_HARNESS_H
 #define HC_TEST_HARNESS_H
@@ -21,6 +25,7 @@
 #include "registry.h"
 #include "segment.h"
 #include "status.h"
+#include "table.h"
 
 #define CHECK(cond)                                                       \
     do {                                                                  \
@@ -42,11 +47,37 @@
         }                                                                 \
     } while (0)
 
+#ifndef TEST_DEADLINE_S
+#define TEST_DEADLINE_S 600
+#endif
+#define TEST_STR_(x) #x
+#define TEST_STR(x) TEST_STR_(x)
+
+static const char *test_running;
+
+static void
+test_hung(int sig)
+{
+    static const char what[] = ": still running after "
+        TEST_STR(TEST_DEADLINE_S) " s (a lost wake-up or a hang)\n";
+
+    (void) sig;
+    /* write(), not stdio: the only output safe in a signal handler */
+    if (write(2, test_running, strlen(test_running)) < 0
+        || write(2, what, sizeof(what) - 1) < 0)
+        _exit(2);
+    _exit(1);
+}
+
 #define TEST(fn)                                                          \
     do {                                                                  \
         printf("    %s\n", #fn);                                          \
         fflush(stdout); /* or forked children print it again */          \
+        test_running = #fn;                                               \
+        signal(SIGALRM, test_hung);                                       \
+        alarm(TEST_DEADLINE_S);                                           \
         fn();                                                             \
+        alarm(0);                                                         \
     } while (0)
 
 static inline void *
@@ -58,6 +89,22 @@ test_alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
     CHECK_ST(hc_registry_find_or_alloc(seg, name, strlen(name), 64, kind,
                                        &info, &found), HC_OK);
     return seg->sg_base + info.offset;
+}
+
+/* A cache of size bytes in a fresh anonymous segment (returned in *seg). */
+static inline hc_cache *
+test_cache(hc_segment **seg, uint64_t size, bool evict)
+{
+    hc_struct_info info;
+    hc_cache *c;
+    bool found;
+
+    CHECK_ST(hc_segment_anonymous(size + (1 << 20), seg), HC_OK);
+    CHECK_ST(hc_registry_find_or_alloc(*seg, "cache", 5, size, HC_KIND_CACHE,
+                                       &info, &found), HC_OK);
+    CHECK_ST(hc_cache_open(*seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
+                           evict, &c), HC_OK);
+    return c;
 }
 
 static inline pid_t

@@ -188,6 +188,34 @@ test_corrupt_headers_are_refused(void)
     expect_attach("z", HC_NOT_READY);
 }
 
+/*
+ * A segment file of another user is refused before its mode is looked
+ * at, with or without allow_shared.  A file of another owner needs root
+ * to make, so the check gets the fstat of a real segment with st_uid
+ * changed: every test run, privileged or not, covers the refusal.
+ */
+static void
+test_file_of_another_user_is_refused(void)
+{
+    hc_segment_options shared = opts;
+    char path[4096];
+    struct stat sb;
+
+    make_closed("u", path, sizeof(path));
+    CHECK(stat(path, &sb) == 0);
+    CHECK_ST(hc_segment_check_stat(&sb, path, &opts), HC_OK);
+    sb.st_uid = geteuid() + 1;
+    CHECK_ST(hc_segment_check_stat(&sb, path, &opts), HC_WRONG_OWNER);
+    CHECK(strstr(hc_last_detail(), "belongs to uid") != NULL);
+    shared.allow_shared = true;
+    sb.st_mode |= 022;
+    CHECK_ST(hc_segment_check_stat(&sb, path, &shared), HC_WRONG_OWNER);
+    sb.st_uid = geteuid();
+    CHECK_ST(hc_segment_check_stat(&sb, path, &opts), HC_INSECURE_MODE);
+    CHECK_ST(hc_segment_check_stat(&sb, path, &shared), HC_OK);
+    CHECK_ST(hc_segment_unlink_name("u", &opts), HC_OK);
+}
+
 static void
 test_bad_registry_entry_is_corrupt(void)
 {
@@ -448,6 +476,7 @@ main(void)
     opts.dir = dir;
     TEST(test_create_attach_close);
     TEST(test_corrupt_headers_are_refused);
+    TEST(test_file_of_another_user_is_refused);
     TEST(test_bad_registry_entry_is_corrupt);
     TEST(test_registry_race_across_fork);
     TEST(test_slot_of_killed_process_is_reclaimed);

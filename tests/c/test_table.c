@@ -23,16 +23,7 @@ static hc_segment *seg;
 static hc_cache *
 new_cache(uint64_t size, bool evict)
 {
-    hc_struct_info info;
-    hc_cache *c;
-    bool found;
-
-    CHECK_ST(hc_segment_anonymous(size + (1 << 20), &seg), HC_OK);
-    CHECK_ST(hc_registry_find_or_alloc(seg, "cache", 5, size, HC_KIND_CACHE,
-                                       &info, &found), HC_OK);
-    CHECK_ST(hc_cache_open(seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
-                           evict, &c), HC_OK);
-    return c;
+    return test_cache(&seg, size, evict);
 }
 
 static void
@@ -43,7 +34,8 @@ done(hc_cache *c)
 }
 
 static hc_status
-put(hc_cache *c, const char *key, const char *value, size_t vlen)
+put_until(hc_cache *c, const char *key, const char *value, size_t vlen,
+          uint64_t expires)
 {
     hc_write wr;
     uint64_t csn;
@@ -55,8 +47,24 @@ put(hc_cache *c, const char *key, const char *value, size_t vlen)
     wr.wr_value = value;
     wr.wr_value_len = (uint32_t) vlen;
     wr.wr_format = 1;
-    wr.wr_expires = HC_FOREVER;
+    wr.wr_expires = expires;
     return hc_cache_set(c, &wr, &csn);
+}
+
+static hc_status
+put(hc_cache *c, const char *key, const char *value, size_t vlen)
+{
+    return put_until(c, key, value, vlen, HC_FOREVER);
+}
+
+/* Begin a lock-free read of key as of now; it must find the key. */
+static void
+begin_read(hc_cache *c, const char *key, uint64_t now, hc_read *rd)
+{
+    CHECK_ST(hc_cache_read_begin(c, key, (uint32_t) strlen(key),
+                                 hc_cache_hash(c, key, strlen(key)), now, rd),
+             HC_OK);
+    CHECK(hc_cache_read_valid(rd));
 }
 
 /* The value of key into buf (NUL-terminated); false if absent. */
@@ -163,6 +171,57 @@ test_full_cache_without_eviction_refuses(void)
     done(c);
 }
 
+/* An entry stored with expiry E is expired at E, not at E - 1. */
+static void
+test_expiry_is_inclusive(void)
+{
+    hc_cache *c = new_cache(1 << 20, true);
+    uint64_t expires = hc_now_ns() + 3600 * HC_NS_PER_SEC;
+    hc_read rd;
+
+    CHECK_ST(put_until(c, "k", "v", 1, expires), HC_OK);
+    begin_read(c, "k", expires - 1, &rd);
+    CHECK(!rd.rd_expired);
+    begin_read(c, "k", expires, &rd);
+    CHECK(rd.rd_expired);
+    done(c);
+}
+
+/*
+ * The seqlock itself: a read begun before a writer frees the block it is
+ * copying must not validate, whether the block goes by an overwrite of
+ * the key or by eviction (neither is a delete, which bumps the epoch by a
+ * path of its own).
+ */
+static void
+test_read_of_a_freed_block_does_not_validate(void)
+{
+    hc_cache *c = new_cache(1 << 20, true);
+    uint64_t expires = hc_now_ns() + 3600 * HC_NS_PER_SEC;
+    char key[32], value[256] = {0}, out[8];
+    hc_read rd;
+    int i;
+
+    CHECK_ST(put(c, "k", "old", 3), HC_OK);
+    begin_read(c, "k", hc_now_ns(), &rd);
+    CHECK_ST(put(c, "k", "new", 3), HC_OK);
+    CHECK(!hc_cache_read_valid(&rd));
+
+    /*
+     * Read it as of its expiry: a read of a live entry marks it visited,
+     * and SIEVE's hand, chasing the fillers, would never come back to it.
+     */
+    CHECK_ST(put_until(c, "k", "new", 3, expires), HC_OK);
+    begin_read(c, "k", expires, &rd);
+    for (i = 0; i < 40000; i++) {      /* ten times the capacity */
+        snprintf(key, sizeof(key), "filler:%d", i);
+        CHECK_ST(put(c, key, value, sizeof(value)), HC_OK);
+    }
+    CHECK(!get(c, "k", out, sizeof(out)));     /* "k" was evicted */
+    CHECK(!hc_cache_read_valid(&rd));
+    done(c);
+}
+
 /*
  * A writer dies inside a stripe with the epoch odd and a chain half
  * updated: the next writer rebuilds the stripe, readers never return
@@ -249,6 +308,8 @@ main(void)
     TEST(test_alloc_coalesces);
     TEST(test_set_get_delete_evict);
     TEST(test_full_cache_without_eviction_refuses);
+    TEST(test_expiry_is_inclusive);
+    TEST(test_read_of_a_freed_block_does_not_validate);
     TEST(test_dead_writer_is_repaired);
     TEST(test_flight_takeover_after_owner_death);
     return 0;

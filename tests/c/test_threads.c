@@ -1,15 +1,19 @@
 /*
  * test_threads.c - threads of one process share a segment: the lock makes
- * a plain read-modify-write exact, counters lose no update, and a
- * condition hands a token back and forth.  Meant for ThreadSanitizer
+ * a plain read-modify-write exact, counters lose no update, a condition
+ * hands a token back and forth, and one publish wakes every waiter of a
+ * flight.  Built with probes of an hour (Makefile): a lost wake-up hangs
+ * until the test's deadline instead of hiding behind a probe step.  Meant for ThreadSanitizer
  * (`make tsan`) as much as for ASan: TSan checks that the lock's
  * acquire/release pairs order the plain accesses it protects.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "clock.h"
 #include "condvar.h"
 #include "counter.h"
+#include "flight.h"
 #include "harness.h"
 #include "lock.h"
 #include "registry.h"
@@ -110,10 +114,102 @@ test_condition_ping_pong_between_threads(void)
     CHECK_ST(hc_segment_close(s.seg), HC_OK);
 }
 
+typedef struct {
+    hc_cache *cache;
+    hc_flight_request rq;
+    pthread_barrier_t waiting;  /* every waiter got WAIT once */
+    _Atomic int joined;
+    pid_t tids[THREADS];
+} flight_shared;
+
+/* Wait (bounded) until thread tid sleeps in a futex, as /proc shows it. */
+static void
+until_asleep(pid_t tid)
+{
+    char path[64], wchan[64] = "";
+    uint64_t deadline = hc_deadline_after(10 * HC_NS_PER_SEC);
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/self/task/%d/wchan", (int) tid);
+    while (strstr(wchan, "futex") == NULL) {
+        CHECK(hc_now_ns() < deadline);  /* never fell asleep */
+        if ((f = fopen(path, "r")) != NULL) {
+            if (fgets(wchan, sizeof(wchan), f) == NULL)
+                wchan[0] = '\0';
+            fclose(f);
+        }
+        usleep(1000);
+    }
+}
+
+/* Ask for the key until it is a hit, sleeping while another computes. */
+static void *
+wait_for_flight(void *arg)
+{
+    flight_shared *f = arg;
+    hc_flight_result res;
+    bool told = false;
+
+    for (;;) {
+        CHECK_ST(hc_flight_begin(f->cache, &f->rq, &res), HC_OK);
+        if (res.fr_outcome == HC_FLIGHT_HIT)
+            break;
+        CHECK(res.fr_outcome == HC_FLIGHT_WAIT);
+        if (!told) {
+            f->tids[atomic_fetch_add(&f->joined, 1)] = gettid();
+            pthread_barrier_wait(&f->waiting);
+        }
+        told = true;
+        /* HC_TIMEOUT here: the publish did not wake this waiter. */
+        CHECK_ST(hc_flight_wait(f->cache, f->rq.fq_hash, res.fr_wait_seq,
+                                hc_deadline_after(20 * HC_NS_PER_SEC)),
+                 HC_OK);
+    }
+    CHECK(res.fr_len == 1 && res.fr_data[0] == 'v');
+    free(res.fr_data);
+    return NULL;
+}
+
+static void
+test_publish_wakes_every_waiter_of_the_flight(void)
+{
+    pthread_t threads[THREADS];
+    hc_segment *seg;
+    flight_shared f = {.cache = test_cache(&seg, 1 << 20, true),
+                       .rq = {"f", 1, 0, 3600 * HC_NS_PER_SEC, 0, false}};
+    hc_flight_result res;
+    hc_write wr = {0};
+
+    f.rq.fq_hash = hc_cache_hash(f.cache, "f", 1);
+    CHECK_ST(hc_flight_begin(f.cache, &f.rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    pthread_barrier_init(&f.waiting, NULL, THREADS + 1);
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_create(&threads[i], NULL, wait_for_flight, &f) == 0);
+    pthread_barrier_wait(&f.waiting);
+    /* Publish only once every waiter sleeps: else it needs no wake-up. */
+    for (int i = 0; i < THREADS; i++)
+        until_asleep(f.tids[i]);
+    wr.wr_key = "f";
+    wr.wr_key_len = 1;
+    wr.wr_hash = f.rq.fq_hash;
+    wr.wr_value = "v";
+    wr.wr_value_len = 1;
+    wr.wr_format = 1;
+    wr.wr_expires = HC_FOREVER;
+    CHECK_ST(hc_flight_publish(f.cache, &wr, res.fr_round), HC_OK);
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_join(threads[i], NULL) == 0);
+    pthread_barrier_destroy(&f.waiting);
+    hc_cache_close(f.cache);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 int
 main(void)
 {
     TEST(test_lock_and_counter_from_threads);
     TEST(test_condition_ping_pong_between_threads);
+    TEST(test_publish_wakes_every_waiter_of_the_flight);
     return 0;
 }

@@ -14,8 +14,10 @@ shared queue held.  For the same reason a computation blocks on its pipe,
 not on a ``multiprocessing.Event``: ``Event.set()`` waits for every
 sleeper to acknowledge, and a killed sleeper never does.
 
-This module imports neither pytest nor the tests: a spawned puppet imports
-it (and herdcache) and nothing else.
+This module imports neither pytest nor the test modules: a spawned puppet
+imports it, herdcache and :mod:`helpers` (for its deadlines) and nothing
+else.  Every wait of the test's side has a deadline and fails naming the
+puppets it still waited for.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import multiprocessing
 import os
 import signal
 import sys
-import time
 from multiprocessing.connection import Connection, wait
 from typing import Any, Callable
+
+from helpers import HANG, wait_until
 
 import herdcache
 
@@ -177,7 +180,12 @@ class Troupe:
         candidates = [p for p in (among if among is not None else self.live()) if not p.gone]
         assert candidates, "no live puppet left to hear from"
         by_conn = {p.conn: p for p in candidates}
-        ready = wait(list(by_conn))
+        ready = wait(list(by_conn), timeout=HANG)
+        if not ready:
+            raise AssertionError(
+                f"none of the puppets {sorted(p.pid for p in candidates)} said anything within {HANG:.0f} s "
+                f"(each was computing or waiting on key {self.key!r})"
+            )
         puppet = by_conn[ready[0]]
         try:
             message = puppet.conn.recv()
@@ -227,13 +235,31 @@ class Troupe:
             p.conn.close()
 
 
-def until(predicate: Callable[[], bool], troupe: Troupe | None = None) -> None:
-    """Poll ``predicate`` until it holds (pytest-timeout bounds the wait);
-    a puppet that crashes meanwhile fails at once."""
-    while not predicate():
+def until(
+    predicate: Callable[[], bool], what: str, troupe: Troupe | None = None, seen: Callable[[], object] | None = None
+) -> None:
+    """Poll ``predicate`` until it holds, at most HANG seconds, else fail
+    saying ``what`` was awaited and what ``seen()`` showed; a puppet that
+    crashes meanwhile fails at once."""
+
+    def holds() -> bool:
         if troupe is not None:
             troupe.check()
-        time.sleep(0.001)
+        return predicate()
+
+    wait_until(holds, what, seen)
+
+
+def until_waiting(cache: herdcache.Cache, count: int, since: int = 0, troupe: Troupe | None = None) -> None:
+    """Until ``count`` callers more than ``since`` (an earlier ``waits``
+    stat) sleep waiting for another's computation."""
+    key = "" if troupe is None else f" on key {troupe.key!r}"
+    until(
+        lambda: stat(cache, "waits") - since == count,
+        f"{count} callers wait{key}",
+        troupe,
+        seen=lambda: f"{stat(cache, 'waits') - since} waiting",
+    )
 
 
 def stat(cache: herdcache.Cache, name: str) -> int:

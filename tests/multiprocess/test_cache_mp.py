@@ -26,6 +26,7 @@ from cache_helpers import (
     verify_value,
     wait_until,
 )
+from helpers import receive
 
 from herdcache import Cache
 
@@ -44,19 +45,13 @@ def cache(ctx: BaseContext, segment_name: str) -> Iterator[Cache]:
     opened.close()
 
 
-def recv(conn: object) -> object:
-    """The next message from a child, failing (not hanging) if none comes."""
-    assert conn.poll(HANG), "the child sent nothing"  # type: ignore[attr-defined]
-    return conn.recv()  # type: ignore[attr-defined]
-
-
 def test_a_value_stored_in_one_process_is_read_in_another(ctx: BaseContext, cache: Cache) -> None:
     """The parent's value reaches the child and the child's the parent, types intact."""
     cache["from-parent"] = {"nested": [1, (2, b"3")]}
     ours, theirs = ctx.Pipe()
     child = start(ctx, cache_workers.read_then_write, cache_ref(cache, ctx), theirs)
-    assert recv(ours) == {"nested": [1, (2, b"3")]}
-    assert recv(ours) == "stored"
+    assert receive(ours) == {"nested": [1, (2, b"3")]}
+    assert receive(ours) == "stored"
     join_all([child])
     assert cache["from-child"] == {"pid-known": True, "tuple": (1, 2)}
 
@@ -74,7 +69,7 @@ def test_concurrent_writers_leave_a_consistent_table(ctx: BaseContext, cache: Ca
         start(ctx, cache_workers.disjoint_and_shared, cache_ref(cache, ctx), i, nprocs, rounds, barrier, pipes[i][1])
         for i in range(nprocs)
     ]
-    deleted = [set(recv(pipes[i][0])) for i in range(nprocs)]  # type: ignore[arg-type]
+    deleted = [set(receive(pipes[i][0])) for i in range(nprocs)]  # type: ignore[arg-type]
     join_all(children)
     for i in range(nprocs):
         for j in range(rounds):
@@ -99,11 +94,11 @@ def test_expiry_is_the_same_for_every_process(ctx: BaseContext, cache: Cache) ->
     cache.set("timed", 1, ttl=100)
     ours, theirs = ctx.Pipe()
     child = start(ctx, cache_workers.ttl_child, cache_ref(cache, ctx), theirs)
-    assert 0 < recv(ours) <= 100  # type: ignore[operator]
-    assert recv(ours) == "stored"
+    assert 0 < receive(ours) <= 100  # type: ignore[operator]
+    assert receive(ours) == "stored"
     wait_until(lambda: "short" not in cache, "the child's short-lived key expired")
     ours.send("touch")
-    assert recv(ours) is True
+    assert receive(ours) is True
     join_all([child])
     assert cache.ttl("timed") is None
 

@@ -9,19 +9,24 @@ the task that computes frees the key at once.
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Callable
 
 import pytest
 from _flightkit import FLIGHT_STATS, computations, moved, stat, stats
+from helpers import HANG
 
 pytest_plugins = ["_flight_fixtures"]  # start_method, flight_cache, troupe
 
 LONG_LEASE = 3600.0
 
 
-async def until_async(predicate: Callable[[], bool]) -> None:
-    """Poll without blocking the loop (pytest-timeout bounds the wait)."""
+async def until_async(predicate: Callable[[], bool], what: str) -> None:
+    """Poll without blocking the loop, at most HANG seconds, else fail
+    saying what was awaited."""
+    deadline = time.monotonic() + HANG
     while not predicate():
+        assert time.monotonic() < deadline, f"gave up after {HANG:.0f} s waiting until {what}"
         await asyncio.sleep(0.001)
 
 
@@ -42,7 +47,7 @@ def test_waiting_for_another_process_does_not_block_the_event_loop(troupe, fligh
 
     async def release_when_waited() -> None:
         nonlocal ticks
-        await until_async(lambda: stat(flight_cache, "waits") > waits)
+        await until_async(lambda: stat(flight_cache, "waits") > waits, "the task waits for the other process")
         for _ in range(10):  # the loop keeps turning while the wait goes on
             ticks += 1
             await asyncio.sleep(0)
@@ -75,9 +80,9 @@ def test_tasks_of_one_loop_and_another_process_compute_once(troupe, flight_cache
             return "computed in a task"
 
         tasks = [asyncio.create_task(flight_cache.aget_or_compute(key, compute, ttl=60)) for _ in range(8)]
-        await until_async(lambda: bool(calls))
+        await until_async(lambda: bool(calls), "the computation started")
         herd.start(1)
-        await until_async(lambda: stat(flight_cache, "waits") - before["waits"] == 8)
+        await until_async(lambda: stat(flight_cache, "waits") - before["waits"] == 8, "7 other tasks and the process wait")
         release.set()
         return await asyncio.gather(*tasks)
 
@@ -104,9 +109,9 @@ def test_cancelling_the_computing_task_frees_the_key(troupe, flight_cache) -> No
             return "unreachable"
 
         task = asyncio.create_task(flight_cache.aget_or_compute(key, compute, ttl=60, lease=LONG_LEASE))
-        await started.wait()
+        await asyncio.wait_for(started.wait(), HANG)  # the computing task started
         herd.start(1)
-        await until_async(lambda: stat(flight_cache, "waits") - before["waits"] == 1)
+        await until_async(lambda: stat(flight_cache, "waits") - before["waits"] == 1, "the other process waits")
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task

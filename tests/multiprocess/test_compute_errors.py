@@ -10,7 +10,7 @@ without recomputing), and the next call computes afresh.
 
 from __future__ import annotations
 
-from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until
+from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until_waiting
 
 pytest_plugins = ["_flight_fixtures"]  # start_method, flight_cache, troupe
 
@@ -23,7 +23,7 @@ def fail_a_round(herd, cache, *error) -> tuple:
     waits = stat(cache, "waits")
     herd.start(WAITERS + 1, together=True)
     owner = herd.next_computer()
-    until(lambda: stat(cache, "waits") - waits == WAITERS, herd)
+    until_waiting(cache, WAITERS, waits, herd)
     owner.order("raise", *error)
     return owner, herd.finish()
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import signal
 
 import pytest
-from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until
+from _flightkit import FLIGHT_STATS, computations, moved, stats, until, until_waiting
 
 pytest_plugins = ["_flight_fixtures"]  # start_method, flight_cache, troupe
 
@@ -48,7 +48,7 @@ def test_a_stopped_owner_past_its_lease_is_taken_over_once_and_its_late_result_r
         taker.order("return", "fresh result")
     else:
         taker.order("return", "fresh result")
-        until(lambda: flight_cache.get(key) == "fresh result", herd)
+        until(lambda: flight_cache.get(key) == "fresh result", f"{key!r} holds the fresh result", herd, seen=lambda: flight_cache.get(key))
         owner.signal(signal.SIGCONT)
         assert herd.finish([owner]) == {owner: ("value", "stale result")}
 
@@ -67,7 +67,7 @@ def test_a_set_during_a_computation_wins_over_its_result(troupe, flight_cache) -
     before = stats(flight_cache, *FLIGHT_STATS)
     puppets = herd.start(3, together=True)
     owner = herd.next_computer()
-    until(lambda: stat(flight_cache, "waits") - before["waits"] == 2, herd)
+    until_waiting(flight_cache, 2, before["waits"], herd)
 
     flight_cache.set(key, "set by the admin", ttl=60)
     waiters = [p for p in puppets if p is not owner]

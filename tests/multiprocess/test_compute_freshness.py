@@ -34,7 +34,7 @@ def test_stale_ttl_serves_the_old_value_while_one_process_refreshes(troupe, flig
     compute_first(herd, "v1")
     # Expire it now (a ttl of one nanosecond) rather than sleep past a ttl.
     assert flight_cache.touch(key, 1e-9)
-    until(lambda: key not in flight_cache)
+    until(lambda: key not in flight_cache, f"{key!r} expired")
 
     before = stats(flight_cache, *FLIGHT_STATS)
     (refresher,) = herd.start(1)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import threading
 
-from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until
+from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until, until_waiting
+from helpers import HANG, joined
 
 import herdcache
 
@@ -28,7 +29,7 @@ def test_a_herd_of_processes_computes_a_missing_key_once(troupe, flight_cache) -
     before = stats(flight_cache, *FLIGHT_STATS)
     herd.start(HERD, together=True)
     winner = herd.next_computer()
-    until(lambda: stat(flight_cache, "waits") - before["waits"] == HERD - 1, herd)
+    until_waiting(flight_cache, HERD - 1, before["waits"], herd)
     stored = {"price": 42, "computed_by": winner.pid}
     winner.order("return", stored)
 
@@ -51,13 +52,13 @@ def test_every_expiry_is_computed_once(troupe, flight_cache) -> None:
         waits = stat(flight_cache, "waits")
         herd.start(6, together=True)
         winner = herd.next_computer()
-        until(lambda: stat(flight_cache, "waits") - waits == 5, herd)
+        until_waiting(flight_cache, 5, waits, herd)
         winner.order("return", f"round {expiry}")
         assert set(herd.finish().values()) == {("value", f"round {expiry}")}
         assert computations(flight_cache).load() == expiry + 1
         # Expire it now (a ttl of one nanosecond) rather than sleep past a ttl.
         assert flight_cache.touch(key, 1e-9)
-        until(lambda: key not in flight_cache)
+        until(lambda: key not in flight_cache, f"{key!r} expired")
 
 
 def test_threads_of_one_process_compute_a_missing_key_once() -> None:
@@ -72,20 +73,19 @@ def test_threads_of_one_process_compute_a_missing_key_once() -> None:
 
     def compute() -> dict:
         calls.append(threading.get_ident())
-        release.wait()
+        release.wait(HANG)
         return {"computed_by": threading.get_ident()}
 
     def ask(i: int) -> None:
-        barrier.wait()
+        barrier.wait(HANG)
         results[i] = cache.get_or_compute("herd:threads", compute, ttl=60)
 
     threads = [threading.Thread(target=ask, args=(i,)) for i in range(threads_n)]
     for t in threads:
         t.start()
-    until(lambda: stat(cache, "waits") == threads_n - 1)
+    until_waiting(cache, threads_n - 1)
     release.set()
-    for t in threads:
-        t.join()
+    joined(*threads)
 
     assert len(calls) == 1
     assert list(results.values()) == [{"computed_by": calls[0]}] * threads_n

@@ -17,7 +17,8 @@ import sys
 import textwrap
 
 import pytest
-from _flightkit import CACHE_SIZE, FLIGHT_STATS, Troupe, computations, moved, stat, stats, until
+from _flightkit import CACHE_SIZE, FLIGHT_STATS, Troupe, computations, moved, stat, stats, until_waiting
+from helpers import HANG, read_line
 
 import herdcache
 
@@ -40,13 +41,13 @@ def kill_owners(herd: Troupe, cache: herdcache.Cache, kills: int, waiters: int) 
     owner = herd.next_computer()
     for _ in range(kills):
         # Everyone but the first owner waits once (a taker waited first).
-        until(lambda: stat(cache, "waits") - before["waits"] == started - 1, herd)
+        until_waiting(cache, started - 1, before["waits"], herd)
         owner.kill()
         owner = herd.next_computer()
         # Started only now, the newcomer finds a live flight and waits too.
         herd.start(1)
         started += 1
-    until(lambda: stat(cache, "waits") - before["waits"] == started - 1, herd)
+    until_waiting(cache, started - 1, before["waits"], herd)
     owner.order("return", {"computed_by": owner.pid})
 
     reports = herd.finish()
@@ -94,7 +95,7 @@ def test_an_owner_that_ends_normally_releases_its_key_at_once(troupe, flight_cac
     (owner,) = herd.start(1)
     herd.next_computer()
     (waiter,) = herd.start(1)
-    until(lambda: stat(flight_cache, "waits") - before["waits"] == 1, herd)
+    until_waiting(flight_cache, 1, before["waits"], herd)
 
     owner.order(*ending)
     assert herd.next_computer() is waiter
@@ -116,7 +117,7 @@ def test_an_owner_that_exits_without_cleanup_is_noticed_dead(troupe, flight_cach
     (owner,) = herd.start(1)
     herd.next_computer()
     herd.start(2)
-    until(lambda: stat(flight_cache, "waits") - before["waits"] == 2, herd)
+    until_waiting(flight_cache, 2, before["waits"], herd)
 
     owner.order("_exit", 0)
     taker = herd.next_computer()
@@ -159,16 +160,16 @@ def test_interpreter_exit_releases_the_keys_a_thread_still_computes(segment_name
         text=True,
     )
     try:
-        assert program.stdout.readline() == "computing\n"
+        assert read_line(program.stdout, "the program's computation starting") == "computing\n"
         (waiter,) = herd.start(1)
-        until(lambda: stat(cache, "waits") - before["waits"] == 1, herd)
+        until_waiting(cache, 1, before["waits"], herd)
         program.stdin.write("exit\n")
         program.stdin.close()
         assert herd.next_computer() is waiter
         waiter.order("return", "after exit")
 
         assert herd.finish() == {waiter: ("value", "after exit")}
-        assert program.wait() == 0
+        assert program.wait(HANG) == 0
         assert moved(before, cache) == {"computes": 2, "waits": 1}
     finally:
         program.kill()
@@ -184,7 +185,7 @@ def test_killed_waiters_cost_nothing(troupe, flight_cache) -> None:
     before = stats(flight_cache, *FLIGHT_STATS)
     puppets = herd.start(9, together=True)
     owner = herd.next_computer()
-    until(lambda: stat(flight_cache, "waits") - before["waits"] == 8, herd)
+    until_waiting(flight_cache, 8, before["waits"], herd)
     waiters = [p for p in puppets if p is not owner]
     for victim in waiters[:4]:
         victim.kill()

@@ -18,11 +18,14 @@ from multiprocessing.context import BaseContext
 
 from helpers import (
     HANG,
+    WOKEN,
     SegmentRef,
     block_forever,
     join_all,
+    joined,
     kill,
     receive,
+    receive_from_each,
     ref,
     resolve,
     start,
@@ -82,6 +85,31 @@ def test_notify_all_wakes_every_waiter_in_every_process(ctx: BaseContext, shared
     join_all(waiters)
 
 
+def wait_once(segref: SegmentRef, conn) -> None:
+    """Announce, then one raw wait() without a timeout; send what it returned.
+
+    No predicate and no timeout: only a notify ends this wait, so a notify
+    that misses this process leaves it asleep, and the test names it.
+    """
+    cv, arrived, waiting, _ = conditions(resolve(segref))
+    with cv:
+        waiting.add(1)
+        arrived.notify_all()
+        conn.send(cv.wait())
+
+
+def test_notify_all_ends_every_raw_wait(ctx: BaseContext, shared: Segment) -> None:
+    """wait_for() re-tests its predicate every 50 ms and would hide a
+    notify_all() that wakes only one waiter; a raw wait() does not."""
+    waiters = dict(start_with_pipe(ctx, wait_once, ref(shared)) for _ in range(WAITERS))
+    cv = until_waiting(shared, WAITERS)  # all inside wait(): we hold the lock
+    cv.notify_all()
+    cv.release()
+    returned = receive_from_each(waiters, "waiting in Condition.wait() for notify_all()", timeout=WOKEN)
+    assert set(returned.values()) == {True}, f"wait() returned {returned}"
+    join_all(waiters)
+
+
 def test_each_notify_one_wakes_at_least_one_waiter(ctx: BaseContext, shared: Segment) -> None:
     waiters = dict(start_with_pipe(ctx, wait_for_flag, ref(shared), 1) for _ in range(3))
     cv = until_waiting(shared, 3)
@@ -91,7 +119,7 @@ def test_each_notify_one_wakes_at_least_one_waiter(ctx: BaseContext, shared: Seg
     while pending:
         with cv:
             cv.notify(1)
-        woken = multiprocessing.connection.wait(list(pending), timeout=HANG)
+        woken = multiprocessing.connection.wait(list(pending), timeout=WOKEN)
         assert woken, f"notify(1) woke none of {len(pending)} waiters"
         for conn in woken:
             assert conn.recv() == "woke"
@@ -189,5 +217,5 @@ def test_waiter_wakes_even_if_the_notifier_dies_holding_the_lock(ctx: BaseContex
         killer.start()
         assert cv.wait_for(lambda: flag.load() == 1, timeout=HANG)
         assert cv.lock.owner_died is True
-    killer.join(HANG)
+    joined(killer)
     assert not cv.lock.locked()

@@ -15,12 +15,15 @@ import multiprocessing
 import os
 import queue
 import random
+import select
 import signal
+import time
 import struct
 from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import HANG, join_all, receive
 from queue_helpers import consume_to_file, produce_until_stopped
 
 import herdcache
@@ -53,13 +56,13 @@ def test_blocked_get_raises_when_its_producer_is_killed() -> None:
     producer = fork.Process(target=_put_then_wait, args=(q, put_ready, "last words"))
     consumer = fork.Process(target=_get_then_report, args=(q, got_ready, send))
     producer.start()
-    put_ready.wait()
+    assert put_ready.wait(HANG), "the producer never put its message"
     consumer.start()
-    got_ready.wait()  # the consumer took the message; its next get blocks
+    assert got_ready.wait(HANG), "the consumer never took the message"  # its next get blocks
     producer.kill()
     producer.join()
-    report = recv.recv()
-    consumer.join()
+    report = receive(recv)
+    join_all([consumer])
     assert report.startswith("PeerDied") and "producer" in report
     # A new producer clears it: the queue works again.
     q.put("again")
@@ -78,7 +81,7 @@ def test_blocked_put_raises_when_its_consumer_is_killed() -> None:
     consumer = fork.Process(target=_get_one_then_wait, args=(q, ready))
     consumer.start()
     q.put(b"first")
-    ready.wait()
+    assert ready.wait(HANG), "the consumer never took the first message"
     while not q.full():
         q.put_nowait(b"")
     consumer.kill()
@@ -91,15 +94,18 @@ def test_clean_exit_is_not_a_death() -> None:
     q = herdcache.Queue(size="64KiB")
     producer = fork.Process(target=q.put, args=("bye",))
     producer.start()
-    producer.join()
-    assert producer.exitcode == 0
+    join_all([producer])
     assert q.get() == "bye"
     with pytest.raises(queue.Empty):  # not PeerDied: it detached at exit
         q.get(timeout=0.05)
 
 
-def _wait_for_progress(fd: int, n: int) -> None:
+def _wait_for_progress(fd: int, n: int, what: str) -> None:
+    """Read ``n`` bytes of ``what`` from ``fd``, failing after HANG seconds."""
+    deadline = time.monotonic() + HANG
     while n > 0:
+        ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert ready, f"gave up after {HANG:.0f} s waiting for {n} more bytes of {what}"
         n -= len(os.read(fd, n))
 
 
@@ -127,7 +133,7 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
         args = (q, producers - 1, done, prog_w, joined_w, stop)
         p = fork.Process(target=produce_until_stopped, args=args)
         p.start()
-        _wait_for_progress(joined_r, 1)
+        _wait_for_progress(joined_r, 1, "the new producer joining")
         return p
 
     def start_consumer() -> Any:
@@ -135,14 +141,14 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
         path = str(tmp_path / f"consumer-{consumed_by[0]}")
         c = fork.Process(target=consume_to_file, args=(q, path, prog_w, joined_w))
         c.start()
-        _wait_for_progress(joined_r, 1)
+        _wait_for_progress(joined_r, 1, "the new consumer joining")
         return c
 
     producer = start_producer()
     consumers = [start_consumer(), start_consumer()]
     try:
         for i in range(kills):
-            _wait_for_progress(prog_r, rng.randint(1, 40))
+            _wait_for_progress(prog_r, rng.randint(1, 40), "messages moved")
             if i % 2 == 0:
                 # A new producer first, so that consumers always have a live one.
                 fresh = start_producer()
@@ -156,12 +162,9 @@ def _kill_loop(tmp_path: Path, kills: int, seed: int) -> None:
                 consumer_kills += 1
                 consumers[k] = start_consumer()
         stop.store(1)  # the last producer stops cleanly, then consumers drain
-        producer.join()
-        assert producer.exitcode == 0
+        join_all([producer])
         q.close()
-        for c in consumers:
-            c.join()
-            assert c.exitcode == 0
+        join_all(consumers)
     finally:
         for proc in [producer, *consumers]:
             proc.kill()

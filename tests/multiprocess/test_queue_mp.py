@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 import pytest
+from helpers import join_all, receive
 from queue_helpers import consume, produce, relay
 
 import herdcache
@@ -35,14 +36,10 @@ def test_many_producers_many_consumers_exactly_once(segment_name: str, method: s
     producers = [ctx.Process(target=produce, args=(q, p, COUNT, batch)) for p in range(PRODUCERS)]
     for proc in consumers + producers:
         proc.start()
-    for proc in producers:
-        proc.join()
-        assert proc.exitcode == 0
+    join_all(producers)
     q.close()
-    results = [r.recv() for r, _ in pipes]
-    for proc in consumers:
-        proc.join()
-        assert proc.exitcode == 0
+    results = [receive(r) for r, _ in pipes]
+    join_all(consumers)
 
     seen = collections.Counter(record for got in results for record in got)
     expected = {(p, s) for p in range(PRODUCERS) for s in range(COUNT)}
@@ -68,9 +65,7 @@ def test_ring_of_processes(segment_name: str, method: str) -> None:
         for _ in range(loops):
             queues[0].put(message)
             message = queues[stations].get(timeout=60)
-        for w in workers:
-            w.join()
-            assert w.exitcode == 0
+        join_all(workers)
     finally:
         for q in queues:
             q.unlink()
@@ -85,5 +80,5 @@ def test_msgpack_objects_across_fork() -> None:
     child = ctx.Process(target=lambda: q.put_many({"n": i, "sq": [i * i]} for i in range(500)))
     child.start()
     got = [q.get(timeout=60) for _ in range(500)]
-    child.join()
+    join_all([child])
     assert got == [{"n": i, "sq": [i * i]} for i in range(500)]

@@ -12,9 +12,9 @@ free for the next call at once (not stuck until the lease runs out).
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
+from helpers import HANG, joined, wait_until
 
 import herdcache
 from herdcache.errors import ReentrantCompute
@@ -25,6 +25,11 @@ class BrokenMessage(Exception):
 
     def __str__(self) -> str:
         return self.detail  # type: ignore[attr-defined]
+
+
+def waiting(cache: herdcache.Cache, what: str) -> None:
+    """Until some caller waits for a computation (the stats count it)."""
+    wait_until(lambda: cache.stats()["waits"] > 0, what, seen=lambda: f"{cache.stats()['waits']} waits")
 
 
 @pytest.fixture
@@ -77,13 +82,12 @@ def test_another_thread_asking_for_the_key_waits_rather_than_raising(cache) -> N
     def compute() -> str:
         thread = threading.Thread(target=other_thread)
         thread.start()
-        while cache.stats()["waits"] == 0:  # until the other thread sleeps on our round
-            time.sleep(0.001)
+        waiting(cache, "the other thread waits for this computation")
         compute.thread = thread
         return "value"
 
     assert cache.get_or_compute("shared", compute, ttl=60) == "value"
-    compute.thread.join()
+    joined(compute.thread)
     assert got == ["value"]
 
 
@@ -101,13 +105,12 @@ def test_an_exception_whose_str_fails_still_reaches_waiters_and_frees_the_key(ca
     def compute() -> str:
         compute.thread = threading.Thread(target=waiter)
         compute.thread.start()
-        while cache.stats()["waits"] == 0:  # until the waiter sleeps on this round
-            time.sleep(0.001)
+        waiting(cache, "the waiter waits for this computation")
         raise BrokenMessage()
 
     with pytest.raises(BrokenMessage):
         cache.get_or_compute("k", compute, ttl=60)
-    compute.thread.join()
+    joined(compute.thread)
     assert waiter_got == [BrokenMessage]
 
     waits = cache.stats()["waits"]
@@ -133,17 +136,19 @@ def test_a_full_cache_does_not_evict_a_key_being_computed(cache) -> None:
 
     owner = threading.Thread(target=ask, args=("owner", first))
     owner.start()
-    started.wait()
+    assert started.wait(HANG), "the owner's computation never started"
     for i in range(40_000):  # about twice what the cache holds
         cache.set(f"filler:{i}", "x" * 200, ttl=60)
     assert cache.stats()["evictions"] > 0
     later = threading.Thread(target=ask, args=("later", lambda: "second"))
     later.start()
-    while cache.stats()["waits"] == 0 and "later" not in got:
-        time.sleep(0.001)
+    wait_until(
+        lambda: cache.stats()["waits"] > 0 or "later" in got,
+        "the later caller waits for the computation (or returns)",
+        seen=lambda: f"results {got}",
+    )
     release.set()
-    owner.join()
-    later.join()
+    joined(owner, later)
 
     assert got == {"owner": "first", "later": "first"}
     assert cache.get("hot") == "first"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import HANG, joined
 
 
 from herdcache import Condition, Segment, errors
@@ -59,11 +60,11 @@ def test_notify_wakes_a_waiting_thread(seg: Segment, cond: Condition) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    waiting.wait()
+    assert waiting.wait(HANG), "the waiting thread never started"
     with cond:  # the waiter has released the lock inside wait()
         flag.store(1)
         cond.notify()
-    thread.join(60)
+    joined(thread)
     assert result == [True]
 
 

@@ -3,7 +3,10 @@
 Random bytes are written over the header and registry of a real segment;
 attaching it and using it may then fail, but only with a HerdcacheError
 (never a segfault, a hang, or some other exception such as a
-UnicodeDecodeError from a garbled structure name).
+UnicodeDecodeError from a garbled structure name).  Each kind of damage
+that has an error of its own (a foreign magic, another layout version, a
+truncated file, an inconsistent header, a registry entry outside the
+segment) must raise exactly that one.
 """
 
 from __future__ import annotations
@@ -115,6 +118,71 @@ def test_garbled_header_raises_only_herdcache_errors(segdir: str, data, truncate
     finally:
         seg.close()
         os.unlink(path)
+
+
+#: Header fields (offset, width) attach checks against the file and this
+#: build: header size, total size, data offset, slot and registry counts.
+GEOMETRY = [(12, 4), (16, 8), (24, 8), (104, 4), (108, 4)]
+#: (offset of re_offset, offset of re_size) of registry entry i.
+REGISTRY_OFFSET, REGISTRY_SIZE = 8, 16
+
+
+def attach_image(segdir: str, image: bytes) -> Segment:
+    """Write ``image`` as a segment file of its own and attach it."""
+    name = f"k{next(_serial)}"
+    path = os.path.join(segdir, f"herdcache.{name}")
+    with open(path, "wb") as f:
+        f.write(image)
+    os.chmod(path, 0o600)
+    return Segment.attach(name, dir=segdir)
+
+
+def changed(image: bytes, offset: int, chunk: bytes) -> bytes:
+    """``image`` with ``chunk`` written at ``offset``."""
+    return image[:offset] + chunk + image[offset + len(chunk) :]
+
+
+def damages() -> st.SearchStrategy[tuple[str, bytes, type]]:
+    """(what, damaged image, the error attach must raise) for one kind of damage."""
+    image, _ = template()
+    magic = st.builds(lambda b: ("magic", changed(image, 0, b), errors.NotASegment), st.binary(min_size=8, max_size=8).filter(any))
+    zero_magic = st.just(("zero magic (the creator died before publishing)", bytes(8) + image[8:], errors.CorruptSegment))
+    version = st.builds(
+        lambda v: ("version", changed(image, 8, struct.pack("<I", v)), errors.LayoutMismatch), st.integers(0, 2**32 - 1)
+    )
+    truncated = st.builds(lambda n: ("truncated", image[:n], errors.CorruptSegment), st.integers(0, SIZE - 1))
+    geometry = st.builds(
+        lambda field, v: ("geometry", changed(image, field[0], v.to_bytes(8, "little")[: field[1]]), errors.CorruptSegment),
+        st.sampled_from(GEOMETRY),
+        st.integers(0, 2**64 - 1),
+    )
+    return st.one_of(magic, zero_magic, version, truncated, geometry).filter(lambda damage: damage[1] != image)
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(damage=damages())
+def test_each_kind_of_damage_raises_its_own_error(segdir: str, damage: tuple[str, bytes, type]) -> None:
+    what, image, expected = damage
+    with pytest.raises(expected):
+        attach_image(segdir, image).close()
+
+
+@pytest.mark.parametrize(
+    "offset, size",
+    [(SIZE, 8), (SIZE + 4096, 8), (2**64 - 64, 128), (SIZE - 64, 1000), (SIZE - 64, 2**64 - 32)],
+    ids=["at-end", "past-end", "wraps", "runs-past-end", "size-wraps"],
+)
+def test_registry_entry_outside_the_segment_is_corrupt(segdir: str, offset: int, size: int) -> None:
+    """An entry whose block lies, or ends, outside the segment: CorruptSegment,
+    never a view or pointer past the mapping."""
+    image, _ = template()
+    blob = image.index(b"blob\0") - 24  # the entry's re_state
+    image = changed(image, blob + REGISTRY_OFFSET, struct.pack("<QQ", offset, size))
+    with attach_image(segdir, image) as seg:
+        for call in (seg.names, seg.structs, lambda: seg.struct("blob", 1000), lambda: seg.counter("other")):
+            with pytest.raises(errors.CorruptSegment, match="registry entry") as info:
+                call()
+            assert str(offset) in str(info.value)
 
 
 def test_structure_name_that_is_not_utf8_is_corrupt_segment(segdir: str) -> None:

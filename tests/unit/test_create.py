@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import resource
+import signal
 import stat
 import subprocess
 import tempfile
@@ -42,6 +44,22 @@ def test_segment_larger_than_the_filesystem_fails_at_create(small_tmpfs: str) ->
             seg.struct("more", 4096)
     with pytest.raises(errors.SegmentFull, match="Ask for a smaller size"):
         herdcache.Cache("cache", "4MiB", dir=small_tmpfs)
+
+
+def test_segment_that_cannot_be_reserved_fails_at_create_without_root(segdir: str) -> None:
+    """The same refusal for anyone: a file size limit (RLIMIT_FSIZE) stops
+    the reservation as a full filesystem does, and needs no privilege."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # EFBIG, not death
+    resource.setrlimit(resource.RLIMIT_FSIZE, (2 * 1024**2, hard))
+    try:
+        with pytest.raises(errors.SegmentFull) as info:
+            Segment.create("big", "4MiB", dir=segdir)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    assert str(4 * 1024**2) in str(info.value)
+    assert os.listdir(segdir) == [], "a failed create left its file behind"
 
 
 def test_create_refuses_an_existing_segment(segdir: str) -> None:

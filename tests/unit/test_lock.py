@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+from helpers import HANG, joined
 
 from herdcache import Lock, Segment, errors
 
@@ -24,10 +25,9 @@ def in_thread(fn):
         except BaseException as exc:  # noqa: BLE001 - handed back to the caller
             result.append((False, exc))
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=run, daemon=True)
     thread.start()
-    thread.join(60)
-    assert not thread.is_alive(), "the thread hung"
+    joined(thread)
     ok, value = result[0]
     if not ok:
         raise value
@@ -93,11 +93,19 @@ def test_release_of_a_free_lock_raises(lock: Lock) -> None:
     ids=["blocking", "timeout", "non-blocking", "with"],
 )
 def test_reacquire_by_the_same_thread_raises_instead_of_hanging(lock: Lock, again) -> None:
-    lock.acquire()
-    with pytest.raises(errors.LockNotOwned, match="not reentrant"):
-        again(lock)
-    assert lock._is_owned()
-    lock.release()
+    """In a thread of its own, so that a re-acquire that hangs fails the
+    test after a deadline, naming the thread, instead of hanging it."""
+
+    def twice() -> None:
+        lock.acquire()
+        try:
+            with pytest.raises(errors.LockNotOwned, match="not reentrant"):
+                again(lock)
+            assert lock._is_owned()
+        finally:
+            lock.release()
+
+    in_thread(twice)
     assert not lock.locked()
 
 
@@ -113,9 +121,9 @@ def test_waiting_thread_gets_the_lock_when_it_is_released(lock: Lock) -> None:
 
     thread = threading.Thread(target=waiter)
     thread.start()
-    started.wait()
+    assert started.wait(HANG), "the waiting thread never started"
     lock.release()
-    thread.join(60)
+    joined(thread)
     assert got == [True]
     assert not lock.locked()
 
@@ -141,17 +149,17 @@ def test_close_while_another_thread_holds_a_lock_is_busy(seg: Segment, lock: Loc
     def hold() -> None:
         with lock:
             holding.set()
-            done.wait()
+            done.wait(HANG)
 
     thread = threading.Thread(target=hold)
     thread.start()
-    holding.wait()
+    assert holding.wait(HANG), "the other thread never took the lock"
     try:
         with pytest.raises(errors.SegmentBusy):
             seg.close()
     finally:
         done.set()
-        thread.join()
+        joined(thread)
     seg.close()
 
 

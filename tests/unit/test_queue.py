@@ -12,6 +12,7 @@ from typing import Any
 
 import msgpack
 import pytest
+from helpers import joined
 
 import herdcache
 from herdcache import errors
@@ -201,7 +202,7 @@ def test_iteration_ends_at_close_from_another_thread(q: herdcache.Queue) -> None
     t.start()
     q.put_many(range(5))
     q.close()
-    t.join()
+    joined(t)
     assert got == list(range(5))
 
 
@@ -210,7 +211,7 @@ def test_blocked_get_is_woken_by_a_put(q: herdcache.Queue) -> None:
     t = threading.Thread(target=lambda: result.append(q.get()))
     t.start()
     q.put("wake up")
-    t.join()
+    joined(t)
     assert result == ["wake up"]
 
 
@@ -280,7 +281,7 @@ def test_single_producer_refuses_a_second_thread() -> None:
 
     t = threading.Thread(target=other)
     t.start()
-    t.join()
+    joined(t)
     assert len(errs) == 1 and "single_producer=False" in str(errs[0])
     assert q.get() == 1 and q.empty()
 

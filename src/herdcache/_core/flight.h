@@ -54,7 +54,10 @@
 
 #define HC_FORMAT_FLIGHT 0xFE
 #define HC_FORMAT_ERROR 0xFD
+/* A build-time knob, as HC_LOCK_PROBE_NS (lock.h) is, for the same tests. */
+#ifndef HC_FLIGHT_PROBE_NS
 #define HC_FLIGHT_PROBE_NS (UINT64_C(50) * HC_NS_PER_MS)
+#endif
 
 /*
  * The value of a FLIGHT item: this record, then the old value's bytes if

@@ -411,12 +411,10 @@ hc_segment_create(const char *name, uint64_t size,
     return st;
 }
 
-static hc_status
-check_file(int fd, const char *path, const hc_segment_options *opts,
-           struct stat *sb)
+hc_status
+hc_segment_check_stat(const struct stat *sb, const char *path,
+                      const hc_segment_options *opts)
 {
-    if (fstat(fd, sb) < 0)
-        return HC_SYSTEM;
     if (!S_ISREG(sb->st_mode)) {
         hc_set_detail("%s is not a regular file", path);
         return HC_BAD_MAGIC;
@@ -432,6 +430,15 @@ check_file(int fd, const char *path, const hc_segment_options *opts,
         return HC_INSECURE_MODE;
     }
     return HC_OK;
+}
+
+static hc_status
+check_file(int fd, const char *path, const hc_segment_options *opts,
+           struct stat *sb)
+{
+    if (fstat(fd, sb) < 0)
+        return HC_SYSTEM;
+    return hc_segment_check_stat(sb, path, opts);
 }
 
 /*

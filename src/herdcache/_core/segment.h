@@ -41,6 +41,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 #include <sys/types.h>
 
 #include "lock.h"
@@ -151,6 +152,15 @@ hc_status hc_segment_open(const char *name, uint64_t size,
                           const hc_segment_options *opts,
                           hc_segment **out, bool *created);
 hc_status hc_segment_anonymous(uint64_t size, hc_segment **out);
+
+/*
+ * Attach's checks of the open file (fstat'ed into sb): a regular file,
+ * owned by this process's effective uid, writable by nobody else unless
+ * opts->allow_shared.  Public so that a test can give it a file of another
+ * owner without root.
+ */
+hc_status hc_segment_check_stat(const struct stat *sb, const char *path,
+                                const hc_segment_options *opts);
 
 /* Drop one reference; HC_BUSY (and nothing done) if locks are held. */
 hc_status hc_segment_close(hc_segment *seg);
