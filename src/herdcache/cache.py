@@ -193,7 +193,8 @@ class Cache(MutableMapping):
 
     def incr(self, key: Any, delta: int = 1) -> int:
         """Add ``delta`` to the integer stored under ``key``, atomically across
-        processes, and return the new value (its ttl is kept).
+        processes, and return the new value (its absolute expiry and stale
+        window are kept: increments never extend a key's life).
 
         :raises KeyError: if the key is absent.
         :raises TypeError: if the stored value is not an integer.
@@ -203,7 +204,7 @@ class Cache(MutableMapping):
             found = self._core.lookup(key)
             if found is None or (found[2] is not None and found[2] <= 0):
                 raise KeyError(key)
-            data, fmt, remaining, _stale, csn, _delta = found
+            data, fmt, _remaining, _stale, csn, _delta = found
             if fmt != self._tag:
                 # As get() does: another serializer's bytes are not ours to
                 # decode (raw b"\x05" would read as msgpack's 5).
@@ -215,8 +216,9 @@ class Cache(MutableMapping):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
             new = value + delta
-            ttl = FOREVER if remaining is None else max(remaining, 1e-9)
-            if self._store(key, new, ttl, _CAS, csn):
+            # A compare-and-swap keeps the item's absolute expiry and stale
+            # window (the core ignores the ttl given here).
+            if self._store(key, new, FOREVER, _CAS, csn):
                 return new
 
     def decr(self, key: Any, delta: int = 1) -> int:

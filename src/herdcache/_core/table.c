@@ -958,9 +958,27 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
     }
 }
 
+/*
+ * A compare-and-swap changes the value of the very item it compared, so
+ * the new item keeps the old one's absolute expiry, stale window and
+ * compute time: recomputing them from "now" would move the expiry back by
+ * each swap's latency (incr() under load would keep a key forever).
+ */
+static const hc_write *
+keep_lifetime(const hc_write *wr, const hc_item *old, hc_write *kept)
+{
+    *kept = *wr;
+    kept->wr_expires = atomic_load_explicit(&((hc_item *) old)->it_expires,
+                                            memory_order_relaxed);
+    kept->wr_stale_s = old->it_stale_s;
+    kept->wr_delta_ms = old->it_delta_ms;
+    return kept;
+}
+
 static hc_status
 set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 {
+    hc_write kept;
     _Atomic uint32_t *linkp = NULL;
     uint32_t unit, old = 0;
     hc_status st, found;
@@ -979,6 +997,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
         return HC_CORRUPT;
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
+    if (st == HC_OK && wr->wr_mode == HC_SET_CAS)
+        wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), &kept);
     if (st == HC_OK)
         st = alloc_with_eviction(w, units, &unit);
     if (st != HC_OK)

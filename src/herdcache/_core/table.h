@@ -209,7 +209,9 @@ typedef enum hc_set_mode {
     HC_SET_ALWAYS,                  /* insert or replace */
     HC_SET_ADD,                     /* only if absent (or expired) */
     HC_SET_REPLACE,                 /* only if present */
-    HC_SET_CAS,                     /* only if present with csn == expect */
+    HC_SET_CAS,                     /* only if present with csn == expect;
+                                     * keeps the item's expiry, stale
+                                     * window and compute time */
 } hc_set_mode;
 
 typedef struct hc_write {
