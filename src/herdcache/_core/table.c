@@ -654,23 +654,47 @@ evict_region(writer *w, uint32_t n)
     return HC_OK;
 }
 
-/* Remove up to SWEEP_PER_WRITE expired items from the queue's old end. */
+/*
+ * May a sweep (or a get() that found it expired) remove the item?  A value
+ * past its expiry and stale window, yes.  An ERROR item, never by its
+ * expiry alone: the late waiters of its round must still find it (flight.h);
+ * a new round, a write or eviction in a full stripe removes it.
+ */
+static bool
+sweepable(const hc_item *it, uint64_t now)
+{
+    if (it->it_format == HC_FORMAT_ERROR)
+        return false;
+    return is_expired(it, now, true);
+}
+
+/*
+ * Remove up to SWEEP_PER_WRITE expired items from the queue's old end,
+ * stepping over the items a sweep must leave (an ERROR item).
+ */
 static hc_status
 sweep_expired(writer *w)
 {
+    uint32_t cur = w->w_stripe->sp_qtail;
     int i;
 
-    for (i = 0; i < SWEEP_PER_WRITE && w->w_stripe->sp_qtail != 0; i++) {
-        uint32_t unit = w->w_stripe->sp_qtail - 1;
-        hc_item *it = queue_item(w, unit + 1);
+    for (i = 0; i < SWEEP_PER_WRITE && cur != 0; i++) {
+        hc_item *it = queue_item(w, cur);
+        uint32_t next;
 
         if (it == NULL)
             return HC_CORRUPT;
-        if (!is_expired(it, w->w_now, true))
+        next = it->it_qprev;
+        if (it->it_format == HC_FORMAT_ERROR) {
+            cur = next;
+            continue;
+        }
+        if (!sweepable(it, w->w_now))
             break;
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
-        if (remove_unit(w, unit) != HC_OK)
+        if (remove_unit(w, cur - 1) != HC_OK)
             return HC_CORRUPT;
+        cur = next;
     }
     return HC_OK;
 }
@@ -1146,7 +1170,7 @@ hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
         return;                 /* busy: a writer will sweep it later */
     w = writer_for(c, si);
     if (find_item(&w, hash, key, key_len, &linkp, &unit) == HC_OK
-        && is_expired(hc_alloc_ptr(&w.w_av, unit), w.w_now, true)) {
+        && sweepable(hc_alloc_ptr(&w.w_av, unit), w.w_now)) {
         epoch_enter(w.w_stripe);
         if (remove_item(&w, linkp, unit) == HC_OK)
             hc_cache_count_stat(c, HC_STAT_EXPIRATIONS, 1);
