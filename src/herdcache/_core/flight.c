@@ -36,6 +36,18 @@ hc_flight_wake(hc_stripe *s)
     hc_futex_wake(&s->sp_flight_seq, -1);
 }
 
+bool
+hc_flight_abandoned(hc_cache *c, const hc_item *it, uint64_t now)
+{
+    flight_record rec;
+
+    if (it->it_format != HC_FORMAT_FLIGHT || it->it_value_len < sizeof(rec))
+        return it->it_format == HC_FORMAT_FLIGHT;  /* damaged: not worth keeping */
+    memcpy(&rec, item_value(it), sizeof(rec));
+    return now >= rec.fl_lease_end
+        || !hc_slot_token_alive(c->ca_seg, rec.fl_owner);
+}
+
 static hc_status
 copy_out(hc_flight_result *res, const uint8_t *data, uint32_t len,
          uint8_t format)
@@ -306,9 +318,7 @@ hc_flight_publish(hc_cache *c, const hc_write *wr, uint64_t round)
                    &st) == NULL)
         st = st == HC_CORRUPT ? HC_CORRUPT : HC_CONFLICT;
     else
-        st = hc_table_store(&w, wr, &csn);
-    if (st == HC_OK)
-        hc_flight_wake(w.w_stripe);
+        st = hc_table_store(&w, wr, &csn);     /* wakes the waiters */
     hc_table_unlock(&w);
     return st;
 }
@@ -360,8 +370,7 @@ hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len, uint64_t hash,
                          err_expires);
     else
         st = hc_table_remove(&w, it);
-    if (st == HC_OK)
-        hc_flight_wake(w.w_stripe);
+    /* Either way the FLIGHT item went, which woke its waiters. */
     hc_table_unlock(&w);
     return st;
 }

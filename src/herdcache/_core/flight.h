@@ -132,7 +132,15 @@ hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash, uint64_t round, const void *err,
                           uint32_t err_len, uint64_t err_expires);
 
-/* Wake every waiter of the stripe (a flight ended some other way). */
+/* Wake every waiter of the stripe: table.c does it whenever a FLIGHT
+ * item is removed, which is how every flight ends. */
 void hc_flight_wake(hc_stripe *s);
+
+/*
+ * True if it is a FLIGHT nobody will finish: its lease ended or its owner
+ * is dead.  Eviction and sweeps remove such a flight like an expired item
+ * (a waiter would take it over anyway).  The caller holds the stripe lock.
+ */
+bool hc_flight_abandoned(hc_cache *c, const hc_item *it, uint64_t now);
 
 #endif /* HC_FLIGHT_H */

@@ -219,6 +219,16 @@ is_expired(const hc_item *it, uint64_t now, bool with_stale)
     return now >= exp;
 }
 
+/*
+ * Does a user see this item as present?  Only an unexpired value: flights
+ * and errors (internal formats) are absent to every user-visible operation.
+ */
+static bool
+user_visible(const hc_item *it, uint64_t now)
+{
+    return it->it_format < HC_FORMAT_INTERNAL && !is_expired(it, now, false);
+}
+
 static bool
 key_matches(const hc_item *it, uint64_t hash, const void *key, uint32_t len)
 {
@@ -529,6 +539,10 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
                                                memory_order_relaxed),
                           memory_order_release);
     count_item(w->w_stripe, it, -1);
+    /* However a flight ends (publish, abort, a write, eviction), its
+     * waiters must look again: the one place that wakes them. */
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        hc_flight_wake(w->w_stripe);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
@@ -553,7 +567,8 @@ remove_unit(writer *w, uint32_t unit)
  * the oldest item toward the newest; a visited item is spared (its flag
  * cleared) and stays in place, the first unvisited one goes.  An item
  * past its expiry (and stale window) goes whatever its flag.  A key being
- * computed (a FLIGHT) never goes: its waiters would compute it again.
+ * computed (a FLIGHT) never goes while its owner lives and holds its
+ * lease (its waiters would compute it again); an abandoned one is expired.
  */
 static hc_status
 evict_one(writer *w)
@@ -574,12 +589,15 @@ evict_one(writer *w)
 
         if (it == NULL)
             return HC_CORRUPT;
-        if (it->it_format == HC_FORMAT_FLIGHT) {
+        if (it->it_format == HC_FORMAT_FLIGHT
+            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {
             flights = true;
             cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
             continue;
         }
-        expired = is_expired(it, w->w_now, true);
+        /* here a flight is an abandoned one: it goes like an expired item */
+        expired = it->it_format == HC_FORMAT_FLIGHT
+            || is_expired(it, w->w_now, true);
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
@@ -620,8 +638,8 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
 /*
  * Make room for n units when SIEVE's victims are scattered: evict every
  * item overlapping the n units from the hand's item on, after which they
- * form one free run (the writer's hint points at it) unless a key in
- * flight sits there: it stays, and the allocation may then fail.
+ * form one free run (the writer's hint points at it) unless a live key
+ * in flight sits there: it stays, and the allocation may then fail.
  */
 static hc_status
 evict_region(writer *w, uint32_t n)
@@ -639,11 +657,16 @@ evict_region(writer *w, uint32_t n)
     if (start > w->w_av.av_units - n)
         return HC_NO_SPACE;
     for (u = start; u < start + n; u++) {
+        hc_item *it;
         hc_status st;
 
-        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1)
-            || ((hc_item *) hc_alloc_ptr(&w->w_av, u))->it_format
-               == HC_FORMAT_FLIGHT)
+        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
+            continue;
+        it = item_at(&w->w_av, u);
+        if (it == NULL)
+            return HC_CORRUPT;
+        if (it->it_format == HC_FORMAT_FLIGHT
+            && !hc_flight_abandoned(w->w_cache, it, w->w_now))
             continue;
         hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
         st = remove_unit(w, u);
@@ -656,16 +679,19 @@ evict_region(writer *w, uint32_t n)
 
 /*
  * May a sweep (or a get() that found it expired) remove the item?  A value
- * past its expiry and stale window, yes.  An ERROR item, never by its
+ * past its expiry and stale window, yes; a flight whose owner died or
+ * overran its lease, yes (its waiters would take it over anyway).  An ERROR item, never by its
  * expiry alone: the late waiters of its round must still find it (flight.h);
  * a new round, a write or eviction in a full stripe removes it.
  */
 static bool
-sweepable(const hc_item *it, uint64_t now)
+sweepable(writer *w, const hc_item *it)
 {
     if (it->it_format == HC_FORMAT_ERROR)
         return false;
-    return is_expired(it, now, true);
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        return hc_flight_abandoned(w->w_cache, it, w->w_now);
+    return is_expired(it, w->w_now, true);
 }
 
 /*
@@ -689,7 +715,7 @@ sweep_expired(writer *w)
             cur = next;
             continue;
         }
-        if (!sweepable(it, w->w_now))
+        if (!sweepable(w, it))
             break;
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
         if (remove_unit(w, cur - 1) != HC_OK)
@@ -966,7 +992,7 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
 static hc_status
 check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
 {
-    bool live = old != NULL && !is_expired(old, now, false);
+    bool live = old != NULL && user_visible(old, now);
 
     switch (wr->wr_mode) {
     case HC_SET_ADD:
@@ -1044,13 +1070,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * the rebuild keeps the first of a key (the new one).
      */
     st = link_item(w, unit);
-    if (st == HC_OK && found == HC_OK) {
-        /* A set over a flight ends it: its waiters must look again. */
-        if (((hc_item *) hc_alloc_ptr(&w->w_av, old))->it_format
-            == HC_FORMAT_FLIGHT && wr->wr_format != HC_FORMAT_FLIGHT)
-            hc_flight_wake(w->w_stripe);
-        return remove_unit(w, old);
-    }
+    if (st == HC_OK && found == HC_OK)
+        return remove_unit(w, old);     /* a flight's waiters wake there */
     return st;
 }
 
@@ -1103,10 +1124,9 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
 
     if (st != HC_OK)
         return st;
-    live = !is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, false);
-    if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
-        == HC_FORMAT_FLIGHT)
-        hc_flight_wake(w->w_stripe);    /* the flight is over */
+    /* A write wins over a computation: the flight goes (and its waiters
+     * wake), but the user saw no value, so the key was absent. */
+    live = user_visible(hc_alloc_ptr(&w->w_av, unit), w->w_now);
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -1139,7 +1159,8 @@ touch_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
     if (st != HC_OK)
         return st;
     it = hc_alloc_ptr(&w->w_av, unit);
-    if (is_expired(it, w->w_now, false))
+    /* Never give a flight (or an error) an expiry: absent to users. */
+    if (!user_visible(it, w->w_now))
         return HC_NOT_FOUND;
     /* relaxed: readers see the old or the new deadline, both whole */
     atomic_store_explicit(&it->it_expires, expires, memory_order_relaxed);
@@ -1170,7 +1191,7 @@ hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
         return;                 /* busy: a writer will sweep it later */
     w = writer_for(c, si);
     if (find_item(&w, hash, key, key_len, &linkp, &unit) == HC_OK
-        && sweepable(hc_alloc_ptr(&w.w_av, unit), w.w_now)) {
+        && sweepable(&w, hc_alloc_ptr(&w.w_av, unit))) {
         epoch_enter(w.w_stripe);
         if (remove_item(&w, linkp, unit) == HC_OK)
             hc_cache_count_stat(c, HC_STAT_EXPIRATIONS, 1);
