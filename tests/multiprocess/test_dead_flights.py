@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import random
+import threading
 import time
 
 import pytest
@@ -90,3 +92,45 @@ def test_abandoned_flights_are_evicted_and_never_make_sets_fail(dead_flights: he
     left = [key for key in keys if took_over(cache, key)]
     assert left == [], f"{len(left)} abandoned flights survived 20,000 evicting sets"
     cache.check()
+
+
+def test_live_flights_never_make_an_evicting_cache_refuse_writes() -> None:
+    """40 keys in flight (owner alive, lease long) are spared by eviction,
+    yet sets and get_or_compute of values of every size up to 300 kB in a
+    2 MiB evicting cache all succeed: eviction finds room around them
+    (issue 9, defect 4)."""
+    rng = random.Random(9)
+    with herdcache.Cache(size="2MiB") as cache:
+        rounds = []
+        for i in range(400):
+            if i % 10 == 0:  # flights scattered among the values
+                outcome = cache._core.flight_begin(f"computing:{i // 10}", 3600.0)
+                assert outcome[0] == "compute", outcome
+                rounds.append(outcome[3])
+            cache.set(f"set:{i}", b"s" * rng.randrange(1, 300_000))
+        for i in range(200):
+            size = rng.randrange(1, 300_000)
+            assert len(cache.get_or_compute(f"goc:{i}", lambda size=size: b"g" * size)) == size
+        published = [cache._core.flight_publish(f"computing:{i}", b"d", cache._tag, None, r) for i, r in enumerate(rounds)]
+        assert all(published), "a live flight was evicted (its publish was refused)"
+        cache.check()
+
+
+def test_cachefull_says_why_and_never_repeats_an_earlier_calls_detail(segment_name: str) -> None:
+    """A full cache without eviction says so when get_or_compute cannot
+    store its result; the detail of an earlier, handled failure of this
+    thread (opening found no segment, then created it) never leaks in."""
+    with herdcache.Cache(segment_name, size="2MiB", evict=False) as cache:
+
+        def fill() -> None:
+            with pytest.raises(herdcache.errors.CacheFull):
+                for i in range(1000):
+                    cache.set(f"k:{i}", b"x" * 50_000)
+
+        filler = threading.Thread(target=fill)
+        filler.start()
+        filler.join()
+        with pytest.raises(herdcache.errors.CacheFull) as info:
+            cache.get_or_compute("big", lambda: b"y" * 200_000)
+    message = str(info.value)
+    assert "eviction is off" in message and "no segment" not in message, message

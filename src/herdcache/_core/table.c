@@ -635,42 +635,94 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
     return false;
 }
 
+/* A flight that must stay where it is: its owner lives and holds its lease. */
+static bool
+pinned(writer *w, const hc_item *it)
+{
+    return it->it_format == HC_FORMAT_FLIGHT
+        && !hc_flight_abandoned(w->w_cache, it, w->w_now);
+}
+
 /*
- * Make room for n units when SIEVE's victims are scattered: evict every
- * item overlapping the n units from the hand's item on, after which they
- * form one free run (the writer's hint points at it) unless a live key
- * in flight sits there: it stays, and the allocation may then fail.
+ * The first unit from which n units hold no pinned flight, looking from
+ * unit from on and wrapping once.  HC_NO_SPACE if the live flights leave
+ * no such window; HC_CORRUPT for a header that describes no block.
+ */
+static hc_status
+flight_free_window(writer *w, uint32_t n, uint32_t from, uint32_t *start)
+{
+    uint32_t units = w->w_av.av_units, s = from, u, block;
+    uint64_t scanned = 0;
+
+    while (scanned <= (uint64_t) units + n) {
+        hc_item *it = NULL;
+
+        if (s > units - n) {            /* wrap to the arena's start */
+            scanned += units - (s < units ? s : units);
+            s = 0;
+        }
+        if (covering_block(w, s, &block) && block < s) {
+            it = item_at(&w->w_av, block);
+            if (it == NULL)
+                return HC_CORRUPT;
+            if (pinned(w, it)) {
+                scanned += block + hc_item_units(it) - s;
+                s = block + hc_item_units(it);
+                continue;
+            }
+        }
+        for (u = s; u < s + n; u++) {
+            if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
+                continue;
+            it = item_at(&w->w_av, u);
+            if (it == NULL)
+                return HC_CORRUPT;
+            if (pinned(w, it))
+                break;
+        }
+        if (u == s + n) {
+            *start = s;
+            return HC_OK;
+        }
+        scanned += u + hc_item_units(it) - s;
+        s = u + hc_item_units(it);
+    }
+    return HC_NO_SPACE;
+}
+
+static hc_status
+evict_unit(writer *w, uint32_t unit)
+{
+    hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
+    return remove_unit(w, unit);
+}
+
+/*
+ * Make room for n units when SIEVE's victims are scattered: from the
+ * hand's item on, find n units that hold no live key in flight (those
+ * must stay: their waiters would compute again) and evict every item
+ * overlapping them, after which they form one free run (the writer's hint
+ * points at it).  HC_NO_SPACE only if live flights leave no such run.
  */
 static hc_status
 evict_region(writer *w, uint32_t n)
 {
-    uint32_t start = (w->w_stripe->sp_hand ? w->w_stripe->sp_hand
-                                           : w->w_stripe->sp_qtail) - 1;
-    uint32_t u, block;
+    uint32_t from = (w->w_stripe->sp_hand ? w->w_stripe->sp_hand
+                                          : w->w_stripe->sp_qtail) - 1;
+    uint32_t start, u, block;
+    hc_status st;
 
     if (n > w->w_av.av_units)
         return HC_NO_SPACE;
-    if (start > w->w_av.av_units - n)
-        start = w->w_av.av_units - n;
-    if (covering_block(w, start, &block) && block < start)
-        start = block;
-    if (start > w->w_av.av_units - n)
-        return HC_NO_SPACE;
+    st = flight_free_window(w, n, from, &start);
+    if (st != HC_OK)
+        return st;
+    if (covering_block(w, start, &block) && block < start
+        && (st = evict_unit(w, block)) != HC_OK)
+        return st;
     for (u = start; u < start + n; u++) {
-        hc_item *it;
-        hc_status st;
-
-        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
-            continue;
-        it = item_at(&w->w_av, u);
-        if (it == NULL)
-            return HC_CORRUPT;
-        if (it->it_format == HC_FORMAT_FLIGHT
-            && !hc_flight_abandoned(w->w_cache, it, w->w_now))
-            continue;
-        hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
-        st = remove_unit(w, u);
-        if (st != HC_OK)
+        if (((w->w_av.av_start[u >> 6] >> (u & 63)) & 1)
+            && (st = evict_unit(w, u)) != HC_OK)
             return st;
     }
     w->w_freed = start;
@@ -750,16 +802,25 @@ reap_all_expired(writer *w)
 }
 
 /*
- * A free block of the order, evicting as needed: SIEVE victims first,
- * then, if they never coalesce into a block that large, one region.
+ * One allocation attempt.  A flight's block is taken as high as it fits:
+ * live flights cannot be evicted, and gathered at the arena's end they
+ * leave the long runs below to the values (see evict_region()).
  */
 static hc_status
-alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
+alloc_once(writer *w, uint32_t n, bool flight, uint32_t *unit)
+{
+    if (flight)
+        return hc_alloc_block_high(&w->w_av, n, unit);
+    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+}
+
+static hc_status
+alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
 {
     int tries;
 
     for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
-        hc_status st = hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+        hc_status st = alloc_once(w, n, flight, unit);
 
         if (st != HC_NO_SPACE)
             return st;
@@ -778,7 +839,33 @@ alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
         if (st != HC_OK)
             return st;
     }
-    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+    return alloc_once(w, n, flight, unit);
+}
+
+/* HC_NO_SPACE, with a detail that says truthfully why. */
+static hc_status
+no_room(writer *w, uint32_t n)
+{
+    if (!w->w_cache->ca_evict)
+        hc_set_detail("no room for %u bytes in the stripe and eviction is "
+                      "off", n * HC_UNIT);
+    else
+        hc_set_detail("no run of %u bytes in the stripe is free of keys "
+                      "being computed (each computation keeps its key's "
+                      "place until it ends)", n * HC_UNIT);
+    return HC_NO_SPACE;
+}
+
+/*
+ * A free block of n units, evicting as needed: SIEVE victims first, then,
+ * if they never coalesce into a block that large, one region.
+ */
+static hc_status
+alloc_with_eviction(writer *w, uint32_t n, bool flight, uint32_t *unit)
+{
+    hc_status st = alloc_evicting(w, n, flight, unit);
+
+    return st == HC_NO_SPACE ? no_room(w, n) : st;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1050,7 +1137,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     if (st == HC_OK && wr->wr_mode == HC_SET_CAS)
         wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), &kept);
     if (st == HC_OK)
-        st = alloc_with_eviction(w, units, &unit);
+        st = alloc_with_eviction(w, units,
+                                 wr->wr_format == HC_FORMAT_FLIGHT, &unit);
     if (st != HC_OK)
         return st;
     /*
@@ -1108,9 +1196,6 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, units, csn));
     if (st == HC_OK)
         hc_cache_count_stat(c, HC_STAT_SETS, 1);
-    if (st == HC_NO_SPACE)
-        hc_set_detail("no room for %u bytes in the stripe and eviction is "
-                      "off", wr->wr_key_len + wr->wr_value_len);
     return st;
 }
 
