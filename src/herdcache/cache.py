@@ -204,7 +204,8 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
 
     def incr(self, key: Any, delta: int = 1) -> int:
         """Add ``delta`` to the integer stored under ``key``, atomically across
-        processes, and return the new value (its ttl is kept).
+        processes, and return the new value (its absolute expiry and stale
+        window are kept: increments never extend a key's life).
 
         :raises KeyError: if the key is absent.
         :raises TypeError: if the stored value is not an integer.
@@ -214,15 +215,16 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             found = self._entry(key)
             if found is None:
                 raise KeyError(key)
-            data, fmt, remaining, _stale, csn, _delta = found
+            data, fmt, _remaining, _stale, csn, _delta = found
             # As get() does: another serializer's bytes are not ours to
             # decode (raw b"\x05" would read as msgpack's 5).
             value = self._decode(key, data, fmt)
             if isinstance(value, bool) or not isinstance(value, int):
                 raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
             new = value + delta
-            ttl = FOREVER if remaining is None else max(remaining, 1e-9)
-            if self._encode_and_store(key, new, ttl, _core.SET_CAS, csn):
+            # A compare-and-swap keeps the item's absolute expiry and stale
+            # window (the core ignores the ttl given here).
+            if self._encode_and_store(key, new, FOREVER, _core.SET_CAS, csn):
                 return new
 
     def decr(self, key: Any, delta: int = 1) -> int:

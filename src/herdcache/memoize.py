@@ -19,6 +19,15 @@ qualified name.  Arguments must therefore be msgpack-serializable (str,
 bytes, numbers, tuples, lists, dicts, sets, datetimes...); pass ``key=``
 (a function of the same arguments returning a str) for anything else.
 
+Closures: functions made by one factory share a qualified name, so the
+values they captured (their closure cells, as they are when the decorator
+runs) are part of the key's prefix: ``make_fetcher("a")`` and
+``make_fetcher("b")`` never share results.  A captured function, class or
+module counts by its qualified name; any other captured value must encode
+with msgpack, or the decorator raises a TypeError asking for ``key=``.
+With ``key=``, captured values are not looked at: the key function must
+tell the closures apart itself if they differ.
+
 Methods: ``self`` (or ``cls``) is left out of the key, so all instances
 share results, unless the instance defines ``__cache_key__()``, whose
 value is used for it.  ``staticmethod`` and ``classmethod`` work when
@@ -85,6 +94,55 @@ def _canonical(obj: Any) -> Any:
     return obj
 
 
+def _captured(fn: Callable[..., Any], seen: set[int]) -> list[Any]:
+    """What tells ``fn`` apart from other closures of the same code: its
+    cells' contents, functions by name (and their own cells), recursively.
+    ``__class__`` (the cell ``super()`` uses) is named by the qualname."""
+    seen.add(id(fn))
+    code = getattr(fn, "__code__", None)
+    cells = getattr(fn, "__closure__", None) or ()
+    names = code.co_freevars if code is not None else ()
+    parts: list[Any] = []
+    for name, cell in zip(names, cells):
+        if name == "__class__":
+            continue
+        try:
+            value = cell.cell_contents
+        except ValueError:  # not yet bound (the function's own name, say)
+            parts.append([name])
+            continue
+        parts.append([name, _captured_value(value, name, seen)])
+    return parts
+
+
+def _captured_value(value: Any, name: str, seen: set[int]) -> Any:
+    if inspect.ismethod(value):
+        return [_captured_value(value.__func__, name, seen), _captured_value(value.__self__, name, seen)]
+    if inspect.isfunction(value) or inspect.isclass(value) or inspect.ismodule(value) or inspect.isbuiltin(value):
+        label = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', value.__name__)}"
+        nested = _captured(value, seen) if inspect.isfunction(value) and id(value) not in seen else []
+        return [label, nested]
+    try:
+        return _codec.dumps(_canonical(value))
+    except SerializationError:
+        raise TypeError(
+            f"memoize cannot tell this closure apart from others made by the same code: "
+            f"its variable {name!r} holds a {type(value).__name__}, which cannot be part of a "
+            "cache key. Pass memoize(key=...) returning a str that identifies the call "
+            "(and the closure)"
+        ) from None
+
+
+def _prefix(fn: Callable[..., Any], key: Callable[..., str] | None) -> str:
+    """``module.qualname``, tagged with a digest of what a closure captured."""
+    base = f"{fn.__module__}.{fn.__qualname__}"
+    captured = _captured(fn, set()) if key is None else []
+    if not captured:
+        return base[:_KEY_PREFIX_MAX]
+    tag = "@" + hashlib.blake2b(_codec.dumps(captured), digest_size=6).hexdigest()
+    return base[: _KEY_PREFIX_MAX - len(tag)] + tag
+
+
 class KeyMaker:
     """Builds the cache key of one call of a memoized function."""
 
@@ -93,7 +151,7 @@ class KeyMaker:
         self.signature = inspect.signature(fn)
         params = list(self.signature.parameters)
         self.skips_first = bool(params) and params[0] in ("self", "cls")
-        self.prefix = f"{fn.__module__}.{fn.__qualname__}"[:_KEY_PREFIX_MAX]
+        self.prefix = _prefix(fn, key)
         self.custom = key
 
     def __call__(self, *args: Any, **kwargs: Any) -> str:

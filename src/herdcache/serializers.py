@@ -138,11 +138,13 @@ class MsgpackSerializer:
 
         msgpack's unpackb bounds every length (string, binary, array, map,
         ext) by the size of ``data`` itself, so a forged 4 GiB length prefix
-        raises at once instead of allocating.
+        raises at once instead of allocating.  Damaged extension bytes make
+        the type constructors raise what they raise (decimal.InvalidOperation,
+        OverflowError, ...): every such failure is a SerializationError.
         """
         try:
             return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=self._ext_hook)
-        except (ValueError, TypeError, msgpack.UnpackException) as exc:
+        except Exception as exc:
             raise SerializationError(f"stored msgpack bytes are invalid: {exc}") from exc
 
 
@@ -161,7 +163,10 @@ class PickleSerializer:
 
     def loads(self, data: bytes) -> Any:
         """Unpickle: runs code chosen by the writer."""
-        return pickle.loads(data)
+        try:
+            return pickle.loads(data)
+        except Exception as exc:
+            raise SerializationError(f"stored pickle bytes are invalid: {exc}") from exc
 
 
 class RawSerializer:
@@ -205,8 +210,11 @@ class CustomSerializer:
         return bytes(data)
 
     def loads(self, data: bytes) -> Any:
-        """``inner.loads(data)``."""
-        return self.inner.loads(data)
+        """``inner.loads(data)``; any failure is a SerializationError."""
+        try:
+            return self.inner.loads(data)
+        except Exception as exc:
+            raise SerializationError(f"{self.name}.loads failed: {exc}") from exc
 
 
 _BY_NAME = {"msgpack": MsgpackSerializer, "pickle": PickleSerializer, "raw": RawSerializer}

@@ -10,6 +10,9 @@ without recomputing), and the next call computes afresh.
 
 from __future__ import annotations
 
+import signal
+
+import pytest
 from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until_waiting
 
 pytest_plugins = ["_flight_fixtures"]  # start_method, flight_cache, troupe
@@ -117,3 +120,32 @@ def test_negative_ttl_serves_the_error_without_recomputing(troupe, flight_cache)
     herd.next_computer().order("return", 99)
     assert herd.finish([relisted]) == {relisted: ("value", 99)}
     assert computations(flight_cache).load() == 2
+
+
+@pytest.mark.parametrize("then", ["get", "get and a new round"])
+def test_a_late_waiter_gets_its_rounds_exception_whatever_happened_since(troupe, flight_cache, then) -> None:
+    """negative_ttl=0 stores nothing a user sees, yet a waiter of the
+    failed round that looks late (here: stopped until then) still raises
+    that round's exception: after a plain get() of the key, and after a
+    newcomer started a new round (issue 9, defect 6)."""
+    herd = troupe("price:X9", ttl=60)
+    waits = stat(flight_cache, "waits")
+    herd.start(2, together=True)
+    owner = herd.next_computer()
+    until_waiting(flight_cache, 1, waits, herd)
+    (waiter,) = [p for p in herd.live() if p is not owner]
+    waiter.signal(signal.SIGSTOP)
+    owner.order("raise", "builtins", "ValueError", ["upstream said 503"])
+    herd.finish([owner])
+    assert flight_cache.get("price:X9") is None and "price:X9" not in flight_cache
+    if then == "get and a new round":
+        (newcomer,) = herd.start(1)
+        assert herd.next_computer() is newcomer
+    waiter.signal(signal.SIGCONT)
+    reports = herd.finish([waiter])
+    assert reports[waiter][0] == "raised", reports[waiter]
+    assert (reports[waiter][1]["type"], reports[waiter][1]["message"]) == ("ValueError", "upstream said 503")
+    if then == "get and a new round":
+        newcomer.order("return", 3)
+        assert herd.finish([newcomer]) == {newcomer: ("value", 3)}
+    assert computations(flight_cache).load() == (2 if then == "get and a new round" else 1)

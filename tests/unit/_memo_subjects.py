@@ -19,3 +19,8 @@ def key_in_this_process(cache_name: str, args: tuple, kwargs: dict) -> str:
         return cache.memoize(ttl=60)(price).cache_key(*args, **kwargs)
     finally:
         cache.close()
+
+
+def square(x: int) -> int:
+    """x squared (a module-level function a closure can capture)."""
+    return x * x

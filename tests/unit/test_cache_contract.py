@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -401,6 +402,30 @@ def test_incr_keeps_the_ttl(cache: Cache, config: Config) -> None:
     cache.incr("forever")
     assert 0 < cache.ttl("timed") <= 100
     assert cache.ttl("forever") is None
+
+
+def _expiry_bounds(cache: Cache, key: str) -> tuple[float, float, int]:
+    """(earliest, latest) absolute monotonic expiry of key, and its stale window."""
+    before = time.monotonic()
+    _data, _fmt, remaining, stale, _csn, _delta = cache._core.lookup(key)
+    after = time.monotonic()
+    return before + remaining, after + remaining, stale
+
+
+def test_incr_keeps_the_absolute_expiry_and_the_stale_window(cache: Cache, config: Config) -> None:
+    """Many increments never push the expiry back (each used to store
+    now + remaining, adding its own latency) nor drop the stale window
+    get_or_compute gave the key (issue 9, defect 7)."""
+    if not config.integers:
+        pytest.skip("this serializer stores no integers")
+    cache.get_or_compute("n", lambda: 0, ttl=100, stale_ttl=30)
+    _earliest, latest, stale = _expiry_bounds(cache, "n")
+    for _ in range(300):
+        cache.incr("n")
+    earliest_after, _latest, stale_after = _expiry_bounds(cache, "n")
+    assert earliest_after <= latest + 1e-6, f"the expiry moved {earliest_after - latest:.6f} s later"
+    assert (stale, stale_after) == (30, 30)
+    assert cache["n"] == 300
 
 
 # -- statistics ---------------------------------------------------------------------------------

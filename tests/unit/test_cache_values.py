@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import pytest
 from cache_helpers import same
 
@@ -329,3 +330,53 @@ def test_the_serializer_spec_is_checked() -> None:
         with pytest.raises(errors.SerializationError, match="not bytes"):
             cache["k"] = 1
         assert "k" not in cache
+
+
+# -- damaged extension bytes: every decode path says SerializationError (issue 9, defect 10)
+
+DAMAGED = {
+    "decimal that is not a number": msgpack.packb(msgpack.ExtType(8, b"1.2.3"), use_bin_type=True),
+    "timedelta out of range": msgpack.packb(msgpack.ExtType(5, msgpack.packb([10**12, 0, 0])), use_bin_type=True),
+    "timedelta of strings": msgpack.packb(msgpack.ExtType(5, msgpack.packb(["a", "b"])), use_bin_type=True),
+    "date out of range": msgpack.packb(msgpack.ExtType(3, b"99999-01-01"), use_bin_type=True),
+    "uuid of 3 bytes": msgpack.packb(msgpack.ExtType(9, b"abc"), use_bin_type=True),
+    "set of a dict": msgpack.packb(msgpack.ExtType(6, msgpack.packb([{}])), use_bin_type=True),
+}
+
+
+DECODE_PATHS = {
+    "get": lambda cache: cache.get("damaged"),
+    "get_or_compute": lambda cache: cache.get_or_compute("damaged", lambda: 1),
+    "incr": lambda cache: cache.incr("damaged"),
+    "get_many": lambda cache: cache.get_many(["damaged"]),
+}
+
+
+@pytest.mark.parametrize("path", DECODE_PATHS.values(), ids=DECODE_PATHS.keys())
+@pytest.mark.parametrize("data", DAMAGED.values(), ids=DAMAGED.keys())
+def test_damaged_extension_bytes_raise_serializationerror_on_every_path(cache: Cache, data: bytes, path: Any) -> None:
+    """Every decode path raises SerializationError, never
+    decimal.InvalidOperation or OverflowError."""
+    cache._core.store("damaged", data, TAG_MSGPACK)
+    with pytest.raises(errors.SerializationError):
+        path(cache)
+    with pytest.raises(errors.SerializationError):
+        MsgpackSerializer().loads(data)
+
+
+def test_a_custom_serializers_decode_failure_is_a_serializationerror() -> None:
+    """A user's loads() that raises is reported as SerializationError (with
+    the user's exception as its cause), like a failing dumps()."""
+
+    class Broken:
+        def dumps(self, obj: Any) -> bytes:
+            return b"x"
+
+        def loads(self, data: bytes) -> Any:
+            raise ZeroDivisionError("broken")
+
+    with Cache(size="8MiB", serializer=Broken()) as cache:
+        cache["k"] = 1
+        with pytest.raises(errors.SerializationError) as info:
+            cache.get_or_compute("k", lambda: 2)
+        assert isinstance(info.value.__cause__, ZeroDivisionError)

@@ -271,3 +271,62 @@ def test_invalidate_clear_info_and_wrapped(cache) -> None:
     assert other.cache_info().currsize == 1
     price("X2")
     assert fn.calls == 4
+
+
+# -- closures (issue 9, defect 8) ----------------------------------------------
+
+
+def test_closures_of_one_factory_never_share_results(cache) -> None:
+    """make_fetcher("a") and make_fetcher("b") have one qualified name; what
+    they captured tells them apart, and each clears only its own results.
+    A closure made again with the same captured value shares its results."""
+
+    def make_fetcher(source: str):
+        @cache.memoize(ttl=60)
+        def fetch(item: int) -> str:
+            return f"{source}:{item}"
+
+        return fetch
+
+    a, b, a_again = make_fetcher("a"), make_fetcher("b"), make_fetcher("a")
+    assert [a(1), b(1), a_again(1)] == ["a:1", "b:1", "a:1"]
+    assert a.cache_key(1) != b.cache_key(1)
+    assert a.cache_key(1) == a_again.cache_key(1)
+    assert b.cache_clear() == 1
+    assert a(1) == "a:1" and a.cache_info().currsize == 1
+
+
+def test_closures_capturing_functions_count_them_by_name(cache) -> None:
+    """A decorator-made closure capturing the function it wraps keys by
+    that function's name; a method using super() (a __class__ cell) works."""
+
+    def through(fn):
+        return cache.memoize()(lambda x: fn(x))
+
+    double, square = through(lambda x: 2 * x), through(_memo_subjects.square)
+    assert (double(3), square(3)) == (6, 9)
+
+    class Base:
+        def total(self, x):
+            return x
+
+    class Child(Base):
+        @cache.memoize()
+        def total(self, x):
+            return super().total(x) + 1
+
+    assert Child().total(1) == 2
+
+
+def test_a_closure_capturing_what_cannot_be_a_key_is_refused_with_the_way_out(cache) -> None:
+    """A captured value msgpack cannot encode is a TypeError at decoration
+    time that points to key=; with key= the closure is the caller's to name."""
+    lock = object()
+    with pytest.raises(TypeError, match=r"'lock' holds a object.*key="):
+
+        @cache.memoize()
+        def guarded(x):
+            return (lock, x)[1]
+
+    keyed = cache.memoize(key=lambda x: f"guarded:{x}")(lambda x: (lock, x)[1])
+    assert keyed(5) == 5

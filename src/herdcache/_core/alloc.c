@@ -88,12 +88,55 @@ scan(const hc_arena_view *av, uint32_t from, uint32_t to, uint32_t n,
 }
 
 static void
-take(const hc_arena_view *av, uint32_t unit, uint32_t n)
+mark(const hc_arena_view *av, uint32_t unit, uint32_t n)
 {
     set_bits(av->av_used, unit, n, true);
     set_bits(av->av_start, unit, 1, true);
     av->av_arena->ar_used_units += n;
+}
+
+static void
+take(const hc_arena_view *av, uint32_t unit, uint32_t n)
+{
+    mark(av, unit, n);
     av->av_arena->ar_cursor = unit + n < av->av_units ? unit + n : 0;
+}
+
+/* The highest run of n free units, scanning down from the arena's end. */
+static bool
+scan_down(const hc_arena_view *av, uint32_t n, uint32_t *unit)
+{
+    uint32_t u = av->av_units, run = 0;
+
+    while (u > 0) {
+        if ((u & 63) == 0 && u >= 64 && av->av_used[(u - 1) >> 6] == 0) {
+            run += 64;
+            u -= 64;
+        }
+        else if ((u & 63) == 0 && u >= 64
+                 && av->av_used[(u - 1) >> 6] == ~UINT64_C(0)) {
+            run = 0;
+            u -= 64;
+        }
+        else if (bit(av->av_used, --u))
+            run = 0;
+        else
+            run++;
+        if (run >= n) {
+            *unit = u + (run - n);      /* the top n units of the run */
+            return true;
+        }
+    }
+    return false;
+}
+
+hc_status
+hc_alloc_block_high(const hc_arena_view *av, uint32_t n, uint32_t *unit)
+{
+    if (n == 0 || n > av->av_units || !scan_down(av, n, unit))
+        return HC_NO_SPACE;
+    mark(av, *unit, n);
+    return HC_OK;
 }
 
 void

@@ -82,6 +82,15 @@ void hc_alloc_reset(const hc_arena_view *av);
 hc_status hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
                          uint32_t *unit);
 
+/*
+ * Allocate n units as high in the arena as they fit (the cursor stays):
+ * for small blocks that must not move while they live (a key in flight),
+ * so that they gather at the arena's end instead of cutting the runs that
+ * large values need.
+ */
+hc_status hc_alloc_block_high(const hc_arena_view *av, uint32_t n,
+                              uint32_t *unit);
+
 /* Free the n-unit block at unit; HC_CORRUPT if it is not one. */
 hc_status hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n);
 

@@ -62,6 +62,18 @@ hc_flight_wake(hc_stripe *s)
     hc_futex_wake(&s->sp_flight_seq, -1);
 }
 
+bool
+hc_flight_abandoned(hc_cache *c, const hc_item *it, uint64_t now)
+{
+    flight_record rec;
+
+    if (it->it_format != HC_FORMAT_FLIGHT || it->it_value_len < sizeof(rec))
+        return it->it_format == HC_FORMAT_FLIGHT;  /* damaged: not worth keeping */
+    memcpy(&rec, item_value(it), sizeof(rec));
+    return now >= rec.fl_lease_end
+        || !hc_slot_token_alive(c->ca_seg, rec.fl_owner);
+}
+
 static hc_status
 copy_out(hc_flight_result *res, const uint8_t *data, uint32_t len,
          uint8_t format)
@@ -76,14 +88,27 @@ copy_out(hc_flight_result *res, const uint8_t *data, uint32_t len,
 }
 
 /*
- * Make the key a FLIGHT owned by this process, carrying stale bytes (if
- * any) until stale_until.  The caller computes; its round is the item's
- * csn.
+ * What a new FLIGHT item carries after its record: the old value (served
+ * stale meanwhile) or the error of the round that failed before it.
+ */
+typedef struct carried {
+    const uint8_t *cr_bytes;    /* NULL: nothing */
+    uint32_t cr_len;
+    uint8_t cr_stale_format;
+    uint64_t cr_stale_until;
+    uint64_t cr_value_expires;
+    uint64_t cr_failed_round;
+} carried;
+
+static const carried nothing_carried = {NULL, 0, 0, 0, 0, 0};
+
+/*
+ * Make the key a FLIGHT owned by this process, carrying cr.  The caller
+ * computes; its round is the item's csn.
  */
 static hc_status
-start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
-             uint32_t stale_len, uint8_t stale_format, uint64_t stale_until,
-             uint64_t value_expires, hc_flight_result *res)
+start_flight(hc_writer *w, const hc_flight_request *rq, const carried *cr,
+             hc_flight_result *res)
 {
     flight_record rec;
     uint8_t *value;
@@ -95,22 +120,24 @@ start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
     if (st != HC_OK)
         return st;
     rec.fl_lease_end = w->w_now + rq->fq_lease_ns;
-    rec.fl_stale_until = stale != NULL ? stale_until : 0;
-    rec.fl_value_expires = stale != NULL ? value_expires : 0;
-    rec.fl_stale_format = stale_format;
-    /* A private copy: storing may evict the item the stale bytes are in. */
-    value = malloc(sizeof(rec) + stale_len);
+    rec.fl_stale_until = cr->cr_bytes != NULL ? cr->cr_stale_until : 0;
+    rec.fl_value_expires = cr->cr_bytes != NULL ? cr->cr_value_expires : 0;
+    rec.fl_stale_format = cr->cr_stale_format;
+    rec.fl_failed_round = cr->cr_bytes != NULL ? cr->cr_failed_round : 0;
+    /* A private copy: storing may evict the item the bytes are in. */
+    value = malloc(sizeof(rec) + cr->cr_len);
     if (value == NULL)
         return HC_SYSTEM;
     memcpy(value, &rec, sizeof(rec));
-    if (stale != NULL)
-        memcpy(value + sizeof(rec), stale, stale_len);
+    if (cr->cr_bytes != NULL)
+        memcpy(value + sizeof(rec), cr->cr_bytes, cr->cr_len);
     memset(&wr, 0, sizeof(wr));
     wr.wr_key = rq->fq_key;
     wr.wr_key_len = rq->fq_key_len;
     wr.wr_hash = rq->fq_hash;
     wr.wr_value = value;
-    wr.wr_value_len = (uint32_t) sizeof(rec) + (stale ? stale_len : 0);
+    wr.wr_value_len = (uint32_t) sizeof(rec)
+        + (cr->cr_bytes != NULL ? cr->cr_len : 0);
     wr.wr_format = HC_FORMAT_FLIGHT;
     wr.wr_expires = HC_FOREVER;     /* the lease governs, not a ttl */
     wr.wr_mode = HC_SET_ALWAYS;
@@ -121,23 +148,53 @@ start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
     return st;
 }
 
+/* Start a flight carrying a copy of bytes that live in the item it replaces. */
+static hc_status
+start_flight_copying(hc_writer *w, const hc_flight_request *rq, carried cr,
+                     hc_flight_result *res)
+{
+    uint8_t *copy = malloc(cr.cr_len ? cr.cr_len : 1);
+    hc_status st;
+
+    if (copy == NULL)
+        return HC_SYSTEM;
+    memcpy(copy, cr.cr_bytes, cr.cr_len);
+    cr.cr_bytes = copy;
+    st = start_flight(w, rq, &cr, res);
+    free(copy);
+    return st;
+}
+
+/* The round this caller waited for failed: hand it that round's error. */
+static hc_status
+report_failure(hc_flight_result *res, uint64_t round, const uint8_t *err,
+               uint32_t err_len)
+{
+    res->fr_outcome = HC_FLIGHT_FAILED;
+    res->fr_round = round;
+    return copy_out(res, err, err_len, HC_FORMAT_ERROR);
+}
+
 /* A FLIGHT exists: wait for it, serve its stale value, or take it over. */
 static hc_status
 begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
                 hc_flight_result *res)
 {
     flight_record rec;
-    uint32_t stale_len;
+    carried cr = nothing_carried;
 
     if (it->it_value_len < sizeof(rec))
         return HC_CORRUPT;
     memcpy(&rec, item_value(it), sizeof(rec));
-    stale_len = it->it_value_len - (uint32_t) sizeof(rec);
+    cr.cr_len = it->it_value_len - (uint32_t) sizeof(rec);
+    if (rec.fl_failed_round != 0 && rec.fl_failed_round == rq->fq_waited_round)
+        return report_failure(res, rec.fl_failed_round,
+                              item_value(it) + sizeof(rec), cr.cr_len);
     if (w->w_now < rec.fl_lease_end
         && hc_slot_token_alive(w->w_cache->ca_seg, rec.fl_owner)) {
         if (rec.fl_stale_until > w->w_now) {
             res->fr_outcome = HC_FLIGHT_STALE;
-            return copy_out(res, item_value(it) + sizeof(rec), stale_len,
+            return copy_out(res, item_value(it) + sizeof(rec), cr.cr_len,
                             rec.fl_stale_format);
         }
         res->fr_outcome = HC_FLIGHT_WAIT;
@@ -146,40 +203,39 @@ begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
     }
     /* The owner died or overran its lease: a new round, ours. */
     res->fr_took_over = true;
-    if (rec.fl_stale_until > w->w_now) {
-        uint8_t *copy = malloc(stale_len ? stale_len : 1);
-        hc_status st;
-
-        if (copy == NULL)
-            return HC_SYSTEM;
-        memcpy(copy, item_value(it) + sizeof(rec), stale_len);
-        st = start_flight(w, rq, copy, stale_len, rec.fl_stale_format,
-                          rec.fl_stale_until, rec.fl_value_expires, res);
-        free(copy);
-        return st;
+    if (rec.fl_stale_until > w->w_now || rec.fl_failed_round != 0) {
+        cr.cr_bytes = item_value(it) + sizeof(rec);
+        cr.cr_stale_format = rec.fl_stale_format;
+        cr.cr_stale_until = rec.fl_stale_until;
+        cr.cr_value_expires = rec.fl_value_expires;
+        cr.cr_failed_round = rec.fl_failed_round;
+        return start_flight_copying(w, rq, cr, res);
     }
-    return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
+    return start_flight(w, rq, &nothing_carried, res);
 }
 
-/* An ERROR exists: report it to its round's waiters, else compute anew. */
+/*
+ * An ERROR exists: report it to its round's waiters and, while it lasts
+ * (negative_ttl), to everyone; else compute anew, carrying the error for
+ * the failed round's waiters that have not looked yet.
+ */
 static hc_status
 begin_on_error(hc_writer *w, const hc_flight_request *rq, hc_item *it,
                hc_flight_result *res)
 {
     error_record rec;
+    carried cr = nothing_carried;
 
     if (it->it_value_len < sizeof(rec))
         return HC_CORRUPT;
     memcpy(&rec, item_value(it), sizeof(rec));
+    cr.cr_bytes = item_value(it) + sizeof(rec);
+    cr.cr_len = it->it_value_len - (uint32_t) sizeof(rec);
     if (rec.er_round == rq->fq_waited_round
-        || !hc_table_expired(it, w->w_now, false)) {
-        res->fr_outcome = HC_FLIGHT_FAILED;
-        res->fr_round = rec.er_round;
-        return copy_out(res, item_value(it) + sizeof(rec),
-                        it->it_value_len - (uint32_t) sizeof(rec),
-                        it->it_format);
-    }
-    return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
+        || !hc_table_expired(it, w->w_now, false))
+        return report_failure(res, rec.er_round, cr.cr_bytes, cr.cr_len);
+    cr.cr_failed_round = rec.er_round;
+    return start_flight_copying(w, rq, cr, res);
 }
 
 /* A value exists: a hit, or a round that may serve it stale meanwhile. */
@@ -189,9 +245,7 @@ begin_on_value(hc_writer *w, const hc_flight_request *rq, hc_item *it,
 {
     uint64_t expires = atomic_load_explicit(&it->it_expires,
                                             memory_order_relaxed);
-    uint64_t stale_until;
-    uint8_t *copy;
-    hc_status st;
+    carried cr = nothing_carried;
 
     if (!hc_table_expired(it, w->w_now, false) && !rq->fq_refresh) {
         res->fr_outcome = HC_FLIGHT_HIT;
@@ -200,18 +254,15 @@ begin_on_value(hc_writer *w, const hc_flight_request *rq, hc_item *it,
         return copy_out(res, item_value(it), it->it_value_len, it->it_format);
     }
     if (hc_table_expired(it, w->w_now, true))
-        return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
+        return start_flight(w, rq, &nothing_carried, res);
     /* Fresh (early refresh) or within its stale window: serve it meanwhile. */
-    stale_until = expires == HC_FOREVER ? HC_FOREVER
+    cr.cr_bytes = item_value(it);
+    cr.cr_len = it->it_value_len;
+    cr.cr_stale_format = it->it_format;
+    cr.cr_stale_until = expires == HC_FOREVER ? HC_FOREVER
         : expires + (uint64_t) it->it_stale_s * HC_NS_PER_SEC;
-    copy = malloc(it->it_value_len ? it->it_value_len : 1);
-    if (copy == NULL)
-        return HC_SYSTEM;
-    memcpy(copy, item_value(it), it->it_value_len);
-    st = start_flight(w, rq, copy, it->it_value_len, it->it_format,
-                      stale_until, expires, res);
-    free(copy);
-    return st;
+    cr.cr_value_expires = expires;
+    return start_flight_copying(w, rq, cr, res);
 }
 
 static hc_status
@@ -227,7 +278,7 @@ begin_locked(hc_writer *w, const hc_flight_request *rq, hc_flight_result *res)
     if (st == HC_CORRUPT)
         return st;
     if (it == NULL)
-        return start_flight(w, rq, NULL, 0, 0, 0, 0, res);
+        return start_flight(w, rq, &nothing_carried, res);
     if (it->it_format == HC_FORMAT_FLIGHT)
         return begin_on_flight(w, rq, it, res);
     if (it->it_format == HC_FORMAT_ERROR)
@@ -293,9 +344,7 @@ hc_flight_publish(hc_cache *c, const hc_write *wr, uint64_t round)
                    &st) == NULL)
         st = st == HC_CORRUPT ? HC_CORRUPT : HC_CONFLICT;
     else
-        st = hc_table_store(&w, wr, &csn);
-    if (st == HC_OK)
-        hc_flight_wake(w.w_stripe);
+        st = hc_table_store(&w, wr, &csn);     /* wakes the waiters */
     hc_table_unlock(&w);
     return st;
 }
@@ -347,8 +396,7 @@ hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len, uint64_t hash,
                          err_expires);
     else
         st = hc_table_remove(&w, it);
-    if (st == HC_OK)
-        hc_flight_wake(w.w_stripe);
+    /* Either way the FLIGHT item went, which woke its waiters. */
     hc_table_unlock(&w);
     return st;
 }

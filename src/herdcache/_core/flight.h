@@ -36,6 +36,10 @@
  *
  * FLIGHT and ERROR items are ordinary items (table.h) with internal
  * formats; all reads and writes of them happen under the stripe lock.
+ * Every user-visible operation treats them as absent.  An ERROR item is
+ * never reaped by its expiry alone (a get() or a sweep): only a new round
+ * (which carries the error for the late waiters of the failed one), a
+ * write, or eviction when the stripe is full removes it.
  * sp_flight_seq: incremented with a release RMW after the flight's end is
  * stored, and read with acquire by waiters before they sleep (begin reads
  * it under the lock, so an end after the read changes it and the futex
@@ -60,10 +64,16 @@
 #endif
 
 /*
- * The value of a FLIGHT item: this record, then the old value's bytes if
- * the flight may serve them (fl_stale_until > 0).  Until fl_value_expires
- * those bytes are still fresh (an early refresh is under way), and a plain
- * get() returns them too.
+ * The value of a FLIGHT item: this record, then either the old value's
+ * bytes, if the flight may serve them (fl_stale_until > 0), or the error
+ * of the round that failed before it (fl_failed_round > 0), never both.
+ * Until fl_value_expires the old value's bytes are still fresh (an early
+ * refresh is under way), and a plain get() returns them too.
+ *
+ * The failed round's error rides along because a new round may start
+ * (negative_ttl=0 makes an ERROR item expired at birth) before every
+ * waiter of the failed round has looked again: a waiter of that round
+ * still gets its exception, never the next round's outcome.
  */
 typedef struct hc_flight_record {
     uint32_t fl_owner;          /* slot token of the computing process */
@@ -72,6 +82,7 @@ typedef struct hc_flight_record {
     uint64_t fl_lease_end;      /* monotonic ns */
     uint64_t fl_stale_until;    /* monotonic ns; 0: no old value */
     uint64_t fl_value_expires;  /* monotonic ns: the old value's own expiry */
+    uint64_t fl_failed_round;   /* the round whose error follows, or 0 */
 } hc_flight_record;
 
 typedef enum hc_flight_outcome {
@@ -125,7 +136,8 @@ hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash, uint64_t round, const void *err,
                           uint32_t err_len, uint64_t err_expires);
 
-/* Wake every waiter of the stripe (a flight ended some other way). */
+/* Wake every waiter of the stripe: table.c does it whenever a FLIGHT
+ * item is removed, which is how every flight ends. */
 void hc_flight_wake(hc_stripe *s);
 
 /*
@@ -136,5 +148,12 @@ void hc_flight_wake(hc_stripe *s);
 bool hc_flight_refreshing_value(const void *data, size_t len, int format,
                                 uint64_t now, const void **value,
                                 size_t *value_len);
+
+/*
+ * True if it is a FLIGHT nobody will finish: its lease ended or its owner
+ * is dead.  Eviction and sweeps remove such a flight like an expired item
+ * (a waiter would take it over anyway).  The caller holds the stripe lock.
+ */
+bool hc_flight_abandoned(hc_cache *c, const hc_item *it, uint64_t now);
 
 #endif /* HC_FLIGHT_H */

@@ -40,9 +40,14 @@
 #include "segment.h"
 #include "status.h"
 
-/* UNLOCKED: run a core call with the GIL released (no segment memory). */
+/*
+ * UNLOCKED: run a core call with the GIL released (no segment memory).
+ * The thread's failure detail is cleared first, so a failure reports only
+ * what this call said, never what an earlier, handled failure left.
+ */
 #define UNLOCKED(out, call) \
     Py_BEGIN_ALLOW_THREADS \
+    hc_clear_detail(); \
     (out) = (call); \
     Py_END_ALLOW_THREADS
 

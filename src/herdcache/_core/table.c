@@ -219,6 +219,16 @@ is_expired(const hc_item *it, uint64_t now, bool with_stale)
     return now >= exp;
 }
 
+/*
+ * Does a user see this item as present?  Only an unexpired value: flights
+ * and errors (internal formats) are absent to every user-visible operation.
+ */
+static bool
+user_visible(const hc_item *it, uint64_t now)
+{
+    return it->it_format < HC_FORMAT_INTERNAL && !is_expired(it, now, false);
+}
+
 static bool
 key_matches(const hc_item *it, uint64_t hash, const void *key, uint32_t len)
 {
@@ -529,6 +539,10 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
                                                memory_order_relaxed),
                           memory_order_release);
     count_item(w->w_stripe, it, -1);
+    /* However a flight ends (publish, abort, a write, eviction), its
+     * waiters must look again: the one place that wakes them. */
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        hc_flight_wake(w->w_stripe);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
@@ -553,7 +567,8 @@ remove_unit(writer *w, uint32_t unit)
  * the oldest item toward the newest; a visited item is spared (its flag
  * cleared) and stays in place, the first unvisited one goes.  An item
  * past its expiry (and stale window) goes whatever its flag.  A key being
- * computed (a FLIGHT) never goes: its waiters would compute it again.
+ * computed (a FLIGHT) never goes while its owner lives and holds its
+ * lease (its waiters would compute it again); an abandoned one is expired.
  */
 static hc_status
 evict_one(writer *w)
@@ -574,12 +589,15 @@ evict_one(writer *w)
 
         if (it == NULL)
             return HC_CORRUPT;
-        if (it->it_format == HC_FORMAT_FLIGHT) {
+        if (it->it_format == HC_FORMAT_FLIGHT
+            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {
             flights = true;
             cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
             continue;
         }
-        expired = is_expired(it, w->w_now, true);
+        /* here a flight is an abandoned one: it goes like an expired item */
+        expired = it->it_format == HC_FORMAT_FLIGHT
+            || is_expired(it, w->w_now, true);
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
@@ -617,60 +635,144 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
     return false;
 }
 
+/* A flight that must stay where it is: its owner lives and holds its lease. */
+static bool
+pinned(writer *w, const hc_item *it)
+{
+    return it->it_format == HC_FORMAT_FLIGHT
+        && !hc_flight_abandoned(w->w_cache, it, w->w_now);
+}
+
 /*
- * Make room for n units when SIEVE's victims are scattered: evict every
- * item overlapping the n units from the hand's item on, after which they
- * form one free run (the writer's hint points at it) unless a key in
- * flight sits there: it stays, and the allocation may then fail.
+ * The first unit from which n units hold no pinned flight, looking from
+ * unit from on and wrapping once.  HC_NO_SPACE if the live flights leave
+ * no such window; HC_CORRUPT for a header that describes no block.
+ */
+static hc_status
+flight_free_window(writer *w, uint32_t n, uint32_t from, uint32_t *start)
+{
+    uint32_t units = w->w_av.av_units, s = from, u, block;
+    uint64_t scanned = 0;
+
+    while (scanned <= (uint64_t) units + n) {
+        hc_item *it = NULL;
+
+        if (s > units - n) {            /* wrap to the arena's start */
+            scanned += units - (s < units ? s : units);
+            s = 0;
+        }
+        if (covering_block(w, s, &block) && block < s) {
+            it = item_at(&w->w_av, block);
+            if (it == NULL)
+                return HC_CORRUPT;
+            if (pinned(w, it)) {
+                scanned += block + hc_item_units(it) - s;
+                s = block + hc_item_units(it);
+                continue;
+            }
+        }
+        for (u = s; u < s + n; u++) {
+            if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1))
+                continue;
+            it = item_at(&w->w_av, u);
+            if (it == NULL)
+                return HC_CORRUPT;
+            if (pinned(w, it))
+                break;
+        }
+        if (u == s + n) {
+            *start = s;
+            return HC_OK;
+        }
+        scanned += u + hc_item_units(it) - s;
+        s = u + hc_item_units(it);
+    }
+    return HC_NO_SPACE;
+}
+
+static hc_status
+evict_unit(writer *w, uint32_t unit)
+{
+    hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
+    return remove_unit(w, unit);
+}
+
+/*
+ * Make room for n units when SIEVE's victims are scattered: from the
+ * hand's item on, find n units that hold no live key in flight (those
+ * must stay: their waiters would compute again) and evict every item
+ * overlapping them, after which they form one free run (the writer's hint
+ * points at it).  HC_NO_SPACE only if live flights leave no such run.
  */
 static hc_status
 evict_region(writer *w, uint32_t n)
 {
-    uint32_t start = (w->w_stripe->sp_hand ? w->w_stripe->sp_hand
-                                           : w->w_stripe->sp_qtail) - 1;
-    uint32_t u, block;
+    uint32_t from = (w->w_stripe->sp_hand ? w->w_stripe->sp_hand
+                                          : w->w_stripe->sp_qtail) - 1;
+    uint32_t start, u, block;
+    hc_status st;
 
     if (n > w->w_av.av_units)
         return HC_NO_SPACE;
-    if (start > w->w_av.av_units - n)
-        start = w->w_av.av_units - n;
-    if (covering_block(w, start, &block) && block < start)
-        start = block;
-    if (start > w->w_av.av_units - n)
-        return HC_NO_SPACE;
+    st = flight_free_window(w, n, from, &start);
+    if (st != HC_OK)
+        return st;
+    if (covering_block(w, start, &block) && block < start
+        && (st = evict_unit(w, block)) != HC_OK)
+        return st;
     for (u = start; u < start + n; u++) {
-        hc_status st;
-
-        if (!((w->w_av.av_start[u >> 6] >> (u & 63)) & 1)
-            || ((hc_item *) hc_alloc_ptr(&w->w_av, u))->it_format
-               == HC_FORMAT_FLIGHT)
-            continue;
-        hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
-        st = remove_unit(w, u);
-        if (st != HC_OK)
+        if (((w->w_av.av_start[u >> 6] >> (u & 63)) & 1)
+            && (st = evict_unit(w, u)) != HC_OK)
             return st;
     }
     w->w_freed = start;
     return HC_OK;
 }
 
-/* Remove up to SWEEP_PER_WRITE expired items from the queue's old end. */
+/*
+ * May a sweep (or a get() that found it expired) remove the item?  A value
+ * past its expiry and stale window, yes; a flight whose owner died or
+ * overran its lease, yes (its waiters would take it over anyway).  An ERROR item, never by its
+ * expiry alone: the late waiters of its round must still find it (flight.h);
+ * a new round, a write or eviction in a full stripe removes it.
+ */
+static bool
+sweepable(writer *w, const hc_item *it)
+{
+    if (it->it_format == HC_FORMAT_ERROR)
+        return false;
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        return hc_flight_abandoned(w->w_cache, it, w->w_now);
+    return is_expired(it, w->w_now, true);
+}
+
+/*
+ * Remove up to SWEEP_PER_WRITE expired items from the queue's old end,
+ * stepping over the items a sweep must leave (an ERROR item).
+ */
 static hc_status
 sweep_expired(writer *w)
 {
+    uint32_t cur = w->w_stripe->sp_qtail;
     int i;
 
-    for (i = 0; i < SWEEP_PER_WRITE && w->w_stripe->sp_qtail != 0; i++) {
-        uint32_t unit = w->w_stripe->sp_qtail - 1;
-        hc_item *it = queue_item(w, unit + 1);
+    for (i = 0; i < SWEEP_PER_WRITE && cur != 0; i++) {
+        hc_item *it = queue_item(w, cur);
+        uint32_t next;
 
         if (it == NULL)
             return HC_CORRUPT;
-        if (!is_expired(it, w->w_now, true))
+        next = it->it_qprev;
+        if (it->it_format == HC_FORMAT_ERROR) {
+            cur = next;
+            continue;
+        }
+        if (!sweepable(w, it))
             break;
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
-        if (remove_unit(w, unit) != HC_OK)
+        if (remove_unit(w, cur - 1) != HC_OK)
             return HC_CORRUPT;
+        cur = next;
     }
     return HC_OK;
 }
@@ -700,16 +802,25 @@ reap_all_expired(writer *w)
 }
 
 /*
- * A free block of the order, evicting as needed: SIEVE victims first,
- * then, if they never coalesce into a block that large, one region.
+ * One allocation attempt.  A flight's block is taken as high as it fits:
+ * live flights cannot be evicted, and gathered at the arena's end they
+ * leave the long runs below to the values (see evict_region()).
  */
 static hc_status
-alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
+alloc_once(writer *w, uint32_t n, bool flight, uint32_t *unit)
+{
+    if (flight)
+        return hc_alloc_block_high(&w->w_av, n, unit);
+    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+}
+
+static hc_status
+alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
 {
     int tries;
 
     for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
-        hc_status st = hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+        hc_status st = alloc_once(w, n, flight, unit);
 
         if (st != HC_NO_SPACE)
             return st;
@@ -728,7 +839,33 @@ alloc_with_eviction(writer *w, uint32_t n, uint32_t *unit)
         if (st != HC_OK)
             return st;
     }
-    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+    return alloc_once(w, n, flight, unit);
+}
+
+/* HC_NO_SPACE, with a detail that says truthfully why. */
+static hc_status
+no_room(writer *w, uint32_t n)
+{
+    if (!w->w_cache->ca_evict)
+        hc_set_detail("no room for %u bytes in the stripe and eviction is "
+                      "off", n * HC_UNIT);
+    else
+        hc_set_detail("no run of %u bytes in the stripe is free of keys "
+                      "being computed (each computation keeps its key's "
+                      "place until it ends)", n * HC_UNIT);
+    return HC_NO_SPACE;
+}
+
+/*
+ * A free block of n units, evicting as needed: SIEVE victims first, then,
+ * if they never coalesce into a block that large, one region.
+ */
+static hc_status
+alloc_with_eviction(writer *w, uint32_t n, bool flight, uint32_t *unit)
+{
+    hc_status st = alloc_evicting(w, n, flight, unit);
+
+    return st == HC_NO_SPACE ? no_room(w, n) : st;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -942,7 +1079,7 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
 static hc_status
 check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
 {
-    bool live = old != NULL && !is_expired(old, now, false);
+    bool live = old != NULL && user_visible(old, now);
 
     switch (wr->wr_mode) {
     case HC_SET_ADD:
@@ -958,9 +1095,27 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
     }
 }
 
+/*
+ * A compare-and-swap changes the value of the very item it compared, so
+ * the new item keeps the old one's absolute expiry, stale window and
+ * compute time: recomputing them from "now" would move the expiry back by
+ * each swap's latency (incr() under load would keep a key forever).
+ */
+static const hc_write *
+keep_lifetime(const hc_write *wr, const hc_item *old, hc_write *kept)
+{
+    *kept = *wr;
+    kept->wr_expires = atomic_load_explicit(&((hc_item *) old)->it_expires,
+                                            memory_order_relaxed);
+    kept->wr_stale_s = old->it_stale_s;
+    kept->wr_delta_ms = old->it_delta_ms;
+    return kept;
+}
+
 static hc_status
 set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 {
+    hc_write kept;
     _Atomic uint32_t *linkp = NULL;
     uint32_t unit, old = 0;
     hc_status st, found;
@@ -979,8 +1134,11 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
         return HC_CORRUPT;
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
+    if (st == HC_OK && wr->wr_mode == HC_SET_CAS)
+        wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), &kept);
     if (st == HC_OK)
-        st = alloc_with_eviction(w, units, &unit);
+        st = alloc_with_eviction(w, units,
+                                 wr->wr_format == HC_FORMAT_FLIGHT, &unit);
     if (st != HC_OK)
         return st;
     /*
@@ -1000,13 +1158,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * the rebuild keeps the first of a key (the new one).
      */
     st = link_item(w, unit);
-    if (st == HC_OK && found == HC_OK) {
-        /* A set over a flight ends it: its waiters must look again. */
-        if (((hc_item *) hc_alloc_ptr(&w->w_av, old))->it_format
-            == HC_FORMAT_FLIGHT && wr->wr_format != HC_FORMAT_FLIGHT)
-            hc_flight_wake(w->w_stripe);
-        return remove_unit(w, old);
-    }
+    if (st == HC_OK && found == HC_OK)
+        return remove_unit(w, old);     /* a flight's waiters wake there */
     return st;
 }
 
@@ -1043,9 +1196,6 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, units, csn));
     if (st == HC_OK)
         hc_cache_count_stat(c, HC_STAT_SETS, 1);
-    if (st == HC_NO_SPACE)
-        hc_set_detail("no room for %u bytes in the stripe and eviction is "
-                      "off", wr->wr_key_len + wr->wr_value_len);
     return st;
 }
 
@@ -1059,10 +1209,9 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
 
     if (st != HC_OK)
         return st;
-    live = !is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, false);
-    if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
-        == HC_FORMAT_FLIGHT)
-        hc_flight_wake(w->w_stripe);    /* the flight is over */
+    /* A write wins over a computation: the flight goes (and its waiters
+     * wake), but the user saw no value, so the key was absent. */
+    live = user_visible(hc_alloc_ptr(&w->w_av, unit), w->w_now);
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -1095,7 +1244,8 @@ touch_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
     if (st != HC_OK)
         return st;
     it = hc_alloc_ptr(&w->w_av, unit);
-    if (is_expired(it, w->w_now, false))
+    /* Never give a flight (or an error) an expiry: absent to users. */
+    if (!user_visible(it, w->w_now))
         return HC_NOT_FOUND;
     /* relaxed: readers see the old or the new deadline, both whole */
     atomic_store_explicit(&it->it_expires, expires, memory_order_relaxed);
@@ -1126,7 +1276,7 @@ hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
         return;                 /* busy: a writer will sweep it later */
     w = writer_for(c, si);
     if (find_item(&w, hash, key, key_len, &linkp, &unit) == HC_OK
-        && is_expired(hc_alloc_ptr(&w.w_av, unit), w.w_now, true)) {
+        && sweepable(&w, hc_alloc_ptr(&w.w_av, unit))) {
         epoch_enter(w.w_stripe);
         if (remove_item(&w, linkp, unit) == HC_OK)
             hc_cache_count_stat(c, HC_STAT_EXPIRATIONS, 1);

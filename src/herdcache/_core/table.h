@@ -83,7 +83,7 @@
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 2          /* 2: the visited map left the items */
+#define HC_CACHE_VERSION 3          /* 3: a flight carries a failed round */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -212,7 +212,9 @@ typedef enum hc_set_mode {
     HC_SET_ALWAYS,                  /* insert or replace */
     HC_SET_ADD,                     /* only if absent (or expired) */
     HC_SET_REPLACE,                 /* only if present */
-    HC_SET_CAS,                     /* only if present with csn == expect */
+    HC_SET_CAS,                     /* only if present with csn == expect;
+                                     * keeps the item's expiry, stale
+                                     * window and compute time */
 } hc_set_mode;
 
 typedef struct hc_write {
