@@ -27,7 +27,7 @@ CONTROL = "dead:control"
 def took_over(cache: herdcache.Cache, key: str) -> bool:
     """Begin a flight on key: True if it took over another's flight, False
     if the key held none (the internal item is invisible to lookups)."""
-    outcome = cache._core.flight_begin(key, 3600.0)
+    outcome = cache._flight_begin(key, 3600.0)
     assert outcome[0] == "compute", outcome
     return outcome[-1]
 
@@ -36,7 +36,7 @@ def begin_flights_and_die(cache: herdcache.Cache, keys: list[str]) -> None:
     """Child (forked): start a flight on each key, then die without ending
     any (os._exit runs no atexit handler: the owner is simply gone)."""
     for key in keys:
-        assert cache._core.flight_begin(key, 3600.0)[0] == "compute"
+        assert cache._flight_begin(key, 3600.0)[0] == "compute"
     os._exit(0)
 
 
@@ -71,7 +71,7 @@ def lease_over_flights(cache: herdcache.Cache, keys: list[str]) -> None:
     """Start a flight on each key with a 1 ms lease, in this (live)
     process, and return once every lease has ended."""
     for key in keys:
-        assert cache._core.flight_begin(key, 0.001)[0] == "compute"
+        assert cache._flight_begin(key, 0.001)[0] == "compute"
     ended = time.monotonic() + 0.002
     while time.monotonic() < ended:  # a clock deadline, not a guess at a duration
         time.sleep(0.001)
@@ -104,14 +104,14 @@ def test_live_flights_never_make_an_evicting_cache_refuse_writes() -> None:
         rounds = []
         for i in range(400):
             if i % 10 == 0:  # flights scattered among the values
-                outcome = cache._core.flight_begin(f"computing:{i // 10}", 3600.0)
+                outcome = cache._flight_begin(f"computing:{i // 10}", 3600.0)
                 assert outcome[0] == "compute", outcome
                 rounds.append(outcome[3])
             cache.set(f"set:{i}", b"s" * rng.randrange(1, 300_000))
         for i in range(200):
             size = rng.randrange(1, 300_000)
             assert len(cache.get_or_compute(f"goc:{i}", lambda size=size: b"g" * size)) == size
-        published = [cache._core.flight_publish(f"computing:{i}", b"d", cache._tag, None, r) for i, r in enumerate(rounds)]
+        published = [cache._flight_publish(f"computing:{i}", b"d", cache._tag, None, r) for i, r in enumerate(rounds)]
         assert all(published), "a live flight was evicted (its publish was refused)"
         cache.check()
 

@@ -407,7 +407,7 @@ def test_incr_keeps_the_ttl(cache: Cache, config: Config) -> None:
 def _expiry_bounds(cache: Cache, key: str) -> tuple[float, float, int]:
     """(earliest, latest) absolute monotonic expiry of key, and its stale window."""
     before = time.monotonic()
-    _data, _fmt, remaining, stale, _csn, _delta = cache._core.lookup(key)
+    _data, _fmt, remaining, stale, _csn, _delta = cache._lookup(key)
     after = time.monotonic()
     return before + remaining, after + remaining, stale
 

@@ -357,7 +357,7 @@ DECODE_PATHS = {
 def test_damaged_extension_bytes_raise_serializationerror_on_every_path(cache: Cache, data: bytes, path: Any) -> None:
     """Every decode path raises SerializationError, never
     decimal.InvalidOperation or OverflowError."""
-    cache._core.store("damaged", data, TAG_MSGPACK)
+    cache._store("damaged", data, TAG_MSGPACK)
     with pytest.raises(errors.SerializationError):
         path(cache)
     with pytest.raises(errors.SerializationError):
