@@ -33,7 +33,6 @@ from .errors import (
     HerdcacheError,
     InvalidArgument,
     ReentrantCompute,
-    SerializationError,
 )
 from .serializers import MsgpackSerializer
 
@@ -175,6 +174,8 @@ class _Flight:
         self.cache = cache
         self.core = cache._core
         self.key = key
+        # The key the table holds (a long key's digest), and the long key.
+        self.where, self.raw = cache._where(key)
         self.options = options
         self.deadline = None if options.wait_timeout is None else time.monotonic() + options.wait_timeout
         self.waited_round = 0
@@ -184,12 +185,10 @@ class _Flight:
     def _lookup(self) -> tuple | None:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
         or None if there is none (absent, expired, in flight, failed)."""
-        found = self.core.lookup(self.key)
+        found = self.cache._entry_at(self.key, self.where, self.raw)
         if found is None:
             return None
-        data, fmt, ttl_left, _stale, _csn, delta_ms = found
-        if fmt != self.cache._tag or (ttl_left is not None and ttl_left <= 0):
-            return None
+        data, ttl_left, _csn, delta_ms = found
         return data, ttl_left, delta_ms
 
     def fresh_value(self) -> tuple[str, Any]:
@@ -212,7 +211,7 @@ class _Flight:
         return delta * self.options.early_refresh * -math.log(1.0 - random.random()) >= ttl_left
 
     def begin(self, refresh: bool) -> tuple:
-        return self.core.flight_begin(self.key, self.options.lease, self.waited_round, refresh)
+        return self.core.flight_begin(self.where, self.options.lease, self.waited_round, refresh)
 
     def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
         """Sleep until a flight of the key's stripe ends, the deadline, or
@@ -227,7 +226,7 @@ class _Flight:
             )
         self.waited_round = round_
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        self.core.flight_wait(self.key, seq, remaining)
+        self.core.flight_wait(self.where, seq, remaining)
         return self.published()
 
     def published(self) -> tuple[bool, Any]:
@@ -250,24 +249,22 @@ class _Flight:
             self.core.count_stat("stale_served")
         elif self.waited:
             self.core.count_stat("coalesced")
-        if fmt != self.cache._tag:
-            raise SerializationError(
-                f"the value of {self.key!r} was stored with format {fmt}, this cache reads "
-                f"format {self.cache._tag}: open the cache with the serializer that wrote it"
-            )
-        return self.cache._loads(data)
+        value = self.cache._unseal(self.key, self.raw, data, fmt)
+        if value is None:
+            raise ComputeError(f"the stored value of {self.key!r} belongs to another long key with its digest")
+        return self.cache._loads(value)
 
     def own(self, round_: int, thread_bound: bool = True) -> None:
         """Record the round, to release it at exit (and catch re-entry)."""
         with _owned_lock:
-            _owned[(id(self.core), self.key, round_)] = self.core
+            _owned[(id(self.core), self.where, round_)] = self.core
         if thread_bound:
-            _computing().add((id(self.core), self.key))
+            _computing().add((id(self.core), self.where))
 
     def disown(self, round_: int) -> None:
         with _owned_lock:
-            _owned.pop((id(self.core), self.key, round_), None)
-        _computing().discard((id(self.core), self.key))
+            _owned.pop((id(self.core), self.where, round_), None)
+        _computing().discard((id(self.core), self.where))
 
     def start(self, round_: int, took_over: bool, thread_bound: bool = True) -> float:
         """Account for a computation this caller starts; return its start time."""
@@ -280,20 +277,20 @@ class _Flight:
         return time.monotonic()
 
     def publish(self, value: Any, round_: int, started: float) -> None:
-        data = self.cache._dumps(value)
+        data, fmt = self.cache._seal(self.raw, self.cache._dumps(value))
         delta_ms = int((time.monotonic() - started) * 1000)
         ttl = self.cache._ttl(self.options.ttl)
-        self.core.flight_publish(self.key, data, self.cache._tag, ttl, round_, self.options.stale_ttl, delta_ms)
+        self.core.flight_publish(self.where, data, fmt, ttl, round_, self.options.stale_ttl, delta_ms)
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):
             self.core.count_stat("compute_errors")
-            self.core.flight_abort(self.key, round_, _encode_error(exc), self.options.negative_ttl)
+            self.core.flight_abort(self.where, round_, _encode_error(exc), self.options.negative_ttl)
         else:  # KeyboardInterrupt, SystemExit: free the key, share nothing
-            self.core.flight_abort(self.key, round_)
+            self.core.flight_abort(self.where, round_)
 
     def check_reentry(self) -> None:
-        if (id(self.core), self.key) in _computing():
+        if (id(self.core), self.where) in _computing():
             raise ReentrantCompute(
                 f"get_or_compute({self.key!r}) was called while this thread computes that same key: "
                 "the computation would wait for itself. Compute the value without the cache, "
