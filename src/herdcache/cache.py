@@ -41,6 +41,7 @@ from . import _core, compute, longkeys
 from .compute import DEFAULT_LEASE, ComputeOptions
 from .errors import HerdcacheError, InvalidArgument, SerializationError, ValueTooLarge
 from .memoize import memoize
+from .prefork import warn_if_worker_private
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
@@ -106,6 +107,7 @@ class Cache(MutableMapping):
         self._owns_segment = segment is None
         if segment is None:
             if name is None:
+                warn_if_worker_private()
                 segment = Segment.anonymous(size)
             else:
                 segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
