@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import pickle
 import threading
-import time
 import warnings
 import zlib
 from collections.abc import Callable, Iterator
@@ -26,20 +25,9 @@ import pytest
 from django.core import signals
 from django.core.cache import CacheKeyWarning, cache, caches
 from django.core.cache.backends.base import DEFAULT_TIMEOUT
+from herd_helpers import HANG, after_the_herd_waits, run_herd, wait_until
 
 from herdcache.contrib.django import HerdcacheCache
-
-#: Deadline of every wait in this file (far below pytest-timeout's 120 s).
-HANG = 30.0
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> None:
-    """Poll ``predicate`` until true; fail saying what was awaited."""
-    deadline = time.monotonic() + HANG
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"waited {HANG} s for {what}")
-        time.sleep(0.005)
 
 
 class Unpicklable:
@@ -336,39 +324,24 @@ def test_get_or_set() -> None:
     assert cache.get_or_set("timed", 1, timeout=60) == 1 and 50 < cache.ttl("timed") <= 60
 
 
-def _herd_member(barrier: Any, key: str, results: Any) -> None:
-    """Child: wait for the herd, then get_or_set a slow computation; the
-    computing child returns only once every other is waiting for it."""
-    herd_size = barrier.parties
-    stats = caches["default"].cache.stats
+def _herd_member(key: str, barrier: Any, results: Any) -> None:
+    """Child: wait for the herd, then get_or_set a slow computation."""
+    backend = caches["default"]
 
     def slow_query() -> dict[str, int]:
-        waits_before = stats()["waits"]
-        caches["default"].incr("computations")
-        deadline = time.monotonic() + HANG
-        while stats()["waits"] - waits_before < herd_size - 1 and time.monotonic() < deadline:
-            time.sleep(0.002)
-        return {"computed_by": os.getpid()}
+        backend.incr("computations")
+        return after_the_herd_waits(backend.cache.stats, barrier.parties, {"computed_by": os.getpid()})
 
     barrier.wait(HANG)
-    results.put(caches["default"].get_or_set(key, slow_query, 60))
+    results.put(backend.get_or_set(key, slow_query, 60))
 
 
 def test_get_or_set_computes_once_for_a_herd_of_processes() -> None:
     """8 forked workers miss one key at once: the slow callable runs once,
     the seven others wait for it and all get its value (Django's own
     get_or_set would run it in every worker)."""
-    herd_size = 8
-    context = multiprocessing.get_context("fork")
-    barrier, results = context.Barrier(herd_size), context.Queue()
     cache.set("computations", 0, None)
-    children = [context.Process(target=_herd_member, args=(barrier, "herd", results)) for _ in range(herd_size)]
-    for child in children:
-        child.start()
-    values = [results.get(timeout=HANG) for _ in children]
-    for child in children:
-        child.join(HANG)
-        assert child.exitcode == 0, f"a herd member exited with {child.exitcode}"
+    values = run_herd(_herd_member, 8, "herd")
     assert cache.get("computations") == 1
     assert len({value["computed_by"] for value in values}) == 1
     assert cache.get("herd") == values[0]
