@@ -41,7 +41,7 @@ from typing import Any
 import flask_caching
 from flask import Flask
 from flask_caching.backends.base import BaseCache as FlaskBaseCache
-from flask_caching.utils import normalize_timeout
+from flask_caching.utils import function_namespace, normalize_timeout
 
 from . import cachelib as _cachelib
 
@@ -99,3 +99,18 @@ class Cache(flask_caching.Cache):
             return computed_once
 
         return decorator
+
+    def _memoize_version(self, f: Callable, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+        """Flask-Caching's version of a memoized function (part of its
+        keys), created race-free: a first call in every worker at once would
+        each make its own, store it, and compute under its own key; here
+        the first to ``add`` it wins and the others read it."""
+        if not any(options.get(name) for name in ("reset", "delete", "refresh")):
+            fname, instance_fname = function_namespace(f, args=args)
+            if "self" in (options.get("args_to_ignore") or []):
+                instance_fname = None
+            for name in filter(None, (fname, instance_fname)):
+                version_key = self._memvname(name)
+                if self.cache.get(version_key) is None:
+                    self.cache.add(version_key, self._memoize_make_version_hash(), timeout=options.get("timeout", 0))
+        return super()._memoize_version(f, args, kwargs, **options)
