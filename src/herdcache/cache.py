@@ -15,8 +15,11 @@ middle of a write costs at most that one entry: readers never see a torn
 value, and the stripe is repaired by the next writer (see
 ``docs/design.md``).
 
-Keys are ``str`` (stored as UTF-8) or ``bytes``, 1 to 250 bytes; a str key
-and the bytes of its UTF-8 encoding are the same key.  Values go through
+Keys are ``str`` (stored as UTF-8) or ``bytes`` of 1 byte or more; a str
+key and the bytes of its UTF-8 encoding are the same key.  Keys over 250
+bytes (memcached's limit) work too, a little slower: they are stored
+under a digest, with the full key kept beside the value (see
+:mod:`herdcache.longkeys`).  Values go through
 the serializer (msgpack by default, see :mod:`herdcache.serializers`) and
 may be up to ``max_value_size`` bytes once serialized (1 MiB by default,
 less in a small cache: see ``stats()["max_value_size"]``).
@@ -34,10 +37,11 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from . import _core, compute
+from . import _core, compute, longkeys
 from .compute import ComputeKwargs, ComputeOptions
-from .errors import HerdcacheError, InvalidArgument
+from .errors import HerdcacheError, InvalidArgument, SerializationError, ValueTooLarge
 from .memoize import memoize
+from .prefork import warn_if_worker_private
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
@@ -107,6 +111,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         self._owns_segment = segment is None
         if segment is None:
             if name is None:
+                warn_if_worker_private()
                 segment = Segment.anonymous(size)
             else:
                 segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
@@ -143,34 +148,109 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             raise InvalidArgument(f"ttl must be seconds (a number), None or herdcache.FOREVER, not {ttl!r}")
         return float(ttl)
 
+    def _where(self, key: Any) -> tuple[Any, bytes | None]:
+        """(the key the table stores, the full key if it is a long one)."""
+        raw = longkeys.long_key(key)
+        return (key, None) if raw is None else (longkeys.table_key(raw), raw)
+
     def _encode_and_store(
         self, key: Any, value: Any, ttl: float | None, mode: int = _core.SET_ALWAYS, expect: int = 0
     ) -> int:
         data = self._dumps(value)  # refuses bad values before any shared write
-        return self._store(key, data, self._tag, self._ttl(ttl), mode, expect)
+        return self._put(key, data, self._ttl(ttl), mode, expect)
+
+    def _put(self, key: Any, data: bytes, ttl: float | None, mode: int = _core.SET_ALWAYS, expect: int = 0) -> int:
+        """Store serialized bytes for an effective ttl; the item's csn, 0 if
+        the mode refused.  A long key stores its envelope under its digest."""
+        where, raw = self._where(key)
+        return self._store(where, *self._seal(raw, data), ttl, mode, expect)
+
+    def _seal(self, raw: bytes | None, data: bytes) -> tuple[bytes, int]:
+        """(bytes, format) the table stores for serialized ``data`` under a
+        long key ``raw``, or under a short key (``raw`` None)."""
+        if raw is None:
+            return data, self._tag
+        return longkeys.wrap(raw, data), self._tag + longkeys.LONG_FORMAT
+
+    def _unseal(self, raw: bytes | None, data: bytes, fmt: int) -> tuple[bytes, int] | None:
+        """(value bytes, format) of an item :meth:`_seal` stored under a long
+        key ``raw`` (or a short one, ``raw`` None); None if the item holds
+        another long key's value (same digest)."""
+        if raw is None:
+            return data, fmt
+        if fmt < longkeys.LONG_FORMAT:
+            return None
+        unwrapped = longkeys.unwrap(raw, data)
+        return None if unwrapped is None else (unwrapped, fmt - longkeys.LONG_FORMAT)
+
+    def _entry(self, key: Any) -> tuple[Any, float | None, int, int] | None:
+        """(decoded value, seconds left or None for never, csn, delta_ms) of
+        the live value of ``key``, read lock-free; None if it is absent or
+        expired (or being computed).
+
+        :raises SerializationError: another serializer wrote the value.
+        """
+        stored = self._stored(*self._where(key))
+        if stored is None:
+            return None
+        data, fmt, remaining, csn, delta_ms = stored
+        # As get() does: another serializer's bytes are not ours to decode
+        # (raw b"\x05" would read as msgpack's 5).
+        return self._decode(key, data, fmt), remaining, csn, delta_ms
+
+    def _stored(self, where: Any, raw: bytes | None) -> tuple[bytes, int, float | None, int, int] | None:
+        """(value bytes, format, seconds left or None, csn, delta_ms) of the
+        live item under the table key ``where`` (see :meth:`_where`), read
+        lock-free; None if it is absent, expired, in flight, or another long
+        key's."""
+        found = self._lookup(where)
+        if found is None or (found[2] is not None and found[2] <= 0):
+            return None
+        data, fmt, remaining, _stale, csn, delta_ms = found
+        sealed = self._unseal(raw, data, fmt)
+        return None if sealed is None else (*sealed, remaining, csn, delta_ms)
+
+    def _get_long(self, key: Any, default: Any) -> Any:
+        """get() of a key the table refused as too long (called while the
+        table's ValueTooLarge is being handled: any other key re-raises it)."""
+        if longkeys.long_key(key) is None:
+            raise  # noqa: PLE0704 - the empty key's ValueTooLarge, unchanged
+        entry = self._entry(key)
+        self._count_stat("misses" if entry is None else "hits")
+        return default if entry is None else entry[0]
 
     # -- the dict / Django-like API ----------------------------------------------
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
-        return self._get_value(key, default)
+        try:
+            return self._get_value(key, default)
+        except ValueTooLarge:
+            return self._get_long(key, default)
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
 
-        :raises SerializationError: the serializer refused the value (nothing
-            was stored).
-        :raises ValueTooLarge: the key or the serialized value is too large.
+        A set that fails leaves no older value behind: the key is removed.
+
+        :raises SerializationError: the serializer refused the value.
+        :raises ValueTooLarge: the serialized value is too large.
         :raises CacheFull: the cache is full and was opened with evict=False.
         """
         # Validate first: comparing a ttl that is not seconds ("10", [1])
         # with 0 would raise a bare TypeError instead of InvalidArgument.
         effective = self._ttl(ttl)
-        if effective is not None and effective <= 0:
-            self._dumps(value)
+        try:
+            data = self._dumps(value)
+        except SerializationError:
             self.delete(key)
-            return
-        self._encode_and_store(key, value, ttl)
+            raise
+        if effective is not None and effective <= 0:
+            self.delete(key)
+        else:
+            # The table removes the old value itself, under the same stripe
+            # lock, when the new one is too large or finds no room.
+            self._put(key, data, effective)
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent (or expired); True if stored."""
@@ -180,61 +260,112 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         """Store only if ``key`` is present; True if stored."""
         return self._encode_and_store(key, value, ttl, _core.SET_REPLACE) != 0
 
+    def delete(self, key: Any) -> bool:
+        """Remove ``key``; True if it was there."""
+        where, raw = self._where(key)
+        if raw is not None and self._entry(key) is None:
+            return False  # absent, or another long key's: not ours to remove
+        return super().delete(where)
+
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
-        return self._touch(key, self._ttl(ttl))
-
-    def _entry(self, key: Any) -> tuple[bytes, int, float | None, float, int, int] | None:
-        """Everything stored for ``key`` (see ``_core.Cache._lookup``), or
-        None if it is absent or expired."""
-        found = self._lookup(key)
-        if found is None or (found[2] is not None and found[2] <= 0):
-            return None
-        return found
+        where, raw = self._where(key)
+        if raw is not None and self._entry(key) is None:
+            return False
+        return self._touch(where, self._ttl(ttl))
 
     def ttl(self, key: Any) -> float | None:
         """Seconds ``key`` has left; None if it never expires.
 
         :raises KeyError: if the key is absent or expired.
         """
-        found = self._entry(key)
-        if found is None:
+        entry = self._entry(key)
+        if entry is None:
             raise KeyError(key)
-        return found[2]
+        return entry[1]
 
-    def incr(self, key: Any, delta: int = 1) -> int:
-        """Add ``delta`` to the integer stored under ``key``, atomically across
-        processes, and return the new value (its absolute expiry and stale
-        window are kept: increments never extend a key's life).
+    # -- compare-and-set -----------------------------------------------------------
 
-        :raises KeyError: if the key is absent.
-        :raises TypeError: if the stored value is not an integer.
+    def gets(self, key: Any, default: Any = None) -> tuple[Any, int | None]:
+        """``(value, token)`` of ``key``, or ``(default, None)`` if it is absent.
+
+        The token (the item's commit sequence number) changes with every
+        write of the key, in any process: pass it to
+        :meth:`compare_and_set` or :meth:`compare_and_delete` to write only
+        if nobody wrote since (memcached's ``gets``/``cas``).
+
+        >>> cache = Cache(size="4MiB")
+        >>> cache.set("n", 1)
+        >>> value, token = cache.gets("n")
+        >>> cache.compare_and_set("n", value + 1, token)
+        True
+        >>> cache.compare_and_set("n", value + 10, token)   # token is stale now
+        False
+        >>> cache.get("n")
+        2
+        """
+        entry = self._entry(key)
+        if entry is None:
+            return default, None
+        return entry[0], entry[2]
+
+    def compare_and_set(self, key: Any, value: Any, token: int | None, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` still holds the write that
+        :meth:`gets` returned ``token`` for; True if stored, False if the key
+        changed or went away since (then nothing is stored).  A token of
+        None (what :meth:`gets` returns for an absent key) stores only if the
+        key is still absent, as :meth:`add`."""
+        if token is None:
+            return self.add(key, value, ttl)
+        return self._encode_and_store(key, value, ttl, _core.SET_CAS, token) != 0
+
+    def compare_and_delete(self, key: Any, token: int | None) -> bool:
+        """Remove ``key`` only if it still holds the write ``token`` names
+        (see :meth:`gets`); True if removed (never for a token of None).
+
+        The removal is a compare-and-set to an entry expired at once, which
+        no read returns and the next writes of its stripe reclaim, so like
+        any set it needs room in a cache opened with evict=False.
+        """
+        return token is not None and self._put(key, b"", 0.0, _core.SET_CAS, token) != 0
+
+    def incr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
+        """Add ``delta`` to the number (int or float) stored under ``key``,
+        atomically across processes, and return the new value (its absolute
+        expiry and stale window are kept: increments never extend a key's
+        life).
+
+        :param default: if the key is absent, start from this number (the
+            key then gets the cache's default_ttl); None: raise KeyError.
+        :raises KeyError: if the key is absent and no default was given.
+        :raises TypeError: if the stored value is not a number.
         :raises SerializationError: if another serializer wrote the value.
         """
         while True:
-            found = self._entry(key)
-            if found is None:
-                raise KeyError(key)
-            data, fmt, _remaining, _stale, csn, _delta = found
-            # As get() does: another serializer's bytes are not ours to
-            # decode (raw b"\x05" would read as msgpack's 5).
-            value = self._decode(key, data, fmt)
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TypeError(f"incr/decr need an integer value, {key!r} holds {type(value).__name__}")
+            entry = self._entry(key)
+            if entry is None:
+                if default is None:
+                    raise KeyError(key)
+                if self.add(key, default + delta):
+                    return default + delta
+                continue  # another process created it first: add to theirs
+            value, _remaining, csn, _delta = entry
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"incr/decr need a number, {key!r} holds {type(value).__name__}")
             new = value + delta
-            # A compare-and-swap keeps the item's absolute expiry and stale
-            # window (the core ignores the ttl given here).
-            if self._encode_and_store(key, new, FOREVER, _core.SET_CAS, csn):
+            # A swap keeps the item's absolute expiry and stale window (the
+            # core ignores the ttl given here).
+            if self._encode_and_store(key, new, FOREVER, _core.SET_SWAP, csn):
                 return new
 
-    def decr(self, key: Any, delta: int = 1) -> int:
+    def decr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
         """Subtract ``delta`` (see :meth:`incr`)."""
-        return self.incr(key, -delta)
+        return self.incr(key, -delta, default=default)
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that are present, as a dict."""
         found = {}
-        get = self._get_value
+        get = self.get
         for key in keys:
             value = get(key, _MISSING)
             if value is not _MISSING:
@@ -242,11 +373,22 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         return found
 
     def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
-        """Store every item of ``mapping`` (each serialized before any is stored)."""
-        encoded = [(key, self._dumps(value)) for key, value in mapping.items()]
+        """Store every item of ``mapping``, each serialized before any is
+        stored: if one value is refused, nothing is stored and that key is
+        removed (as :meth:`set` does).  A ttl of 0 or less removes them all."""
         effective = self._ttl(ttl)
+        encoded = []
+        for key, value in mapping.items():
+            try:
+                encoded.append((key, self._dumps(value)))
+            except SerializationError:
+                self.delete(key)
+                raise
         for key, data in encoded:
-            self._store(key, data, self._tag, effective)
+            if effective is not None and effective <= 0:
+                self.delete(key)
+            else:
+                self._put(key, data, effective)
 
     def delete_many(self, keys: Iterable[Any]) -> int:
         """Remove ``keys``; return how many were there."""
@@ -256,14 +398,26 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         """The unexpired keys: str where they are valid UTF-8, else bytes."""
         result: list[Any] = []
         for raw in self._keys():
+            if raw.startswith(longkeys.PREFIX):
+                full = self._full_key(raw)
+                if full is None:
+                    continue
+                raw = full
             try:
                 result.append(raw.decode("utf-8"))
             except UnicodeDecodeError:
                 result.append(raw)
         return result
 
+    def _full_key(self, stored: bytes) -> bytes | None:
+        """The long key stored under the table key ``stored``, if it is live."""
+        found = self._lookup(stored)
+        if found is None or found[1] < longkeys.LONG_FORMAT or (found[2] is not None and found[2] <= 0):
+            return None
+        return longkeys.stored_key(found[0])
+
     def __getitem__(self, key: Any) -> Any:
-        value = self._get_value(key, _MISSING)
+        value = self.get(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
@@ -276,7 +430,10 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
-        return self._get(key, self._tag) is not None
+        try:
+            return self._get(key, self._tag) is not None
+        except ValueTooLarge:
+            return self._get_long(key, _MISSING) is not _MISSING
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.keys())

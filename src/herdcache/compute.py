@@ -203,6 +203,8 @@ class _Flight:
     def __init__(self, cache: Cache, key: Any, options: ComputeOptions):
         self.cache = cache
         self.key = key
+        # The key the table holds (a long key's digest), and the long key.
+        self.where, self.raw = cache._where(key)
         self.options = options
         self.deadline = None if options.wait_timeout is None else time.monotonic() + options.wait_timeout
         self.waited_round = 0
@@ -213,10 +215,10 @@ class _Flight:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
         or None if there is none (absent, expired, in flight, failed, or
         in another format: begin() then reports that under the lock)."""
-        found = self.cache._entry(self.key)
+        found = self.cache._stored(self.where, self.raw)
         if found is None or found[1] != self.cache._tag:
             return None
-        data, _fmt, ttl_left, _stale, _csn, delta_ms = found
+        data, _fmt, ttl_left, _csn, delta_ms = found
         return data, ttl_left, delta_ms
 
     def fresh_value(self) -> tuple[bool, Any]:
@@ -242,7 +244,7 @@ class _Flight:
 
     def begin(self) -> _core.FlightStart:
         """Under the stripe lock, what this caller does next (flight.h)."""
-        return self.cache._flight_begin(self.key, self.options.lease, self.waited_round, self.refreshing)
+        return self.cache._flight_begin(self.where, self.options.lease, self.waited_round, self.refreshing)
 
     def next_step(self, begun: _core.FlightStart) -> tuple[str, Any, Any]:
         """What begin() decided, as ("compute", round, took_over), ("wait",
@@ -268,7 +270,7 @@ class _Flight:
             )
         self.waited_round = round_
         remaining = None if self.deadline is None else max(self.deadline - time.monotonic(), 0.0)
-        self.cache._flight_wait(self.key, seq, remaining)
+        self.cache._flight_wait(self.where, seq, remaining)
         return self.published()
 
     def published(self) -> tuple[bool, Any]:
@@ -292,19 +294,22 @@ class _Flight:
             self.cache._count_stat("stale_served")
         elif self.waited:
             self.cache._count_stat("coalesced")
-        return self.cache._decode(self.key, data, fmt)
+        sealed = self.cache._unseal(self.raw, data, fmt)
+        if sealed is None:
+            raise ComputeError(f"the stored value of {self.key!r} belongs to another long key with its digest")
+        return self.cache._decode(self.key, *sealed)
 
     def own(self, round_: int, thread_bound: bool = True) -> None:
         """Record the round, to release it at exit (and catch re-entry)."""
         with _owned_lock:
-            _owned[(id(self.cache), self.key, round_)] = self.cache
+            _owned[(id(self.cache), self.where, round_)] = self.cache
         if thread_bound:
-            _computing().add((id(self.cache), self.key))
+            _computing().add((id(self.cache), self.where))
 
     def disown(self, round_: int) -> None:
         with _owned_lock:
-            _owned.pop((id(self.cache), self.key, round_), None)
-        _computing().discard((id(self.cache), self.key))
+            _owned.pop((id(self.cache), self.where, round_), None)
+        _computing().discard((id(self.cache), self.where))
 
     def start(self, round_: int, took_over: bool, thread_bound: bool = True) -> float:
         """Account for a computation this caller starts; return its start time."""
@@ -317,20 +322,20 @@ class _Flight:
         return time.monotonic()
 
     def publish(self, value: Any, round_: int, started: float) -> None:
-        data = self.cache._dumps(value)
+        data, fmt = self.cache._seal(self.raw, self.cache._dumps(value))
         delta_ms = int((time.monotonic() - started) * 1000)
         ttl = self.cache._ttl(self.options.ttl)
-        self.cache._flight_publish(self.key, data, self.cache._tag, ttl, round_, self.options.stale_ttl, delta_ms)
+        self.cache._flight_publish(self.where, data, fmt, ttl, round_, self.options.stale_ttl, delta_ms)
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):
             self.cache._count_stat("compute_errors")
-            self.cache._flight_abort(self.key, round_, _encode_error(exc), self.options.negative_ttl)
+            self.cache._flight_abort(self.where, round_, _encode_error(exc), self.options.negative_ttl)
         else:  # KeyboardInterrupt, SystemExit: free the key, share nothing
-            self.cache._flight_abort(self.key, round_)
+            self.cache._flight_abort(self.where, round_)
 
     def check_reentry(self) -> None:
-        if (id(self.cache), self.key) in _computing():
+        if (id(self.cache), self.where) in _computing():
             raise ReentrantCompute(
                 f"get_or_compute({self.key!r}) was called while this thread computes that same key: "
                 "the computation would wait for itself. Compute the value without the cache, "

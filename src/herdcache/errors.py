@@ -25,6 +25,7 @@ or ``except FileNotFoundError`` keep working::
     │   └── ComputeTimeout                             waited too long for another's compute
     ├── ValueTooLarge            (ValueError)         key, value or message over its limit
     ├── SerializationError       (TypeError)          the serializer refused a value
+    │   └── UnpicklableValue     (pickle.PicklingError) serializer="pickle" refused it
     ├── ComputeError                                   a computation raised in another process
     ├── QueueClosed                                    the queue was closed
     ├── PeerDied                                       the process on the other side died
@@ -34,6 +35,8 @@ Every message says what went wrong, with the numbers, and what to do.
 """
 
 from __future__ import annotations
+
+import pickle
 
 
 class HerdcacheError(Exception):
@@ -118,6 +121,11 @@ class ValueTooLarge(HerdcacheError, ValueError):
 
 class SerializationError(HerdcacheError, TypeError):
     """The serializer could not encode (or decode) a value."""
+
+
+class UnpicklableValue(SerializationError, pickle.PicklingError):
+    """pickle could not store a value (``serializer="pickle"``); Django's
+    callers catch it as :class:`pickle.PicklingError`."""
 
 
 class ComputeError(HerdcacheError):

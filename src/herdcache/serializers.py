@@ -32,7 +32,7 @@ from typing import Any, Callable, Protocol, runtime_checkable
 
 import msgpack
 
-from .errors import SerializationError
+from .errors import SerializationError, UnpicklableValue
 
 TAG_MSGPACK = 1
 TAG_PICKLE = 2
@@ -158,8 +158,8 @@ class PickleSerializer:
         """Pickle ``obj`` with the highest protocol."""
         try:
             return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except (pickle.PicklingError, TypeError, AttributeError) as exc:
-            raise SerializationError(f"pickle cannot store this value: {exc}") from exc
+        except (pickle.PickleError, TypeError, AttributeError) as exc:
+            raise UnpicklableValue(f"pickle cannot store this value: {exc}") from exc
 
     def loads(self, data: bytes) -> Any:
         """Unpickle: runs code chosen by the writer."""

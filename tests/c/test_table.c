@@ -223,6 +223,38 @@ test_read_of_a_freed_block_does_not_validate(void)
 }
 
 /*
+ * A set that fails (value over max_value, or no room and no eviction)
+ * removes the old value: a reader must not take it for the new one.
+ */
+static void
+test_failed_set_drops_old_value(void)
+{
+    hc_cache *c = new_cache(2 << 20, false);
+    size_t big_len = HC_DEFAULT_MAX_VALUE + 1;
+    char *big = calloc(1, big_len), key[32], out[64], value[1024] = {0};
+    hc_status st = HC_OK;
+    int i;
+
+    CHECK(big != NULL);
+    CHECK_ST(put(c, "a", "old", 3), HC_OK);
+    CHECK_ST(put(c, "a", big, big_len), HC_TOO_LARGE);
+    CHECK(!get(c, "a", out, sizeof(out)));
+    /* Fill the cache, then grow a value that no longer fits. */
+    CHECK_ST(put(c, "b", "old", 3), HC_OK);
+    for (i = 0; i < 100000 && st == HC_OK; i++) {
+        snprintf(key, sizeof(key), "key:%d", i);
+        st = put(c, key, value, sizeof(value));
+    }
+    CHECK(st == HC_NO_SPACE);
+    CHECK(get(c, "b", out, sizeof(out)) && strcmp(out, "old") == 0);
+    CHECK_ST(put(c, "b", big, 200000), HC_NO_SPACE);
+    CHECK(!get(c, "b", out, sizeof(out)));
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    free(big);
+    done(c);
+}
+
+/*
  * A writer dies inside a stripe with the epoch odd and a chain half
  * updated: the next writer rebuilds the stripe, readers never return
  * garbage, and every invariant holds afterwards.
@@ -310,6 +342,7 @@ main(void)
     TEST(test_full_cache_without_eviction_refuses);
     TEST(test_expiry_is_inclusive);
     TEST(test_read_of_a_freed_block_does_not_validate);
+    TEST(test_failed_set_drops_old_value);
     TEST(test_dead_writer_is_repaired);
     TEST(test_flight_takeover_after_owner_death);
     return 0;

@@ -280,11 +280,36 @@ def test_ttl_zero_or_less_leaves_no_key_whatever_the_call(cache: Cache, config: 
     assert len(cache) == 0
 
 
-def test_ttl_zero_still_refuses_a_bad_value(cache: Cache, config: Config) -> None:
-    """set(..., ttl=0) of an unserializable value raises and deletes nothing."""
+def test_a_set_that_fails_leaves_no_old_value(cache: Cache, config: Config) -> None:
+    """A set whose value is refused (unserializable, or too large), with any
+    ttl, raises and removes the old value (memcached's rule): a reader must
+    never take the old value for the new one."""
+    limit = cache.stats()["max_value_size"]
+    too_large = b"x" * (limit + 1) if config.serializer_name == "raw" else "x" * (limit + 1)
+    failing = [
+        (errors.SerializationError, unserializable(), None),
+        (errors.SerializationError, unserializable(), 0),
+        (errors.ValueTooLarge, too_large, None),
+    ]
+    for error, value, ttl in failing:
+        cache["k"] = config.value(1)
+        cache.set_many({"many": config.value(1)})
+        with pytest.raises(error):
+            cache.set("k", value, ttl=ttl)
+        with pytest.raises(error):
+            cache.set_many({"many": value, "other": config.value(2)})
+        assert "k" not in cache and "many" not in cache and "other" not in cache
+        cache.check()
+
+
+def test_a_failed_add_replace_or_cas_keeps_the_value(cache: Cache, config: Config) -> None:
+    """Only set drops the old value when it fails: add, replace and
+    compare_and_set that raise leave what was stored."""
     cache["k"] = config.value(1)
-    with pytest.raises(errors.SerializationError):
-        cache.set("k", unserializable(), ttl=0)
+    _value, token = cache.gets("k")
+    for store in (cache.add, cache.replace, lambda k, v: cache.compare_and_set(k, v, token)):
+        with pytest.raises(errors.SerializationError):
+            store("k", unserializable())
     assert cache["k"] == config.value(1)
 
 
@@ -381,10 +406,10 @@ def test_incr_of_an_absent_key_raises_keyerror(cache: Cache) -> None:
     assert "n" not in cache
 
 
-def test_incr_of_a_non_integer_raises_typeerror(cache: Cache, config: Config) -> None:
-    """incr of a value that is not an int (a bool is not) raises TypeError
+def test_incr_of_a_non_number_raises_typeerror(cache: Cache, config: Config) -> None:
+    """incr of a value that is not an int or float (a bool is not) raises TypeError
     and leaves the value alone."""
-    values = [config.value(1)] + ([True, "12", 1.5] if config.integers else [])
+    values = [config.value(1)] + ([True, "12", None] if config.integers else [])
     for value in values:
         cache["v"] = value
         with pytest.raises(TypeError):
@@ -489,3 +514,108 @@ def test_a_named_cache_keeps_its_entries_across_opens(config: Config, segment_na
     with Cache(segment_name, serializer=config.serializer()) as second:
         assert second["k"] == config.value(1)
         second.check()
+
+
+# -- compare-and-set -------------------------------------------------------------
+
+
+def test_compare_and_set_stores_only_over_the_write_it_read(cache: Cache, config: Config) -> None:
+    """gets() returns a token that names one write: compare_and_set and
+    compare_and_delete succeed only while that write is still the key's."""
+    assert cache.gets("k") == (None, None)
+    assert cache.gets("k", "default") == ("default", None)
+    assert not cache.compare_and_set("k", config.value(1), 1)  # absent
+    cache["k"] = config.value(1)
+    value, token = cache.gets("k")
+    assert value == config.value(1)
+    cache["k"] = config.value(2)  # another write: the token is stale
+    assert not cache.compare_and_set("k", config.value(3), token)
+    assert not cache.compare_and_delete("k", token)
+    assert cache["k"] == config.value(2)
+    _value, token = cache.gets("k")
+    assert cache.compare_and_set("k", config.value(3), token, ttl=60)
+    assert cache["k"] == config.value(3) and 0 < cache.ttl("k") <= 60
+    _value, token = cache.gets("k")
+    assert cache.compare_and_delete("k", token)
+    assert "k" not in cache and len(cache) == 0 and cache.keys() == []
+    assert not cache.delete("k")
+    assert cache.add("k", config.value(4))
+    cache.check()
+
+
+def test_compare_and_set_sees_every_other_writer(cache: Cache, config: Config, reopen: Callable[..., Cache]) -> None:
+    """A write through another handle (another mapping of a named segment)
+    makes the token stale as well."""
+    other = reopen()
+    cache["k"] = config.value(1)
+    _value, token = cache.gets("k")
+    other.touch("k", 30)  # a touch keeps the write: the token holds
+    assert cache.compare_and_set("k", config.value(2), token)
+    _value, token = cache.gets("k")
+    other["k"] = config.value(3)
+    assert not cache.compare_and_set("k", config.value(4), token)
+    assert cache["k"] == config.value(3)
+
+
+# -- keys over 250 bytes -----------------------------------------------------------
+
+LONG_KEYS = ["k" * 251, b"b" * 251, "é" * 125 + "a", "u" * 10_000]
+
+
+def test_long_keys_work_like_short_ones(cache: Cache, config: Config) -> None:
+    """A key over 250 bytes is stored under a digest, but behaves as any
+    key: every operation works, keys() lists it in full, and a str key and
+    its UTF-8 bytes are one key."""
+    for i, key in enumerate(LONG_KEYS):
+        assert cache.get(key) is None and key not in cache and not cache.delete(key)
+        with pytest.raises(KeyError):
+            cache[key]
+        cache[key] = config.value(i)
+        assert cache[key] == config.value(i) and cache.get(key) == config.value(i) and key in cache
+        assert not cache.add(key, config.value(99))
+        assert cache.replace(key, config.value(i + 1))
+        assert cache.get_many([key, "short"]) == {key: config.value(i + 1)}
+        assert cache.touch(key, 60) and 0 < cache.ttl(key) <= 60
+        alias = key.encode() if isinstance(key, str) else key.decode()
+        assert cache[alias] == config.value(i + 1)
+    assert sorted(cache.keys()) == sorted(k if isinstance(k, str) else k.decode() for k in LONG_KEYS)
+    assert len(cache) == len(LONG_KEYS)
+    assert cache.delete_many(LONG_KEYS) == len(LONG_KEYS)
+    assert len(cache) == 0 and cache.keys() == []
+    cache.check()
+
+
+def test_long_keys_count_and_compute(cache: Cache, config: Config) -> None:
+    """incr, compare-and-set and get_or_compute work on long keys too."""
+    key = "c" * 300
+    if config.integers:
+        assert cache.incr(key, 2, default=0) == 2 and cache.incr(key) == 3
+    _value, token = cache.gets(key)
+    assert cache.compare_and_set(key, config.value(7), token)
+    assert cache.get_or_compute(key, lambda: pytest.fail("the value is there")) == config.value(7)
+    assert cache.delete(key)
+    assert cache.get_or_compute(key, lambda: config.value(8)) == config.value(8)
+    assert cache[key] == config.value(8)
+
+
+def test_long_keys_with_one_digest_never_read_each_other(cache: Cache, config: Config) -> None:
+    """The full key is kept beside the value and compared: if another long
+    key's value sits under this key's digest (a collision, forged here),
+    reads miss and delete leaves it alone instead of returning it."""
+    from herdcache import longkeys
+
+    mine, theirs = b"m" * 300, b"t" * 300
+    data, fmt = cache._seal(theirs, cache._dumps(config.value(1)))
+    cache._store(longkeys.table_key(mine), data, fmt, None, 0, 0)
+    assert cache.get(mine) is None and mine not in cache
+    assert not cache.delete(mine) and not cache.touch(mine, 5)
+    assert cache.keys() == [theirs.decode()]  # the full key that is stored
+
+
+def test_a_failed_set_of_a_long_key_leaves_no_old_value(cache: Cache, config: Config) -> None:
+    """As for short keys: an unserializable value removes the old one."""
+    key = "f" * 400
+    cache[key] = config.value(1)
+    with pytest.raises(errors.SerializationError):
+        cache[key] = unserializable()
+    assert key not in cache

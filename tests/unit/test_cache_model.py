@@ -131,9 +131,9 @@ class CacheModel(RuleBasedStateMachine):
         current = self.model.get(norm(key), MISSING)
         if current is MISSING:
             expected: Any = KeyError
-        elif isinstance(current, bool) or not isinstance(current, int):
+        elif isinstance(current, bool) or not isinstance(current, (int, float)):
             expected = TypeError
-        elif not INT64_MIN <= current + delta <= UINT64_MAX:
+        elif isinstance(current, int) and not INT64_MIN <= current + delta <= UINT64_MAX:
             expected = errors.SerializationError
         else:
             assert self.cache.incr(key, delta) == current + delta

@@ -504,7 +504,7 @@ Cache_store(CacheObject *self, PyObject *args, PyObject *kw)
         return NULL;
     if (write_of(c, key, &value, format, ttl, stale, &wr) < 0)
         goto fail;
-    if (mode < HC_SET_ALWAYS || mode > HC_SET_CAS) {
+    if (mode < HC_SET_ALWAYS || mode > HC_SET_SWAP) {
         PyErr_Format(PyExc_ValueError, "mode out of range: %d", mode);
         goto fail;
     }

@@ -50,9 +50,11 @@ static const struct {
     {"SET_ADD", HC_SET_ADD},
     {"SET_REPLACE", HC_SET_REPLACE},
     {"SET_CAS", HC_SET_CAS},
+    {"SET_SWAP", HC_SET_SWAP},
     {"QUEUE_SINGLE_PRODUCER", HC_QUEUE_SINGLE_PRODUCER},
     {"QUEUE_SINGLE_CONSUMER", HC_QUEUE_SINGLE_CONSUMER},
     {"SEGMENT_NAME_MAX", HC_SEGMENT_NAME_MAX},
+    {"KEY_MAX", HC_KEY_MAX},
 };
 
 static struct PyModuleDef core_module = {

@@ -1087,6 +1087,7 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
     case HC_SET_REPLACE:
         return live ? HC_OK : HC_NOT_FOUND;
     case HC_SET_CAS:
+    case HC_SET_SWAP:
         if (!live)
             return HC_NOT_FOUND;
         return old->it_csn == wr->wr_expect_csn ? HC_OK : HC_CONFLICT;
@@ -1096,7 +1097,7 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
 }
 
 /*
- * A compare-and-swap changes the value of the very item it compared, so
+ * A swap (HC_SET_SWAP) changes the value of the very item it compared, so
  * the new item keeps the old one's absolute expiry, stale window and
  * compute time: recomputing them from "now" would move the expiry back by
  * each swap's latency (incr() under load would keep a key forever).
@@ -1110,6 +1111,35 @@ keep_lifetime(const hc_write *wr, const hc_item *old, hc_write *kept)
     kept->wr_stale_s = old->it_stale_s;
     kept->wr_delta_ms = old->it_delta_ms;
     return kept;
+}
+
+/*
+ * A set that cannot store its value leaves no old value behind either
+ * (memcached's rule, which Django's tests check): a reader must not take
+ * the old value for the one the failed set meant to write.  Only plain
+ * sets of values do this; a key being computed keeps its flight, which
+ * its owner ends.  Called under the key's stripe lock; returns why the
+ * set failed, or HC_CORRUPT (the stripe is rebuilt and the step rerun).
+ */
+static hc_status
+drop_failed_set(writer *w, const hc_write *wr, hc_status why)
+{
+    _Atomic uint32_t *linkp;
+    uint32_t unit;
+    hc_status st;
+
+    if (wr->wr_mode != HC_SET_ALWAYS || wr->wr_format >= HC_FORMAT_INTERNAL)
+        return why;
+    st = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
+                   &unit);
+    if (st == HC_CORRUPT)
+        return st;
+    if (st != HC_OK || ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
+                       == HC_FORMAT_FLIGHT)
+        return why;
+    epoch_enter(w->w_stripe);
+    st = remove_item(w, linkp, unit);
+    return st == HC_OK ? why : st;
 }
 
 static hc_status
@@ -1134,11 +1164,13 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
         return HC_CORRUPT;
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
-    if (st == HC_OK && wr->wr_mode == HC_SET_CAS)
+    if (st == HC_OK && wr->wr_mode == HC_SET_SWAP)
         wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), &kept);
     if (st == HC_OK)
         st = alloc_with_eviction(w, units,
                                  wr->wr_format == HC_FORMAT_FLIGHT, &unit);
+    if (st == HC_NO_SPACE)
+        return drop_failed_set(w, wr, st);
     if (st != HC_OK)
         return st;
     /*
@@ -1191,6 +1223,12 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     writer w;
     hc_status st = check_write_size(c, wr, &units);
 
+    if (st == HC_TOO_LARGE && wr->wr_key_len > 0
+        && wr->wr_key_len <= HC_KEY_MAX) {
+        /* The value is too large: the old one goes all the same. */
+        WITH_STRIPE(c, wr->wr_hash, w, drop_failed_set(&w, wr, st));
+        return st;
+    }
     if (st != HC_OK)
         return st;
     WITH_STRIPE(c, wr->wr_hash, w, set_locked(&w, wr, units, csn));

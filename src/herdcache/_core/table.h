@@ -212,9 +212,11 @@ typedef enum hc_set_mode {
     HC_SET_ALWAYS,                  /* insert or replace */
     HC_SET_ADD,                     /* only if absent (or expired) */
     HC_SET_REPLACE,                 /* only if present */
-    HC_SET_CAS,                     /* only if present with csn == expect;
-                                     * keeps the item's expiry, stale
-                                     * window and compute time */
+    HC_SET_CAS,                     /* only if present with csn == expect */
+    HC_SET_SWAP,                    /* HC_SET_CAS that keeps the item's
+                                     * expiry, stale window and compute
+                                     * time (incr: a new value, the same
+                                     * entry) */
 } hc_set_mode;
 
 typedef struct hc_write {
@@ -228,7 +230,7 @@ typedef struct hc_write {
     uint16_t wr_stale_s;            /* seconds it may be served past expiry */
     uint16_t wr_delta_ms;           /* compute time, for early refresh */
     hc_set_mode wr_mode;
-    uint64_t wr_expect_csn;         /* HC_SET_CAS only */
+    uint64_t wr_expect_csn;         /* HC_SET_CAS and HC_SET_SWAP only */
 } hc_write;
 
 /* The bytes a cache of this many bytes needs at least. */

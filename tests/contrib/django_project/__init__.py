@@ -1,0 +1,1 @@
+"""A small Django project the backend tests run against."""
