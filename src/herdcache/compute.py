@@ -197,6 +197,9 @@ class _Flight:
         early refresh picked this caller to recompute, or ("miss", None)."""
         found = self._lookup()
         if found is None:
+            # Counted so that hits / (hits + misses) stays the hit ratio
+            # for callers of get_or_compute too (lookup counts nothing).
+            self.core.count_stat("misses")
             return "miss", None
         data, ttl_left, delta_ms = found
         self.core.count_stat("hits")
@@ -284,6 +287,7 @@ class _Flight:
         delta_ms = int((time.monotonic() - started) * 1000)
         ttl = self.cache._ttl(self.options.ttl)
         self.core.flight_publish(self.key, data, self.cache._tag, ttl, round_, self.options.stale_ttl, delta_ms)
+        self.core.count_stat("sets")  # a stored value, as set() counts one
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):
