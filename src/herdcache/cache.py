@@ -15,6 +15,9 @@ middle of a write costs at most that one entry: readers never see a torn
 value, and the stripe is repaired by the next writer (see
 ``docs/design.md``).
 
+A named cache pickles by name (for spawn and forkserver children and
+``ProcessPoolExecutor`` initializers): the receiving process attaches it.
+
 Keys are ``str`` (stored as UTF-8) or ``bytes``, 1 to 250 bytes; a str key
 and the bytes of its UTF-8 encoding are the same key.  Values go through
 the serializer (msgpack by default, see :mod:`herdcache.serializers`) and
@@ -96,6 +99,9 @@ class Cache(MutableMapping):
         if default_ttl is not None and not default_ttl > 0:
             raise InvalidArgument(f"default_ttl must be > 0 seconds or None (never), got {default_ttl!r}")
         self._serializer = get_serializer(serializer)
+        # What another process needs to open this same cache (pickling).
+        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict,
+                        "max_value_size": max_value_size, "allow_shared": allow_shared}
         self._tag = self._serializer.tag
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
@@ -107,7 +113,7 @@ class Cache(MutableMapping):
             else:
                 segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
         self.segment = segment
-        self.name = name
+        self.name = name if name is not None else segment.name
         nbytes = _cache_bytes(segment)
         try:
             offset, _found = segment._handle.alloc("cache", nbytes, _core.KIND_CACHE)
@@ -371,9 +377,30 @@ class Cache(MutableMapping):
         self._core.check()
 
     def close(self) -> None:
-        """Close this process's view (the segment too, if the cache opened it)."""
+        """Close this process's view of the cache, and the segment if the
+        cache opened it (not one passed as ``segment=``, which its owner
+        closes).  Calling it again does nothing.  Once closed, every
+        operation raises :class:`~herdcache.errors.SegmentClosed` (a
+        ValueError, as a closed file does); open a new ``Cache(name)`` to
+        use the cache again.  The cache itself and its entries stay, for
+        every other process."""
         if self._owns_segment and not self.segment.closed:
             self.segment.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once the cache's segment is closed in this process."""
+        return self.segment.closed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle a named cache by name: the other process (spawn,
+        forkserver, a ProcessPoolExecutor initializer) attaches it."""
+        if self.segment.name is None:
+            raise TypeError(
+                "an anonymous herdcache.Cache is shared with fork() children only: "
+                "give it a name (Cache('myapp', ...)) to pass it to spawn or forkserver children"
+            )
+        return (_attach, (self.segment.name, self.segment.dir, self._reopen))
 
     def __enter__(self) -> Cache:
         return self
@@ -387,3 +414,15 @@ class Cache(MutableMapping):
             return f"<herdcache.Cache {where!r} entries={self._core.stats()['entries']}>"
         except HerdcacheError:
             return f"<herdcache.Cache {where!r} closed>"
+
+
+def _attach(name: str, dir: str | None, options: dict[str, Any]) -> Cache:
+    """Unpickle: attach the named cache another process passed us."""
+    segment = Segment.attach(name, dir=dir, allow_shared=options["allow_shared"])
+    try:
+        cache = Cache(name, segment=segment, **options)
+    except BaseException:
+        segment.close()
+        raise
+    cache._owns_segment = True
+    return cache
