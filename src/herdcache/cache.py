@@ -35,12 +35,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, TypeVar, Union, cast, overload
 
 from . import _core, compute
 from .compute import DEFAULT_LEASE, ComputeOptions
 from .errors import HerdcacheError, InvalidArgument, SerializationError
-from .memoize import memoize
+from .memoize import Memoized, P, R, memoize
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
@@ -54,6 +54,12 @@ RESERVED_BYTES = 1 << 20
 
 _MISSING = object()
 
+#: A key: a str (stored as UTF-8) or bytes, 1 to 250 bytes.
+Key = Union[str, bytes]
+
+T = TypeVar("T")
+D = TypeVar("D")
+
 # hc_set_mode in table.h
 _SET, _ADD, _REPLACE, _CAS = 0, 1, 2, 3
 
@@ -65,7 +71,7 @@ def _cache_bytes(segment: Segment) -> int:
     return info["size"] - info["data_offset"] - min(RESERVED_BYTES, info["size"] // 8)
 
 
-class Cache(MutableMapping):
+class Cache(MutableMapping[Key, Any]):
     """A key/value cache in shared memory, shared by every process that opens it.
 
     :param name: the segment's name (attach or create); None for an
@@ -144,17 +150,23 @@ class Cache(MutableMapping):
             raise InvalidArgument(f"ttl must be seconds (a number), None or herdcache.FOREVER, not {ttl!r}")
         return float(ttl)
 
-    def _store(self, key: Any, value: Any, ttl: float | None, mode: int = _SET, expect: int = 0) -> int:
+    def _store(self, key: Key, value: Any, ttl: float | None, mode: int = _SET, expect: int = 0) -> int:
         data = self._dumps(value)  # refuses bad values before any shared write
         return self._core.store(key, data, self._tag, self._ttl(ttl), mode, expect)
 
     # -- the dict / Django-like API ----------------------------------------------
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    @overload
+    def get(self, key: Key) -> Any | None: ...
+
+    @overload
+    def get(self, key: Key, default: D) -> Any | D: ...
+
+    def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
         return self._core.get_value(key, default)
 
-    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
 
         :raises SerializationError: the serializer refused the value (nothing
@@ -171,23 +183,23 @@ class Cache(MutableMapping):
             return
         self._store(key, value, ttl)
 
-    def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent (or expired); True if stored."""
         return self._store(key, value, ttl, _ADD) != 0
 
-    def replace(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+    def replace(self, key: Key, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is present; True if stored."""
         return self._store(key, value, ttl, _REPLACE) != 0
 
-    def delete(self, key: Any) -> bool:
+    def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it was there."""
         return self._core.delete(key)
 
-    def touch(self, key: Any, ttl: float | None = None) -> bool:
+    def touch(self, key: Key, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
         return self._core.touch(key, self._ttl(ttl))
 
-    def ttl(self, key: Any) -> float | None:
+    def ttl(self, key: Key) -> float | None:
         """Seconds ``key`` has left; None if it never expires.
 
         :raises KeyError: if the key is absent or expired.
@@ -197,7 +209,7 @@ class Cache(MutableMapping):
             raise KeyError(key)
         return found[2]
 
-    def incr(self, key: Any, delta: int = 1) -> int:
+    def incr(self, key: Key, delta: int = 1) -> int:
         """Add ``delta`` to the integer stored under ``key``, atomically across
         processes, and return the new value (its ttl is kept).
 
@@ -225,13 +237,13 @@ class Cache(MutableMapping):
             if self._store(key, new, ttl, _CAS, csn):
                 return new
 
-    def decr(self, key: Any, delta: int = 1) -> int:
+    def decr(self, key: Key, delta: int = 1) -> int:
         """Subtract ``delta`` (see :meth:`incr`)."""
         return self.incr(key, -delta)
 
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The values of those ``keys`` that are present, as a dict."""
-        found = {}
+        found: dict[Key, Any] = {}
         get = self._core.get_value
         for key in keys:
             value = get(key, _MISSING)
@@ -239,14 +251,14 @@ class Cache(MutableMapping):
                 found[key] = value
         return found
 
-    def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
+    def set_many(self, mapping: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item of ``mapping`` (each serialized before any is stored)."""
         encoded = [(key, self._dumps(value)) for key, value in mapping.items()]
         effective = self._ttl(ttl)
         for key, data in encoded:
             self._core.store(key, data, self._tag, effective)
 
-    def delete_many(self, keys: Iterable[Any]) -> int:
+    def delete_many(self, keys: Iterable[Key]) -> int:
         """Remove ``keys``; return how many were there."""
         return sum(1 for key in keys if self._core.delete(key))
 
@@ -254,9 +266,9 @@ class Cache(MutableMapping):
         """Remove every key, for every process."""
         self._core.clear()
 
-    def keys(self) -> list[Any]:  # type: ignore[override]
+    def keys(self) -> list[Key]:  # type: ignore[override]
         """The unexpired keys: str where they are valid UTF-8, else bytes."""
-        result: list[Any] = []
+        result: list[Key] = []
         for raw in self._core.keys():
             try:
                 result.append(raw.decode("utf-8"))
@@ -264,23 +276,23 @@ class Cache(MutableMapping):
                 result.append(raw)
         return result
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: Key) -> Any:
         value = self._core.get_value(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: Key, value: Any) -> None:
         self.set(key, value)
 
-    def __delitem__(self, key: Any) -> None:
+    def __delitem__(self, key: Key) -> None:
         if not self._core.delete(key):
             raise KeyError(key)
 
     def __contains__(self, key: object) -> bool:
         return self._core.get(key, self._tag) is not None
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Key]:
         return iter(self.keys())
 
     def __len__(self) -> int:
@@ -290,8 +302,8 @@ class Cache(MutableMapping):
 
     def get_or_compute(
         self,
-        key: Any,
-        fn: Callable[[], Any],
+        key: Key,
+        fn: Callable[[], T],
         ttl: float | None = None,
         *,
         stale_ttl: float = 0.0,
@@ -300,7 +312,7 @@ class Cache(MutableMapping):
         wait_timeout: float | None = None,
         negative_ttl: float = 0.0,
         options: ComputeOptions | None = None,
-    ) -> Any:
+    ) -> T:
         """The value of ``key``; if it is missing or expired, ``fn()`` computes
         it, in exactly one process at a time, while every other caller (in any
         process, or thread) waits and receives the same value.
@@ -324,12 +336,13 @@ class Cache(MutableMapping):
         """
         if options is None:
             options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
-        return compute.get_or_compute(self, key, fn, options)
+        # The stored value is what fn returned (in whichever process ran it).
+        return cast(T, compute.get_or_compute(self, key, fn, options))
 
     async def aget_or_compute(
         self,
-        key: Any,
-        fn: Callable[[], Awaitable[Any]],
+        key: Key,
+        fn: Callable[[], Awaitable[T]],
         ttl: float | None = None,
         *,
         stale_ttl: float = 0.0,
@@ -338,12 +351,12 @@ class Cache(MutableMapping):
         wait_timeout: float | None = None,
         negative_ttl: float = 0.0,
         options: ComputeOptions | None = None,
-    ) -> Any:
+    ) -> T:
         """:meth:`get_or_compute` for asyncio: ``fn`` is a coroutine function,
         and waiting happens in a worker thread, never blocking the loop."""
         if options is None:
             options = ComputeOptions(ttl, stale_ttl, early_refresh, lease, wait_timeout, negative_ttl)
-        return await compute.aget_or_compute(self, key, fn, options)
+        return cast(T, await compute.aget_or_compute(self, key, fn, options))
 
     def memoize(
         self,
@@ -355,7 +368,7 @@ class Cache(MutableMapping):
         wait_timeout: float | None = None,
         negative_ttl: float = 0.0,
         key: Callable[..., str] | None = None,
-    ) -> Callable:
+    ) -> Callable[[Callable[P, R]], Memoized[P, R]]:
         """Decorate a function (or coroutine function) so that its results are
         shared by every process through this cache, each computed once (see
         :mod:`herdcache.memoize` for how keys are built)."""

@@ -75,8 +75,8 @@ _owned: dict[tuple[int, Any, int], Any] = {}
 _owned_lock = threading.Lock()
 
 
-def _computing() -> set:
-    keys = getattr(_local, "computing", None)
+def _computing() -> set[tuple[int, Any]]:
+    keys: set[tuple[int, Any]] | None = getattr(_local, "computing", None)
     if keys is None:
         keys = _local.computing = set()
     return keys
@@ -161,7 +161,7 @@ def _decode_error(data: bytes, key: Any) -> Exception:
     note = f"raised in process {info['pid']} while computing {key!r}:\n{info['traceback']}"
     if hasattr(exc, "add_note"):
         exc.add_note(note)
-    exc.remote_traceback = info["traceback"]  # type: ignore[attr-defined]
+    exc.remote_traceback = info["traceback"]  # type: ignore[union-attr]
     return exc
 
 
@@ -181,7 +181,7 @@ class _Flight:
         self.waited = False
         self.refreshing = False
 
-    def _lookup(self) -> tuple | None:
+    def _lookup(self) -> tuple[bytes, float | None, int] | None:
         """The key's fresh value, read lock-free: (data, ttl_left, delta_ms),
         or None if there is none (absent, expired, in flight, failed)."""
         found = self.core.lookup(self.key)
@@ -214,8 +214,9 @@ class _Flight:
         delta = max(delta_ms, 1) / 1000.0
         return delta * self.options.early_refresh * -math.log(1.0 - random.random()) >= ttl_left
 
-    def begin(self, refresh: bool) -> tuple:
-        return self.core.flight_begin(self.key, self.options.lease, self.waited_round, refresh)
+    def begin(self, refresh: bool) -> tuple[Any, ...]:
+        found: tuple[Any, ...] = self.core.flight_begin(self.key, self.options.lease, self.waited_round, refresh)
+        return found
 
     def wait(self, round_: int, seq: int) -> tuple[bool, Any]:
         """Sleep until a flight of the key's stripe ends, the deadline, or

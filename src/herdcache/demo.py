@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from multiprocessing import connection
+from multiprocessing.connection import Connection
 import signal
 import time
 import uuid
@@ -28,7 +29,7 @@ TTL_SECONDS = 0.5
 LOAD_SECONDS = 2.0
 
 
-def _build_report(cache: Cache, log: Any) -> dict:
+def _build_report(cache: Cache, log: Any) -> dict[str, Any]:
     """The slow computation: counts itself and says who ran it."""
     number = cache.segment.counter("computations").add(1)
     # In act 3 the first process to compute claims the role of victim.
@@ -66,9 +67,10 @@ class _Log:
         return self.pipes[index][1]
 
     def events(self) -> Any:
-        readers = [reader for reader, _ in self.pipes]
+        readers: list[Connection] = [reader for reader, _ in self.pipes]
         while readers:
             for reader in connection.wait(readers):
+                assert isinstance(reader, Connection)  # wait() returns what it was given
                 try:
                     yield reader.recv()
                 except EOFError:

@@ -83,8 +83,8 @@ _COUNTER_HELP = {
 
 def families(reports: Iterable[Report]) -> list[Metric]:
     """The metric families of ``reports``, one sample per cache in each."""
-    counters = {name: CounterMetricFamily(f"herdcache_{name}", _COUNTER_HELP[name], labels=["cache"]) for name in COUNTERS}
-    gauges = {key: GaugeMetricFamily(name, text, labels=["cache"]) for key, (name, text) in _GAUGES.items()}
+    counters: dict[str, CounterMetricFamily] = {name: CounterMetricFamily(f"herdcache_{name}", _COUNTER_HELP[name], labels=["cache"]) for name in COUNTERS}
+    gauges: dict[str, GaugeMetricFamily] = {key: GaugeMetricFamily(name, text, labels=["cache"]) for key, (name, text) in _GAUGES.items()}
     attached = GaugeMetricFamily(
         "herdcache_attached_processes", "Processes attached to the cache's segment.", labels=["cache"]
     )
@@ -94,8 +94,8 @@ def families(reports: Iterable[Report]) -> list[Metric]:
     for rep in reports:
         for name, family in counters.items():
             family.add_metric([rep.name], rep.counters[name])
-        for key, family in gauges.items():
-            family.add_metric([rep.name], rep.usage[key])
+        for key, gauge in gauges.items():
+            gauge.add_metric([rep.name], rep.usage[key])
         attached.add_metric([rep.name], rep.attached)
         for queue, messages in rep.queues.items():
             depth.add_metric([rep.name, queue], messages)

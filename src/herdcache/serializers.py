@@ -28,7 +28,7 @@ import datetime as _dt
 import decimal
 import pickle
 import uuid
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Callable, Protocol, runtime_checkable
 
 import msgpack
 
@@ -72,10 +72,11 @@ class MsgpackSerializer:
         self._pack_options = {"use_bin_type": True, "strict_types": True, "default": self._default}
 
     def _pack(self, obj: Any) -> bytes:
-        return msgpack.packb(obj, **self._pack_options)
+        packed: bytes = msgpack.packb(obj, **self._pack_options)
+        return packed
 
     def _default(self, obj: Any) -> Any:
-        encoders = {
+        encoders: dict[type, Callable[[Any], tuple[int, bytes]]] = {
             tuple: lambda o: (_EXT_TUPLE, self._pack(list(o))),
             set: lambda o: (_EXT_SET, self._pack(list(o))),
             frozenset: lambda o: (_EXT_FROZENSET, self._pack(list(o))),
@@ -93,13 +94,14 @@ class MsgpackSerializer:
         # store them as their base type.
         if isinstance(obj, tuple):
             return self._default(tuple(obj))
-        for base in (int, float, str, bytes, dict, list):
+        bases: tuple[type[Any], ...] = (int, float, str, bytes, dict, list)
+        for base in bases:
             if isinstance(obj, base):
                 return base(obj)
         raise TypeError(f"cannot serialize {type(obj).__name__!r} with msgpack")
 
     def _ext_hook(self, code: int, data: bytes) -> Any:
-        decoders = {
+        decoders: dict[int, Callable[[bytes], Any]] = {
             _EXT_TUPLE: lambda d: tuple(self.loads(d)),
             _EXT_SET: lambda d: set(self.loads(d)),
             _EXT_FROZENSET: lambda d: frozenset(self.loads(d)),
