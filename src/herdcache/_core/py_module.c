@@ -207,6 +207,34 @@ core_validate_name(PyObject *Py_UNUSED(m), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(clock_advance_doc,
+"clock_advance(ns) -> None\n\n"
+"Move this process's expiry time forward by ns nanoseconds (tests only;\n"
+"see herdcache.clock).");
+
+static PyObject *
+core_clock_advance(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+
+    if (ns == (unsigned long long) -1 && PyErr_Occurred())
+        return NULL;
+    hc_clock_advance(ns);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(clock_skew_doc,
+"clock_skew() -> int\n\n"
+"Nanoseconds this process's expiry time is ahead of CLOCK_MONOTONIC.");
+
+static PyObject *
+core_clock_skew(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    /* Relaxed: see hc_expiry_now_ns in clock.h. */
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&hc_clock_skew_ns, memory_order_relaxed));
+}
+
 
 /* ---------------------------------------------------------------------- */
 /* Module                                                                 */
@@ -226,6 +254,10 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, is_orphan_doc},
     {"validate_name", (PyCFunction) core_validate_name, METH_O,
      validate_name_doc},
+    {"clock_advance", (PyCFunction) core_clock_advance, METH_O,
+     clock_advance_doc},
+    {"clock_skew", (PyCFunction) core_clock_skew, METH_NOARGS,
+     clock_skew_doc},
     {NULL}
 };
 

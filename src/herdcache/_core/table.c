@@ -353,7 +353,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_now_ns(), UINT32_MAX};
+                hc_expiry_now_ns(), UINT32_MAX};
 
     return w;
 }
