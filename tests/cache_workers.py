@@ -8,6 +8,7 @@ through a pipe or queue; none sleeps to wait for another process.
 from __future__ import annotations
 
 import math
+import threading
 import random
 import time
 import traceback
@@ -302,3 +303,11 @@ def init_pool_worker(cache: Any) -> None:
 def square_once(n: int) -> int:
     """A pool task: the square of n, computed once for the whole pool."""
     return _pool_cache.get_or_compute(f"square:{n}", lambda: n * n)
+
+
+def read_then_block(cache: Any, hits: int, conn: Connection) -> None:
+    """Hit the cache ``hits`` times, say so, then block until killed."""
+    for _ in range(hits):
+        cache.get("k")
+    conn.send("counted")
+    threading.Event().wait()

@@ -92,7 +92,7 @@ def _print_stats(rep: Any) -> None:
     print("per process (pid 0: processes that have exited):")
     for row in rep.processes:
         busy = {k: v for k, v in row.counters.items() if v}
-        print(f"  pid {row.pid}: {busy}")
+        print(f"  pid {row.pid}{'' if row.alive or not row.pid else ' (gone)'}: {busy}")
 
 
 @command("top")

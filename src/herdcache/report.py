@@ -60,10 +60,11 @@ CACHE_STRUCT = "cache"
 
 @dataclass(frozen=True)
 class ProcessRow:
-    """The counters of one process that used the cache (pid 0: every
-    process that has exited, together)."""
+    """The counters of one process that used the cache; ``alive``: it is
+    still attached (pid 0: the processes that have exited, together)."""
 
     pid: int
+    alive: bool
     counters: dict[str, int]
 
 
@@ -93,6 +94,13 @@ class Report:
             return {name: 0.0 for name in COUNTERS}
         return {name: (self.counters[name] - earlier.counters[name]) / elapsed for name in COUNTERS}
 
+    def by_process(self) -> tuple[list[ProcessRow], dict[str, int]]:
+        """The live processes' rows, and the summed counters of every
+        process gone (exited, or killed and not yet replaced)."""
+        live = [row for row in self.processes if row.alive]
+        gone = {name: sum(row.counters[name] for row in self.processes if not row.alive) for name in COUNTERS}
+        return live, gone
+
     def as_dict(self) -> dict[str, Any]:
         """Everything, as JSON-ready builtins."""
         return {
@@ -102,7 +110,7 @@ class Report:
             "hit_ratio": self.hit_ratio,
             "attached": self.attached,
             "queues": self.queues,
-            "processes": [{"pid": row.pid, **row.counters} for row in self.processes],
+            "processes": [{"pid": row.pid, "alive": row.alive, **row.counters} for row in self.processes],
         }
 
     def to_json(self) -> str:
@@ -113,7 +121,9 @@ class Report:
 def _split(stats: dict[str, Any], rows: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, int], list[ProcessRow]]:
     counters = {name: int(stats[name]) for name in COUNTERS}
     usage = {name: int(stats[name]) for name in USAGE}
-    processes = [ProcessRow(int(row["pid"]), {name: int(row[name]) for name in COUNTERS}) for row in rows]
+    processes = [
+        ProcessRow(int(row["pid"]), bool(row["alive"]), {name: int(row[name]) for name in COUNTERS}) for row in rows
+    ]
     return counters, usage, processes
 
 

@@ -3,7 +3,8 @@
 Each frame shows what the cache holds (entries, memory used and free),
 how it is doing (hit ratio, sets and evictions per second), the
 no-stampede figures (computations, waits, takeovers, stale values served),
-its queues' depths, and one line per process that has used it.  Rates are
+its queues' depths, one line per attached process that has used it,
+and one for the processes gone.  Rates are
 over the last interval.  The view only reads (see :mod:`herdcache.report`):
 watching a cache changes nothing in it.  ``--once`` prints a single frame,
 its rates measured over one interval, for scripts and tests.
@@ -54,9 +55,9 @@ def frame(rep: Report, earlier: Report) -> str:
     ]
     lines += [f"queue {name}: {depth:,} waiting" for name, depth in rep.queues.items()]
     lines += ["", f"{'PID':>8} " + " ".join(f"{head:>9}" for head, _ in _COLUMNS)]
-    for row in rep.processes:
-        pid = "exited" if row.pid == 0 else str(row.pid)
-        lines.append(f"{pid:>8} " + " ".join(f"{row.counters[key]:>9,}" for _, key in _COLUMNS))
+    live, gone = rep.by_process()
+    for pid, counts in [*((str(row.pid), row.counters) for row in live), ("exited", gone)]:
+        lines.append(f"{pid:>8} " + " ".join(f"{counts[key]:>9,}" for _, key in _COLUMNS))
     return "\n".join(lines) + "\n"
 
 

@@ -713,7 +713,8 @@ fail:
 
 PyDoc_STRVAR(Cache_stats_by_process_doc,
 "stats_by_process() -> list[dict]\n\n"
-"Per-process counters (pid 0: processes that have exited).");
+"Per-process counters, with pid and alive (still attached); pid 0:\n"
+"processes that have exited.");
 
 static PyObject *
 Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
@@ -727,14 +728,16 @@ Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
     for (i = 0; i <= HC_MAX_SLOTS; i++) {
         uint64_t counts[HC_STAT_COUNT];
         uint32_t pid;
+        bool alive;
         PyObject *d, *pidobj;
 
-        if (!hc_cache_stats_slot(c, i, counts, &pid))
+        if (!hc_cache_stats_slot(c, i, counts, &pid, &alive))
             continue;
         d = stats_dict(counts);
         pidobj = PyLong_FromUnsignedLong(pid);
         if (d == NULL || pidobj == NULL
             || PyDict_SetItemString(d, "pid", pidobj) < 0
+            || PyDict_SetItemString(d, "alive", alive ? Py_True : Py_False) < 0
             || PyList_Append(list, d) < 0) {
             Py_XDECREF(pidobj);
             Py_XDECREF(d);
