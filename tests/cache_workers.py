@@ -8,6 +8,7 @@ through a pipe or queue; none sleeps to wait for another process.
 from __future__ import annotations
 
 import math
+import threading
 import random
 import time
 import traceback
@@ -274,3 +275,37 @@ def corrupt_and_use(name: str, mode: str, seed: int) -> None:
     cache["after"] = b"clear"
     assert cache["after"] == b"clear"
     print(json.dumps({"errors": seen}))
+
+
+# -- a Cache passed by pickling (spawn, forkserver, pool initializers) -----------
+
+
+def echo_through_cache(cache: Any, conn: Connection) -> None:
+    """Got ``cache`` by pickle: report what the parent stored and how the
+    cache was opened, then store a value for the parent."""
+    conn.send((cache.get("from-parent"), cache.name, cache.default_ttl, cache._serializer.name))
+    cache.set("from-child", {"tuple": (1, 2)})
+    cache.close()
+    conn.send("stored")
+
+
+_pool_cache: Any = None
+
+
+def init_pool_worker(cache: Any) -> None:
+    """A ProcessPoolExecutor initializer: keep the cache for the tasks."""
+    global _pool_cache
+    _pool_cache = cache
+
+
+def square_once(n: int) -> int:
+    """A pool task: the square of n, computed once for the whole pool."""
+    return _pool_cache.get_or_compute(f"square:{n}", lambda: n * n)
+
+
+def read_then_block(cache: Any, hits: int, conn: Connection) -> None:
+    """Hit the cache ``hits`` times, say so, then block until killed."""
+    for _ in range(hits):
+        cache.get("k")
+    conn.send("counted")
+    threading.Event().wait()

@@ -10,6 +10,7 @@ The pieces, each in a module of its own:
 - :class:`Queue` (``herdcache.queue``): a message queue in shared memory
   with the API of :class:`queue.Queue`, after PostgreSQL's ``shm_mq``.
 - ``herdcache.errors``: every exception, rooted at :class:`HerdcacheError`.
+- ``herdcache.clock``: move this process's cache clock forward, in tests.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ except ImportError as exc:  # pragma: no cover - depends on the install
         f"(python3-dev) present. The import failed with: {exc}"
     ) from exc
 
+from . import clock
 from .cache import FOREVER, Cache
 from .counter import Counter
 from .errors import HerdcacheError

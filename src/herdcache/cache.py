@@ -15,6 +15,9 @@ middle of a write costs at most that one entry: readers never see a torn
 value, and the stripe is repaired by the next writer (see
 ``docs/design.md``).
 
+A named cache pickles by name (for spawn and forkserver children and
+``ProcessPoolExecutor`` initializers): the receiving process attaches it.
+
 Keys are ``str`` (stored as UTF-8) or ``bytes`` of 1 byte or more; a str
 key and the bytes of its UTF-8 encoding are the same key.  Keys over 250
 bytes (memcached's limit) work too, a little slower: they are stored
@@ -35,12 +38,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, Union, cast, overload
 
 from . import _core, compute, longkeys
 from .compute import ComputeKwargs, ComputeOptions
 from .errors import HerdcacheError, InvalidArgument, SerializationError, ValueTooLarge
-from .memoize import memoize
+from .memoize import Memoized, P, R, memoize
 from .prefork import warn_if_worker_private
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
@@ -61,6 +64,12 @@ RESERVED_BYTES = 1 << 20
 
 _MISSING = object()
 
+#: A key: a str (stored as UTF-8) or bytes of 1 byte or more.
+Key = Union[str, bytes]
+
+T = TypeVar("T")
+D = TypeVar("D")
+
 
 def _cache_bytes(segment: Segment) -> int:
     """The size of the cache structure in a segment: a pure function of the
@@ -70,7 +79,7 @@ def _cache_bytes(segment: Segment) -> int:
     return size
 
 
-class Cache(_core.Cache, MutableMapping[Any, Any]):
+class Cache(_core.Cache, MutableMapping[Key, Any]):
     """A key/value cache in shared memory, shared by every process that opens it.
 
     :param name: the segment's name (attach or create); None for an
@@ -116,7 +125,10 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             else:
                 segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
         self.segment = segment
-        self.name = name
+        self.name = name if name is not None else segment.name
+        # What another process needs to open this same cache (pickling).
+        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict,
+                        "max_value_size": max_value_size, "allow_shared": allow_shared}
         nbytes = _cache_bytes(segment)
         try:
             offset, _found = segment.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
@@ -221,14 +233,20 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
 
     # -- the dict / Django-like API ----------------------------------------------
 
-    def get(self, key: Any, default: Any = None) -> Any:
+    @overload
+    def get(self, key: Key) -> Any | None: ...
+
+    @overload
+    def get(self, key: Key, default: D) -> Any | D: ...
+
+    def get(self, key: Key, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
         try:
             return self._get_value(key, default)
         except ValueTooLarge:
             return self._get_long(key, default)
 
-    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+    def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
 
         A set that fails leaves no older value behind: the key is removed.
@@ -252,29 +270,29 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             # lock, when the new one is too large or finds no room.
             self._put(key, data, effective)
 
-    def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+    def add(self, key: Key, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent (or expired); True if stored."""
         return self._encode_and_store(key, value, ttl, _core.SET_ADD) != 0
 
-    def replace(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+    def replace(self, key: Key, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is present; True if stored."""
         return self._encode_and_store(key, value, ttl, _core.SET_REPLACE) != 0
 
-    def delete(self, key: Any) -> bool:
+    def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it was there."""
         where, raw = self._where(key)
         if raw is not None and self._entry(key) is None:
             return False  # absent, or another long key's: not ours to remove
         return super().delete(where)
 
-    def touch(self, key: Any, ttl: float | None = None) -> bool:
+    def touch(self, key: Key, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
         where, raw = self._where(key)
         if raw is not None and self._entry(key) is None:
             return False
         return self._touch(where, self._ttl(ttl))
 
-    def ttl(self, key: Any) -> float | None:
+    def ttl(self, key: Key) -> float | None:
         """Seconds ``key`` has left; None if it never expires.
 
         :raises KeyError: if the key is absent or expired.
@@ -286,7 +304,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
 
     # -- compare-and-set -----------------------------------------------------------
 
-    def gets(self, key: Any, default: Any = None) -> tuple[Any, int | None]:
+    def gets(self, key: Key, default: Any = None) -> tuple[Any, int | None]:
         """``(value, token)`` of ``key``, or ``(default, None)`` if it is absent.
 
         The token (the item's commit sequence number) changes with every
@@ -309,7 +327,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             return default, None
         return entry[0], entry[2]
 
-    def compare_and_set(self, key: Any, value: Any, token: int | None, ttl: float | None = None) -> bool:
+    def compare_and_set(self, key: Key, value: Any, token: int | None, ttl: float | None = None) -> bool:
         """Store ``value`` only if ``key`` still holds the write that
         :meth:`gets` returned ``token`` for; True if stored, False if the key
         changed or went away since (then nothing is stored).  A token of
@@ -319,7 +337,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             return self.add(key, value, ttl)
         return self._encode_and_store(key, value, ttl, _core.SET_CAS, token) != 0
 
-    def compare_and_delete(self, key: Any, token: int | None) -> bool:
+    def compare_and_delete(self, key: Key, token: int | None) -> bool:
         """Remove ``key`` only if it still holds the write ``token`` names
         (see :meth:`gets`); True if removed (never for a token of None).
 
@@ -329,7 +347,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         """
         return token is not None and self._put(key, b"", 0.0, _core.SET_CAS, token) != 0
 
-    def incr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
+    def incr(self, key: Key, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
         """Add ``delta`` to the number (int or float) stored under ``key``,
         atomically across processes, and return the new value (its absolute
         expiry and stale window are kept: increments never extend a key's
@@ -358,13 +376,13 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             if self._encode_and_store(key, new, FOREVER, _core.SET_SWAP, csn):
                 return new
 
-    def decr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
+    def decr(self, key: Key, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
         """Subtract ``delta`` (see :meth:`incr`)."""
         return self.incr(key, -delta, default=default)
 
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The values of those ``keys`` that are present, as a dict."""
-        found = {}
+        found: dict[Key, Any] = {}
         get = self.get
         for key in keys:
             value = get(key, _MISSING)
@@ -372,7 +390,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
                 found[key] = value
         return found
 
-    def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
+    def set_many(self, mapping: Mapping[Key, Any], ttl: float | None = None) -> None:
         """Store every item of ``mapping``, each serialized before any is
         stored: if one value is refused, nothing is stored and that key is
         removed (as :meth:`set` does).  A ttl of 0 or less removes them all."""
@@ -390,13 +408,13 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             else:
                 self._put(key, data, effective)
 
-    def delete_many(self, keys: Iterable[Any]) -> int:
+    def delete_many(self, keys: Iterable[Key]) -> int:
         """Remove ``keys``; return how many were there."""
         return sum(1 for key in keys if self.delete(key))
 
-    def keys(self) -> list[Any]:  # type: ignore[override]
+    def keys(self) -> list[Key]:  # type: ignore[override]
         """The unexpired keys: str where they are valid UTF-8, else bytes."""
-        result: list[Any] = []
+        result: list[Key] = []
         for raw in self._keys():
             if raw.startswith(longkeys.PREFIX):
                 full = self._full_key(raw)
@@ -416,16 +434,16 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             return None
         return longkeys.stored_key(found[0])
 
-    def __getitem__(self, key: Any) -> Any:
+    def __getitem__(self, key: Key) -> Any:
         value = self.get(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
 
-    def __setitem__(self, key: Any, value: Any) -> None:
+    def __setitem__(self, key: Key, value: Any) -> None:
         self.set(key, value)
 
-    def __delitem__(self, key: Any) -> None:
+    def __delitem__(self, key: Key) -> None:
         if not self.delete(key):
             raise KeyError(key)
 
@@ -435,7 +453,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         except ValueTooLarge:
             return self._get_long(key, _MISSING) is not _MISSING
 
-    def __iter__(self) -> Iterator[Any]:
+    def __iter__(self) -> Iterator[Key]:
         return iter(self.keys())
 
     def __len__(self) -> int:
@@ -445,13 +463,13 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
 
     def get_or_compute(
         self,
-        key: Any,
-        fn: Callable[[], Any],
+        key: Key,
+        fn: Callable[[], T],
         ttl: float | None = None,
         *,
         options: ComputeOptions | None = None,
         **kwargs: Unpack[ComputeKwargs],
-    ) -> Any:
+    ) -> T:
         """The value of ``key``; if it is missing or expired, ``fn()`` computes
         it, in exactly one process at a time, while every other caller (in any
         process, or thread) waits and receives the same value.
@@ -465,22 +483,23 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         """
         if options is None:
             options = ComputeOptions(ttl, **kwargs)
-        return compute.get_or_compute(self, key, fn, options)
+        # The stored value is what fn returned (in whichever process ran it).
+        return cast(T, compute.get_or_compute(self, key, fn, options))
 
     async def aget_or_compute(
         self,
-        key: Any,
-        fn: Callable[[], Awaitable[Any]],
+        key: Key,
+        fn: Callable[[], Awaitable[T]],
         ttl: float | None = None,
         *,
         options: ComputeOptions | None = None,
         **kwargs: Unpack[ComputeKwargs],
-    ) -> Any:
+    ) -> T:
         """:meth:`get_or_compute` for asyncio: ``fn`` is a coroutine function,
         and waiting happens in a worker thread, never blocking the loop."""
         if options is None:
             options = ComputeOptions(ttl, **kwargs)
-        return await compute.aget_or_compute(self, key, fn, options)
+        return cast(T, await compute.aget_or_compute(self, key, fn, options))
 
     def memoize(
         self,
@@ -488,7 +507,7 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         *,
         key: Callable[..., str] | None = None,
         **kwargs: Unpack[ComputeKwargs],
-    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    ) -> Callable[[Callable[P, R]], Memoized[P, R]]:
         """Decorate a function (or coroutine function) so that its results are
         shared by every process through this cache, each computed once (see
         :mod:`herdcache.memoize` for how keys are built)."""
@@ -505,9 +524,30 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
         return stats
 
     def close(self) -> None:
-        """Close this process's view (the segment too, if the cache opened it)."""
+        """Close this process's view of the cache, and the segment if the
+        cache opened it (not one passed as ``segment=``, which its owner
+        closes).  Calling it again does nothing.  Once closed, every
+        operation raises :class:`~herdcache.errors.SegmentClosed` (a
+        ValueError, as a closed file does); open a new ``Cache(name)`` to
+        use the cache again.  The cache itself and its entries stay, for
+        every other process."""
         if self._owns_segment and not self.segment.closed:
             self.segment.close()
+
+    @property
+    def closed(self) -> bool:
+        """True once the cache's segment is closed in this process."""
+        return self.segment.closed
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle a named cache by name: the other process (spawn,
+        forkserver, a ProcessPoolExecutor initializer) attaches it."""
+        if self.segment.name is None:
+            raise TypeError(
+                "an anonymous herdcache.Cache is shared with fork() children only: "
+                "give it a name (Cache('myapp', ...)) to pass it to spawn or forkserver children"
+            )
+        return (_attach, (self.segment.name, self.segment.dir, self._reopen))
 
     def __enter__(self) -> Cache:
         return self
@@ -521,3 +561,15 @@ class Cache(_core.Cache, MutableMapping[Any, Any]):
             return f"<herdcache.Cache {where!r} entries={self._stats()['entries']}>"
         except HerdcacheError:
             return f"<herdcache.Cache {where!r} closed>"
+
+
+def _attach(name: str, dir: str | None, options: dict[str, Any]) -> Cache:
+    """Unpickle: attach the named cache another process passed us."""
+    segment = Segment.attach(name, dir=dir, allow_shared=options["allow_shared"])
+    try:
+        cache = Cache(name, segment=segment, **options)
+    except BaseException:
+        segment.close()
+        raise
+    cache._owns_segment = True
+    return cache

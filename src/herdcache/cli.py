@@ -5,7 +5,8 @@ Subcommands::
     herdcache ls                 list the segments in the directory
     herdcache info NAME          a segment's identity, usage and structures
     herdcache rm NAME [NAME...]  remove segments (processes that map them keep them)
-    herdcache stats NAME         a cache's statistics, summed and per process
+    herdcache stats NAME         a cache's statistics (--format text|json|prometheus)
+    herdcache top NAME           a live view of a cache, refreshed like top (--once: one frame)
     herdcache gc                 remove segments no live process is attached to
     herdcache demo               a herd of processes shares one cache
 """
@@ -15,9 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from .errors import HerdcacheError, StructMismatch
+from .errors import HerdcacheError
 from .segment import Segment, default_dir, gc, is_orphan, list_segments, remove
 from .sizes import format_size
 
@@ -61,29 +62,44 @@ def _info(args: argparse.Namespace) -> int:
 
 @command("stats")
 def _stats(args: argparse.Namespace) -> int:
-    from .cache import STRUCT_NAME, Cache
+    from . import report
 
-    segment = Segment.attach(args.name, dir=args.dir)
-    try:
-        # Inspection never writes: opening a Cache where there is none
-        # would allocate one.
-        if not any(s.name == STRUCT_NAME and s.kind == "cache" for s in segment.structs()):
-            raise StructMismatch(
-                f"stats: segment {args.name!r} holds no cache. "
-                f"See what it holds with `python -m herdcache info {args.name}`"
-            )
-        stats = Cache(segment=segment).stats()
-        per_process = stats.pop("per_process")
-        width = max(len(k) for k in stats)
-        for key, value in stats.items():
-            print(f"{key:<{width}}  {value}")
-        print("per process (pid 0: processes that have exited):")
-        for row in per_process:
-            busy = {k: v for k, v in row.items() if v and k != "pid"}
-            print(f"  pid {row['pid']}: {busy}")
-    finally:
-        segment.close()
+    rep = report.read(args.name, dir=args.dir)
+    if args.format == "json":
+        print(rep.to_json())
+    elif args.format == "prometheus":
+        print(_exposition(rep), end="")
+    else:
+        _print_stats(rep)
     return 0
+
+
+def _exposition(rep: Any) -> str:
+    try:
+        from .metrics import exposition
+    except ImportError as exc:  # prometheus_client is an optional extra
+        raise HerdcacheError(str(exc)) from exc
+    return exposition([rep])
+
+
+def _print_stats(rep: Any) -> None:
+    figures = {**rep.counters, **rep.usage, "attached": rep.attached}
+    width = max(len(k) for k in figures)
+    for key, value in figures.items():
+        print(f"{key:<{width}}  {value}")
+    for queue, depth in rep.queues.items():
+        print(f"queue {queue}: {depth} messages waiting")
+    print("per process (pid 0: processes that have exited):")
+    for row in rep.processes:
+        busy = {k: v for k, v in row.counters.items() if v}
+        print(f"  pid {row.pid}{'' if row.alive or not row.pid else ' (gone)'}: {busy}")
+
+
+@command("top")
+def _top(args: argparse.Namespace) -> int:
+    from .top import run
+
+    return run(args.name, dir=args.dir, interval=args.interval, once=args.once)
 
 
 @command("rm")
@@ -117,7 +133,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("ls", help="list segments")
     sub.add_parser("info", help="show a segment").add_argument("name")
     sub.add_parser("rm", help="remove segments").add_argument("names", nargs="+")
-    sub.add_parser("stats", help="a cache's statistics, summed and per process").add_argument("name")
+    stats = sub.add_parser("stats", help="a cache's statistics, summed and per process (read-only)")
+    stats.add_argument("name")
+    stats.add_argument("--format", choices=("text", "json", "prometheus"), default="text")
+    top = sub.add_parser("top", help="a live view of a cache, refreshed like top (read-only)")
+    top.add_argument("name")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1)")
+    top.add_argument("--once", action="store_true", help="print one frame (rates over one interval) and exit")
     sub.add_parser("gc", help="remove segments no live process is attached to")
     sub.add_parser("demo", help="a herd of processes shares one cache").add_argument("--workers", type=int, default=8)
     return parser

@@ -105,7 +105,7 @@ _owned_lock = threading.Lock()
 
 
 def _computing() -> set[tuple[int, Any]]:
-    keys = getattr(_local, "computing", None)
+    keys: set[tuple[int, Any]] | None = getattr(_local, "computing", None)
     if keys is None:
         keys = _local.computing = set()
     return keys
@@ -227,6 +227,9 @@ class _Flight:
         :attr:`refreshing` is set)."""
         found = self._lookup()
         if found is None:
+            # Counted so that hits / (hits + misses) stays the hit ratio
+            # for callers of get_or_compute too (lookup counts nothing).
+            self.cache._count_stat("misses")
             return False, None
         data, ttl_left, delta_ms = found
         self.cache._count_stat("hits")
@@ -326,6 +329,7 @@ class _Flight:
         delta_ms = int((time.monotonic() - started) * 1000)
         ttl = self.cache._ttl(self.options.ttl)
         self.cache._flight_publish(self.where, data, fmt, ttl, round_, self.options.stale_ttl, delta_ms)
+        self.cache._count_stat("sets")  # a stored value, as set() counts one
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):

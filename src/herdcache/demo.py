@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 from multiprocessing import connection
+from multiprocessing.connection import Connection
 import signal
 import time
 import uuid
@@ -66,9 +67,10 @@ class _Log:
         return self.pipes[index][1]
 
     def events(self) -> Any:
-        readers = [reader for reader, _ in self.pipes]
+        readers: list[Connection] = [reader for reader, _ in self.pipes]
         while readers:
             for reader in connection.wait(readers):
+                assert isinstance(reader, Connection)  # wait() returns what it was given
                 try:
                     yield cast(connection.Connection, reader).recv()
                 except EOFError:

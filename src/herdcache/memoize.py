@@ -40,7 +40,7 @@ import functools
 import hashlib
 import inspect
 import threading
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
 
 import msgpack
 
@@ -179,12 +179,64 @@ class KeyMaker:
         return f"{self.prefix}:{hashlib.blake2b(payload, digest_size=16).hexdigest()}"
 
 
+P = ParamSpec("P")
+R = TypeVar("R")
+R_co = TypeVar("R_co", covariant=True)
+
+
+class BoundMemoized(Protocol[R_co]):
+    """A memoized method, looked up on an instance or class."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> R_co:
+        """The method's result, computed once for every process."""
+
+    def invalidate(self, *args: Any, **kwargs: Any) -> bool:
+        """Forget the result of this call, in every process."""
+
+    def cache_key(self, *args: Any, **kwargs: Any) -> str:
+        """The cache key of this call."""
+
+    def cache_clear(self) -> int:
+        """Forget every result of the function; return how many."""
+
+    def cache_info(self) -> CacheInfo:
+        """This process's hits and misses, and the results stored now."""
+
+
+class Memoized(Protocol[P, R_co]):
+    """What ``@cache.memoize(...)`` makes of a function: the function, with
+    its signature and return type, plus ``invalidate(*args, **kwargs)``,
+    ``cache_key(*args, **kwargs)``, ``cache_clear()`` and ``cache_info()``
+    (as ``functools.lru_cache`` has)."""
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
+        """The function's result, computed once for every process."""
+
+    def invalidate(self, *args: P.args, **kwargs: P.kwargs) -> bool:
+        """Forget the result of this call, in every process."""
+
+    def cache_key(self, *args: P.args, **kwargs: P.kwargs) -> str:
+        """The cache key of this call."""
+
+    def cache_clear(self) -> int:
+        """Forget every result of the function; return how many."""
+
+    def cache_info(self) -> CacheInfo:
+        """This process's hits and misses, and the results stored now."""
+
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Memoized[P, R_co]: ...
+
+    @overload
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> BoundMemoized[R_co]: ...
+
+
 def memoize(
     cache: Cache, options: ComputeOptions, key: Callable[..., str] | None = None
-) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+) -> Callable[[Callable[P, R]], Memoized[P, R]]:
     """The decorator behind :meth:`herdcache.Cache.memoize`."""
 
-    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+    def decorator(fn: Callable[P, R]) -> Memoized[P, R]:
         make_key = KeyMaker(fn, key)
         counts = {"hits": 0, "misses": 0}
         counts_lock = threading.Lock()
@@ -196,7 +248,7 @@ def memoize(
         if inspect.iscoroutinefunction(fn):
 
             @functools.wraps(fn)
-            async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            async def wrapper(*args: Any, **kwargs: Any) -> Any:  # R is the coroutine
                 computed: list[bool] = []
 
                 async def compute() -> Any:
@@ -239,6 +291,6 @@ def memoize(
         wrapper.invalidate = invalidate  # type: ignore[attr-defined]
         wrapper.cache_clear = cache_clear  # type: ignore[attr-defined]
         wrapper.cache_info = cache_info  # type: ignore[attr-defined]
-        return wrapper
+        return cast("Memoized[P, R]", wrapper)
 
     return decorator

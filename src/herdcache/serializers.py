@@ -94,9 +94,9 @@ class MsgpackSerializer:
         # store them as their base type.
         if isinstance(obj, tuple):
             return self._default(tuple(obj))
-        bases: tuple[Callable[[Any], Any], ...] = (int, float, str, bytes, dict, list)
+        bases: tuple[type[Any], ...] = (int, float, str, bytes, dict, list)
         for base in bases:
-            if isinstance(obj, base):  # type: ignore[arg-type]
+            if isinstance(obj, base):
                 return base(obj)
         raise TypeError(f"cannot serialize {type(obj).__name__!r} with msgpack")
 

@@ -14,6 +14,7 @@
 #ifndef HC_CLOCK_H
 #define HC_CLOCK_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <time.h>
 
@@ -28,6 +29,34 @@ hc_now_ns(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t) ts.tv_sec * HC_NS_PER_SEC + (uint64_t) ts.tv_nsec;
+}
+
+/*
+ * Expiry time: what entries' expiries, leases and stale windows are
+ * stamped with and compared against.  It is CLOCK_MONOTONIC plus this
+ * process's skew, which is zero unless a test moves it forward with
+ * hc_clock_advance() (freezegun-style tests that must see entries
+ * expire).  The skew only grows, so expiry time stays monotonic.  It is
+ * process-local: other processes keep the real clock, and see this
+ * process's stamps as lying that far in the future.
+ *
+ * Why not skew hc_now_ns() itself: it also times waits, and a futex or
+ * lock deadline must stay real time whatever a test pretends.
+ */
+extern _Atomic uint64_t hc_clock_skew_ns;
+
+/* Move expiry time forward by ns for this process, saturating. */
+void hc_clock_advance(uint64_t ns);
+
+static inline uint64_t
+hc_expiry_now_ns(void)
+{
+    /*
+     * Relaxed: the skew is a number of this process alone that only
+     * grows; nothing is published through it, so no ordering is needed.
+     */
+    return hc_now_ns()
+        + atomic_load_explicit(&hc_clock_skew_ns, memory_order_relaxed);
 }
 
 /* The deadline that lies timeout_ns from now, saturating at HC_FOREVER. */

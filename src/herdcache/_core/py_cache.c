@@ -216,7 +216,7 @@ refreshing_value(cache_result *res, long format)
     if (format >= 0 && format < HC_FORMAT_INTERNAL
         && hc_flight_refreshing_value(PyBytes_AS_STRING(res->bytes),
                                       (size_t) PyBytes_GET_SIZE(res->bytes),
-                                      (int) format, hc_now_ns(), &old,
+                                      (int) format, hc_expiry_now_ns(), &old,
                                       &old_len))
         value = PyBytes_FromStringAndSize(old, (Py_ssize_t) old_len);
     else
@@ -269,7 +269,7 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format)
     cache_result res;
 
     if (c == NULL || hcpy_key_bytes(keyobj, &key, &len) < 0
-        || cache_lookup(c, key, len, hc_now_ns(), &res) < 0)
+        || cache_lookup(c, key, len, hc_expiry_now_ns(), &res) < 0)
         return NULL;
     account_read(c, key, len, &res);
     if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT)
@@ -417,7 +417,7 @@ Cache_lookup(CacheObject *self, PyObject *key)
     const char *kdata;
     Py_ssize_t len;
     cache_result res;
-    uint64_t now = hc_now_ns();
+    uint64_t now = hc_expiry_now_ns();
     PyObject *ttl;
 
     if (c == NULL || hcpy_key_bytes(key, &kdata, &len) < 0
@@ -456,7 +456,7 @@ write_of(hc_cache *c, PyObject *key, const Py_buffer *value, int format,
 
     memset(wr, 0, sizeof(*wr));
     if (hcpy_key_bytes(key, &kdata, &klen) < 0
-        || hcpy_expiry(ttl, hc_now_ns(), &wr->wr_expires) < 0
+        || hcpy_expiry(ttl, hc_expiry_now_ns(), &wr->wr_expires) < 0
         || hcpy_seconds(stale_ttl, "stale_ttl", HCPY_STALE, &stale_ns) < 0)
         return -1;
     if (format < 0 || format >= HC_FORMAT_INTERNAL
@@ -559,7 +559,7 @@ Cache_touch(CacheObject *self, PyObject *args)
 
     if (c == NULL || !PyArg_ParseTuple(args, "OO", &key, &ttl)
         || hcpy_key_bytes(key, &kdata, &len) < 0
-        || hcpy_expiry(ttl, hc_now_ns(), &expires) < 0)
+        || hcpy_expiry(ttl, hc_expiry_now_ns(), &expires) < 0)
         return NULL;
     PINNED_UNLOCKED(c->ca_seg, st, hc_cache_touch(c, kdata, (uint32_t) len,
                                 hc_cache_hash(c, kdata, (size_t) len),
@@ -599,7 +599,7 @@ Cache_count(CacheObject *self, PyObject *Py_UNUSED(ignored))
 
     if (c == NULL)
         return NULL;
-    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_count(c, hc_now_ns(), &n));
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_count(c, hc_expiry_now_ns(), &n));
     if (st != HC_OK)
         return hcpy_raise_status("len", st);
     return PyLong_FromUnsignedLongLong(n);
@@ -647,7 +647,7 @@ Cache_keys(CacheObject *self, PyObject *Py_UNUSED(ignored))
         hc_status st;
 
         PINNED_UNLOCKED(c->ca_seg, st,
-                        hc_cache_stripe_keys(c, i, hc_now_ns(), &buf, &len,
+                        hc_cache_stripe_keys(c, i, hc_expiry_now_ns(), &buf, &len,
                                              &count));
         if (st != HC_OK) {
             Py_DECREF(list);
@@ -740,7 +740,8 @@ fail:
 
 PyDoc_STRVAR(Cache_stats_by_process_doc,
 "_stats_by_process() -> list[dict]\n\n"
-"Per-process counters (pid 0: processes that have exited).");
+"Per-process counters, with pid and alive (still attached); pid 0:\n"
+"processes that have exited.");
 
 static PyObject *
 Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
@@ -754,14 +755,16 @@ Cache_stats_by_process(CacheObject *self, PyObject *Py_UNUSED(ignored))
     for (i = 0; i <= HC_MAX_SLOTS; i++) {
         uint64_t counts[HC_STAT_COUNT];
         uint32_t pid;
+        bool alive;
         PyObject *d, *pidobj;
 
-        if (!hc_cache_stats_slot(c, i, counts, &pid))
+        if (!hc_cache_stats_slot(c, i, counts, &pid, &alive))
             continue;
         d = stats_dict(counts);
         pidobj = PyLong_FromUnsignedLong(pid);
         if (d == NULL || pidobj == NULL
             || PyDict_SetItemString(d, "pid", pidobj) < 0
+            || PyDict_SetItemString(d, "alive", alive ? Py_True : Py_False) < 0
             || PyList_Append(list, d) < 0) {
             Py_XDECREF(pidobj);
             Py_XDECREF(d);
@@ -858,7 +861,7 @@ Cache_flight_begin(CacheObject *self, PyObject *args, PyObject *kw)
         return NULL;
     if (res.fr_outcome == HC_FLIGHT_HIT && res.fr_expires != HC_FOREVER)
         ttl = PyFloat_FromDouble(((double) res.fr_expires
-                                  - (double) hc_now_ns()) / 1e9);
+                                  - (double) hc_expiry_now_ns()) / 1e9);
     else
         Py_INCREF(ttl);
     res_obj = Py_BuildValue("(sOiKINIO)", outcome_names[res.fr_outcome],
@@ -968,7 +971,7 @@ Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
     PINNED_UNLOCKED(c->ca_seg, st, hc_flight_abort(c, kdata, (uint32_t) klen,
                                  hc_cache_hash(c, kdata, (size_t) klen),
                                  round, err.buf, (uint32_t) err.len,
-                                 hc_now_ns() + error_ns));
+                                 hc_expiry_now_ns() + error_ns));
     PyBuffer_Release(&err);
     if (st == HC_CONFLICT)
         Py_RETURN_FALSE;

@@ -94,6 +94,44 @@ add_constants(PyObject *m)
     return 0;
 }
 
+/* The test clock (herdcache.clock): this process's expiry time. */
+
+PyDoc_STRVAR(clock_advance_doc,
+"clock_advance(ns) -> None\n\n"
+"Move this process's expiry time forward by ns nanoseconds (tests only;\n"
+"see herdcache.clock).");
+
+static PyObject *
+core_clock_advance(PyObject *Py_UNUSED(m), PyObject *arg)
+{
+    unsigned long long ns = PyLong_AsUnsignedLongLong(arg);
+
+    if (ns == (unsigned long long) -1 && PyErr_Occurred())
+        return NULL;
+    hc_clock_advance(ns);
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(clock_skew_doc,
+"clock_skew() -> int\n\n"
+"Nanoseconds this process's expiry time is ahead of CLOCK_MONOTONIC.");
+
+static PyObject *
+core_clock_skew(PyObject *Py_UNUSED(m), PyObject *Py_UNUSED(ignored))
+{
+    /* Relaxed: see hc_expiry_now_ns in clock.h. */
+    return PyLong_FromUnsignedLongLong(
+        atomic_load_explicit(&hc_clock_skew_ns, memory_order_relaxed));
+}
+
+static PyMethodDef clock_functions[] = {
+    {"clock_advance", (PyCFunction) core_clock_advance, METH_O,
+     clock_advance_doc},
+    {"clock_skew", (PyCFunction) core_clock_skew, METH_NOARGS,
+     clock_skew_doc},
+    {NULL}
+};
+
 PyMODINIT_FUNC
 PyInit__core(void)
 {
@@ -105,6 +143,7 @@ PyInit__core(void)
     if (m == NULL)
         return NULL;
     if (PyModule_AddFunctions(m, hcpy_segment_functions) < 0
+        || PyModule_AddFunctions(m, clock_functions) < 0
         || add_type(m, &hcpy_Segment_Type, "Segment") < 0
         || add_type(m, &hcpy_Lock_Type, "Lock") < 0
         || add_type(m, &hcpy_Condition_Type, "Condition") < 0

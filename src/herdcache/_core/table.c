@@ -363,7 +363,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_now_ns(), UINT32_MAX};
+                hc_expiry_now_ns(), UINT32_MAX};
 
     return w;
 }
@@ -1761,21 +1761,24 @@ hc_cache_stats(hc_cache *c, uint64_t totals[HC_STAT_COUNT])
 
 bool
 hc_cache_stats_slot(hc_cache *c, uint32_t i, uint64_t counts[HC_STAT_COUNT],
-                    uint32_t *pid)
+                    uint32_t *pid, bool *alive)
 {
     hc_stats_slot *ss;
-    uint32_t k;
+    uint32_t k, owner = 0;
 
     if (i > HC_MAX_SLOTS)
         return false;
     ss = stats_slot(c, i);
+    /* relaxed: figures for humans, as every statistic (barriers.md) */
     if (i < HC_MAX_SLOTS
-        && atomic_load_explicit(&ss->ss_owner, memory_order_relaxed) == 0)
+        && (owner = atomic_load_explicit(&ss->ss_owner,
+                                         memory_order_relaxed)) == 0)
         return false;
     for (k = 0; k < HC_STAT_COUNT; k++)
         counts[k] = atomic_load_explicit(&ss->ss_count[k],
                                          memory_order_relaxed);
     *pid = i < HC_MAX_SLOTS ? ss->ss_pid : 0;
+    *alive = owner != 0 && hc_slot_token_alive(c->ca_seg, owner);
     return true;
 }
 

@@ -286,9 +286,15 @@ hc_status hc_cache_check(hc_cache *c);
 /* Statistics: add to this process's slot; sum all slots. */
 void hc_cache_count_stat(hc_cache *c, hc_stat stat, uint64_t n);
 void hc_cache_stats(hc_cache *c, uint64_t totals[HC_STAT_COUNT]);
-/* Slot i's counts and pid; false if the slot never counted anything. */
+/*
+ * Slot i's counts and pid, and whether the process that counted them is
+ * still attached (a read-only probe of its process slot); false if the
+ * slot never counted anything.  Slot HC_MAX_SLOTS holds the counts of
+ * processes gone (pid 0, never alive).
+ */
 bool hc_cache_stats_slot(hc_cache *c, uint32_t i,
-                         uint64_t counts[HC_STAT_COUNT], uint32_t *pid);
+                         uint64_t counts[HC_STAT_COUNT], uint32_t *pid,
+                         bool *alive);
 /* Bytes of arena in use, items and key+value bytes over all stripes. */
 void hc_cache_usage(hc_cache *c, uint64_t *used, uint64_t *capacity,
                     uint64_t *items, uint64_t *payload);
