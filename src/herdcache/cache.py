@@ -259,9 +259,12 @@ class Cache(MutableMapping):
     def delete(self, key: Any) -> bool:
         """Remove ``key``; True if it was there."""
         where, raw = self._where(key)
-        if raw is not None and self._entry(key) is None:
-            return False  # absent, or another long key's: not ours to remove
-        return self._core.delete(where)
+        if raw is None:
+            return self._core.delete(key)
+        # Only the item that holds this very key (never another long key
+        # with the same digest), and only the version just read.
+        entry = self._entry_at(key, where, raw)
+        return entry is not None and self._core.compare_and_delete(where, entry[2])
 
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
@@ -317,13 +320,8 @@ class Cache(MutableMapping):
 
     def compare_and_delete(self, key: Any, token: int | None) -> bool:
         """Remove ``key`` only if it still holds the write ``token`` names
-        (see :meth:`gets`); True if removed (never for a token of None).
-
-        The removal is a compare-and-set to an entry expired at once, which
-        no read returns and the next writes of its stripe reclaim, so like
-        any set it needs room in a cache opened with evict=False.
-        """
-        return token is not None and self._put(key, b"", 0.0, _CAS, token) != 0
+        (see :meth:`gets`); True if removed (never for a token of None)."""
+        return token is not None and self._core.compare_and_delete(self._where(key)[0], token)
 
     def incr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
         """Add ``delta`` to the number (int or float) stored under ``key``,

@@ -1086,8 +1086,10 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     return st;
 }
 
+/* Remove the key's item; only if its csn is expect_csn, unless that is 0. */
 static hc_status
-delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+              uint64_t expect_csn)
 {
     _Atomic uint32_t *linkp;
     uint32_t unit;
@@ -1097,6 +1099,12 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
     if (st != HC_OK)
         return st;
     live = !is_expired(hc_alloc_ptr(&w->w_av, unit), w->w_now, false);
+    if (expect_csn != 0) {
+        if (!live)
+            return HC_NOT_FOUND;
+        if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn != expect_csn)
+            return HC_CONFLICT;
+    }
     if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
         == HC_FORMAT_FLIGHT)
         hc_flight_wake(w->w_stripe);    /* the flight is over */
@@ -1111,10 +1119,18 @@ hc_status
 hc_cache_delete(hc_cache *c, const void *key, uint32_t key_len,
                 uint64_t hash)
 {
+    return hc_cache_delete_csn(c, key, key_len, hash, 0);
+}
+
+hc_status
+hc_cache_delete_csn(hc_cache *c, const void *key, uint32_t key_len,
+                    uint64_t hash, uint64_t expect_csn)
+{
     writer w;
     hc_status st;
 
-    WITH_STRIPE(c, hash, w, delete_locked(&w, hash, key, key_len));
+    WITH_STRIPE(c, hash, w, delete_locked(&w, hash, key, key_len,
+                                          expect_csn));
     if (st == HC_OK)
         hc_cache_count_stat(c, HC_STAT_DELETES, 1);
     return st;
