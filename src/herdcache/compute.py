@@ -336,7 +336,9 @@ async def aget_or_compute(
     cache: Cache, key: Any, fn: Callable[[], Awaitable[Any]], options: ComputeOptions
 ) -> Any:
     """See :meth:`herdcache.Cache.aget_or_compute`: waits in a worker
-    thread (the core sleeps with the GIL released), never in the loop."""
+    thread (the core sleeps with the GIL released), never in the loop.
+    Everything else runs in the loop's thread: a hit, and the begin step,
+    which holds a stripe lock for a lookup and a store (as a set does)."""
     import asyncio  # here, not at the top: it doubles `import herdcache`
 
     flight = _Flight(cache, key, options)
@@ -346,9 +348,7 @@ async def aget_or_compute(
     flight.refreshing = state == "refresh"
     loop = asyncio.get_running_loop()
     while True:
-        outcome, data, fmt, round_, seq, _ttl, _delta, took_over = await loop.run_in_executor(
-            None, flight.begin, flight.refreshing
-        )
+        outcome, data, fmt, round_, seq, _ttl, _delta, took_over = flight.begin(flight.refreshing)
         if outcome == "compute":
             return await _acompute(flight, fn, round_, took_over)
         flight.refreshing = False
