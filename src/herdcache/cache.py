@@ -155,8 +155,10 @@ class Cache(MutableMapping):
     def _put(self, key: Any, data: bytes, ttl: float | None, mode: int = _SET, expect: int = 0) -> int:
         """Store serialized bytes for an effective ttl; the item's csn, 0 if
         the mode refused.  A long key stores its envelope under its digest."""
-        where, raw = self._where(key)
-        return self._core.store(where, *self._seal(raw, data), ttl, mode, expect)
+        raw = longkeys.long_key(key)
+        if raw is None:  # the common case, without a call more
+            return self._core.store(key, data, self._tag, ttl, mode, expect)
+        return self._core.store(longkeys.table_key(raw), *self._seal(raw, data), ttl, mode, expect)
 
     def _seal(self, raw: bytes | None, data: bytes) -> tuple[bytes, int]:
         """(bytes, format) the table stores for serialized ``data`` under a
