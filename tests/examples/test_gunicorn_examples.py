@@ -61,7 +61,10 @@ def gunicorn(app_dir: str, app: str, *options: str, cache_name: str | None = "au
         "EXAMPLE_CACHE_NAME": f"example-{uuid.uuid4().hex[:8]}" if cache_name == "auto" else (cache_name or ""),
         "EXAMPLE_CACHE_DIR": segdir,
         "EXAMPLE_QUERY_SECONDS": "3",
+        # gunicorn >= 23 puts a control socket under $HOME: keep it private.
+        "HOME": segdir,
     }
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the example names its own
     command = [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"]
     # --timeout: a loaded CI machine must not get a worker killed mid-test.
     command += ["--chdir", str(EXAMPLES / app_dir), "--graceful-timeout", "5", "--timeout", "120", *options, app]
