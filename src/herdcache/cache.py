@@ -174,8 +174,10 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     def _put(self, key: Any, data: bytes, ttl: float | None, mode: int = _core.SET_ALWAYS, expect: int = 0) -> int:
         """Store serialized bytes for an effective ttl; the item's csn, 0 if
         the mode refused.  A long key stores its envelope under its digest."""
-        where, raw = self._where(key)
-        return self._store(where, *self._seal(raw, data), ttl, mode, expect)
+        raw = longkeys.long_key(key)
+        if raw is None:  # the common case, without a call more
+            return self._store(key, data, self._tag, ttl, mode, expect)
+        return self._store(longkeys.table_key(raw), *self._seal(raw, data), ttl, mode, expect)
 
     def _seal(self, raw: bytes | None, data: bytes) -> tuple[bytes, int]:
         """(bytes, format) the table stores for serialized ``data`` under a
@@ -281,9 +283,12 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     def delete(self, key: Key) -> bool:
         """Remove ``key``; True if it was there."""
         where, raw = self._where(key)
-        if raw is not None and self._entry(key) is None:
-            return False  # absent, or another long key's: not ours to remove
-        return super().delete(where)
+        if raw is None:
+            return super().delete(key)
+        # Only the item that holds this very key (never another long key
+        # with the same digest), and only the version just read.
+        stored = self._stored(where, raw)
+        return stored is not None and self._compare_and_delete(where, stored[3])
 
     def touch(self, key: Key, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl (None: default_ttl); True if it was there."""
@@ -339,13 +344,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
 
     def compare_and_delete(self, key: Key, token: int | None) -> bool:
         """Remove ``key`` only if it still holds the write ``token`` names
-        (see :meth:`gets`); True if removed (never for a token of None).
-
-        The removal is a compare-and-set to an entry expired at once, which
-        no read returns and the next writes of its stripe reclaim, so like
-        any set it needs room in a cache opened with evict=False.
-        """
-        return token is not None and self._put(key, b"", 0.0, _core.SET_CAS, token) != 0
+        (see :meth:`gets`); True if removed (never for a token of None)."""
+        return token is not None and self._compare_and_delete(self._where(key)[0], token)
 
     def incr(self, key: Key, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
         """Add ``delta`` to the number (int or float) stored under ``key``,

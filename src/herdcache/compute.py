@@ -385,7 +385,9 @@ async def aget_or_compute(
     cache: Cache, key: Any, fn: Callable[[], Awaitable[Any]], options: ComputeOptions
 ) -> Any:
     """See :meth:`herdcache.Cache.aget_or_compute`: waits in a worker
-    thread (the core sleeps with the GIL released), never in the loop."""
+    thread (the core sleeps with the GIL released), never in the loop.
+    Everything else runs in the loop's thread: a hit, and the begin step,
+    which holds a stripe lock for a lookup and a store (as a set does)."""
     import asyncio  # here, not at the top: it doubles `import herdcache`
 
     flight = _Flight(cache, key, options)
@@ -394,7 +396,9 @@ async def aget_or_compute(
         return value
     loop = asyncio.get_running_loop()
     while True:  # parallel to get_or_compute's loop (see there)
-        step, first, second = flight.next_step(await loop.run_in_executor(None, flight.begin))
+        # begin() is one stripe-locked step, as a set is: it runs in the
+        # loop's thread; only the wait for another process goes to a thread.
+        step, first, second = flight.next_step(flight.begin())
         if step == "done":
             return first
         if step == "compute":

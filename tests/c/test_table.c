@@ -144,6 +144,26 @@ test_set_get_delete_evict(void)
     CHECK(get(c, "a", out, sizeof(out)) && strcmp(out, "world") == 0);
     CHECK_ST(hc_cache_delete(c, "a", 1, hc_cache_hash(c, "a", 1)), HC_OK);
     CHECK(!get(c, "a", out, sizeof(out)));
+    /* compare-and-delete: only the write whose csn it names */
+    {
+        uint64_t hash = hc_cache_hash(c, "a", 1), csn;
+        hc_write wr;
+
+        memset(&wr, 0, sizeof(wr));
+        wr.wr_key = "a";
+        wr.wr_key_len = 1;
+        wr.wr_hash = hash;
+        wr.wr_value = "x";
+        wr.wr_value_len = 1;
+        wr.wr_format = 1;
+        wr.wr_expires = HC_FOREVER;
+        CHECK_ST(hc_cache_set(c, &wr, &csn), HC_OK);
+        CHECK_ST(hc_cache_delete_csn(c, "a", 1, hash, csn + 1), HC_CONFLICT);
+        CHECK(get(c, "a", out, sizeof(out)));
+        CHECK_ST(hc_cache_delete_csn(c, "a", 1, hash, csn), HC_OK);
+        CHECK_ST(hc_cache_delete_csn(c, "a", 1, hash, csn), HC_NOT_FOUND);
+        CHECK(!get(c, "a", out, sizeof(out)));
+    }
     /* Far past capacity: sets keep succeeding by evicting. */
     memset(value, 'v', sizeof(value));
     for (i = 0; i < 100000; i++) {

@@ -12,6 +12,7 @@ polling with a deadline or by reading ``ttl()``, never by sleeping.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import multiprocessing
 import os
 import pickle
@@ -350,9 +351,17 @@ def test_get_or_set_computes_once_for_a_herd_of_processes() -> None:
 # -- async -------------------------------------------------------------------------------
 
 
+class NoThreads(concurrent.futures.ThreadPoolExecutor):
+    """An executor that fails the test if anything is handed to it."""
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        pytest.fail(f"work went to a thread: {args[:1]}")
+
+
 def test_every_async_method_runs_in_the_loop_thread() -> None:
     """Each a* method does its work in the event loop's thread (Django's
-    default hops to another thread); the key function records where."""
+    default hops to another thread), an aget_or_set miss included: the key
+    function records where, and the loop's executor refuses all work."""
     threads: set[int] = set()
     old_func = cache.key_func
 
@@ -385,6 +394,8 @@ def test_every_async_method_runs_in_the_loop_thread() -> None:
 
         async def main() -> dict[str, Any]:
             loop_thread.append(threading.get_ident())
+            # No waiting for another process here, so nothing may go to a thread.
+            asyncio.get_running_loop().set_default_executor(NoThreads())
             return await every_call()
 
         results = asyncio.run(main())

@@ -61,9 +61,13 @@ def gunicorn(app_dir: str, app: str, *options: str, cache_name: str | None = "au
         "EXAMPLE_CACHE_NAME": f"example-{uuid.uuid4().hex[:8]}" if cache_name == "auto" else (cache_name or ""),
         "EXAMPLE_CACHE_DIR": segdir,
         "EXAMPLE_QUERY_SECONDS": "3",
+        # gunicorn >= 23 puts a control socket under $HOME: keep it private.
+        "HOME": segdir,
     }
+    env.pop("DJANGO_SETTINGS_MODULE", None)  # the example names its own
     command = [sys.executable, "-m", "gunicorn", "--workers", str(WORKERS), "--bind", f"127.0.0.1:{port}"]
-    command += ["--chdir", str(EXAMPLES / app_dir), "--graceful-timeout", "5", *options, app]
+    # --timeout: a loaded CI machine must not get a worker killed mid-test.
+    command += ["--chdir", str(EXAMPLES / app_dir), "--graceful-timeout", "5", "--timeout", "120", *options, app]
     with open(log, "wb") as out:
         server = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
@@ -72,7 +76,10 @@ def gunicorn(app_dir: str, app: str, *options: str, cache_name: str | None = "au
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"gunicorn did not start {WORKERS} workers within {HANG} s:\n{log.read_text()}")
             time.sleep(0.05)
-        yield f"http://127.0.0.1:{port}", log
+        try:
+            yield f"http://127.0.0.1:{port}", log
+        except AssertionError as failure:
+            raise AssertionError(f"{failure}\n\ngunicorn's log:\n{log.read_text()}") from failure
     finally:
         server.send_signal(signal.SIGTERM)
         try:
@@ -95,17 +102,21 @@ def concurrently(url: str, n: int = CONCURRENT) -> list[Any]:
     """GET ``url`` from ``n`` threads released together; the JSON bodies."""
     barrier = threading.Barrier(n)
     bodies: list[Any] = [None] * n
+    errors: list[str] = []
 
     def get(i: int) -> None:
-        barrier.wait(HANG)
-        bodies[i] = json.loads(fetch(url))
+        try:
+            barrier.wait(HANG)
+            bodies[i] = json.loads(fetch(url))
+        except Exception as exc:  # reported below, with the others
+            errors.append(f"request {i}: {type(exc).__name__}: {exc}")
 
     threads = [threading.Thread(target=get, args=(i,)) for i in range(n)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(HANG * 2)
-    assert all(body is not None for body in bodies), "a request failed (see the output above)"
+    assert not errors and all(body is not None for body in bodies), f"requests failed: {errors}"
     return bodies
 
 

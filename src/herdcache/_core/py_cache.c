@@ -544,6 +544,38 @@ Cache_delete(CacheObject *self, PyObject *key)
     Py_RETURN_TRUE;
 }
 
+PyDoc_STRVAR(Cache_compare_and_delete_doc,
+"_compare_and_delete(key, csn) -> bool\n\n"
+"Remove key only if it holds the write whose csn is csn; False if it\n"
+"holds another, or is absent or expired.");
+
+static PyObject *
+Cache_compare_and_delete(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long csn;
+    PyObject *key;
+    const char *kdata;
+    Py_ssize_t len;
+    hc_status st;
+
+    if (!PyArg_ParseTuple(args, "OK:compare_and_delete", &key, &csn))
+        return NULL;
+    if (c == NULL || hcpy_key_bytes(key, &kdata, &len) < 0)
+        return NULL;
+    if (csn == 0)       /* no write has csn 0, and 0 would mean "any" */
+        Py_RETURN_FALSE;
+    PINNED_UNLOCKED(c->ca_seg, st,
+                    hc_cache_delete_csn(c, kdata, (uint32_t) len,
+                                        hc_cache_hash(c, kdata, (size_t) len),
+                                        (uint64_t) csn));
+    if (st == HC_NOT_FOUND || st == HC_CONFLICT)
+        Py_RETURN_FALSE;
+    if (st != HC_OK)
+        return hcpy_raise_status("compare_and_delete", st);
+    Py_RETURN_TRUE;
+}
+
 PyDoc_STRVAR(Cache_touch_doc,
 "_touch(key, ttl) -> bool\n\nGive key a new ttl; False if absent.");
 
@@ -993,6 +1025,8 @@ static PyMethodDef Cache_methods[] = {
     {"_store", (PyCFunction) (void (*)(void)) Cache_store,
      METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
     {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},
+    {"_compare_and_delete", (PyCFunction) Cache_compare_and_delete,
+     METH_VARARGS, Cache_compare_and_delete_doc},
     {"_touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
     {"clear", (PyCFunction) Cache_clear, METH_NOARGS, Cache_clear_doc},
     {"_count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},

@@ -1237,8 +1237,10 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     return st;
 }
 
+/* Remove the key's item; only if its csn is expect_csn, unless that is 0. */
 static hc_status
-delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+              uint64_t expect_csn)
 {
     _Atomic uint32_t *linkp;
     uint32_t unit;
@@ -1250,6 +1252,12 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
     /* A write wins over a computation: the flight goes (and its waiters
      * wake), but the user saw no value, so the key was absent. */
     live = user_visible(hc_alloc_ptr(&w->w_av, unit), w->w_now);
+    if (expect_csn != 0) {
+        if (!live)
+            return HC_NOT_FOUND;
+        if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn != expect_csn)
+            return HC_CONFLICT;
+    }
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -1261,10 +1269,18 @@ hc_status
 hc_cache_delete(hc_cache *c, const void *key, uint32_t key_len,
                 uint64_t hash)
 {
+    return hc_cache_delete_csn(c, key, key_len, hash, 0);
+}
+
+hc_status
+hc_cache_delete_csn(hc_cache *c, const void *key, uint32_t key_len,
+                    uint64_t hash, uint64_t expect_csn)
+{
     writer w;
     hc_status st;
 
-    WITH_STRIPE(c, hash, w, delete_locked(&w, hash, key, key_len));
+    WITH_STRIPE(c, hash, w, delete_locked(&w, hash, key, key_len,
+                                          expect_csn));
     if (st == HC_OK)
         hc_cache_count_stat(c, HC_STAT_DELETES, 1);
     return st;

@@ -263,6 +263,12 @@ void hc_cache_rebuild_locked(hc_cache *c, uint64_t hash);
 hc_status hc_cache_set(hc_cache *c, const hc_write *w, uint64_t *csn);
 hc_status hc_cache_delete(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash);
+/*
+ * Delete only the write whose csn is expect_csn (compare-and-delete):
+ * HC_CONFLICT if the key holds another, HC_NOT_FOUND if it is absent.
+ */
+hc_status hc_cache_delete_csn(hc_cache *c, const void *key, uint32_t key_len,
+                              uint64_t hash, uint64_t expect_csn);
 hc_status hc_cache_touch(hc_cache *c, const void *key, uint32_t key_len,
                          uint64_t hash, uint64_t expires);
 /* Remove the item if it is still expired, only if the lock is free. */

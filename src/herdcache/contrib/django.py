@@ -44,7 +44,9 @@ object of the same configuration.
 ``OPTIONS``: ``size``, ``serializer`` (default ``"pickle"``),
 ``max_value_size``, ``evict``, ``dir``, ``mode``, ``allow_shared`` (see
 :class:`herdcache.Cache`); ``lease``, ``wait_timeout`` and ``stale_ttl``
-for ``get_or_set`` (see :meth:`herdcache.Cache.get_or_compute`).  Without a
+for ``get_or_set`` (see :meth:`herdcache.Cache.get_or_compute`).
+``MAX_ENTRIES`` and ``CULL_FREQUENCY`` are ignored: the segment's size
+bounds the cache, and a full one evicts by SIEVE.  Without a
 ``LOCATION`` the cache is anonymous, shared only with processes forked
 after it was opened (gunicorn ``--preload``): give it a name.
 """
