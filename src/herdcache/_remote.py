@@ -40,6 +40,7 @@ from .errors import InvalidArgument, RemoteUnavailable, SerializationError
 from .segment import Segment
 
 _HEADER = struct.Struct("<2sBBIIQ")
+HEADER_SIZE = _HEADER.size
 _MAGIC = b"hc"
 #: Kinds of record: a value; a failure shared with the waiters of the
 #: round (version) that raised it; a failure cached for everyone (negative_ttl).
@@ -275,6 +276,11 @@ class Remote:
         if data is None:
             return None
         return decode(data, pttl, key)
+
+    def still(self, key: Any, header: bytes) -> bool:
+        """Whether ``key``'s record still has this header (GETRANGE: the
+        header only, never the value)."""
+        return self.call(self.client.getrange, self.value_key(key), 0, len(header) - 1) == header
 
     # -- the fleet-wide lock ----------------------------------------------------------
 

@@ -28,10 +28,20 @@ table).  BCAST costs the server no per-key memory, only a prefix table
 entry per tracker; it sends each host every change under the prefix, read
 by it or not, so its cost is writes x hosts messages.
 
-On each message the tracker deletes the key from the L1 (which also
-refuses any fill of that key still in flight: L1 flights are fenced by
-set/delete) and bumps one of :data:`WAKE_BUCKETS` wake counters, waking
-the host's processes that wait for a value or a lock of another host.
+On each message the tracker bumps one of :data:`WAKE_BUCKETS` wake
+counters per key, waking the host's processes that wait for a value or a
+lock of another host, and then deletes the key from the L1.
+
+The fill fence.  A process that fills the L1 from Redis (or computed the
+value) read the key's wake counter before its Redis call and reads it
+again after its L1 publish; if it moved, an invalidation may be older or
+newer than what it read, and it asks Redis whether the record still has
+the header (version) it read: if not, it deletes its copy.  Since the
+tracker bumps before it deletes, either the filler sees the bump or the
+tracker's delete comes after the publish.  The tracker leaves a key whose
+L1 flight is under way alone: deleting it would end the flight, and the
+host's waiting processes would each go to Redis themselves (the
+invalidation of the very value they wait for would do that on every host).
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (error,
 or no answer to a PING within the timeout), the tracker bumps the epoch
@@ -215,16 +225,16 @@ class Tracker:
         if names is None:
             self.flush()
             return message
-        keys = []
-        for name in names:
-            parsed = self.remote.parse(bytes(name))
-            if parsed is None:
-                continue
-            kind, key = parsed
-            if kind == "value":
+        parsed = [p for p in (self.remote.parse(bytes(name)) for name in names) if p is not None]
+        # Wake first, then delete: a fill that publishes after the wake-up
+        # sees its key's counter moved and checks its value against Redis;
+        # one that published before it is deleted here (see fill_fence).
+        self.wakeups.wake([key for _, key in parsed])
+        for kind, key in parsed:
+            # A key in flight (lookup None) keeps its flight: its owner has
+            # the counter to tell whether what it read is older than this.
+            if kind == "value" and self.cache._core.lookup(key) is not None:
                 self.cache._core.delete(key)
-            keys.append(key)
-        self.wakeups.wake(keys)
         return message
 
     def flush(self) -> int:

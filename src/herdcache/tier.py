@@ -26,7 +26,8 @@ is served by another host's L1 at most until that host's tracker has read
 the invalidation (a few ms on a LAN), or, if its tracking connection broke
 or stalled, until the tracker noticed (``HEARTBEAT`` + timeout), when the
 whole L1 is flushed; and never past ``local_ttl``.  Values read from Redis
-enter an L1 only while its host's tracking is live.
+stay in an L1 for at most UNTRACKED_TTL (0.1 s) while its host's tracking
+is not live.
 
 Why a class of its own rather than ``Cache(remote=...)``: its operations
 fail differently (every write can raise
@@ -44,7 +45,7 @@ from typing import Any, Awaitable, Callable
 import redis
 
 from . import compute
-from ._remote import HELD, KIND_ERROR, KIND_NEGATIVE, KIND_VALUE, LOCKED, Record, Remote, encode, key_bytes, milliseconds
+from ._remote import HEADER_SIZE, HELD, KIND_ERROR, KIND_NEGATIVE, KIND_VALUE, LOCKED, Record, Remote, encode, key_bytes, milliseconds
 from ._tracking import Tracker, Wakeups
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
@@ -55,6 +56,11 @@ _MISSING = object()
 #: Longest sleep of a host waiting for another host's computation between
 #: two reads of Redis when no wake-up came (no tracker, or a lost message).
 _WAIT_SLICE = 1.0
+
+#: Longest stay in the L1 of a value read from Redis while the host has no
+#: live tracking connection (starting, reconnecting): long enough for the
+#: host's waiting processes to take it, short enough to bound staleness.
+UNTRACKED_TTL = 0.1
 
 #: Seconds a failure record (shared with the waiters of its round) lives.
 _ERROR_RECORD_TTL = 5.0
@@ -125,6 +131,7 @@ class _TierFlight(_Flight):
             return "compute", 0
 
     def _read(self, live: int) -> Any:
+        self._fence_seen = self.tier._wakeups.snapshot(key_bytes(self.key))
         record = self.remote.fetch(self.key)
         if record is None or record.kind != KIND_VALUE or not self._fresh(record):
             raise _Absent()
@@ -139,7 +146,7 @@ class _TierFlight(_Flight):
         kb = key_bytes(self.key)
         waited = False
         while True:
-            wake_seen = self.tier._wakeups.snapshot(kb)
+            wake_seen = self._fence_seen = self.tier._wakeups.snapshot(kb)
             state, got, pttl = self.remote.read_or_lock(self.key, self.options.lease, seen)
             if state == LOCKED:
                 return "compute", got
@@ -191,17 +198,18 @@ class _TierFlight(_Flight):
             )
 
     def _take(self, record: Record, live: int) -> Any:
-        """Decode a record read from Redis and plan its L1 copy (only while
-        this host's tracking is live: otherwise a change could go unheard)."""
+        """Decode a record read from Redis and plan its L1 copy (for at most
+        UNTRACKED_TTL while this host's tracking is not live: a change
+        could go unheard)."""
         value = self.cache._loads(record.payload)
-        if live:
-            remaining = record.fresh_seconds
-            if remaining is None or remaining <= 0:  # forever, or a stale value served meanwhile
-                remaining = record.pttl_ms / 1000.0 if record.pttl_ms > 0 else None
-            self.l1_data = record.payload
-            self.l1_ttl = self.tier._local(remaining)
-            self.l1_stale = min(record.stale_ms / 1000.0, self.options.stale_ttl)
-            self._delta_ms = record.delta_ms
+        remaining = record.fresh_seconds
+        if remaining is None or remaining <= 0:  # forever, or a stale value served meanwhile
+            remaining = record.pttl_ms / 1000.0 if record.pttl_ms > 0 else None
+        self.l1_data = record.payload
+        self.l1_header = record.header
+        self.l1_ttl = self.tier._local(remaining, live)
+        self.l1_stale = min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0
+        self._delta_ms = record.delta_ms
         return value
 
     def _wait_for_fleet(self, kb: bytes, wake_seen: int, lock_pttl: int) -> None:
@@ -236,10 +244,14 @@ class _TierFlight(_Flight):
             record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
             try:
                 stored = self.remote.publish(self.key, token, record, px)
+                self.l1_header = record[:HEADER_SIZE]
             except RemoteUnavailable:
                 token = 0
         if stored or not token:  # refused: a write or a takeover won; keep ours out of the L1
-            self.l1_data, self.l1_ttl, self.l1_stale = data, self.tier._local(ttl), self.options.stale_ttl
+            # A value computed while Redis is down lives its local_ttl: the
+            # tracker flushes the L1 once it is back.
+            live = self.tier._live.load() if stored else 1
+            self.l1_data, self.l1_ttl, self.l1_stale = data, self.tier._local(ttl, live), self.options.stale_ttl
             self._delta_ms = delta_ms
         return value
 
@@ -263,13 +275,17 @@ class _TierFlight(_Flight):
 
     _delta_ms = 0
 
+    _fence_seen: int | None = None
+    l1_header: bytes | None = None
+
     def publish(self, value: Any, round_: int, started: float) -> None:
         if self.l1_data is None:  # nothing fit for the L1: free its flight
             self.core.flight_abort(self.key, round_)
             return
-        self.core.flight_publish(
+        if self.core.flight_publish(
             self.key, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
-        )
+        ):
+            self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, _Absent):  # not a failure: the waiters return their default
@@ -330,16 +346,29 @@ class TieredCache(Cache):
 
     # -- helpers ------------------------------------------------------------------
 
-    def _local(self, ttl: float | None) -> float:
+    def _local(self, ttl: float | None, live: int = 1) -> float:
         """The L1 ttl for a value that lives ``ttl`` more seconds in Redis."""
-        return self.local_ttl if ttl is None else min(ttl, self.local_ttl)
+        cap = self.local_ttl if live else min(UNTRACKED_TTL, self.local_ttl)
+        return cap if ttl is None else min(ttl, cap)
 
-    def _remember(self, key: Any, data: bytes, ttl: float | None) -> None:
-        """Put a value just written to Redis in the L1, if tracking is live."""
-        if self._live.load():
-            self._core.store(key, data, self._tag, self._local(ttl))
-        else:
-            self._core.delete(key)
+    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> None:
+        """Put a value just written to Redis in the L1 (fenced: see
+        _fill_fence; ``seen`` is the key's wake counter before the write)."""
+        self._core.store(key, data, self._tag, self._local(ttl, self._live.load()))
+        self._fill_fence(key, seen, header)
+
+    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> None:
+        """After an L1 publish of the record ``header`` read or written
+        when the key's wake counter was ``seen``: if an invalidation came
+        since, keep the copy only if Redis still holds that record."""
+        if seen is None or header is None or self._wakeups.snapshot(key_bytes(key)) == seen:
+            return
+        try:
+            if self._remote.still(key, header):
+                return
+        except RemoteUnavailable:
+            pass
+        self._core.delete(key)
 
     def _write(self, key: Any, operation: Callable[[], Any]) -> Any:
         """Run a Redis write; on failure forget the key here too (the write
@@ -425,9 +454,11 @@ class TieredCache(Cache):
         if effective is not None and effective <= 0:
             self.delete(key)
             return False
-        stored = self._write(key, lambda: self._remote.store(key, self._record(data), milliseconds(effective), nx, xx))
+        record = self._record(data)
+        seen = self._wakeups.snapshot(key_bytes(key))
+        stored = self._write(key, lambda: self._remote.store(key, record, milliseconds(effective), nx, xx))
         if stored:
-            self._remember(key, data, effective)
+            self._remember(key, data, effective, seen, record[:HEADER_SIZE])
         return stored
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
