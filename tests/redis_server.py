@@ -37,6 +37,7 @@ class RedisServer:
         self.dir = tempfile.mkdtemp(prefix="hc-redis-")
         self.socket = os.path.join(self.dir, "redis.sock")
         self.proc: subprocess.Popen | None = None
+        self._stats_client: redis.Redis | None = None
 
     def start(self) -> RedisServer:
         """Start the server and wait until it answers PING."""
@@ -94,5 +95,7 @@ class RedisServer:
 
     def commandstats(self) -> dict[str, int]:
         """calls per command name (lowercase), from INFO commandstats."""
-        info = self.client().info("commandstats")
+        if self._stats_client is None:  # one connection: a new one would count a HELLO
+            self._stats_client = self.client()
+        info = self._stats_client.info("commandstats")
         return {name[len("cmdstat_"):]: int(v["calls"]) for name, v in info.items()}

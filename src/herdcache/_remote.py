@@ -16,8 +16,8 @@ PTTL counts it: the value is fresh while PTTL > stale window) and a
 version (the computation's fencing token, or random for a set), which
 lets the lock script notice that the value changed since a caller read it.
 
-Failures.  Every call runs with the client's socket timeouts (defaulted to
-``timeout`` when the user's client has none) and no retries.  A failed
+Failures.  Every call runs with the client's socket timeouts, capped at
+``timeout``, and no retries.  A failed
 call opens the host's circuit breaker: two counters in the L1 segment say
 until when every process of the host fails fast with RemoteUnavailable
 instead of waiting for its own timeout; the pause doubles from 50 ms up to
@@ -159,13 +159,12 @@ def milliseconds(seconds: float | None) -> int:
 
 def own_client(remote: redis.Redis, timeout: float, **overrides: Any) -> redis.Redis:
     """A client to the user's server, with the user's connection settings
-    but bytes replies, no retries, and ``timeout`` where the user set none
-    (a retry would multiply the time a caller can be held)."""
+    but bytes replies, no retries (a retry would multiply the time a caller
+    can be held), and socket timeouts of at most ``timeout``."""
     pool = remote.connection_pool
     kwargs = dict(pool.connection_kwargs)
     for name in ("socket_timeout", "socket_connect_timeout"):
-        if kwargs.get(name) is None:
-            kwargs[name] = timeout
+        kwargs[name] = timeout if kwargs.get(name) is None else min(kwargs[name], timeout)
     for name in ("cache", "cache_config"):  # redis-py's own client-side cache
         kwargs.pop(name, None)
     kwargs.update(decode_responses=False, retry=Retry(NoBackoff(), 0), **overrides)
@@ -350,15 +349,17 @@ class Remote:
     def clear(self) -> int:
         """UNLINK every key under the prefix, in SCAN batches (never KEYS,
         never FLUSHDB: the database may hold other programs' keys)."""
-        pattern = _glob_escape(self.prefix) + b"*"
         removed = 0
-        cursor = 0
-        while True:
-            cursor, names = self.call(self.client.scan, cursor, match=pattern, count=_SCAN_BATCH)
-            if names:
-                removed += int(self.call(self.client.unlink, *names))
-            if cursor == 0:
-                return removed
+        for under in (self._values, self._locks):  # not prefix*: another cache's prefix may extend ours
+            pattern = _glob_escape(under) + b"*"
+            cursor = 0
+            while True:
+                cursor, names = self.call(self.client.scan, cursor, match=pattern, count=_SCAN_BATCH)
+                if names:
+                    removed += int(self.call(self.client.unlink, *names))
+                if cursor == 0:
+                    break
+        return removed
 
     def server_version(self) -> str:
         """The server's version string (INFO server)."""

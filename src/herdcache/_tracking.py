@@ -176,8 +176,10 @@ class Tracker:
             try:
                 self._session()
                 pause = 0.05
-            except (redis.RedisError, OSError) as exc:
-                self.remote.trip(exc)
+            except (redis.RedisError, OSError):
+                # Not the host's breaker: that one paces the workers' calls,
+                # and its pause must not grow with the tracker's retries.
+                pass
             finally:
                 self.live.store(0)
                 self.flush()  # invalidations may have been missed

@@ -303,12 +303,12 @@ class TieredCache(Cache):
     :param size: bytes of the L1 segment.
     :param remote: a ``redis.Redis`` client (redis-py >= 5; Redis >= 6.0 or
         Valkey).  The tier makes its own connection pool from its settings,
-        without retries, with ``timeout`` where it has no socket timeouts.
+        without retries, its socket timeouts capped at ``timeout``.
     :param local_ttl: seconds a value may stay in the L1 at most.
     :param prefix: Redis key prefix of this cache (default
         ``"herdcache:NAME:"``): every host of the fleet must use the same.
-    :param timeout: seconds any Redis call may take (connect and reply)
-        unless the client sets its own.
+    :param timeout: seconds a Redis connect, and a Redis reply, may take
+        at most (the client's own timeouts if shorter).
     :param kwargs: the other parameters of :class:`~herdcache.Cache`.
     """
 
