@@ -305,12 +305,13 @@ class Remote:
     # -- writes -------------------------------------------------------------------------
 
     def store(self, key: Any, record: bytes, px: int, nx: bool = False, xx: bool = False) -> bool:
-        """SET the record (and drop the key's lock: a write wins over a
-        computation under way, whose publish then finds its token gone)."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.set(self.value_key(key), record, px=px or None, nx=nx, xx=xx)
+        """Drop the key's lock, then SET the record: a write wins over a
+        computation under way, whose publish then finds its token gone (a
+        publish between the two commands lands before the SET)."""
+        pipe = self.client.pipeline(transaction=False)
         pipe.unlink(self.lock_key(key))
-        stored, _ = self.call(pipe.execute)
+        pipe.set(self.value_key(key), record, px=px or None, nx=nx, xx=xx)
+        _, stored = self.call(pipe.execute)
         return bool(stored)
 
     def delete(self, keys: list[Any]) -> int:

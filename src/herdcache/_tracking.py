@@ -32,6 +32,18 @@ On each message the tracker bumps one of :data:`WAKE_BUCKETS` wake
 counters per key, waking the host's processes that wait for a value or a
 lock of another host, and then deletes the key from the L1.
 
+Own writes.  A process that wrote a key to Redis and then to the L1 marks
+the L1 item (by its commit sequence number) as its own, in a small L1
+item beside it; the tracker, on the change Redis then reports, deletes
+the mark instead of the value.  Without it a host would drop every value
+it writes a moment after writing it, and read it back from Redis.  A
+mark whose item was replaced since (another write, a fill) no longer
+matches, and the tracker deletes as usual; a writer killed before its
+mark leaves none; a mark outlives no flush.  The writer marks before it
+checks the wake counter (see the fill fence below) and removes its mark
+if the counter moved, since the tracker may have handled its change
+before the mark existed.
+
 The fill fence.  A process that fills the L1 from Redis (or computed the
 value) read the key's wake counter before its Redis call and reads it
 again after its L1 publish; if it moved, an invalidation may be older or
@@ -55,6 +67,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import struct
 import threading
 import weakref
 import zlib
@@ -70,12 +83,38 @@ if TYPE_CHECKING:
     from .tier import TieredCache
 
 #: Wake counters in the segment: a key's waiters watch the one its hash picks.
-WAKE_BUCKETS = 16
+WAKE_BUCKETS = 64
 
 #: Seconds of silence on the tracking connection before the tracker PINGs.
 HEARTBEAT = 0.5
 
 _MAX_RECONNECT_PAUSE = 5.0
+_CSN = struct.Struct("<Q")
+_OWN_WRITE = b"\x00herdcache-own:"
+#: Seconds an own-write mark waits for its invalidation (a tracker that
+#: lags longer deletes the value instead: only a wasted read).
+OWN_WRITE_TTL = 10.0
+
+
+def own_write_key(key: bytes) -> bytes | None:
+    """The L1 key of the mark of an own write of ``key`` (None if too long)."""
+    mark = _OWN_WRITE + key
+    return mark if len(mark) <= 250 else None
+
+
+def mark_own_write(core: Any, key: bytes, csn: int) -> None:
+    """Tell the tracker that the L1 item ``csn`` of ``key`` is this host's
+    own write, newer than the change Redis will report for it."""
+    mark = own_write_key(key)
+    if mark is not None and csn:
+        core.store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL)
+
+
+def unmark_own_write(core: Any, key: bytes) -> None:
+    """Remove the own-write mark of ``key``, if any."""
+    mark = own_write_key(key)
+    if mark is not None:
+        core.delete(mark)
 _trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
 
 
@@ -233,11 +272,26 @@ class Tracker:
         # one that published before it is deleted here (see fill_fence).
         self.wakeups.wake([key for _, key in parsed])
         for kind, key in parsed:
-            # A key in flight (lookup None) keeps its flight: its owner has
-            # the counter to tell whether what it read is older than this.
-            if kind == "value" and self.cache._core.lookup(key) is not None:
-                self.cache._core.delete(key)
+            if kind == "value":
+                self._drop(key)
         return message
+
+    def _drop(self, key: bytes) -> None:
+        """Delete the L1's copy of a key that changed in Redis, unless it is
+        in flight or is this host's own write that the message reports."""
+        core = self.cache._core
+        found = core.lookup(key)
+        if found is None:
+            # In flight (or absent): the flight's owner has the wake counter
+            # to tell whether what it read is older than this change.
+            return
+        mark = own_write_key(key)
+        if mark is not None:
+            marked = core.lookup(mark)
+            core.delete(mark)
+            if marked is not None and marked[0] == _CSN.pack(found[4]):
+                return  # the host's own write, already in the L1: keep it
+        core.delete(key)
 
     def flush(self) -> int:
         """Bump the epoch and clear the host's L1; return the new epoch."""

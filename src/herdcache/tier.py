@@ -46,7 +46,7 @@ import redis
 
 from . import compute
 from ._remote import HEADER_SIZE, HELD, KIND_ERROR, KIND_NEGATIVE, KIND_VALUE, LOCKED, Record, Remote, encode, key_bytes, milliseconds
-from ._tracking import Tracker, Wakeups
+from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
 from .errors import ComputeTimeout, InvalidArgument, RemoteUnavailable, SerializationError
@@ -243,7 +243,7 @@ class _TierFlight(_Flight):
             px = 0 if ttl is None else milliseconds(ttl + self.options.stale_ttl)
             record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
             try:
-                stored = self.remote.publish(self.key, token, record, px)
+                stored = self.wrote = self.remote.publish(self.key, token, record, px)
                 self.l1_header = record[:HEADER_SIZE]
             except RemoteUnavailable:
                 token = 0
@@ -277,6 +277,7 @@ class _TierFlight(_Flight):
 
     _fence_seen: int | None = None
     l1_header: bytes | None = None
+    wrote = False  # this flight published its computation to Redis
 
     def publish(self, value: Any, round_: int, started: float) -> None:
         if self.l1_data is None:  # nothing fit for the L1: free its flight
@@ -285,6 +286,9 @@ class _TierFlight(_Flight):
         if self.core.flight_publish(
             self.key, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
         ):
+            if self.wrote and self.tier._live.load():
+                found = self.core.lookup(self.key)
+                mark_own_write(self.core, key_bytes(self.key), found[4] if found else 0)
             self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
 
     def fail(self, exc: BaseException, round_: int) -> None:
@@ -352,17 +356,26 @@ class TieredCache(Cache):
         return cap if ttl is None else min(ttl, cap)
 
     def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> None:
-        """Put a value just written to Redis in the L1 (fenced: see
-        _fill_fence; ``seen`` is the key's wake counter before the write)."""
-        self._core.store(key, data, self._tag, self._local(ttl, self._live.load()))
+        """Put a value this process just wrote to Redis in the L1, marked
+        as an own write (see _tracking), then fenced (see _fill_fence;
+        ``seen`` is the key's wake counter before the write)."""
+        live = self._live.load()
+        csn = self._core.store(key, data, self._tag, self._local(ttl, live))
+        if live:
+            mark_own_write(self._core, key_bytes(key), csn)
         self._fill_fence(key, seen, header)
 
     def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> None:
-        """After an L1 publish of the record ``header`` read or written
-        when the key's wake counter was ``seen``: if an invalidation came
-        since, keep the copy only if Redis still holds that record."""
+        """After an L1 publish (and own-write mark) of the record ``header``
+        read or written when the key's wake counter was ``seen``: if an
+        invalidation came since, drop the mark (the tracker may have
+        handled this very change before the mark existed: left, the mark
+        would spare the copy from the next change) and keep the copy only
+        if Redis still holds that record.  The tracker bumps the counter
+        before it looks for a mark, so one of the two sees the other."""
         if seen is None or header is None or self._wakeups.snapshot(key_bytes(key)) == seen:
             return
+        unmark_own_write(self._core, key_bytes(key))
         try:
             if self._remote.still(key, header):
                 return

@@ -219,3 +219,28 @@ def test_stats_report_the_tier(host) -> None:
     a.set("k", 1)
     tier = a.stats()["tier"]
     assert tier["tracking"] and tier["epoch"] >= 1 and not tier["remote_down"]
+
+
+def test_a_hosts_own_write_stays_in_its_l1_until_another_host_writes(host, redis_server) -> None:
+    """A host keeps what it wrote (no read back from Redis), and a later
+    write by another host still replaces it there within the bound (the
+    own-write mark never spares a later change)."""
+    from test_tier_fleet import STALE_BOUND
+
+    a, b = host("a"), host("b")
+    for i in range(1, 40):
+        a.set("k", i)
+        assert a.get("k") == i
+        b.set("k", -i)
+        until(lambda: a.get("k") == -i, f"a to read b's write {-i}", timeout=STALE_BOUND)
+        assert b.get("k") == -i
+    kept = 0
+    for i in range(20):
+        a.set("mine", i)
+        until(lambda: a._core.lookup(b"\x00herdcache-own:mine") is None, "a's tracker to hear of its own write")
+        before = redis_server.commandstats().get("get", 0)
+        assert a.get("mine") == i
+        kept += redis_server.commandstats().get("get", 0) == before
+    # Rarely the tracker handles the change before the writer marked it, and
+    # the copy goes (a wasted read, never a stale one).
+    assert kept >= 15, f"only {kept} of 20 own writes stayed in the L1"
