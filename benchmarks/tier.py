@@ -12,7 +12,7 @@ What it measures, in one run, side by side, against one local redis-server
 2. Redis commands per 1,000 requests, and the server's tracking table, with
    3 simulated hosts x 8 processes (each host its own L1 segment) on a
    Zipf(0.99) stream over --keys keys: cache-aside reads (get; on a miss,
-   set) and 1 % writes.  Peers: plain redis-py; a per-process TTL cache
+   set), with no writes and with 1 % writes.  Peers: plain redis-py; a per-process TTL cache
    (a dict with expiry, ttl = local_ttl) in front of redis-py; redis-py
    client-side caching where the server allows it; herdcache.
    "reads/host" counts GETs (the commands that send a value) per host.
@@ -59,6 +59,7 @@ import herdcache
 FORK = multiprocessing.get_context("fork")
 HOSTS, PER_HOST = 3, 8
 LOCAL_TTL = 30.0
+WRITE_FRACTIONS = (0.0, 0.01)
 VALUE = {"id": 1, "name": "a user called Ada", "roles": ["admin", "dev"], "score": 3.25, "tags": list(range(8))}
 
 
@@ -152,6 +153,15 @@ def csc_unavailable(client: redis.Redis) -> str | None:
     return None
 
 
+def remove_hosts(name: str, segdir: str) -> None:
+    """Remove the L1 segments of the simulated hosts ``name0``, ``name1``..."""
+    for h in range(HOSTS):
+        try:
+            herdcache.remove(f"{name}{h}", dir=segdir)
+        except herdcache.errors.SegmentNotFound:
+            pass
+
+
 # -- part 1: hit latency ------------------------------------------------------------
 
 
@@ -196,14 +206,14 @@ def zipf_stream(keys: int, n: int, seed: int) -> list[int]:
     return [bisect.bisect_left(cumulative, rng.random() * total) for _ in range(n)]
 
 
-def _client_run(peer_class, url, segdir, host, keys, requests, seed, barrier) -> None:
+def _client_run(peer_class, url, segdir, host, keys, requests, writes, seed, barrier) -> None:
     peer = peer_class(url, segdir, host)
     stream = zipf_stream(keys, requests, seed)
     rng = random.Random(seed + 1)
     barrier.wait()
     for i in stream:
         key = f"z:{i}"
-        if rng.random() < 0.01:
+        if rng.random() < writes:
             peer.set(key, VALUE)
         elif peer.get(key) is None:
             peer.set(key, VALUE)
@@ -212,48 +222,48 @@ def _client_run(peer_class, url, segdir, host, keys, requests, seed, barrier) ->
 
 def commands(server: RedisServer, segdir: str, args) -> list[list]:
     client = redis.Redis.from_url(server.url())
-    peers = [PlainRedis, TTLFront, RedisPyCSC, Tier]
     rows = []
-    total_requests = HOSTS * PER_HOST * args.requests
-    for peer_class in peers:
-        if peer_class is RedisPyCSC and csc_unavailable(client):
-            rows.append([peer_class.name, "—", "—", "—", csc_unavailable(client)])
-            continue
-        client.flushall()
-        client.config_resetstat()
-        barrier = FORK.Barrier(HOSTS * PER_HOST)
-        procs = [
-            FORK.Process(
-                target=_client_run,
-                args=(peer_class, server.url(), segdir, f"zipf{h}", args.keys, args.requests, 100 * h + p, barrier),
-            )
-            for h in range(HOSTS)
-            for p in range(PER_HOST)
-        ]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        stats = client.info("commandstats")
-        calls = {k[len("cmdstat_") :]: v["calls"] for k, v in stats.items()}
-        useful = sum(v for k, v in calls.items() if k not in ("config|resetstat", "info", "hello", "client|tracking", "ping"))
-        tracking = client.info("stats")
-        table = f"keys {tracking.get('tracking_total_keys', 0)}, prefixes {tracking.get('tracking_total_prefixes', 0)}"
-        rows.append(
-            [
-                peer_class.name,
-                f"{1000 * useful / total_requests:.1f}",
-                f"{1000 * calls.get('get', 0) / total_requests:.1f}",
-                f"{calls.get('get', 0) / HOSTS:,.0f}",
-                table,
-            ]
-        )
-        for h in range(HOSTS):
-            try:
-                herdcache.remove(f"zipf{h}", dir=segdir)
-            except herdcache.errors.SegmentNotFound:
-                pass
+    for writes in WRITE_FRACTIONS:
+        for peer_class in (PlainRedis, TTLFront, RedisPyCSC, Tier):
+            name = f"{peer_class.name}, {writes:.0%} writes"
+            reason = csc_unavailable(client) if peer_class is RedisPyCSC else None
+            if reason is not None:
+                rows.append([name, "—", "—", "—", reason])
+                continue
+            rows.append([name, *_one_workload(client, server, segdir, peer_class, writes, args)])
     return rows
+
+
+def _one_workload(client, server, segdir, peer_class, writes, args) -> list[str]:
+    """Run 3x8 processes of one peer; its row's cells."""
+    total_requests = HOSTS * PER_HOST * args.requests
+    client.flushall()
+    client.config_resetstat()
+    barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
+    procs = [
+        FORK.Process(
+            target=_client_run,
+            args=(peer_class, server.url(), segdir, f"zipf{h}", args.keys, args.requests, writes, 100 * h + p, barrier),
+        )
+        for h in range(HOSTS)
+        for p in range(PER_HOST)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()  # every client connected (and every tracker live): the server's tracking now
+    tracking = client.info("stats")
+    for p in procs:
+        p.join()
+    calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
+    overhead = ("config|resetstat", "info", "hello", "client|tracking", "ping", "flushall", "script|load")
+    useful = sum(v for k, v in calls.items() if k not in overhead)
+    remove_hosts("zipf", segdir)
+    return [
+        f"{1000 * useful / total_requests:.1f}",
+        f"{1000 * calls.get('get', 0) / total_requests:.1f}",
+        f"{calls.get('get', 0) / HOSTS:,.0f}",
+        f"{tracking.get('tracking_total_keys', 0)} keys, {tracking.get('tracking_total_prefixes', 0)} prefixes",
+    ]
 
 
 # -- part 3: invalidation delay -------------------------------------------------------
@@ -355,11 +365,7 @@ def herd(server: RedisServer, segdir: str, trials: int) -> list[list]:
             computations.append(counter.value)
             lasts.append((max(ends) - released) / 1e6)
         rows.append([name, f"{median(computations):.0f} (max {max(computations)})", f"{median(lasts):.1f}", ""])
-    for h in range(HOSTS):
-        try:
-            herdcache.remove(f"herd{h}", dir=segdir)
-        except herdcache.errors.SegmentNotFound:
-            pass
+    remove_hosts("herd", segdir)
     return rows
 
 
@@ -380,7 +386,7 @@ def main(argv=None) -> None:
 
         print("## Hit latency (ns per get, one process)\n")
         print(markdown_table(["peer", "ns/get", "×L1"], hit_latency(server, segdir, args.repeat)))
-        print(f"\n## Redis commands per 1,000 requests ({HOSTS}x{PER_HOST} processes, Zipf(0.99), 1 % writes)\n")
+        print(f"\n## Redis commands per 1,000 requests ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
         headers = ["peer", "commands/1000 req", "GETs/1000 req", "GETs per host", "tracking table"]
         print(markdown_table(headers, commands(server, segdir, args)))
         print(f"\n## Invalidation delay ({args.writes} writes, ms)\n")
