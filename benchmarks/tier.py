@@ -11,8 +11,9 @@ What it measures, in one run, side by side, against one local redis-server
    needs Redis >= 7.4: if the server is older the row says so.
 2. Redis commands per 1,000 requests, and the server's tracking table, with
    3 simulated hosts x 8 processes (each host its own L1 segment) on a
-   Zipf(0.99) stream over --keys keys: cache-aside reads (get; on a miss,
-   set), with no writes and with 1 % writes.  Peers: plain redis-py; a per-process TTL cache
+   Zipf(0.99) stream over --keys keys: reads through the cache (the peers:
+   get, and on a miss set; herdcache: get_or_compute), with no writes and
+   with 1 % writes (set).  Peers: plain redis-py; a per-process TTL cache
    (a dict with expiry, ttl = local_ttl) in front of redis-py; redis-py
    client-side caching where the server allows it; herdcache.
    "reads/host" counts GETs (the commands that send a value) per host.
@@ -92,6 +93,14 @@ class PlainRedis:
     def set(self, key: str, value) -> None:
         self.client.set(key, msgpack.packb(value), ex=600)
 
+    def read_through(self, key: str):
+        """Cache-aside: get; on a miss, compute and set."""
+        value = self.get(key)
+        if value is None:
+            value = VALUE
+            self.set(key, value)
+        return value
+
 
 class TTLFront(PlainRedis):
     """A private dict with expiry in front of redis-py: what a process keeps
@@ -139,6 +148,10 @@ class Tier:
 
     def _set(self, key: str, value) -> None:
         self.cache.set(key, value, ttl=600)
+
+    def read_through(self, key: str):
+        """herdcache's own read-through: one computation per key in the fleet."""
+        return self.cache.get_or_compute(key, lambda: VALUE, ttl=600)
 
 
 def csc_unavailable(client: redis.Redis) -> str | None:
@@ -215,8 +228,8 @@ def _client_run(peer_class, url, segdir, host, keys, requests, writes, seed, bar
         key = f"z:{i}"
         if rng.random() < writes:
             peer.set(key, VALUE)
-        elif peer.get(key) is None:
-            peer.set(key, VALUE)
+        else:
+            peer.read_through(key)
     os._exit(0)
 
 
