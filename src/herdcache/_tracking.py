@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import socket
 import struct
 import threading
 import weakref
@@ -89,6 +90,9 @@ WAKE_BUCKETS = 64
 HEARTBEAT = 0.5
 
 _MAX_RECONNECT_PAUSE = 5.0
+#: Seconds a candidate waits for the lock before it checks whether to stop
+#: (a dead holder is noticed by the lock itself, within ~10 ms).
+_LOCK_SLICE = 0.2
 _CSN = struct.Struct("<Q")
 _OWN_WRITE = b"\x00herdcache-own:"
 #: Seconds an own-write mark waits for its invalidation (a tracker that
@@ -172,21 +176,35 @@ class Tracker:
     def start(self) -> None:
         """Start this process's candidate thread."""
         self._stop.clear()
+        if self._conn is not None:
+            # Forked from the tracker: close this process's copy of its
+            # socket (close, not shutdown: the parent's stays up), so the
+            # connection ends when the parent does.
+            try:
+                self._conn._sock.close()
+            except Exception:
+                pass
         self._conn = None
         self._thread = threading.Thread(target=self._run, name="herdcache-tier-tracker", daemon=True)
         self._thread.start()
 
-    def stop(self) -> None:
-        """Stop the candidate; if it is the tracker, it gives the role up now."""
+    def stop(self, wait: bool = True) -> None:
+        """Stop the candidate; if it is the tracker, it gives the role up now.
+
+        :param wait: also wait for a candidate that is not the tracker (at
+            most one lock-wait slice); close() must, before the segment goes.
+        """
         self._stop.set()
         conn = self._conn
         if conn is not None:
             try:  # wakes the tracker out of its read at once
-                conn._sock.shutdown(2)
+                conn._sock.shutdown(socket.SHUT_RDWR)
             except Exception:
                 pass
         thread = self._thread
-        if thread is not None and thread.is_alive() and thread is not threading.current_thread():
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return
+        if wait or conn is not None:
             thread.join(timeout=2.0)
 
     @property
@@ -197,7 +215,7 @@ class Tracker:
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                if not self.lock.acquire(timeout=1.0):
+                if not self.lock.acquire(timeout=_LOCK_SLICE):
                     continue
             except HerdcacheError:
                 return  # the segment was closed under us: nothing to track
@@ -304,7 +322,7 @@ class Tracker:
 def _stop_all() -> None:
     """At exit: every tracker of this process gives its role up now."""
     for tracker in list(_trackers):
-        tracker.stop()
+        tracker.stop(wait=False)
 
 
 def _restart_in_child() -> None:

@@ -137,6 +137,11 @@ class Fleet:
         self.hosts = [f"host{h}" for h in range(hosts)]
         self.workers: list[Worker] = []
         for host in self.hosts:
+            # Create the host's segment before its workers race to: an
+            # attacher that finds a file whose creator was descheduled for
+            # 100 ms before taking the creation lock judges it dead
+            # (segment.c, STALE_INIT_NS; seen under load).
+            self.l1(host).close()
             for _ in range(per_host):
                 mine, theirs = ctx.Pipe()
                 proc = ctx.Process(
