@@ -4,16 +4,25 @@ fleet-wide lock, timeouts and a circuit breaker shared by a host.
 Keys.  A cache with prefix ``P`` keeps the value of ``k`` at ``P v:k``
 and the fleet-wide computation lock of ``k`` at ``P l:k``, both under
 ``P`` so that one tracking subscription (BCAST PREFIX P) hears of every
-change to either.  The fencing counter lives outside ``P``
-(``herdcache-fence:P``): every lock taken increments it, and hosts have
-no use for hearing about that.
+change to either.
+
+Tokens.  The lock holds its owner's token, a random 52-bit number the
+owner picks before asking.  It fences: the script that stores a
+computation's result compares the lock with the token in the same atomic
+step, so a late owner (lease over, or a write meanwhile) stores nothing.
+A counter would give ordered tokens, but nothing here compares their
+order, and a token the caller picked lets it free a lock it may hold
+without knowing: a request that timed out may still run (a stopped
+server runs it when continued), which would leave a lock for a whole
+lease.  Such possibly-held locks are remembered and freed (compare and
+delete) at the process's next successful call.
 
 Records.  A value in Redis is a 20-byte header then the serializer's
 bytes: magic ``hc``, kind (value or error), the serializer's tag (a host
 with another serializer refuses it, as the L1 does), the time its
 computation took (for early refresh), the stale window in ms (the key's
 PTTL counts it: the value is fresh while PTTL > stale window) and a
-version (the computation's fencing token, or random for a set), which
+version (the computation's token, or random for a set), which
 lets the lock script notice that the value changed since a caller read it.
 
 Failures.  Every call runs with the client's socket timeouts, capped at
@@ -55,21 +64,20 @@ _SCAN_BATCH = 500
 # header differs from the one the caller last saw (ARGV[3], b"" when it saw
 # none) is returned; otherwise (absent, or the stale or failed record the
 # caller already judged) report the lock's holder if there is one, else
-# take a new fencing token and the lock.  EXISTS and GETRANGE, not GET,
+# take the lock with the caller's token (ARGV[4]).  EXISTS and GETRANGE, not GET,
 # look first, so GET counts exactly the values sent to hosts.
 _READ_OR_LOCK = """
-if redis.call('EXISTS', KEYS[3]) == 1 then
-    local head = redis.call('GETRANGE', KEYS[3], 0, tonumber(ARGV[2]) - 1)
+if redis.call('EXISTS', KEYS[2]) == 1 then
+    local head = redis.call('GETRANGE', KEYS[2], 0, tonumber(ARGV[2]) - 1)
     if head ~= ARGV[3] then
-        return {2, redis.call('GET', KEYS[3]), redis.call('PTTL', KEYS[3])}
+        return {2, redis.call('GET', KEYS[2]), redis.call('PTTL', KEYS[2])}
     end
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
     return {0, 0, redis.call('PTTL', KEYS[1])}
 end
-local token = redis.call('INCR', KEYS[2])
-redis.call('SET', KEYS[1], token, 'PX', ARGV[1])
-return {1, token, tonumber(ARGV[1])}
+redis.call('SET', KEYS[1], ARGV[4], 'PX', ARGV[1])
+return {1, ARGV[4], tonumber(ARGV[1])}
 """
 
 # Store a computation's record only while its token still holds the lock,
@@ -196,7 +204,7 @@ class Remote:
         self.prefix = prefix
         self._values = prefix + b"v:"
         self._locks = prefix + b"l:"
-        self._fence = b"herdcache-fence:" + prefix
+        self._maybe_held: list[tuple[Any, int]] = []  # locks to free once Redis answers
         self._down_until = segment.counter("tier.down_until")
         self._pause = segment.counter("tier.pause")
         self._last_error = ""
@@ -249,7 +257,19 @@ class Remote:
             raise RemoteUnavailable(f"{self.where} refused the command: {type(exc).__name__}: {exc}") from exc
         if self._pause.load():
             self._pause.store(0)
+        if self._maybe_held:
+            self._free_maybe_held()
         return result
+
+    def _free_maybe_held(self) -> None:
+        """Free the locks that requests which timed out may have taken."""
+        pending, self._maybe_held = self._maybe_held, []
+        for key, token in pending:
+            try:
+                self.release(key, token)
+            except RemoteUnavailable:
+                self._maybe_held.append((key, token))
+                return
 
     def trip(self, exc: BaseException) -> None:
         """Open the breaker for the host after a failure, for a pause that
@@ -287,16 +307,31 @@ class Remote:
         """``key``'s record if its header is not ``seen`` (b"": none seen),
         else its lock.  Returns (READ, record, 0), (LOCKED, token, lease_ms)
         for this caller, or (HELD, 0, pttl_ms) when another holds the lock."""
-        keys = [self.lock_key(key), self._fence, self.value_key(key)]
-        state, got, pttl = self.call(self._read_or_lock, keys, [milliseconds(lease), len(seen) or 1, seen])
+        token = random.getrandbits(52) | 1
+        keys = [self.lock_key(key), self.value_key(key)]
+        try:
+            state, got, pttl = self.call(self._read_or_lock, keys, [milliseconds(lease), len(seen) or 1, seen, token])
+        except RemoteUnavailable:
+            self.maybe_held(key, token)
+            raise
         if state == READ:
             return READ, decode(got, int(pttl), key), 0
         return int(state), int(got), int(pttl)
 
+    def maybe_held(self, key: Any, token: int) -> None:
+        """Remember a lock a failed request may hold, to free it later."""
+        if len(self._maybe_held) < 1000:
+            self._maybe_held.append((key, token))
+
     def publish(self, key: Any, token: int, record: bytes, px: int) -> bool:
-        """Store a computation's record if ``token`` still holds the lock."""
+        """Store a computation's record if ``token`` still holds the lock
+        (if the request fails, the lock is freed later: see maybe_held)."""
         keys = [self.lock_key(key), self.value_key(key)]
-        return bool(self.call(self._publish, keys, [str(token), record, str(px)]))
+        try:
+            return bool(self.call(self._publish, keys, [str(token), record, str(px)]))
+        except RemoteUnavailable:
+            self.maybe_held(key, token)
+            raise
 
     def release(self, key: Any, token: int) -> None:
         """Free the lock if ``token`` still holds it."""

@@ -262,7 +262,10 @@ class _TierFlight(_Flight):
             return
         try:
             if not isinstance(exc, Exception):
-                self.remote.release(self.key, token)
+                try:
+                    self.remote.release(self.key, token)
+                except RemoteUnavailable:
+                    self.remote.maybe_held(self.key, token)
                 return
             negative = self.options.negative_ttl
             kind = KIND_NEGATIVE if negative > 0 else KIND_ERROR

@@ -65,6 +65,33 @@ def _await(cache: herdcache.TieredCache, key: str, value: Any, since: float) -> 
     return ("seen", seen_at - since, regressed)
 
 
+def _soak(cache: herdcache.TieredCache, conn: Connection) -> tuple:
+    """get_or_compute and set in a loop until told to stop: how many calls
+    succeeded and failed with RemoteUnavailable, other errors, the longest
+    call (s)."""
+    done = failed = 0
+    others: list[str] = []
+    longest = 0.0
+    conn.send(("soaking",))
+    i = 0
+    while not conn.poll():
+        i += 1
+        started = time.monotonic()
+        try:
+            if i % 10 == 0:
+                cache.set(f"soak{i % 7}", i, 5)
+            else:
+                cache.get_or_compute(f"soak{i % 7}", lambda: i, ttl=0.05)
+            done += 1
+        except herdcache.errors.RemoteUnavailable:
+            failed += 1
+        except Exception as exc:
+            others.append(f"{type(exc).__name__}: {exc}")
+        longest = max(longest, time.monotonic() - started)
+    conn.recv()
+    return ("soaked", done, failed, others[:5], longest)
+
+
 def worker(host: str, segdir: str, prefix: str, socket: str, barrier: Any, conn: Connection, kwargs: dict) -> None:
     """A host's worker process: open the tier, then obey orders."""
     cache = open_host(host, segdir, prefix, socket, **kwargs)
@@ -85,8 +112,13 @@ def worker(host: str, segdir: str, prefix: str, socket: str, barrier: Any, conn:
             except Exception as exc:
                 conn.send(("raised", type(exc).__name__, str(exc)))
         elif what == "set":
-            cache.set(*args)
-            conn.send(("done", time.monotonic()))
+            try:
+                cache.set(*args)
+                conn.send(("done", time.monotonic()))
+            except herdcache.errors.RemoteUnavailable as exc:
+                conn.send(("unavailable", str(exc)))
+        elif what == "soak":
+            conn.send(_soak(cache, conn))
         elif what == "get":
             conn.send(("value", cache.get(args[0])))
         elif what == "await":

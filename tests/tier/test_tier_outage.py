@@ -113,3 +113,42 @@ def test_reconnects_back_off(pair, own_redis) -> None:
         pauses.append(a._remote._pause.load())
         assert isinstance(bounded(a.get, "x"), RemoteUnavailable)
     assert pauses == sorted(pauses) and pauses[-1] > pauses[0]
+
+
+@pytest.mark.parametrize("fault", ["kill", "stop"])
+def test_a_fleet_rides_out_a_server_killed_or_stopped_mid_run(own_redis, segdir, prefix, fault) -> None:
+    """2 hosts x 3 processes call get_or_compute and set in a loop while the
+    server is SIGKILLed and restarted (or SIGSTOPped and continued): no call
+    takes longer than its timeouts, the only errors are RemoteUnavailable,
+    every host flushes its L1 (epoch), and afterwards writes and reads flow
+    between the hosts again."""
+    from _fleet import Fleet
+
+    fleet = Fleet(2, 3, segdir, prefix, own_redis.socket, timeout=TIMEOUT)
+    try:
+        fleet.all_tracking()
+        epochs = {h: fleet.l1(h).segment.counter("tier.epoch").load() for h in fleet.hosts}
+        live = {h: fleet.l1(h).segment.counter("tier.live") for h in fleet.hosts}
+        for w in fleet.workers:
+            w.send("soak")
+        assert all(w.receive() == ("soaking",) for w in fleet.workers)
+
+        own_redis.kill() if fault == "kill" else own_redis.pause()
+        until(lambda: all(c.load() == 0 for c in live.values()), "every host to notice the lost tracking")
+        own_redis.start() if fault == "kill" else own_redis.resume()
+        until(lambda: all(c.load() != 0 for c in live.values()), "every host's tracking to come back")
+
+        for w in fleet.workers:
+            w.send("stop")
+        for w in fleet.workers:
+            what, done, failed, others, longest = w.receive()
+            assert what == "soaked" and not others, others
+            assert failed > 0 and done > 0
+            assert longest < CALL_BOUND, f"a call took {longest:.3f} s"
+        for h in fleet.hosts:
+            assert fleet.l1(h).segment.counter("tier.epoch").load() > epochs[h]
+        writer, reader = fleet.of("host0")[0], fleet.of("host1")[0]
+        until(lambda: writer.ask("set", "after", "recovered", 60)[0] == "done", "a write to go through")
+        assert reader.ask("await", "after", "recovered", 0.0)[0] == "seen"
+    finally:
+        fleet.stop()
