@@ -53,13 +53,22 @@ def _compute(conn: Connection, counter: redis.Redis, prefix: str) -> Callable[[]
     return compute
 
 
+def _read(cache: herdcache.TieredCache, key: str) -> Any:
+    """get, or the exception's class name while Redis is away (the host's
+    breaker may still be open for a moment after the server came back)."""
+    try:
+        return cache.get(key)
+    except herdcache.errors.RemoteUnavailable:
+        return "RemoteUnavailable"
+
+
 def _await(cache: herdcache.TieredCache, key: str, value: Any, since: float) -> tuple:
     """Read ``key`` until it is ``value``; the delay since ``since`` and
     whether a read after the first sight went back to an older value."""
     deadline = time.monotonic() + HANG
-    while cache.get(key) != value:
+    while _read(cache, key) != value:
         if time.monotonic() > deadline:
-            return ("timeout", cache.get(key))
+            return ("timeout", _read(cache, key))
     seen_at = time.monotonic()
     regressed = any(cache.get(key) != value for _ in range(20))
     return ("seen", seen_at - since, regressed)
