@@ -37,8 +37,6 @@ Numbers on a shared 2-core machine are noisy: compare ratios from one run.
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import bisect
 import multiprocessing
@@ -49,9 +47,17 @@ import tempfile
 import time
 from contextlib import ExitStack
 
+import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
 import msgpack
 import redis
-from _common import fmt_ns, fmt_ratio, machine_header, markdown_table, package_version, skip
+from _common import (
+    fmt_ns,
+    fmt_ratio,
+    machine_header,
+    markdown_table,
+    package_version,
+    skip,
+)
 from _timing import median, now_ns, ns_per_op, percentile
 from servers import RedisServer, ServerUnavailable
 
@@ -325,7 +331,7 @@ COMPUTE_S = 0.1
 def _herd_caller(kind, url, segdir, host, key, counter, barrier, finished) -> None:
     if kind == "herdcache":
         cache = Tier(url, segdir, host).cache
-        fetch = lambda fn: cache.get_or_compute(key, fn, ttl=600)  # noqa: E731
+        fetch = lambda fn: cache.get_or_compute(key, fn, ttl=600)
     else:
         import dogpile.cache
 
@@ -334,7 +340,7 @@ def _herd_caller(kind, url, segdir, host, key, counter, barrier, finished) -> No
             expiration_time=600,
             arguments={"url": url, "distributed_lock": True, "thread_local_lock": False, "lock_timeout": 30},
         )
-        fetch = lambda fn: region.get_or_create(key, fn)  # noqa: E731
+        fetch = lambda fn: region.get_or_create(key, fn)
 
     def compute():
         with counter.get_lock():
@@ -342,7 +348,7 @@ def _herd_caller(kind, url, segdir, host, key, counter, barrier, finished) -> No
         time.sleep(COMPUTE_S)  # the computation's own time, not synchronisation
         return VALUE
 
-    start = barrier.wait()
+    barrier.wait()
     assert fetch(compute) == VALUE
     finished.put(now_ns())
     os._exit(0)

@@ -38,8 +38,9 @@ from __future__ import annotations
 import random
 import struct
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -145,7 +146,7 @@ def decode(data: bytes, pttl_ms: int, key: Any) -> Record:
             f"the Redis value of {key!r} was not written by a herdcache TieredCache "
             f"({len(data)} bytes, no 'hc' header): give the tier a prefix no other program writes under"
         )
-    magic, kind, tag, delta_ms, stale_ms, version = _HEADER.unpack_from(data)
+    _magic, kind, tag, delta_ms, stale_ms, version = _HEADER.unpack_from(data)
     return Record(kind, tag, data[_HEADER.size :], delta_ms, stale_ms, version, data[: _HEADER.size], pttl_ms)
 
 

@@ -182,7 +182,7 @@ class Tracker:
             # connection ends when the parent does.
             try:
                 self._conn._sock.close()
-            except Exception:
+            except (AttributeError, OSError):  # never connected, or closed
                 pass
         self._conn = None
         self._thread = threading.Thread(target=self._run, name="herdcache-tier-tracker", daemon=True)
@@ -199,7 +199,7 @@ class Tracker:
         if conn is not None:
             try:  # wakes the tracker out of its read at once
                 conn._sock.shutdown(socket.SHUT_RDWR)
-            except Exception:
+            except (AttributeError, OSError):  # not connected yet, or gone
                 pass
         thread = self._thread
         if thread is None or not thread.is_alive() or thread is threading.current_thread():
@@ -272,7 +272,7 @@ class Tracker:
         if conn is not None:
             try:
                 conn.disconnect()
-            except Exception:
+            except (redis.RedisError, OSError):  # it is going anyway
                 pass
 
     # -- what the messages do -------------------------------------------------------------

@@ -39,17 +39,34 @@ constructed and in type checks.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import redis
 
 from . import compute
-from ._remote import HEADER_SIZE, HELD, KIND_ERROR, KIND_NEGATIVE, KIND_VALUE, LOCKED, Record, Remote, encode, key_bytes, milliseconds
+from ._remote import (
+    HEADER_SIZE,
+    HELD,
+    KIND_ERROR,
+    KIND_NEGATIVE,
+    KIND_VALUE,
+    LOCKED,
+    Record,
+    Remote,
+    encode,
+    key_bytes,
+    milliseconds,
+)
 from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
-from .errors import ComputeTimeout, InvalidArgument, RemoteUnavailable, SerializationError
+from .errors import (
+    ComputeTimeout,
+    InvalidArgument,
+    RemoteUnavailable,
+    SerializationError,
+)
 
 _MISSING = object()
 

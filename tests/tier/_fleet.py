@@ -17,8 +17,9 @@ import multiprocessing
 import os
 import signal
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection, wait
-from typing import Any, Callable
+from typing import Any
 
 import redis
 
@@ -90,7 +91,7 @@ def _soak(cache: herdcache.TieredCache, conn: Connection) -> tuple:
             if i % 10 == 0:
                 cache.set(f"soak{i % 7}", i, 5)
             else:
-                cache.get_or_compute(f"soak{i % 7}", lambda: i, ttl=0.05)
+                cache.get_or_compute(f"soak{i % 7}", lambda i=i: i, ttl=0.05)
             done += 1
         except herdcache.errors.RemoteUnavailable:
             failed += 1

@@ -232,7 +232,7 @@ def test_a_hosts_own_write_stays_in_its_l1_until_another_host_writes(host, redis
         a.set("k", i)
         assert a.get("k") == i
         b.set("k", -i)
-        until(lambda: a.get("k") == -i, f"a to read b's write {-i}", timeout=STALE_BOUND)
+        until(lambda i=i: a.get("k") == -i, f"a to read b's write {-i}", timeout=STALE_BOUND)
         assert b.get("k") == -i
     kept = 0
     for i in range(20):

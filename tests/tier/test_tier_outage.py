@@ -27,7 +27,7 @@ def pair(own_redis, segdir, prefix):
         for n in ("a", "b")
     ]
     for c in caches:
-        until(lambda: c.tracking, f"{c.name} tracking")
+        until(lambda c=c: c.tracking, f"{c.name} tracking")
     yield caches
     for c in caches:
         c.close()
