@@ -288,14 +288,20 @@ class Remote:
 
     def fetch(self, key: Any) -> Record | None:
         """``key``'s record and its PTTL, in one round trip; None if absent."""
+        return self.fetch_many([key])[0]
+
+    def fetch_many(self, keys: list[Any]) -> list[Record | None]:
+        """The keys' records (None where absent), in one round trip."""
         pipe = self.client.pipeline(transaction=False)
-        name = self.value_key(key)
-        pipe.get(name)
-        pipe.pttl(name)
-        data, pttl = self.call(pipe.execute)
-        if data is None:
-            return None
-        return decode(data, pttl, key)
+        for key in keys:
+            name = self.value_key(key)
+            pipe.get(name)
+            pipe.pttl(name)
+        replies = self.call(pipe.execute)
+        return [
+            None if data is None else decode(data, pttl, key)
+            for key, data, pttl in zip(keys, replies[::2], replies[1::2])
+        ]
 
     def still(self, key: Any, header: bytes) -> bool:
         """Whether ``key``'s record still has this header (GETRANGE: the

@@ -28,9 +28,10 @@ table).  BCAST costs the server no per-key memory, only a prefix table
 entry per tracker; it sends each host every change under the prefix, read
 by it or not, so its cost is writes x hosts messages.
 
-On each message the tracker bumps one of :data:`WAKE_BUCKETS` wake
-counters per key, waking the host's processes that wait for a value or a
-lock of another host, and then deletes the key from the L1.
+On each message the tracker, holding the wake condition's lock, bumps
+one of :data:`WAKE_BUCKETS` wake counters per key, deletes the changed
+keys from the L1, and then wakes the host's processes that wait for a
+value or a lock of another host.
 
 Own writes.  A process that wrote a key to Redis and then to the L1 marks
 the L1 item (by its commit sequence number) as its own, in a small L1
@@ -72,6 +73,7 @@ import struct
 import threading
 import weakref
 import zlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -139,18 +141,24 @@ class Wakeups:
         """The key's counter now: wait() returns once it moves."""
         return self.counters[wake_bucket(key)].load()
 
-    def wait(self, key: bytes, seen: int, timeout: float) -> None:
-        """Sleep until the key's counter moves from ``seen`` or ``timeout``."""
+    def wait(self, key: bytes, seen: int, timeout: float) -> bool:
+        """Sleep until the key's counter moves from ``seen`` or ``timeout``;
+        whether it moved."""
         counter = self.counters[wake_bucket(key)]
         with self.condition:
-            self.condition.wait_for(lambda: counter.load() != seen, timeout=max(timeout, 0.0))
+            return bool(self.condition.wait_for(lambda: counter.load() != seen, timeout=max(timeout, 0.0)))
 
-    def wake(self, keys: list[bytes] | None) -> None:
-        """Bump the counters of ``keys`` (all of them for None) and wake everyone."""
+    def wake(self, keys: list[bytes] | None, then: Callable[[], None] | None = None) -> None:
+        """Bump the counters of ``keys`` (all of them for None), run
+        ``then``, and wake everyone, all under the condition's lock: a
+        waiter sees the bump only once ``then`` is done (a filler's fence,
+        which reads the counter without the lock, sees it at once)."""
         buckets = range(WAKE_BUCKETS) if keys is None else {wake_bucket(k) for k in keys}
         with self.condition:
             for i in buckets:
                 self.counters[i].add(1)
+            if then is not None:
+                then()
             self.condition.notify_all()
 
 
@@ -285,13 +293,13 @@ class Tracker:
             self.flush()
             return message
         parsed = [p for p in (self.remote.parse(bytes(name)) for name in names) if p is not None]
-        # Wake first, then delete: a fill that publishes after the wake-up
-        # sees its key's counter moved and checks its value against Redis;
-        # one that published before it is deleted here (see fill_fence).
-        self.wakeups.wake([key for _, key in parsed])
-        for kind, key in parsed:
-            if kind == "value":
-                self._drop(key)
+        # Bump first, then delete: a fill that publishes after the bump sees
+        # its key's counter moved and checks its value against Redis; one
+        # that published before it is deleted here (the fill fence).  The
+        # waiters wake only after the deletes: one that read the new value
+        # and published it before this delete ran would lose its copy.
+        values = [key for kind, key in parsed if kind == "value"]
+        self.wakeups.wake([key for _, key in parsed], lambda: [self._drop(key) for key in values])
         return message
 
     def _drop(self, key: bytes) -> None:

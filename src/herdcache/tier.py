@@ -74,6 +74,10 @@ _MISSING = object()
 #: two reads of Redis when no wake-up came (no tracker, or a lost message).
 _WAIT_SLICE = 1.0
 
+#: Longest wait, after a host read another host's new value without word
+#: from its tracker, for the tracker to hear of that change.
+_CATCH_UP = 0.05
+
 #: Longest stay in the L1 of a value read from Redis while the host has no
 #: live tracking connection (starting, reconnecting): long enough for the
 #: host's waiting processes to take it, short enough to bound staleness.
@@ -86,6 +90,15 @@ _ERROR_RECORD_TTL = 5.0
 class _Absent(Exception):
     """Redis holds no fresh value for the key (shared with the L1 flight's
     waiters of a plain get(), which then return their default)."""
+
+
+def _check_tag(record: Record, key: Any, tag: int) -> None:
+    """Refuse a value another serializer wrote, as the L1 does."""
+    if record.tag != tag:
+        raise SerializationError(
+            f"the Redis value of {key!r} was stored with format {record.tag}, this cache reads "
+            f"format {tag}: open the TieredCache with the serializer that wrote it"
+        )
 
 
 def _read_only() -> Any:  # pragma: no cover - a marker, never called
@@ -152,6 +165,7 @@ class _TierFlight(_Flight):
         record = self.remote.fetch(self.key)
         if record is None or record.kind != KIND_VALUE or not self._fresh(record):
             raise _Absent()
+        _check_tag(record, self.key, self.cache._tag)
         return self._take(record, live)
 
     def _through_fleet(self, live: int) -> tuple[str, Any]:
@@ -161,7 +175,7 @@ class _TierFlight(_Flight):
         again only once it changed, so one sent after a wait is new."""
         seen = b""
         kb = key_bytes(self.key)
-        waited = False
+        waited = heard = False
         while True:
             wake_seen = self._fence_seen = self.tier._wakeups.snapshot(kb)
             state, got, pttl = self.remote.read_or_lock(self.key, self.options.lease, seen)
@@ -170,9 +184,15 @@ class _TierFlight(_Flight):
             if state == HELD:
                 if self._servable is not None:  # another host refreshes it meanwhile
                     return "value", self._take(self._servable, live)
-                self._wait_for_fleet(kb, wake_seen, pttl)
+                heard = self._wait_for_fleet(kb, wake_seen, pttl)
                 waited = True
                 continue
+            if waited and not heard and live:
+                # Woken by the clock, not by the tracker: the change that
+                # brought this value may still be on its way to the
+                # tracker, which would delete the copy published before it
+                # arrives (and the host's waiters would each read Redis).
+                self.tier._wakeups.wait(kb, wake_seen, _CATCH_UP)
             outcome = self._judge(got, live, waited)
             if outcome is not _MISSING:
                 return "value", outcome
@@ -189,7 +209,7 @@ class _TierFlight(_Flight):
             raise _decode_error(record.payload, self.key)
         if record.kind != KIND_VALUE:
             return _MISSING
-        self._check_tag(record)
+        _check_tag(record, self.key, self.cache._tag)
         if not self._fresh(record):
             self._servable = record if self.options.stale_ttl and record.pttl_ms > 0 else None
             return _MISSING
@@ -207,12 +227,6 @@ class _TierFlight(_Flight):
         remaining = record.fresh_seconds
         return remaining is not None and self._xfetch(remaining, record.delta_ms)
 
-    def _check_tag(self, record: Record) -> None:
-        if record.tag != self.cache._tag:
-            raise SerializationError(
-                f"the Redis value of {self.key!r} was stored with format {record.tag}, this cache reads "
-                f"format {self.cache._tag}: open the TieredCache with the serializer that wrote it"
-            )
 
     def _take(self, record: Record, live: int) -> Any:
         """Decode a record read from Redis and plan its L1 copy (for at most
@@ -229,10 +243,10 @@ class _TierFlight(_Flight):
         self._delta_ms = record.delta_ms
         return value
 
-    def _wait_for_fleet(self, kb: bytes, wake_seen: int, lock_pttl: int) -> None:
+    def _wait_for_fleet(self, kb: bytes, wake_seen: int, lock_pttl: int) -> bool:
         """Sleep until the tracker reports a change of the key or its lock,
         the lock's lease ends, or one slice passes (a lost wake-up costs
-        one slice, never a hang)."""
+        one slice, never a hang); whether the tracker reported one."""
         if not self.waited:
             self.waited = True
             self.core.count_stat("waits")
@@ -245,7 +259,7 @@ class _TierFlight(_Flight):
                     "raise wait_timeout, or lower the computation's time; the owner keeps its lease"
                 )
             timeout = min(timeout, left)
-        self.tier._wakeups.wait(kb, wake_seen, timeout)
+        return self.tier._wakeups.wait(kb, wake_seen, timeout)
 
     # -- after computing ------------------------------------------------------------
 
@@ -458,12 +472,33 @@ class TieredCache(Cache):
         return self.get(key, _MISSING) is not _MISSING
 
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
-        """The values of those ``keys`` that are present (see :meth:`get`)."""
-        found = {}
+        """The values of those ``keys`` that are present: from the L1, and
+        the rest from Redis in one round trip (without the L1's single
+        flight: each process asks for its own misses).
+
+        :raises RemoteUnavailable: some keys are not in the L1, and Redis
+            did not answer.
+        """
+        found, missing = {}, []
         for key in keys:
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
+            value = self._core.get_value(key, _MISSING)
+            if value is _MISSING:
+                missing.append(key)
+            else:
                 found[key] = value
+        if missing:
+            seen = [self._wakeups.snapshot(key_bytes(k)) for k in missing]
+            live = self._live.load()
+            for key, record, before in zip(missing, self._remote.fetch_many(missing), seen):
+                if record is None or record.kind != KIND_VALUE:
+                    continue
+                _check_tag(record, key, self._tag)
+                remaining = record.fresh_seconds
+                if remaining is not None and remaining <= 0:
+                    continue
+                found[key] = self._loads(record.payload)
+                self._core.store(key, record.payload, self._tag, self._local(remaining, live))
+                self._fill_fence(key, before, record.header)
         return found
 
     def ttl(self, key: Any) -> float | None:

@@ -54,6 +54,12 @@ def test_the_mapping_api_goes_through_redis(host, redis_server, prefix) -> None:
     assert a.get("user:2") == "deux"
     reaches(b, "user:2", "deux")
     assert b.get_many(["user:1", "user:2", "user:3"]) == {"user:1": {"name": "Ada"}, "user:2": "deux"}
+    c = host("c")  # an empty L1: get_many's misses go to Redis in one round trip
+    before = redis_server.commandstats().get("get", 0)
+    assert c.get_many(["user:1", "user:2", "user:3"]) == {"user:1": {"name": "Ada"}, "user:2": "deux"}
+    assert redis_server.commandstats().get("get", 0) == before + 3
+    assert c.get_many(["user:1", "user:2"]) == {"user:1": {"name": "Ada"}, "user:2": "deux"}
+    assert redis_server.commandstats().get("get", 0) == before + 3  # now from c's L1
     b.set_many({"n": 1, "m": 2}, ttl=60)
     assert a.get("n") == 1 and a.get("m") == 2
     assert b.incr("n", 41) == 42 and b.get("n") == 42
@@ -120,6 +126,10 @@ def test_a_host_with_another_serializer_refuses_cleanly(host, redis_server, pref
     raw = host("r", serializer="raw")
     with pytest.raises(SerializationError, match="format"):
         raw.get_or_compute("k", lambda: b"x")
+    with pytest.raises(SerializationError, match="format"):
+        raw.get("k")
+    with pytest.raises(SerializationError, match="format"):
+        raw.get_many(["k"])
     redis_server.client().set(f"{prefix}v:foreign", b"not ours")
     with pytest.raises(SerializationError, match="not written by a herdcache"):
         raw.get("foreign")

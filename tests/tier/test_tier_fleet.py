@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 
 import pytest
-from _fleet import Fleet, counter_key, until
+from _fleet import Fleet, Worker, counter_key, until
 
 from herdcache import _tracking
 
@@ -38,6 +38,19 @@ def waits(fleet: Fleet) -> int:
     return sum(fleet.l1(host).stats()["waits"] for host in fleet.hosts)
 
 
+def start_herd(fleet: Fleet, key: str) -> Worker:
+    """Every worker asks for ``key``; return the one computing it, once all
+    the others are known to wait (on its host's flight or on Redis)."""
+    waiting_before = waits(fleet)
+    for w in fleet.workers:
+        w.send("herd", key, {"ttl": 60})
+    computing, message = fleet.next_message(fleet.workers)
+    assert message[0] == "computing", message
+    others = len(fleet.workers) - 1
+    until(lambda: waits(fleet) - waiting_before == others, f"{others} callers waiting for the computation")
+    return computing
+
+
 def test_three_hosts_of_eight_compute_a_cold_key_once(fleet_factory, redis_server, prefix) -> None:
     """24 processes on 3 hosts miss one key together: one computes, the 23
     others wait (7 on their host's flight, 2 hosts' owners on Redis) and
@@ -46,11 +59,7 @@ def test_three_hosts_of_eight_compute_a_cold_key_once(fleet_factory, redis_serve
     fleet.all_tracking()  # a tracker that starts flushes its host's L1, flights too
     client = redis_server.client()
     client.config_resetstat()
-    for w in fleet.workers:
-        w.send("herd", "cold", {"ttl": 60})
-    computing, message = fleet.next_message(fleet.workers)
-    assert message[0] == "computing", message
-    until(lambda: waits(fleet) == 23, "23 callers waiting for the computation")
+    computing = start_herd(fleet, "cold")
     computing.send("return", {"price": 42})
 
     replies = [w.receive() for w in fleet.workers]
@@ -131,3 +140,24 @@ def test_a_killed_computing_process_is_taken_over_once_in_the_fleet(fleet_factor
 
     assert replies == [("value", "after takeover")] * 5
     assert int(client.get(counter_key(prefix))) == 2
+
+
+def test_a_failure_reaches_the_waiting_callers_of_every_host(fleet_factory, redis_server, prefix) -> None:
+    """The computing process raises: every caller waiting for it, on its
+    own host and on the others, gets the same exception; nothing is cached,
+    and the next call computes again."""
+    fleet = fleet_factory(3, 2)
+    fleet.all_tracking()
+    computing = start_herd(fleet, "failing")
+    computing.send("raise", "no price today")
+
+    replies = [w.receive() for w in fleet.workers]
+
+    assert replies == [("raised", "LookupError", "no price today")] * 6
+    assert int(redis_server.client().get(counter_key(prefix))) == 1
+    for w in fleet.workers:
+        w.send("herd", "failing", {"ttl": 60})
+    again, message = fleet.next_message(fleet.workers)
+    assert message[0] == "computing"
+    again.send("return", "fine now")
+    assert [w.receive() for w in fleet.workers] == [("value", "fine now")] * 6
