@@ -9,6 +9,8 @@ The pieces, each in a module of its own:
   lock and condition that survive any process being killed.
 - :class:`Queue` (``herdcache.queue``): a message queue in shared memory
   with the API of :class:`queue.Queue`, after PostgreSQL's ``shm_mq``.
+- :class:`TieredCache` (``herdcache.tier``): many hosts, each with its
+  shared cache in front of one Redis or Valkey (needs ``redis``).
 - ``herdcache.errors``: every exception, rooted at :class:`HerdcacheError`.
 - ``herdcache.clock``: move this process's cache clock forward, in tests.
 """
@@ -33,6 +35,16 @@ from .segment import Segment, StructInfo, gc, is_orphan, list_segments, remove
 from .sizes import parse_size
 from .sync import Condition, Lock
 
+
+def __getattr__(name: str) -> object:
+    # TieredCache needs redis-py (the "redis" extra); import it on first use
+    # so that `import herdcache` works without it.
+    if name == "TieredCache":
+        from .tier import TieredCache
+
+        return TieredCache
+    raise AttributeError(f"module 'herdcache' has no attribute {name!r}")
+
 __version__ = "0.1.0"
 
 __all__ = [
@@ -45,6 +57,7 @@ __all__ = [
     "Queue",
     "Segment",
     "StructInfo",
+    "TieredCache",
     "gc",
     "is_orphan",
     "list_segments",

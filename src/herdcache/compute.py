@@ -324,6 +324,14 @@ class _Flight:
         self.own(round_, thread_bound)
         return time.monotonic()
 
+    def call(self, fn: Callable[[], Any]) -> Any:
+        """Produce the value this caller computes (a tier fetches it first)."""
+        return fn()
+
+    async def acall(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """:meth:`call` for a coroutine function."""
+        return await fn()
+
     def publish(self, value: Any, round_: int, started: float) -> None:
         data, fmt = self.cache._seal(self.raw, self.cache._dumps(value))
         delta_ms = int((time.monotonic() - started) * 1000)
@@ -347,9 +355,13 @@ class _Flight:
             )
 
 
-def get_or_compute(cache: Cache, key: Any, fn: Callable[[], Any], options: ComputeOptions) -> Any:
-    """See :meth:`herdcache.Cache.get_or_compute`."""
-    flight = _Flight(cache, key, options)
+def get_or_compute(
+    cache: Cache, key: Any, fn: Callable[[], Any], options: ComputeOptions, flight_type: type[_Flight] | None = None
+) -> Any:
+    """See :meth:`herdcache.Cache.get_or_compute`; ``flight_type`` is a
+    :class:`_Flight` subclass that changes how a value is produced and stored
+    (the tier's, in ``tier.py``)."""
+    flight = (flight_type or _Flight)(cache, key, options)
     found, value = flight.fresh_value()
     if found:
         return value
@@ -371,7 +383,7 @@ def get_or_compute(cache: Cache, key: Any, fn: Callable[[], Any], options: Compu
 def _compute(flight: _Flight, fn: Callable[[], Any], round_: int, took_over: bool) -> Any:
     started = flight.start(round_, took_over)
     try:
-        value = fn()
+        value = flight.call(fn)
         flight.publish(value, round_, started)
     except BaseException as exc:
         flight.fail(exc, round_)
@@ -382,7 +394,11 @@ def _compute(flight: _Flight, fn: Callable[[], Any], round_: int, took_over: boo
 
 
 async def aget_or_compute(
-    cache: Cache, key: Any, fn: Callable[[], Awaitable[Any]], options: ComputeOptions
+    cache: Cache,
+    key: Any,
+    fn: Callable[[], Awaitable[Any]],
+    options: ComputeOptions,
+    flight_type: type[_Flight] | None = None,
 ) -> Any:
     """See :meth:`herdcache.Cache.aget_or_compute`: waits in a worker
     thread (the core sleeps with the GIL released), never in the loop.
@@ -390,7 +406,7 @@ async def aget_or_compute(
     which holds a stripe lock for a lookup and a store (as a set does)."""
     import asyncio  # here, not at the top: it doubles `import herdcache`
 
-    flight = _Flight(cache, key, options)
+    flight = (flight_type or _Flight)(cache, key, options)
     found, value = flight.fresh_value()
     if found:
         return value
@@ -412,7 +428,7 @@ async def _acompute(flight: _Flight, fn: Callable[[], Awaitable[Any]], round_: i
     # Tasks share a thread: re-entry is not tracked per thread here.
     started = flight.start(round_, took_over, thread_bound=False)
     try:
-        value = await fn()
+        value = await flight.acall(fn)
         flight.publish(value, round_, started)
     except BaseException as exc:  # includes CancelledError: free the key
         flight.fail(exc, round_)

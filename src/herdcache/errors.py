@@ -29,6 +29,7 @@ or ``except FileNotFoundError`` keep working::
     ├── ComputeError                                   a computation raised in another process
     ├── QueueClosed                                    the queue was closed
     ├── PeerDied                                       the process on the other side died
+    ├── RemoteUnavailable        (ConnectionError)    the tier's Redis/Valkey did not answer
     └── HerdcacheOSError         (OSError)            a system call failed
 
 Every message says what went wrong, with the numbers, and what to do.
@@ -147,6 +148,11 @@ class QueueClosed(HerdcacheError):
 
 class PeerDied(HerdcacheError):
     """The process on the other side of a queue died."""
+
+
+class RemoteUnavailable(HerdcacheError, ConnectionError):
+    """A TieredCache's Redis (or Valkey) server did not answer in time, or
+    refused the connection; the message names the server and the cause."""
 
 
 class HerdcacheOSError(HerdcacheError, OSError):

@@ -1,0 +1,344 @@
+"""The host's one tracking connection: who holds it, what it does with
+what Redis says, and how the host's L1 is flushed when it may have missed
+something.
+
+Election.  Every process that opens a TieredCache runs one daemon thread,
+a *candidate*, blocked on the lock ``tier.tracker`` of the L1 segment (a
+herdcache lock: the kernel tells the next waiter when its holder's process
+died, within about 10 ms).  The candidate that holds it is the host's
+*tracker*.  A forked child inherits no lock and no thread: it starts a
+candidate of its own.  A process that exits normally stops its tracker
+at once (atexit), so the role passes without waiting for anything.
+
+Why a thread and not a helper process: a thread dies with its process, so
+the lock's owner is exactly "the process that reads invalidations", and
+the kernel's release of a dead process's lock is the failure detector.  A
+helper process would be a second process to supervise, to reap, and to
+keep from outliving the application, for no gain: reading the socket costs
+the tracker's process a few microseconds per invalidation.
+
+Tracking.  The tracker opens a RESP3 connection and sends ``CLIENT
+TRACKING ON BCAST PREFIX <prefix>``: Redis then pushes the name of every
+key under the prefix that anyone changes, expires or evicts.  BCAST rather
+than the default mode because in the default mode Redis invalidates only
+keys the tracking client itself read, so every worker connection would
+need ``REDIRECT`` to the tracker (and redoing on every reconnect of either),
+and Redis would remember every key read per connection (the tracking
+table).  BCAST costs the server no per-key memory, only a prefix table
+entry per tracker; it sends each host every change under the prefix, read
+by it or not, so its cost is writes x hosts messages.
+
+On each message the tracker, holding the wake condition's lock, bumps
+one of :data:`WAKE_BUCKETS` wake counters per key, deletes the changed
+keys from the L1, and then wakes the host's processes that wait for a
+value or a lock of another host.
+
+Own writes.  A process that wrote a key to Redis and then to the L1 marks
+the L1 item (by its commit sequence number) as its own, in a small L1
+item beside it; the tracker, on the change Redis then reports, deletes
+the mark instead of the value.  Without it a host would drop every value
+it writes a moment after writing it, and read it back from Redis.  A
+mark whose item was replaced since (another write, a fill) no longer
+matches, and the tracker deletes as usual; a writer killed before its
+mark leaves none; a mark outlives no flush.  The writer marks before it
+checks the wake counter (see the fill fence below) and removes its mark
+if the counter moved, since the tracker may have handled its change
+before the mark existed.
+
+The fill fence.  A process that fills the L1 from Redis (or computed the
+value) read the key's wake counter before its Redis call and reads it
+again after its L1 publish; if it moved, an invalidation may be older or
+newer than what it read, and it asks Redis whether the record still has
+the header (version) it read: if not, it deletes its copy.  Since the
+tracker bumps before it deletes, either the filler sees the bump or the
+tracker's delete comes after the publish.  The tracker leaves a key whose
+L1 flight is under way alone: deleting it would end the flight, and the
+host's waiting processes would each go to Redis themselves (the
+invalidation of the very value they wait for would do that on every host).
+
+Epoch.  After TRACKING is on, and whenever the connection is lost (error,
+or no answer to a PING within the timeout), the tracker bumps the epoch
+counter and clears the whole L1 (which also refuses every fill in flight),
+as Redis's documentation advises: invalidations may have been missed.
+``tier.live`` holds the epoch while tracking is on and 0 otherwise;
+processes store values read from Redis in the L1 only while it is nonzero.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import socket
+import struct
+import threading
+import weakref
+import zlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import redis
+from redis._parsers import _RESP3Parser
+
+from ._remote import Remote
+from .errors import HerdcacheError
+
+if TYPE_CHECKING:
+    from .tier import TieredCache
+
+#: Wake counters in the segment: a key's waiters watch the one its hash picks.
+WAKE_BUCKETS = 64
+
+#: Seconds of silence on the tracking connection before the tracker PINGs.
+HEARTBEAT = 0.5
+
+_MAX_RECONNECT_PAUSE = 5.0
+#: Seconds a candidate waits for the lock before it checks whether to stop
+#: (a dead holder is noticed by the lock itself, within ~10 ms).
+_LOCK_SLICE = 0.2
+_CSN = struct.Struct("<Q")
+_OWN_WRITE = b"\x00herdcache-own:"
+#: Seconds an own-write mark waits for its invalidation (a tracker that
+#: lags longer deletes the value instead: only a wasted read).
+OWN_WRITE_TTL = 10.0
+
+
+def own_write_key(key: bytes) -> bytes | None:
+    """The L1 key of the mark of an own write of ``key`` (None if too long)."""
+    mark = _OWN_WRITE + key
+    return mark if len(mark) <= 250 else None
+
+
+def mark_own_write(cache: Any, key: bytes, csn: int) -> None:
+    """Tell the tracker that the L1 item ``csn`` of ``key`` is this host's
+    own write, newer than the change Redis will report for it."""
+    mark = own_write_key(key)
+    if mark is not None and csn:
+        cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL)
+
+
+def unmark_own_write(cache: Any, key: bytes) -> None:
+    """Remove the own-write mark of ``key``, if any."""
+    mark = own_write_key(key)
+    if mark is not None:
+        cache._l1_delete(mark)
+_trackers: weakref.WeakSet[Tracker] = weakref.WeakSet()
+
+
+def wake_bucket(key: bytes) -> int:
+    """The wake counter of a key (the same in every process)."""
+    return zlib.crc32(key) % WAKE_BUCKETS
+
+
+class Wakeups:
+    """The wake counters and the condition their waiters sleep on."""
+
+    def __init__(self, cache: TieredCache):
+        seg = cache.segment
+        self.counters = [seg.counter(f"tier.wake.{i}") for i in range(WAKE_BUCKETS)]
+        self.condition = seg.condition("tier.wake")
+
+    def snapshot(self, key: bytes) -> int:
+        """The key's counter now: wait() returns once it moves."""
+        return self.counters[wake_bucket(key)].load()
+
+    def wait(self, key: bytes, seen: int, timeout: float) -> bool:
+        """Sleep until the key's counter moves from ``seen`` or ``timeout``;
+        whether it moved."""
+        counter = self.counters[wake_bucket(key)]
+        with self.condition:
+            return bool(self.condition.wait_for(lambda: counter.load() != seen, timeout=max(timeout, 0.0)))
+
+    def wake(self, keys: list[bytes] | None, then: Callable[[], None] | None = None) -> None:
+        """Bump the counters of ``keys`` (all of them for None), run
+        ``then``, and wake everyone, all under the condition's lock: a
+        waiter sees the bump only once ``then`` is done (a filler's fence,
+        which reads the counter without the lock, sees it at once)."""
+        buckets = range(WAKE_BUCKETS) if keys is None else {wake_bucket(k) for k in keys}
+        with self.condition:
+            for i in buckets:
+                self.counters[i].add(1)
+            if then is not None:
+                then()
+            self.condition.notify_all()
+
+
+class Tracker:
+    """This process's candidate for the host's tracking connection."""
+
+    def __init__(self, cache: TieredCache, remote: Remote):
+        seg = cache.segment
+        self.cache = cache
+        self.remote = remote
+        self.wakeups = cache._wakeups
+        self.lock = seg.lock("tier.tracker")
+        self.epoch = seg.counter("tier.epoch")
+        self.live = seg.counter("tier.live")
+        self.invalidations = seg.counter("tier.invalidations")
+        self._stop = threading.Event()
+        self._conn: Any = None
+        self._thread: threading.Thread | None = None
+        _trackers.add(self)
+
+    # -- lifetime ------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start this process's candidate thread."""
+        self._stop.clear()
+        if self._conn is not None:
+            # Forked from the tracker: close this process's copy of its
+            # socket (close, not shutdown: the parent's stays up), so the
+            # connection ends when the parent does.
+            try:
+                self._conn._sock.close()
+            except (AttributeError, OSError):  # never connected, or closed
+                pass
+        self._conn = None
+        self._thread = threading.Thread(target=self._run, name="herdcache-tier-tracker", daemon=True)
+        self._thread.start()
+
+    def stop(self, wait: bool = True) -> None:
+        """Stop the candidate; if it is the tracker, it gives the role up now.
+
+        :param wait: also wait for a candidate that is not the tracker (at
+            most one lock-wait slice); close() must, before the segment goes.
+        """
+        self._stop.set()
+        conn = self._conn
+        if conn is not None:
+            try:  # wakes the tracker out of its read at once
+                conn._sock.shutdown(socket.SHUT_RDWR)
+            except (AttributeError, OSError):  # not connected yet, or gone
+                pass
+        thread = self._thread
+        if thread is None or not thread.is_alive() or thread is threading.current_thread():
+            return
+        if wait or conn is not None:
+            thread.join(timeout=2.0)
+
+    @property
+    def elected(self) -> bool:
+        """Whether this process holds the host's tracking connection."""
+        return self._conn is not None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.lock.acquire(timeout=_LOCK_SLICE):
+                    continue
+            except HerdcacheError:
+                return  # the segment was closed under us: nothing to track
+            try:
+                self._track_until_stopped()
+            finally:
+                self.live.store(0)
+                self.lock.release()
+
+    # -- the tracking connection ---------------------------------------------------------
+
+    def _track_until_stopped(self) -> None:
+        pause = 0.05
+        while not self._stop.is_set():
+            try:
+                self._session()
+                pause = 0.05
+            except (redis.RedisError, OSError):
+                # Not the host's breaker: that one paces the workers' calls,
+                # and its pause must not grow with the tracker's retries.
+                pass
+            finally:
+                self.live.store(0)
+                self.flush()  # invalidations may have been missed
+                self._disconnect()
+            self._stop.wait(pause)
+            pause = min(pause * 2, _MAX_RECONNECT_PAUSE)
+
+    def _session(self) -> None:
+        """Connect, subscribe, flush the L1, then read until an error."""
+        conn = self._connect()
+        conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.remote.prefix)
+        conn.read_response()
+        self.live.store(self.flush())
+        while not self._stop.is_set():
+            if conn.can_read(timeout=HEARTBEAT):
+                conn.read_response(push_request=True)
+            else:  # silence: prove the server still answers, within the timeout
+                conn.send_command("PING")
+                conn.read_response()
+
+    def _connect(self) -> Any:
+        pool = self.remote.client.connection_pool
+        conn = pool.make_connection()
+        if str(conn.protocol) != "3":
+            conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3, "parser_class": _RESP3Parser})
+        conn.connect()
+        conn._parser.set_invalidation_push_handler(self._on_invalidate)
+        self._conn = conn
+        return conn
+
+    def _disconnect(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.disconnect()
+            except (redis.RedisError, OSError):  # it is going anyway
+                pass
+
+    # -- what the messages do -------------------------------------------------------------
+
+    def _on_invalidate(self, message: list) -> list:
+        """``["invalidate", keys]``; keys None after FLUSHALL/FLUSHDB."""
+        names = message[1] if len(message) > 1 else None
+        self.invalidations.add(1)
+        if names is None:
+            self.flush()
+            return message
+        parsed = [p for p in (self.remote.parse(bytes(name)) for name in names) if p is not None]
+        # Bump first, then delete: a fill that publishes after the bump sees
+        # its key's counter moved and checks its value against Redis; one
+        # that published before it is deleted here (the fill fence).  The
+        # waiters wake only after the deletes: one that read the new value
+        # and published it before this delete ran would lose its copy.
+        values = [key for kind, key in parsed if kind == "value"]
+        self.wakeups.wake([key for _, key in parsed], lambda: [self._drop(key) for key in values])
+        return message
+
+    def _drop(self, key: bytes) -> None:
+        """Delete the L1's copy of a key that changed in Redis, unless it is
+        in flight or is this host's own write that the message reports."""
+        cache = self.cache
+        found = cache._lookup(key)
+        if found is None:
+            # In flight (or absent): the flight's owner has the wake counter
+            # to tell whether what it read is older than this change.
+            return
+        mark = own_write_key(key)
+        if mark is not None:
+            marked = cache._lookup(mark)
+            cache._l1_delete(mark)
+            if marked is not None and marked[0] == _CSN.pack(found[4]):
+                return  # the host's own write, already in the L1: keep it
+        cache._l1_delete(key)
+
+    def flush(self) -> int:
+        """Bump the epoch and clear the host's L1; return the new epoch."""
+        epoch = self.epoch.add(1)
+        self.cache._l1_clear()
+        self.wakeups.wake(None)
+        return epoch
+
+
+def _stop_all() -> None:
+    """At exit: every tracker of this process gives its role up now."""
+    for tracker in list(_trackers):
+        tracker.stop(wait=False)
+
+
+def _restart_in_child() -> None:
+    """A forked child has no threads: it starts its own candidates."""
+    for tracker in list(_trackers):
+        if tracker._thread is not None:
+            tracker.start()
+
+
+atexit.register(_stop_all)
+os.register_at_fork(after_in_child=_restart_in_child)

@@ -1,0 +1,668 @@
+"""Many hosts: a Redis (or Valkey) tier behind every host's shared cache.
+
+::
+
+    remote = redis.Redis.from_url("redis://cache.internal:6379/0")
+    cache = herdcache.TieredCache("myapp", size="256MiB", remote=remote, local_ttl=30)
+    cache.get(k); cache.set(k, v, ttl=60); cache.get_or_compute(k, build, ttl=60)
+
+Each host keeps ONE copy of what its processes read (the L1: a
+:class:`~herdcache.Cache` in shared memory) in front of Redis, which holds
+the truth.  An L1 hit touches no network.  An L1 miss goes through the L1's
+single flight, so a host asks Redis once however many of its processes
+miss together; the value enters the L1 for Redis's remaining ttl, at most
+``local_ttl``.  Writes go to Redis first, then to the L1.
+
+The L1s stay coherent through ONE tracking connection per host
+(``_tracking.py``): Redis pushes the name of every changed key under the
+cache's prefix and the host drops it from its L1.  get_or_compute computes
+once in the whole fleet: within a host the L1's flight, across hosts a
+lock in Redis with a fencing token (``_remote.py``); hosts waiting for
+another host's computation sleep until the tracking connection reports the
+value (or the lock) changed.
+
+Consistency (see README, "Many hosts"): a value written through any host
+is served by another host's L1 at most until that host's tracker has read
+the invalidation (a few ms on a LAN), or, if its tracking connection broke
+or stalled, until the tracker noticed (``HEARTBEAT`` + timeout), when the
+whole L1 is flushed; and never past ``local_ttl``.  Values read from Redis
+stay in an L1 for at most UNTRACKED_TTL (0.1 s) while its host's tracking
+is not live.
+
+Why a class of its own rather than ``Cache(remote=...)``: its operations
+fail differently (every write can raise
+:class:`~herdcache.errors.RemoteUnavailable`, ``len()`` and iteration see
+only this host's L1), and a distinct type makes that visible where it is
+constructed and in type checks.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
+
+import redis
+
+from . import _core, compute
+from ._remote import (
+    HEADER_SIZE,
+    HELD,
+    KIND_ERROR,
+    KIND_NEGATIVE,
+    KIND_VALUE,
+    LOCKED,
+    Record,
+    Remote,
+    encode,
+    key_bytes,
+    milliseconds,
+)
+from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
+from .cache import FOREVER, Cache
+from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
+from .errors import (
+    ComputeTimeout,
+    InvalidArgument,
+    RemoteUnavailable,
+    SerializationError,
+)
+
+_MISSING = object()
+
+#: Longest sleep of a host waiting for another host's computation between
+#: two reads of Redis when no wake-up came (no tracker, or a lost message).
+_WAIT_SLICE = 1.0
+
+#: Longest wait, after a host read another host's new value without word
+#: from its tracker, for the tracker to hear of that change.
+_CATCH_UP = 0.05
+
+#: Longest stay in the L1 of a value read from Redis while the host has no
+#: live tracking connection (starting, reconnecting): long enough for the
+#: host's waiting processes to take it, short enough to bound staleness.
+UNTRACKED_TTL = 0.1
+
+#: Seconds a failure record (shared with the waiters of its round) lives.
+_ERROR_RECORD_TTL = 5.0
+
+
+class _Absent(Exception):
+    """Redis holds no fresh value for the key (shared with the L1 flight's
+    waiters of a plain get(), which then return their default)."""
+
+
+def _check_tag(record: Record, key: Any, tag: int) -> None:
+    """Refuse a value another serializer wrote, as the L1 does."""
+    if record.tag != tag:
+        raise SerializationError(
+            f"the Redis value of {key!r} was stored with format {record.tag}, this cache reads "
+            f"format {tag}: open the TieredCache with the serializer that wrote it"
+        )
+
+
+def _read_only() -> Any:  # pragma: no cover - a marker, never called
+    raise AssertionError("the read-only marker is never called")
+
+
+class _TierFlight(_Flight):
+    """The L1 flight of one key, whose owner gets the value through Redis:
+    read it, or take the fleet-wide lock and compute it, or wait for the
+    host that computes it."""
+
+    def __init__(self, cache: TieredCache, key: Any, options: ComputeOptions):
+        super().__init__(cache, key, options)
+        self.tier = cache
+        self.remote = cache._remote
+        self.l1_data: bytes | None = None  # what to publish in the L1, if anything
+        self.l1_ttl: float | None = None
+        self.l1_stale = 0.0
+
+    # -- getting the value --------------------------------------------------------
+
+    def call(self, fn: Callable[[], Any]) -> Any:
+        step, got = self._obtain(fn)
+        if step != "compute":
+            return got
+        started = time.monotonic()
+        try:
+            value = fn()
+        except BaseException as exc:
+            self._share_failure(exc, got)
+            raise
+        return self._finish(value, got, started)
+
+    async def acall(self, fn: Callable[[], Awaitable[Any]]) -> Any:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        step, got = await loop.run_in_executor(None, self._obtain, fn)
+        if step != "compute":
+            return got
+        started = time.monotonic()
+        try:
+            value = await fn()
+        except BaseException as exc:
+            await loop.run_in_executor(None, self._share_failure, exc, got)
+            raise
+        return await loop.run_in_executor(None, self._finish, value, got, started)
+
+    def _obtain(self, fn: Any) -> tuple[str, Any]:
+        """("value", v) from Redis, ("compute", token) when this caller holds
+        the fleet-wide lock, ("compute", 0) to compute locally (Redis down)."""
+        live = self.tier._live.load()
+        try:
+            if fn is _read_only:
+                return "value", self._read(live)
+            return self._through_fleet(live)
+        except RemoteUnavailable:
+            if fn is _read_only:
+                raise
+            return "compute", 0
+
+    def _read(self, live: int) -> Any:
+        self._fence_seen = self.tier._wakeups.snapshot(key_bytes(self.key))
+        record = self.remote.fetch(self.key)
+        if record is None or record.kind != KIND_VALUE or not self._fresh(record):
+            raise _Absent()
+        _check_tag(record, self.key, self.cache._tag)
+        return self._take(record, live)
+
+    def _through_fleet(self, live: int) -> tuple[str, Any]:
+        """Read the value, or lock and compute, or wait for the host that
+        computes.  ``seen`` is the header of the record this caller judged
+        unfit (stale, or an older round's failure): Redis sends a record
+        again only once it changed, so one sent after a wait is new."""
+        seen = b""
+        kb = key_bytes(self.key)
+        waited = heard = False
+        while True:
+            wake_seen = self._fence_seen = self.tier._wakeups.snapshot(kb)
+            state, got, pttl = self.remote.read_or_lock(self.key, self.options.lease, seen)
+            if state == LOCKED:
+                return "compute", got
+            if state == HELD:
+                if self._servable is not None:  # another host refreshes it meanwhile
+                    return "value", self._take(self._servable, live)
+                heard = self._wait_for_fleet(kb, wake_seen, pttl)
+                waited = True
+                continue
+            if waited and not heard and live:
+                # Woken by the clock, not by the tracker: the change that
+                # brought this value may still be on its way to the
+                # tracker, which would delete the copy published before it
+                # arrives (and the host's waiters would each read Redis).
+                self.tier._wakeups.wait(kb, wake_seen, _CATCH_UP)
+            outcome = self._judge(got, live, waited)
+            if outcome is not _MISSING:
+                return "value", outcome
+            seen = got.header
+
+    #: A record this caller may serve while another host recomputes it: a
+    #: stale one (with stale_ttl), or a fresh one picked for early refresh.
+    _servable: Record | None = None
+
+    def _judge(self, record: Record, live: int, waited: bool) -> Any:
+        """The value to return from a record Redis sent, or _MISSING when
+        this caller should try to compute (stale, or an older round's failure)."""
+        if record.kind == KIND_NEGATIVE or (record.kind == KIND_ERROR and waited):
+            raise _decode_error(record.payload, self.key)
+        if record.kind != KIND_VALUE:
+            return _MISSING
+        _check_tag(record, self.key, self.cache._tag)
+        if not self._fresh(record):
+            self._servable = record if self.options.stale_ttl and record.pttl_ms > 0 else None
+            return _MISSING
+        if self.refreshing and self._xfetch_remote(record):
+            self.refreshing = False
+            self._servable = record
+            return _MISSING
+        return self._take(record, live)
+
+    def _fresh(self, record: Record) -> bool:
+        remaining = record.fresh_seconds
+        return remaining is None or remaining > 0
+
+    def _xfetch_remote(self, record: Record) -> bool:
+        remaining = record.fresh_seconds
+        return remaining is not None and self._xfetch(remaining, record.delta_ms)
+
+
+    def _take(self, record: Record, live: int) -> Any:
+        """Decode a record read from Redis and plan its L1 copy (for at most
+        UNTRACKED_TTL while this host's tracking is not live: a change
+        could go unheard)."""
+        value = self.cache._loads(record.payload)
+        remaining = record.fresh_seconds
+        if remaining is None or remaining <= 0:  # forever, or a stale value served meanwhile
+            remaining = record.pttl_ms / 1000.0 if record.pttl_ms > 0 else None
+        self.l1_data = record.payload
+        self.l1_header = record.header
+        self.l1_ttl = self.tier._local(remaining, live)
+        self.l1_stale = min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0
+        self._delta_ms = record.delta_ms
+        return value
+
+    def _wait_for_fleet(self, kb: bytes, wake_seen: int, lock_pttl: int) -> bool:
+        """Sleep until the tracker reports a change of the key or its lock,
+        the lock's lease ends, or one slice passes (a lost wake-up costs
+        one slice, never a hang); whether the tracker reported one."""
+        if not self.waited:
+            self.waited = True
+            self.cache._count_stat("waits")
+        timeout = _WAIT_SLICE if lock_pttl < 0 else min(_WAIT_SLICE, lock_pttl / 1000.0 + 0.001)
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise ComputeTimeout(
+                    f"waited {self.options.wait_timeout} s for another host to compute {self.key!r}: "
+                    "raise wait_timeout, or lower the computation's time; the owner keeps its lease"
+                )
+            timeout = min(timeout, left)
+        return self.tier._wakeups.wait(kb, wake_seen, timeout)
+
+    # -- after computing ------------------------------------------------------------
+
+    def _finish(self, value: Any, token: int, started: float) -> Any:
+        """Publish a computed value to Redis (fenced by ``token``) and plan
+        its L1 copy."""
+        data = self.cache._dumps(value)
+        delta_ms = int((time.monotonic() - started) * 1000)
+        ttl = self.cache._ttl(self.options.ttl)
+        stored = False
+        if token:
+            px = 0 if ttl is None else milliseconds(ttl + self.options.stale_ttl)
+            record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
+            try:
+                stored = self.wrote = self.remote.publish(self.key, token, record, px)
+                self.l1_header = record[:HEADER_SIZE]
+            except RemoteUnavailable:
+                token = 0
+        if stored or not token:  # refused: a write or a takeover won; keep ours out of the L1
+            # A value computed while Redis is down lives its local_ttl: the
+            # tracker flushes the L1 once it is back.
+            live = self.tier._live.load() if stored else 1
+            self.l1_data, self.l1_ttl, self.l1_stale = data, self.tier._local(ttl, live), self.options.stale_ttl
+            self._delta_ms = delta_ms
+        return value
+
+    def _share_failure(self, exc: BaseException, token: int) -> None:
+        """Give the round's waiters on every host the exception (and cache
+        it for negative_ttl), or free the lock if it is not an Exception."""
+        if not token:
+            return
+        try:
+            if not isinstance(exc, Exception):
+                try:
+                    self.remote.release(self.key, token)
+                except RemoteUnavailable:
+                    self.remote.maybe_held(self.key, token)
+                return
+            negative = self.options.negative_ttl
+            kind = KIND_NEGATIVE if negative > 0 else KIND_ERROR
+            record = encode(kind, self.cache._tag, _encode_error(exc), version=token)
+            self.remote.publish(self.key, token, record, milliseconds(negative or _ERROR_RECORD_TTL))
+        except RemoteUnavailable:
+            pass
+
+    # -- the L1 side --------------------------------------------------------------------
+
+    _delta_ms = 0
+
+    _fence_seen: int | None = None
+    l1_header: bytes | None = None
+    wrote = False  # this flight published its computation to Redis
+
+    def publish(self, value: Any, round_: int, started: float) -> None:
+        if self.l1_data is None:  # nothing fit for the L1: free its flight
+            self.cache._flight_abort(self.where, round_)
+            return
+        if self.cache._flight_publish(
+            self.where, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
+        ):
+            if self.wrote and self.tier._live.load():
+                found = self.cache._lookup(self.where)
+                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else 0)
+            self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
+
+    def fail(self, exc: BaseException, round_: int) -> None:
+        if isinstance(exc, _Absent):  # not a failure: the waiters return their default
+            self.cache._flight_abort(self.where, round_, _encode_error(exc), 0.0)
+            return
+        super().fail(exc, round_)
+
+
+class TieredCache(Cache):
+    """A :class:`~herdcache.Cache` per host in front of a Redis or Valkey
+    server shared by many hosts (see the module docstring).
+
+    :param name: the L1 segment's name (every process of a host opens the
+        same); also the default Redis prefix.
+    :param size: bytes of the L1 segment.
+    :param remote: a ``redis.Redis`` client (redis-py >= 5; Redis >= 6.0 or
+        Valkey).  The tier makes its own connection pool from its settings,
+        without retries, its socket timeouts capped at ``timeout``.
+    :param local_ttl: seconds a value may stay in the L1 at most.
+    :param prefix: Redis key prefix of this cache (default
+        ``"herdcache:NAME:"``): every host of the fleet must use the same.
+    :param timeout: seconds a Redis connect, and a Redis reply, may take
+        at most (the client's own timeouts if shorter).
+    :param kwargs: the other parameters of :class:`~herdcache.Cache`.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        size: int | str = "64MiB",
+        *,
+        remote: redis.Redis,
+        local_ttl: float = 30.0,
+        prefix: str | bytes | None = None,
+        timeout: float = 0.25,
+        **kwargs: Any,
+    ):
+        """Open (or create) the L1 and join the host's tracking; see the class docstring."""
+        if not local_ttl > 0 or local_ttl == FOREVER:
+            raise InvalidArgument(f"local_ttl must be > 0 seconds (and finite), got {local_ttl!r}")
+        if prefix is None:
+            if name is None:
+                raise InvalidArgument("an anonymous TieredCache needs prefix= (the key prefix in Redis)")
+            prefix = f"herdcache:{name}:"
+        super().__init__(name, size, **kwargs)
+        self.local_ttl = float(local_ttl)
+        self.prefix = key_bytes(prefix)
+        try:
+            self._remote = Remote(remote, self.prefix, self.segment, timeout)
+            self._live = self.segment.counter("tier.live")
+            self._epoch = self.segment.counter("tier.epoch")
+            self._wakeups = Wakeups(self)
+            self._tracker = Tracker(self, self._remote)
+        except BaseException:
+            super().close()
+            raise
+        self._tracker.start()
+
+    # -- helpers ------------------------------------------------------------------
+
+    def _l1_delete(self, key: Any) -> bool:
+        """Remove ``key`` from this host's L1 only (delete() goes to Redis)."""
+        return _core.Cache.delete(self, key)
+
+    def _l1_clear(self) -> None:
+        """Empty this host's L1 only (clear() goes to Redis)."""
+        _core.Cache.clear(self)
+
+    def _local(self, ttl: float | None, live: int = 1) -> float:
+        """The L1 ttl for a value that lives ``ttl`` more seconds in Redis."""
+        cap = self.local_ttl if live else min(UNTRACKED_TTL, self.local_ttl)
+        return cap if ttl is None else min(ttl, cap)
+
+    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> None:
+        """Put a value this process just wrote to Redis in the L1, marked
+        as an own write (see _tracking), then fenced (see _fill_fence;
+        ``seen`` is the key's wake counter before the write)."""
+        live = self._live.load()
+        csn = self._store(key, data, self._tag, self._local(ttl, live))
+        if live:
+            mark_own_write(self, key_bytes(key), csn)
+        self._fill_fence(key, seen, header)
+
+    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> None:
+        """After an L1 publish (and own-write mark) of the record ``header``
+        read or written when the key's wake counter was ``seen``: if an
+        invalidation came since, drop the mark (the tracker may have
+        handled this very change before the mark existed: left, the mark
+        would spare the copy from the next change) and keep the copy only
+        if Redis still holds that record.  The tracker bumps the counter
+        before it looks for a mark, so one of the two sees the other."""
+        if seen is None or header is None or self._wakeups.snapshot(key_bytes(key)) == seen:
+            return
+        unmark_own_write(self, key_bytes(key))
+        try:
+            if self._remote.still(key, header):
+                return
+        except RemoteUnavailable:
+            pass
+        self._l1_delete(key)
+
+    def _write(self, key: Any, operation: Callable[[], Any]) -> Any:
+        """Run a Redis write; on failure forget the key here too (the write
+        may have happened) and raise."""
+        try:
+            return operation()
+        except RemoteUnavailable:
+            self._l1_delete(key)
+            raise
+
+    def _record(self, data: bytes) -> bytes:
+        return encode(KIND_VALUE, self._tag, data)
+
+    @property
+    def epoch(self) -> int:
+        """How many times this host's L1 was flushed whole (tracking started
+        or lost, FLUSHALL, clear())."""
+        return self._epoch.load()
+
+    @property
+    def tracking(self) -> bool:
+        """Whether this host's tracking connection is live now."""
+        return self._live.load() != 0
+
+    @property
+    def tracker_elected(self) -> bool:
+        """Whether this process holds the host's tracking connection."""
+        return self._tracker.elected
+
+    # -- reads ----------------------------------------------------------------------
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        """The value of ``key`` from the L1, else from Redis (one request per
+        host however many processes ask together), else ``default``.
+
+        :raises RemoteUnavailable: not in the L1, and Redis did not answer.
+        """
+        value = self._get_value(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        options = ComputeOptions(lease=max(4 * self._remote.timeout, 1.0))
+        try:
+            return compute.get_or_compute(self, key, _read_only, options, _TierFlight)
+        except _Absent:
+            return default
+
+    def __getitem__(self, key: Any) -> Any:
+        value = self.get(key, _MISSING)
+        if value is _MISSING:
+            raise KeyError(key)
+        return value
+
+    def __contains__(self, key: object) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+        """The values of those ``keys`` that are present: from the L1, and
+        the rest from Redis in one round trip (without the L1's single
+        flight: each process asks for its own misses).
+
+        :raises RemoteUnavailable: some keys are not in the L1, and Redis
+            did not answer.
+        """
+        found, missing = {}, []
+        for key in keys:
+            value = self._get_value(key, _MISSING)
+            if value is _MISSING:
+                missing.append(key)
+            else:
+                found[key] = value
+        if missing:
+            seen = [self._wakeups.snapshot(key_bytes(k)) for k in missing]
+            live = self._live.load()
+            for key, record, before in zip(missing, self._remote.fetch_many(missing), seen):
+                if record is None or record.kind != KIND_VALUE:
+                    continue
+                _check_tag(record, key, self._tag)
+                remaining = record.fresh_seconds
+                if remaining is not None and remaining <= 0:
+                    continue
+                found[key] = self._loads(record.payload)
+                self._store(key, record.payload, self._tag, self._local(remaining, live))
+                self._fill_fence(key, before, record.header)
+        return found
+
+    def ttl(self, key: Any) -> float | None:
+        """Seconds ``key`` has left in Redis; None if it never expires.
+
+        :raises KeyError: if the key is absent or expired.
+        """
+        record = self._remote.fetch(key)
+        if record is None or record.kind != KIND_VALUE:
+            raise KeyError(key)
+        remaining = record.fresh_seconds
+        if remaining is not None and remaining <= 0:
+            raise KeyError(key)
+        return remaining
+
+    # -- writes ---------------------------------------------------------------------
+
+    def _put(self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False) -> bool:
+        data = self._dumps(value)
+        effective = self._ttl(ttl)
+        if effective is not None and effective <= 0:
+            self.delete(key)
+            return False
+        record = self._record(data)
+        seen = self._wakeups.snapshot(key_bytes(key))
+        stored = self._write(key, lambda: self._remote.store(key, record, milliseconds(effective), nx, xx))
+        if stored:
+            self._remember(key, data, effective, seen, record[:HEADER_SIZE])
+        return stored
+
+    def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """Store in Redis, then in this host's L1; other hosts drop their copy.
+
+        :raises RemoteUnavailable: Redis did not take the write.
+        """
+        self._put(key, value, ttl)
+
+    def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+        """Store only if ``key`` is absent in Redis; True if stored."""
+        return self._put(key, value, ttl, nx=True)
+
+    def replace(self, key: Any, value: Any, ttl: float | None = None) -> bool:
+        """Store only if ``key`` is present in Redis; True if stored."""
+        return self._put(key, value, ttl, xx=True)
+
+    def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
+        """Store every item (each serialized before any is stored)."""
+        for key, value in mapping.items():
+            self._dumps(value)
+        for key, value in mapping.items():
+            self._put(key, value, ttl)
+
+    def delete(self, key: Any) -> bool:
+        """Remove ``key`` from Redis and the L1; True if Redis had it."""
+        removed = self._write(key, lambda: self._remote.delete([key]))
+        self._l1_delete(key)
+        return removed > 0
+
+    def __delitem__(self, key: Any) -> None:
+        if not self.delete(key):
+            raise KeyError(key)
+
+    def delete_many(self, keys: Iterable[Any]) -> int:
+        """Remove ``keys`` (one round trip); how many Redis had."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        try:
+            removed = self._remote.delete(keys)
+        finally:
+            for key in keys:
+                self._l1_delete(key)
+        return removed
+
+    def touch(self, key: Any, ttl: float | None = None) -> bool:
+        """Give ``key`` a new ttl in Redis; True if it was there."""
+        effective = self._ttl(ttl)
+        found = self._write(key, lambda: self._remote.touch(key, milliseconds(effective)))
+        self._l1_delete(key)  # the next read takes the new ttl
+        return found
+
+    def incr(self, key: Any, delta: int | float = 1, *, default: int | float | None = None) -> int | float:
+        """Add ``delta`` to the number under ``key`` in Redis, atomically
+        across the fleet (WATCH/MULTI), keeping its ttl; the new value.
+
+        :param default: if the key is absent, start from this number (as
+            :meth:`herdcache.Cache.incr`); None: raise KeyError.
+        :raises KeyError: if the key is absent and no default was given.
+        :raises TypeError: if the value is not a number.
+        """
+        result: list[int | float] = []
+
+        def change(record: Record) -> bytes:
+            if record.kind != KIND_VALUE or record.tag != self._tag:
+                raise SerializationError(f"the Redis value of {key!r} is not this cache's format {self._tag}")
+            value = self._loads(record.payload)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"incr/decr need a number, {key!r} holds {type(value).__name__}")
+            result[:] = [value + delta]
+            return self._record(self._dumps(value + delta))
+
+        while True:
+            new = self._write(key, lambda: self._remote.update(key, change))
+            self._l1_delete(key)
+            if new is not None:
+                return result[0]
+            if default is None:
+                raise KeyError(key)
+            if self.add(key, default + delta):
+                return default + delta
+            # another host created it first: add to theirs
+
+    def clear(self) -> None:
+        """Remove this cache's keys from Redis (SCAN + UNLINK in batches;
+        never KEYS or FLUSHDB) and flush this host's L1."""
+        self._remote.clear()
+        self._tracker.flush()
+
+    # -- no stampede, fleet-wide ------------------------------------------------------
+
+    def get_or_compute(self, key: Any, fn: Callable[[], Any], ttl: float | None = None, **kwargs: Any) -> Any:
+        """As :meth:`herdcache.Cache.get_or_compute`, with exactly one
+        computation in the whole fleet; if Redis is down, this host computes
+        (once) and keeps the value in its L1 only."""
+        options = kwargs.pop("options", None) or ComputeOptions(ttl, **kwargs)
+        return compute.get_or_compute(self, key, fn, options, _TierFlight)
+
+    async def aget_or_compute(
+        self, key: Any, fn: Callable[[], Awaitable[Any]], ttl: float | None = None, **kwargs: Any
+    ) -> Any:
+        """:meth:`get_or_compute` for asyncio: Redis calls and waits run in
+        worker threads, ``fn`` runs on the loop."""
+        options = kwargs.pop("options", None) or ComputeOptions(ttl, **kwargs)
+        return await compute.aget_or_compute(self, key, fn, options, _TierFlight)
+
+    # -- introspection ------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """The L1's statistics plus the tier's: epoch, tracking, invalidations."""
+        stats = super().stats()
+        stats["tier"] = {
+            "epoch": self.epoch,
+            "tracking": self.tracking,
+            "invalidations": self._tracker.invalidations.load(),
+            "remote_down": self._remote.is_down(),
+        }
+        return stats
+
+    def close(self) -> None:
+        """Stop this process's tracking candidate (handing the role over),
+        then close the L1."""
+        self._tracker.stop()
+        super().close()
+
+    def __repr__(self) -> str:
+        return f"<herdcache.TieredCache {self.name or '(anonymous)'!r} prefix={self.prefix!r} epoch={self.epoch}>"
+
+
+__all__ = ["TieredCache"]
