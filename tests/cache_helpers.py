@@ -16,22 +16,16 @@ import hashlib
 import json
 import os
 import random
-import signal
 import struct
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
+from helpers import HANG
+
 from herdcache import Cache
-
-#: The start methods every multi-process test runs under.
-CONTEXTS = ("fork", "spawn")
-
-#: How long anything may take before the test calls it hung.
-HANG = 60.0
 
 
 def env_number(name: str, default: float) -> float:
@@ -181,35 +175,3 @@ def open_for(ctx: BaseContext, name: str, size: str = "16MiB", **options: Any) -
     if ctx.get_start_method() == "fork":
         return Cache(size=size, **options)
     return Cache(name, size=size, **options)
-
-
-def start(ctx: BaseContext, target: Callable[..., object], *args: object) -> BaseProcess:
-    """Start ``target(*args)`` in a daemon process of ``ctx``."""
-    proc = ctx.Process(target=target, args=args, daemon=True)
-    proc.start()
-    return proc
-
-
-def kill(proc: BaseProcess) -> None:
-    """SIGKILL a child (if it still runs) and reap it."""
-    if proc.pid is not None and proc.exitcode is None:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.join(HANG)
-
-
-def join_all(procs: Iterable[BaseProcess], timeout: float = HANG) -> None:
-    """Join every child; fail if one hung (it is killed) or exited non-zero."""
-    procs = list(procs)
-    deadline = time.monotonic() + timeout
-    hung = []
-    for proc in procs:
-        proc.join(max(deadline - time.monotonic(), 0.1))
-        if proc.exitcode is None:
-            hung.append(proc.pid)
-            kill(proc)
-    assert not hung, f"children {hung} hung (killed after {timeout:.0f} s)"
-    codes = [proc.exitcode for proc in procs]
-    assert all(code == 0 for code in codes), f"children exited with {codes}"
