@@ -16,15 +16,13 @@ import hashlib
 import json
 import os
 import random
-import signal
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.context import BaseContext
-from multiprocessing.process import BaseProcess
 from typing import Any
 
-from helpers import CONTEXTS, HANG, join_all, start, wait_until  # noqa: F401 (used by the cache tests)
+
 
 from herdcache import Cache
 
@@ -165,13 +163,3 @@ def open_for(ctx: BaseContext, name: str, size: str = "16MiB", **options: Any) -
     if ctx.get_start_method() == "fork":
         return Cache(size=size, **options)
     return Cache(name, size=size, **options)
-
-
-def kill(proc: BaseProcess) -> None:
-    """SIGKILL a child (if it still runs) and reap it."""
-    if proc.pid is not None and proc.exitcode is None:
-        try:
-            os.kill(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-    proc.join(HANG)

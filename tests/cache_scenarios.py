@@ -1,6 +1,7 @@
-"""The long scenarios of the cache tests, run short by default
-(tests/multiprocess) and long on demand (tests/stress): writers racing
-readers of self-checking values, and writers killed at random moments.
+"""The long scenarios of the cache tests, run short by default and long
+with ``-m stress`` (both forms in tests/multiprocess), or without pytest
+(:func:`main`): writers racing readers of self-checking values, and
+writers killed at random moments.
 
 Both are driven from the parent; the children's bodies are in
 :mod:`cache_workers`.  See the test modules for what each promises.
@@ -16,7 +17,8 @@ import time
 from multiprocessing.context import BaseContext
 
 import cache_workers
-from cache_helpers import HANG, cache_ref, join_all, start, verify_value, wait_until
+from cache_helpers import cache_ref, verify_value
+from helpers import HANG, join_all, start, wait_until
 
 from herdcache import Cache
 
@@ -94,3 +96,37 @@ def kill_loop(kills: int, size: str, seed: int) -> None:
         repaired = cache.stats()["recoveries"] - recoveries
         assert repaired > 0, f"none of {kills} kills landed inside a stripe operation"
         cache.check()
+
+
+#: Cache sizes of the long runs: one stripe that evicts all the time, and
+#: many stripes.
+SOAK_SIZES = ["1MiB", "64MiB"]
+
+
+def soak(size: str, seconds: float) -> None:
+    """Four writers against four readers (half using lookup) for ``seconds``."""
+    with Cache(size=size, serializer="raw") as cache:
+        race(multiprocessing.get_context("fork"), cache, writers=4, readers=4, reads=0, seconds=seconds)
+
+
+def main() -> None:
+    """The long runs without pytest, e.g. an overnight soak::
+
+    python tests/cache_scenarios.py --seconds 600 --kills 10000
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=60, help="torn-read soak per cache size")
+    parser.add_argument("--kills", type=int, default=1000, help="killed writers per cache size")
+    parser.add_argument("--seed", type=int, default=2)
+    args = parser.parse_args()
+    for size in SOAK_SIZES:
+        soak(size, args.seconds)
+        print(f"torn reads, {size}: {args.seconds:.0f} s, no bad read")
+        kill_loop(args.kills, size, seed=args.seed)
+        print(f"kill loop, {size}: {args.kills} kills, no bad read")
+
+
+if __name__ == "__main__":
+    main()

@@ -103,12 +103,15 @@ def start_holder(ctx: BaseContext, segref: SegmentRef, lock_name: str) -> BasePr
 
 
 def kill(proc: BaseProcess) -> None:
-    """SIGKILL a child and reap it.
+    """SIGKILL a child that is still running, and reap it.
 
-    join() without a timeout waits in waitpid(), which SIGKILL ends; with
-    a timeout it would watch the child's sentinel pipe, which the child's
-    own forked children keep open after its death.
+    A child that already exited fails the test (it was meant to be killed,
+    and its pid may be reused: never signal a reaped child).  join()
+    without a timeout waits in waitpid(), which SIGKILL ends; with a
+    timeout it would watch the child's sentinel pipe, which the child's own
+    forked children keep open after its death.
     """
+    assert proc.exitcode is None, f"child {proc.pid} had already exited with {proc.exitcode}"
     os.kill(proc.pid, signal.SIGKILL)
     proc.join()
     assert proc.exitcode == -signal.SIGKILL, f"child exited with {proc.exitcode}"
@@ -123,8 +126,7 @@ def join_all(procs: Iterable[BaseProcess], timeout: float = HANG) -> None:
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
             hung.append(proc.pid)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.join()
+            kill(proc)
     assert not hung, f"children {hung} were still running after {timeout} s"
     codes = [proc.exitcode for proc in procs]
     assert codes == [0] * len(procs), f"child exit codes {codes}"

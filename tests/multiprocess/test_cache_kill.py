@@ -15,7 +15,7 @@ moment, drawn at random; nothing waits on it) and SIGKILLs it.  Then:
 
 and at the end no reader ever saw a bad value.  Killed readers, for
 their part, must cost nothing at all.  The default run kills
-``HERDCACHE_KILLS`` (200) writers; tests/stress/test_cache_soak.py kills
+``HERDCACHE_KILLS`` (200) writers; the long form (``-m stress``) kills
 1,000 per cache size (``HERDCACHE_STRESS_KILLS``).
 """
 
@@ -27,17 +27,9 @@ import time
 
 import cache_workers
 import pytest
-from cache_helpers import (
-    HANG,
-    cache_ref,
-    env_number,
-    join_all,
-    kill,
-    start,
-    verify_value,
-    wait_until,
-)
-from cache_scenarios import kill_loop
+from cache_helpers import cache_ref, env_number, verify_value
+from cache_scenarios import SOAK_SIZES, kill_loop
+from helpers import HANG, join_all, kill, start, wait_until
 
 from herdcache import Cache
 
@@ -51,6 +43,15 @@ def test_a_killed_writer_never_tears_wedges_or_breaks_the_cache(size: str, kills
     no torn value, no hung reader, check() passes after each kill, and some
     kills needed repair."""
     kill_loop(kills, size, seed=1)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(0)
+@pytest.mark.parametrize("size", SOAK_SIZES)
+def test_a_thousand_killed_writers(size: str) -> None:
+    """HERDCACHE_STRESS_KILLS (1,000) killed writers: no torn value, no hung
+    reader, check() passes after each kill."""
+    kill_loop(int(env_number("HERDCACHE_STRESS_KILLS", 1000)), size, seed=2)
 
 
 def test_a_killed_reader_costs_nothing() -> None:

@@ -16,17 +16,8 @@ from multiprocessing.context import BaseContext
 
 import cache_workers
 import pytest
-from cache_helpers import (
-    CONTEXTS,
-    HANG,
-    cache_ref,
-    join_all,
-    open_for,
-    start,
-    verify_value,
-    wait_until,
-)
-from helpers import receive
+from cache_helpers import cache_ref, open_for, verify_value
+from helpers import CONTEXTS, HANG, join_all, receive, start, wait_until
 
 from herdcache import Cache
 

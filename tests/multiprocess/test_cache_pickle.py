@@ -13,7 +13,7 @@ from multiprocessing.context import BaseContext
 
 import cache_workers
 import pytest
-from cache_helpers import HANG, join_all, start
+from helpers import HANG, join_all, start
 
 import herdcache
 from herdcache import Cache

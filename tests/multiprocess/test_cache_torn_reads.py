@@ -9,8 +9,8 @@ stripe, constant eviction) makes reuse of the block a reader is copying as
 likely as it can be.
 
 The default run reads 100,000 values per reader (``HERDCACHE_TORN_READS``);
-tests/stress/test_cache_soak.py runs four writers and four readers for
-``HERDCACHE_STRESS_SECONDS`` (60).
+the long form (``-m stress``) runs four writers and four readers for
+``HERDCACHE_STRESS_SECONDS`` (60) per cache size.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from __future__ import annotations
 import multiprocessing
 
 import pytest
-from cache_helpers import CONTEXTS, env_number, open_for
-from cache_scenarios import race
+from cache_helpers import env_number, open_for
+from cache_scenarios import SOAK_SIZES, race, soak
+from helpers import CONTEXTS
 
 #: Reads per reader in the default run.
 READS = int(env_number("HERDCACHE_TORN_READS", 100_000))
@@ -41,3 +42,11 @@ def test_readers_never_see_a_torn_value_without_deletes(segment_name: str) -> No
     ctx = multiprocessing.get_context("fork")
     with open_for(ctx, segment_name, size="1MiB", serializer="raw") as cache:
         race(ctx, cache, writers=2, readers=2, reads=READS, seconds=0.0, deletes=0.0)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(0)
+@pytest.mark.parametrize("size", SOAK_SIZES)
+def test_readers_never_see_a_torn_value_soak(size: str) -> None:
+    """Four writers, four readers, HERDCACHE_STRESS_SECONDS: zero bad reads."""
+    soak(size, env_number("HERDCACHE_STRESS_SECONDS", 60))

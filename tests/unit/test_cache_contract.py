@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from cache_helpers import CONFIGS, Config, wait_until
+from cache_helpers import CONFIGS, Config
+from helpers import wait_until
 
 from herdcache import FOREVER, Cache, errors
 

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from cache_helpers import HANG
 from cache_workers import CORRUPTIONS
+from helpers import HANG
 
 from herdcache import Cache
 

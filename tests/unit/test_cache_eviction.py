@@ -11,7 +11,7 @@ import random
 from collections.abc import Iterator
 
 import pytest
-from cache_helpers import wait_until
+from helpers import wait_until
 
 from herdcache import Cache, errors
 

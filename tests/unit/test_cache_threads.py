@@ -11,7 +11,8 @@ from __future__ import annotations
 import random
 import threading
 
-from cache_helpers import HANG, checked_value, verify_value
+from cache_helpers import checked_value, verify_value
+from helpers import HANG
 
 from herdcache import Cache
 

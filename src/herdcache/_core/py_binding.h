@@ -83,6 +83,20 @@ hc_segment *hcpy_segment_get(SegmentObject *self);
  * on failure). */
 PyObject *hcpy_segment_wrap(PyTypeObject *type, hc_segment *seg);
 
+/*
+ * A wait on seg's memory without the GIL: wait(arg, until) runs pinned in
+ * slices of at most HCPY_SIGNAL_SLICE_NS, and Python's signal handlers run
+ * between slices and whenever the wait is interrupted.  A signal that
+ * lands after the handlers last ran but before the wait's system call
+ * would otherwise sleep with it, for good if there is no deadline.
+ * Returns the wait's status (HC_TIMEOUT only at deadline), or
+ * HC_INTERRUPTED with the handler's exception set.
+ */
+#define HCPY_SIGNAL_SLICE_NS (50 * HC_NS_PER_MS)
+typedef hc_status (*hcpy_wait_fn)(void *arg, uint64_t until);
+hc_status hcpy_wait(hc_segment *seg, hcpy_wait_fn wait, void *arg,
+                    uint64_t deadline);
+
 /* unlink, is_orphan, validate_name: module functions by segment name. */
 extern PyMethodDef hcpy_segment_functions[];
 

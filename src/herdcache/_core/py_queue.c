@@ -66,23 +66,42 @@ queue_deadline(PyObject *block_obj, PyObject *timeout, int *block,
     return hcpy_deadline(timeout, HCPY_QUEUE_WAIT, deadline);
 }
 
+/* What a queue waits for: its side, and the room a put needs. */
+typedef struct {
+    hc_queue_handle *qh;
+    hc_queue_side_id side;
+    size_t len;
+} queue_waiting;
+
+/* hcpy_wait_fn: own the side, waiting for it until until. */
+static hc_status
+begin_until(void *arg, uint64_t until)
+{
+    queue_waiting *w = arg;
+
+    return w->side == HC_QUEUE_PUT ? hc_queue_put_begin(w->qh, until)
+                                   : hc_queue_get_begin(w->qh, until);
+}
+
+/* hcpy_wait_fn: wait for room or data until until. */
+static hc_status
+wait_until(void *arg, uint64_t until)
+{
+    queue_waiting *w = arg;
+
+    return w->side == HC_QUEUE_PUT ? hc_queue_wait_put(w->qh, w->len, until)
+                                   : hc_queue_wait_get(w->qh, until);
+}
+
 /* Own a side; if it is owned now, wait for it without the GIL. */
 static hc_status
 queue_begin(QueueObject *self, hc_queue_side_id side, uint64_t deadline)
 {
-    hc_queue_handle *qh = self->qh;
-    hc_segment *seg = self->segment->seg;
-    hc_status st = side == HC_QUEUE_PUT
-                       ? hc_queue_put_begin(qh, HC_QUEUE_NOWAIT)
-                       : hc_queue_get_begin(qh, HC_QUEUE_NOWAIT);
+    queue_waiting w = {self->qh, side, 0};
+    hc_status st = begin_until(&w, HC_QUEUE_NOWAIT);
 
-    while (st == HC_WOULD_BLOCK || st == HC_INTERRUPTED) {
-        if (st == HC_INTERRUPTED && PyErr_CheckSignals() < 0)
-            return HC_INTERRUPTED;
-        PINNED_UNLOCKED(seg, st, side == HC_QUEUE_PUT
-                                     ? hc_queue_put_begin(qh, deadline)
-                                     : hc_queue_get_begin(qh, deadline));
-    }
+    if (st == HC_WOULD_BLOCK || st == HC_INTERRUPTED)
+        st = hcpy_wait(self->segment->seg, begin_until, &w, deadline);
     return st;
 }
 
@@ -91,19 +110,9 @@ static hc_status
 queue_wait(QueueObject *self, hc_queue_side_id side, size_t len,
            uint64_t deadline)
 {
-    hc_queue_handle *qh = self->qh;
-    hc_segment *seg = self->segment->seg;
-    hc_status st;
+    queue_waiting w = {self->qh, side, len};
 
-    for (;;) {
-        PINNED_UNLOCKED(seg, st, side == HC_QUEUE_PUT
-                                     ? hc_queue_wait_put(qh, len, deadline)
-                                     : hc_queue_wait_get(qh, deadline));
-        if (st != HC_INTERRUPTED)
-            return st;
-        if (PyErr_CheckSignals() < 0)
-            return HC_INTERRUPTED;
-    }
+    return hcpy_wait(self->segment->seg, wait_until, &w, deadline);
 }
 
 /* Serialize obj (or take a raw queue's bytes) into view. */

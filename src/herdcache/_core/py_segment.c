@@ -41,6 +41,24 @@ hcpy_segment_wrap(PyTypeObject *type, hc_segment *seg)
     return (PyObject *) self;
 }
 
+hc_status
+hcpy_wait(hc_segment *seg, hcpy_wait_fn wait, void *arg, uint64_t deadline)
+{
+    hc_status st;
+
+    for (;;) {
+        uint64_t until = hc_deadline_min_step(deadline, HCPY_SIGNAL_SLICE_NS);
+
+        PINNED_UNLOCKED(seg, st, wait(arg, until));
+        if (st == HC_TIMEOUT && until < deadline)
+            st = HC_INTERRUPTED;        /* a slice ended: run the handlers */
+        if (st != HC_INTERRUPTED)
+            return st;
+        if (PyErr_CheckSignals() < 0)
+            return HC_INTERRUPTED;
+    }
+}
+
 static void
 Segment_dealloc(SegmentObject *self)
 {

@@ -85,19 +85,28 @@ Lock_init(LockObject *self, PyObject *args, PyObject *Py_UNUSED(kw))
     return placed_init(&self->base, args, sizeof(hc_lock));
 }
 
+/* What a lock waiter waits for. */
+typedef struct {
+    hc_segment *seg;
+    hc_lock *lock;
+} lock_waiting;
+
+/* hcpy_wait_fn: take the lock, waiting until until. */
+static hc_status
+acquire_until(void *arg, uint64_t until)
+{
+    lock_waiting *w = arg;
+
+    return hc_lock_acquire(w->seg, w->lock, until);
+}
+
 /* Wait for the lock with the GIL released, running signal handlers. */
 static hc_status
 lock_wait(hc_segment *seg, hc_lock *lock, uint64_t deadline)
 {
-    hc_status st;
+    lock_waiting w = {seg, lock};
 
-    for (;;) {
-        PINNED_UNLOCKED(seg, st, hc_lock_acquire(seg, lock, deadline));
-        if (st != HC_INTERRUPTED)
-            return st;
-        if (PyErr_CheckSignals() < 0)
-            return HC_INTERRUPTED;
-    }
+    return hcpy_wait(seg, acquire_until, &w, deadline);
 }
 
 PyDoc_STRVAR(Lock_acquire_doc,
