@@ -116,7 +116,7 @@ test_alloc_coalesces(void)
     hc_arena arena = {0};
     uint8_t base[256 * HC_UNIT];
     hc_arena_view av = {&arena, base, used, start, 256};
-    uint32_t a, b, c;
+    uint32_t a, b, c, d;
 
     hc_alloc_reset(&av);
     CHECK_ST(hc_alloc_block(&av, 100, UINT32_MAX, &a), HC_OK);
@@ -128,6 +128,9 @@ test_alloc_coalesces(void)
     /* the two frees coalesced: 200 contiguous units fit again */
     CHECK_ST(hc_alloc_block(&av, 200, 0, &c), HC_OK);
     CHECK(c == 0);
+    /* a free run exactly as long as asked for fits */
+    CHECK_ST(hc_alloc_block(&av, 56, 0, &d), HC_OK);
+    CHECK(d == 200);
     CHECK_ST(hc_alloc_check(&av), HC_OK);
 }
 

@@ -12,7 +12,9 @@ first failing one kills it.  Each result is one of
 - ``assertion``: a test failed (or a C test's CHECK or deadline fired);
 - ``crash``: the test process died of a signal (a segfault, say);
 - ``timeout``: only pytest-timeout, or this runner's own limit, stopped it;
-- ``survived``: every test passed.
+- ``survived``: every test passed;
+- ``error``: the mutant does not build (or pytest could not run): fix the
+  catalogue, it tested nothing.
 
 The last line is ``mutants: K of N killed (T by timeout)``.  A snippet that
 no longer occurs exactly once in its file stops the run before anything is
@@ -27,6 +29,7 @@ import concurrent.futures
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -39,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from catalogue import MUTANTS, Mutant  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-#: This runner's own limit on one mutant's tests, above pytest-timeout's 120 s.
-LIMIT = 900
+#: This runner's own limit on one mutant's build or tests, above pytest-timeout's 120 s.
+LIMIT = 300
 
 
 @dataclass
@@ -88,14 +91,16 @@ def scratch_copy(dest: Path) -> None:
 
 def run(cmd: list[str], cwd: Path, limit: float = LIMIT, env: dict | None = None) -> tuple[int | None, str]:
     """(exit code or None if it ran past ``limit``, output)."""
-    try:
-        done = subprocess.run(
-            cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=limit, start_new_session=True
-        )
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout or b""
-        return None, out.decode(errors="replace") if isinstance(out, bytes) else out
-    return done.returncode, done.stdout + done.stderr
+    with subprocess.Popen(
+        cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    ) as proc:
+        try:
+            out, _ = proc.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # and whatever the tests started
+            out, _ = proc.communicate()
+            return None, out
+    return proc.returncode, out
 
 
 class Scratch:
@@ -122,7 +127,7 @@ class Scratch:
         env = dict(self.env, CC="gcc")  # one gcc call per program: nothing for ccache to reuse
         code, out = run(["make", "-s", "-C", "tests/c", f"build/asan/{name}"], self.dir, LIMIT, env)
         if code != 0:
-            return "assertion", f"c:{name} (does not build: {out.strip().splitlines()[-1:]})"
+            return "error", f"c:{name} does not build: {out.strip().splitlines()[:3]}"
         code, out = run([f"tests/c/build/asan/{name}"], self.dir, LIMIT, self.env)
         if code == 0:
             return "survived", ""

@@ -165,6 +165,16 @@ def test_a_key_that_is_not_str_or_bytes_is_a_typeerror(cache: Cache, key: Any) -
     assert_nothing_written(cache, before)
 
 
+@pytest.mark.parametrize("value", ["text", 5, None, [b"x"]], ids=["str", "int", "None", "list"])
+def test_the_raw_serializer_refuses_anything_but_bytes(value: Any) -> None:
+    """serializer='raw' stores bytes-like values only; anything else is a
+    SerializationError naming the type, and nothing is written."""
+    with Cache(size="8MiB", serializer="raw") as cache:
+        with pytest.raises(errors.SerializationError, match=type(value).__name__):
+            cache["k"] = value
+        assert "k" not in cache
+
+
 def test_a_value_over_max_value_size_is_refused() -> None:
     """A serialized value larger than max_value_size raises ValueTooLarge;
     one of exactly that size is stored."""

@@ -53,6 +53,8 @@ def test_other_size_is_struct_mismatch_with_both_sizes(named: Segment) -> None:
     named.struct("x", 10)
     with pytest.raises(errors.StructMismatch, match="10 bytes, asked for 11"):
         named.struct("x", 11)
+    with pytest.raises(errors.StructMismatch, match="10 bytes, asked for 9"):
+        named.struct("x", 9)  # smaller is no better: the layout differs
     assert named.struct("x", 10)[1] is True
 
 
