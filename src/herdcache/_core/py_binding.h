@@ -71,13 +71,21 @@ typedef struct {
     PyObject_HEAD
     hc_segment *seg;            /* NULL once closed */
     Py_ssize_t exports;         /* buffers handed out */
-    Py_ssize_t locks_held;      /* locks taken through this object */
+    Py_ssize_t locks_held;      /* locks taken through this object... */
+    uint64_t locks_epoch;       /* ...in this process (hc_fork_epoch()) */
 } SegmentObject;
 
 extern PyTypeObject hcpy_Segment_Type;
 
 /* The live segment, or NULL with SegmentClosed. */
 hc_segment *hcpy_segment_get(SegmentObject *self);
+/*
+ * Count a lock taken (+1) or released (-1) through self.  A forked child
+ * inherits the parent's count but none of its locks: the count restarts
+ * at 0 in each process, so a child's close() is not refused forever.
+ */
+void hcpy_count_lock(SegmentObject *self, int delta);
+
 /* A new Segment object owning seg (closed again on failure). */
 PyObject *hcpy_segment_wrap(hc_segment *seg);
 

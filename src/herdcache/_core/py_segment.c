@@ -49,6 +49,23 @@ Segment_dealloc(SegmentObject *self)
     PyObject_Free(self);
 }
 
+/* Locks this process holds through self (none, in a fresh fork child). */
+static Py_ssize_t
+locks_held(SegmentObject *self)
+{
+    if (self->locks_epoch != hc_fork_epoch()) {
+        self->locks_held = 0;
+        self->locks_epoch = hc_fork_epoch();
+    }
+    return self->locks_held;
+}
+
+void
+hcpy_count_lock(SegmentObject *self, int delta)
+{
+    self->locks_held = locks_held(self) + delta;
+}
+
 PyDoc_STRVAR(Segment_close_doc,
 "close() -> None\n\n"
 "Unmap this process's view of the segment.  Raises SegmentBusy while a\n"
@@ -61,7 +78,7 @@ Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 
     if (self->seg == NULL)
         Py_RETURN_NONE;
-    if (self->exports > 0 || self->locks_held > 0) {
+    if (self->exports > 0 || locks_held(self) > 0) {
         hc_set_detail("%zd memoryviews of it are alive and %zd of its locks "
                       "are held", self->exports, self->locks_held);
         return hcpy_raise_status("close", HC_BUSY);
