@@ -42,7 +42,13 @@
  * parent's slot lock lives on in the parent), bumps the fork epoch, so
  * each handle claims a fresh slot at its first use in the child, and
  * resets the process-local mutexes and counters the parent's other threads
- * may have held.
+ * may have held.  That handler sees only listed handles, so a handle is
+ * listed before its slot is claimed, and every claim (opening the lock
+ * description, taking the lock, recording it in sg_lock_fd) runs under
+ * fork_guard, which the prepare handler takes: a fork() never happens in
+ * the middle of a claim.  Otherwise a child forked by another thread then
+ * would keep a copy of a description holding the parent's slot lock, and
+ * the parent, once dead, would look alive for as long as the child lives.
  *
  *-------------------------------------------------------------------------
  */
@@ -75,6 +81,8 @@ static pthread_mutex_t open_mutex = PTHREAD_MUTEX_INITIALIZER;
 static hc_segment *open_list;
 static _Atomic uint64_t fork_epoch = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+/* Held across every slot claim, and by fork() itself (note (e)). */
+static pthread_mutex_t fork_guard = PTHREAD_MUTEX_INITIALIZER;
 
 uint64_t
 hc_fork_epoch(void)
@@ -83,12 +91,25 @@ hc_fork_epoch(void)
     return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
 }
 
+void
+hc_fork_guard_enter(void)
+{
+    pthread_mutex_lock(&fork_guard);
+}
+
+void
+hc_fork_guard_leave(void)
+{
+    pthread_mutex_unlock(&fork_guard);
+}
+
 static void
 atfork_child(void)
 {
     hc_segment *seg;
 
     /* The parent's other threads are gone; so are the locks they held. */
+    pthread_mutex_init(&fork_guard, NULL);
     pthread_mutex_init(&open_mutex, NULL);
     for (seg = open_list; seg != NULL; seg = seg->sg_next) {
         pthread_mutex_init(&seg->sg_mutex, NULL);
@@ -103,7 +124,7 @@ atfork_child(void)
 static void
 register_atfork(void)
 {
-    pthread_atfork(NULL, NULL, atfork_child);
+    pthread_atfork(hc_fork_guard_enter, hc_fork_guard_leave, atfork_child);
 }
 
 static uint64_t
@@ -284,6 +305,25 @@ list_remove(hc_segment *seg)
     }
 }
 
+/*
+ * Put seg on the open list, then claim its slot.  Listed first, so that
+ * the fork child handler, which closes the child's copy of every listed
+ * handle's lock description, sees it before it holds any lock (the claim
+ * itself holds fork() off, see hc_slot_claim()).  The caller holds
+ * open_mutex; on failure seg is off the list again.
+ */
+static hc_status
+list_and_claim(hc_segment *seg)
+{
+    hc_status st;
+
+    list_add(seg);
+    st = hc_slot_claim(seg);
+    if (st != HC_OK)
+        list_remove(seg);
+    return st;
+}
+
 static hc_segment *
 list_find(dev_t dev, ino_t ino)
 {
@@ -318,7 +358,7 @@ initialise(int fd, uint64_t size, hc_segment **out)
         errno = ENOMEM;
         return HC_SYSTEM;
     }
-    st = hc_slot_claim(seg);
+    st = list_and_claim(seg);
     if (st != HC_OK) {
         munmap(base, size);
         free(seg);
@@ -394,7 +434,6 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
-    list_add(*out);
     return HC_OK;
 }
 
@@ -549,7 +588,7 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
         st = HC_SYSTEM;
     }
     if (st == HC_OK)
-        st = hc_slot_claim(seg);
+        st = list_and_claim(seg);
     if (st != HC_OK) {
         munmap(base, size);
         free(seg);
@@ -618,8 +657,7 @@ attach_locked(const char *name, const hc_segment_options *opts,
     (*out)->sg_ino = sb.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
-    list_add(*out);
-    return HC_OK;
+    return HC_OK;               /* listed by map_and_validate() */
 }
 
 hc_status
@@ -683,8 +721,16 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
     if (st == HC_OK
         && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
         st = HC_SYSTEM;
-    if (st == HC_OK)
-        st = initialise(fd, size, out);
+    if (st == HC_OK) {
+        pthread_mutex_lock(&open_mutex);
+        st = initialise(fd, size, out);     /* lists the handle */
+        if (st == HC_OK) {
+            (*out)->sg_anonymous = true;
+            snprintf((*out)->sg_name, sizeof((*out)->sg_name),
+                     "(anonymous)");
+        }
+        pthread_mutex_unlock(&open_mutex);
+    }
     if (st != HC_OK) {
         int saved = errno;
 
@@ -692,11 +738,6 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
         errno = saved;
         return st;
     }
-    (*out)->sg_anonymous = true;
-    snprintf((*out)->sg_name, sizeof((*out)->sg_name), "(anonymous)");
-    pthread_mutex_lock(&open_mutex);
-    list_add(*out);
-    pthread_mutex_unlock(&open_mutex);
     return HC_OK;
 }
 

@@ -200,4 +200,11 @@ void hc_read_boot_id(char out[40]);
 /* Incremented in every forked child (pthread_atfork); see slot.h. */
 uint64_t hc_fork_epoch(void);
 
+/*
+ * Hold fork() off (the pthread_atfork prepare handler waits) while a slot
+ * lock is being taken: segment.c, note (e).  Short sections only.
+ */
+void hc_fork_guard_enter(void);
+void hc_fork_guard_leave(void);
+
 #endif /* HC_SEGMENT_H */
