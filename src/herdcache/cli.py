@@ -6,7 +6,7 @@ Subcommands::
     herdcache info NAME          a segment's identity, usage and structures
     herdcache rm NAME [NAME...]  remove segments (processes that map them keep them)
     herdcache stats NAME         a cache's statistics, summed and per process
-    herdcache gc                 remove segments no live process is attached to
+    herdcache gc [--prefix P]    remove segments no live process is attached to
     herdcache demo               a herd of processes shares one cache
 """
 
@@ -89,7 +89,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 @command("gc")
 def _gc(args: argparse.Namespace) -> int:
-    for name in gc(args.dir):
+    for name in gc(args.dir, prefix=args.prefix):
         print(f"removed {name}")
     return 0
 
@@ -111,7 +111,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("info", help="show a segment").add_argument("name")
     sub.add_parser("rm", help="remove segments").add_argument("names", nargs="+")
     sub.add_parser("stats", help="a cache's statistics, summed and per process").add_argument("name")
-    sub.add_parser("gc", help="remove segments no live process is attached to")
+    sub.add_parser("gc", help="remove segments no live process is attached to (every application's)").add_argument(
+        "--prefix", default="", help="only segments whose name starts with this (your application's prefix)"
+    )
     sub.add_parser("demo", help="a herd of processes shares one cache").add_argument("--workers", type=int, default=8)
     return parser
 

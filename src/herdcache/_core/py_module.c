@@ -161,17 +161,14 @@ core_unlink(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(is_orphan_doc,
-"is_orphan(name, dir=None) -> bool\n\n"
-"True if no live process is attached to the named segment.");
-
+/* is_orphan() and remove_if_orphan(): one probe, with or without unlink. */
 static PyObject *
-core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+orphan_call(PyObject *args, PyObject *kw, bool remove)
 {
     static char *kwlist[] = {"name", "dir", NULL};
     segment_args a = {0};
     hc_segment_options o;
-    bool orphan = false;
+    bool result = false;
     hc_status st;
 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
@@ -179,10 +176,33 @@ core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
         return NULL;
     if (options_of(&a, &o) < 0)
         return NULL;
-    UNLOCKED(st, hc_segment_is_orphan(a.name, &o, &orphan));
+    UNLOCKED(st, remove ? hc_segment_remove_if_orphan(a.name, &o, &result)
+                        : hc_segment_is_orphan(a.name, &o, &result));
     if (st != HC_OK)
-        return hcpy_raise_status("is_orphan", st);
-    return PyBool_FromLong(orphan);
+        return hcpy_raise_status(remove ? "remove_if_orphan" : "is_orphan",
+                                 st);
+    return PyBool_FromLong(result);
+}
+
+PyDoc_STRVAR(is_orphan_doc,
+"is_orphan(name, dir=None) -> bool\n\n"
+"True if no live process is attached to the named segment.");
+
+static PyObject *
+core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    return orphan_call(args, kw, false);
+}
+
+PyDoc_STRVAR(remove_if_orphan_doc,
+"remove_if_orphan(name, dir=None) -> bool\n\n"
+"Unlink the named segment if no live process is attached to it, with\n"
+"attachers held off while deciding; True if it was removed.");
+
+static PyObject *
+core_remove_if_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    return orphan_call(args, kw, true);
 }
 
 PyDoc_STRVAR(validate_name_doc,
@@ -224,6 +244,8 @@ static PyMethodDef module_methods[] = {
      METH_VARARGS | METH_KEYWORDS, unlink_doc},
     {"is_orphan", (PyCFunction) (void (*)(void)) core_is_orphan,
      METH_VARARGS | METH_KEYWORDS, is_orphan_doc},
+    {"remove_if_orphan", (PyCFunction) (void (*)(void)) core_remove_if_orphan,
+     METH_VARARGS | METH_KEYWORDS, remove_if_orphan_doc},
     {"validate_name", (PyCFunction) core_validate_name, METH_O,
      validate_name_doc},
     {NULL}

@@ -526,6 +526,33 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
     }
 }
 
+/*
+ * After taking the attached lock: wait until no gc (nor creator) holds the
+ * creation byte, then check that the name still leads to the file we
+ * opened.  A gc that found the file unattached before our attached lock
+ * holds that byte until it has unlinked the file (hc_segment_remove_if_
+ * orphan()), so we see the name gone; one that comes later sees our lock.
+ * Either way no process keeps using a file whose name leads elsewhere.
+ */
+static hc_status
+check_still_named(int fd, const char *path)
+{
+    struct stat fsb, psb;
+
+    if (init_byte_lock(fd, F_RDLCK, F_OFD_SETLKW) < 0)
+        return HC_SYSTEM;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    if (fstat(fd, &fsb) < 0)
+        return HC_SYSTEM;
+    if (stat(path, &psb) < 0 || psb.st_dev != fsb.st_dev
+        || psb.st_ino != fsb.st_ino) {
+        hc_set_detail("%s was removed (by gc) while this process attached "
+                      "it", path);
+        return HC_NOT_FOUND;    /* attach opens the name again */
+    }
+    return HC_OK;
+}
+
 static hc_status
 validate_header(hc_segment_header *h, uint64_t file_size, const char *path)
 {
@@ -571,6 +598,8 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
     if (attached_lock(fd) < 0)
         return HC_SYSTEM;
     st = wait_for_header(fd, path, wait_ns, &size);
+    if (st == HC_OK)
+        st = check_still_named(fd, path);
     if (st != HC_OK)
         return st;
     if (size < hc_segment_min_size()) {
@@ -600,9 +629,10 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
     return HC_OK;
 }
 
+/* *replaced: the name was removed while we attached; open it again. */
 static hc_status
 attach_locked(const char *name, const hc_segment_options *opts,
-              hc_segment **out)
+              hc_segment **out, bool *replaced)
 {
     char path[4096];
     struct stat sb;
@@ -646,6 +676,7 @@ attach_locked(const char *name, const hc_segment_options *opts,
                               opts && opts->attach_wait_ns
                                   ? opts->attach_wait_ns : ATTACH_WAIT_NS,
                               out);
+    *replaced = st == HC_NOT_FOUND;     /* only check_still_named() says so */
     if (st != HC_OK) {
         int saved = errno;
 
@@ -664,11 +695,18 @@ hc_status
 hc_segment_attach(const char *name, const hc_segment_options *opts,
                   hc_segment **out)
 {
-    hc_status st;
+    hc_status st = HC_NOT_FOUND;
+    int attempt;
 
     pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&open_mutex);
-    st = attach_locked(name, opts, out);
+    for (attempt = 0; attempt < 8; attempt++) {
+        bool replaced = false;
+
+        st = attach_locked(name, opts, out, &replaced);
+        if (!replaced)
+            break;              /* else the name leads to a new file now */
+    }
     pthread_mutex_unlock(&open_mutex);
     return st;
 }
@@ -790,34 +828,72 @@ hc_segment_unlink_name(const char *name, const hc_segment_options *opts)
     return HC_OK;
 }
 
-hc_status
-hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
-                     bool *orphan)
+/*
+ * Unlink the file if no live process maps it, deciding and unlinking while
+ * holding its creation byte: an attacher that opened it meanwhile waits
+ * for that byte and then finds the name gone (check_still_named()), so it
+ * never keeps using a file whose name leads to a new one.
+ */
+static bool
+unlink_if_orphan(int fd, const char *path)
+{
+    struct stat fsb, psb;
+    bool removed = false;
+
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
+        return false;           /* a creator or another gc is at work */
+    if (hc_slot_none_attached(fd) && fstat(fd, &fsb) == 0
+        && stat(path, &psb) == 0 && psb.st_dev == fsb.st_dev
+        && psb.st_ino == fsb.st_ino)
+        removed = unlink(path) == 0;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    return removed;
+}
+
+/*
+ * The orphan test of the named file, and (remove) its removal if it is an
+ * orphan: *result says whether it is one (or was removed).
+ */
+static hc_status
+orphan_probe(const char *name, const hc_segment_options *opts, bool remove,
+             bool *result)
 {
     char path[4096];
     struct stat sb;
     hc_status st = hc_segment_path(name, opts, path, sizeof(path));
     int fd;
 
+    *result = false;
     if (st != HC_OK)
         return st;
     pthread_mutex_lock(&open_mutex);
     if (stat(path, &sb) == 0 && list_find(sb.st_dev, sb.st_ino) != NULL) {
-        /* We are attached ourselves. */
         pthread_mutex_unlock(&open_mutex);
-        *orphan = false;
-        return HC_OK;
+        return HC_OK;           /* we are attached ourselves */
     }
     fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        pthread_mutex_unlock(&open_mutex);
-        if (errno == ENOENT)
-            return HC_NOT_FOUND;
-        return HC_SYSTEM;
+    if (fd >= 0) {
+        /* Slots, creation, attached: any lock there is a live process. */
+        *result = remove ? unlink_if_orphan(fd, path)
+                         : hc_slot_none_attached(fd);
+        close(fd);
     }
-    /* Slots, creation, attached: any lock there is a live process. */
-    *orphan = hc_slot_none_attached(fd);
-    close(fd);
     pthread_mutex_unlock(&open_mutex);
+    if (fd < 0)
+        return errno == ENOENT ? HC_NOT_FOUND : HC_SYSTEM;
     return HC_OK;
+}
+
+hc_status
+hc_segment_remove_if_orphan(const char *name, const hc_segment_options *opts,
+                            bool *removed)
+{
+    return orphan_probe(name, opts, true, removed);
+}
+
+hc_status
+hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
+                     bool *orphan)
+{
+    return orphan_probe(name, opts, false, orphan);
 }

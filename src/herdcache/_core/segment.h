@@ -161,6 +161,13 @@ hc_status hc_segment_validate_name(const char *name);
 /* True if no live process is attached (slot and creation locks all free). */
 hc_status hc_segment_is_orphan(const char *name,
                                const hc_segment_options *opts, bool *orphan);
+/*
+ * Unlink the named segment if no live process is attached, atomically with
+ * respect to attachers (*removed tells whether it was).  What gc() uses.
+ */
+hc_status hc_segment_remove_if_orphan(const char *name,
+                                      const hc_segment_options *opts,
+                                      bool *removed);
 hc_status hc_segment_path(const char *name, const hc_segment_options *opts,
                           char *buf, size_t buflen);
 
