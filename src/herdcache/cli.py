@@ -7,7 +7,7 @@ Subcommands::
     herdcache rm NAME [NAME...]  remove segments (processes that map them keep them)
     herdcache stats NAME         a cache's statistics (--format text|json|prometheus)
     herdcache top NAME           a live view of a cache, refreshed like top (--once: one frame)
-    herdcache gc                 remove segments no live process is attached to
+    herdcache gc [--prefix P]    remove segments no live process is attached to
     herdcache demo               a herd of processes shares one cache
 """
 
@@ -112,7 +112,7 @@ def _rm(args: argparse.Namespace) -> int:
 
 @command("gc")
 def _gc(args: argparse.Namespace) -> int:
-    for name in gc(args.dir):
+    for name in gc(args.dir, prefix=args.prefix):
         print(f"removed {name}")
     return 0
 
@@ -140,7 +140,9 @@ def build_parser() -> argparse.ArgumentParser:
     top.add_argument("name")
     top.add_argument("--interval", type=float, default=1.0, help="seconds between frames (default 1)")
     top.add_argument("--once", action="store_true", help="print one frame (rates over one interval) and exit")
-    sub.add_parser("gc", help="remove segments no live process is attached to")
+    sub.add_parser("gc", help="remove segments no live process is attached to (every application's)").add_argument(
+        "--prefix", default="", help="only segments whose name starts with this (your application's prefix)"
+    )
     sub.add_parser("demo", help="a herd of processes shares one cache").add_argument("--workers", type=int, default=8)
     return parser
 

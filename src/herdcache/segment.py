@@ -276,17 +276,24 @@ def is_orphan(name: str, *, dir: str | None = None) -> bool:
     return _core.is_orphan(_name(name), dir=_dir(dir))
 
 
-def gc(dir: str | None = None) -> list[str]:
-    """Remove every segment in ``dir`` that no live process is attached to.
+def gc(dir: str | None = None, *, prefix: str = "") -> list[str]:
+    """Remove every segment in ``dir`` whose name starts with ``prefix``
+    and that no live process is attached to.
 
     Return the names removed.  A segment some process still maps is never
-    removed, however its creator ended.
+    removed, however its creator ended, and a process attaching one while
+    gc decides either keeps it or finds it gone and makes a new one: never
+    two files under one name.  But every unattached segment of the user in
+    ``dir`` goes, other applications' included (a cache merely between two
+    runs of its program is lost): give ``prefix`` (your application's
+    naming prefix) to touch only your own.
     """
     removed = []
     for name in list_segments(dir):
+        if not name.startswith(prefix):
+            continue
         try:
-            if is_orphan(name, dir=dir):
-                remove(name, dir=dir)
+            if _core.remove_if_orphan(_name(name), dir=_dir(dir)):
                 removed.append(name)
         except SegmentNotFound:
             continue

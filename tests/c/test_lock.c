@@ -1,6 +1,7 @@
 /*
  * test_lock.c - the lock survives its owner's death; counters add up.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -55,6 +56,44 @@ test_owner_death_is_recovered(void)
     close(pipefd[1]);
 }
 
+struct seg_lock {
+    hc_segment *seg;
+    hc_lock *lock;
+};
+
+static void *
+take_and_exit(void *arg)
+{
+    struct seg_lock *sl = arg;
+
+    return (void *) (intptr_t) hc_lock_acquire(sl->seg, sl->lock, HC_FOREVER);
+}
+
+/*
+ * A lock whose word names this very process, taken by a thread that has
+ * since exited, is not waited for until the deadline (nobody can ever
+ * release it): it is taken over, owner died (issue 9, defect 11).
+ */
+static void
+test_a_lock_left_by_an_exited_thread_of_ours_is_taken_over(void)
+{
+    hc_segment *seg = new_segment();
+    hc_lock *lock = test_alloc(seg, "l", HC_KIND_LOCK);
+    struct seg_lock sl = {seg, lock};
+    pthread_t thread;
+    void *st;
+
+    CHECK(pthread_create(&thread, NULL, take_and_exit, &sl) == 0);
+    CHECK(pthread_join(thread, &st) == 0);
+    CHECK((hc_status) (intptr_t) st == HC_OK);
+    CHECK_ST(hc_lock_acquire(seg, lock, hc_deadline_after(2 * HC_NS_PER_SEC)),
+             HC_OWNER_DIED);
+    CHECK_ST(hc_lock_release(seg, lock), HC_OK);
+    /* the exited thread's acquire still counts as a call in flight */
+    hc_segment_leave(seg);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 static void
 test_counter_adds_across_processes(void)
 {
@@ -80,5 +119,6 @@ main(void)
 {
     TEST(test_owner_death_is_recovered);
     TEST(test_counter_adds_across_processes);
+    TEST(test_a_lock_left_by_an_exited_thread_of_ours_is_taken_over);
     return 0;
 }

@@ -356,6 +356,37 @@ test_flight_takeover_after_owner_death(void)
     done(c);
 }
 
+/*
+ * A begin whose store meets a damaged stripe after linking its FLIGHT
+ * (the replaced item's queue link is garbage) rebuilds the stripe and
+ * tries again: it must compute the flight it made, never wait a whole
+ * lease for itself (issue 9, defect 11).
+ */
+static void
+test_flight_begin_never_waits_for_itself_after_a_rebuild(void)
+{
+    hc_cache *c = new_cache(4 << 20, true);
+    hc_flight_request rq = {"g", 1, 0, 3600 * HC_NS_PER_SEC, 0, true};
+    hc_flight_result res;
+    hc_read rd;
+    hc_item *it;
+
+    rq.fq_hash = hc_cache_hash(c, "g", 1);
+    CHECK_ST(put(c, "g", "fresh", 5), HC_OK);
+    CHECK_ST(hc_cache_read_begin(c, "g", 1, rq.fq_hash, hc_now_ns(), &rd),
+             HC_OK);
+    it = (hc_item *) (rd.rd_value - 1 - sizeof(hc_item));
+    it->it_qnext = UINT32_C(0xFFFFFF);      /* the tail's link, damaged */
+    /* refresh: a round over the fresh value, which it must replace */
+    CHECK_ST(hc_flight_begin(c, &rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    CHECK_ST(hc_flight_abort(c, "g", 1, rq.fq_hash, res.fr_round, NULL, 0, 0),
+             HC_OK);
+    free(res.fr_data);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    done(c);
+}
+
 int
 main(void)
 {
@@ -368,5 +399,6 @@ main(void)
     TEST(test_failed_set_drops_old_value);
     TEST(test_dead_writer_is_repaired);
     TEST(test_flight_takeover_after_owner_death);
+    TEST(test_flight_begin_never_waits_for_itself_after_a_rebuild);
     return 0;
 }

@@ -75,19 +75,41 @@ def _get_one_then_wait(q: herdcache.Queue, ready: Any) -> None:
     signal.pause()
 
 
-def test_blocked_put_raises_when_its_consumer_is_killed() -> None:
-    q = herdcache.Queue(size=1024, serializer="raw")
+def _one_message_consumer(q: herdcache.Queue) -> Any:
+    """A child consumer that took one message and waits for its SIGKILL."""
     ready = fork.Event()
     consumer = fork.Process(target=_get_one_then_wait, args=(q, ready))
     consumer.start()
     q.put(b"first")
     assert ready.wait(HANG), "the consumer never took the first message"
+    return consumer
+
+
+def test_blocked_put_raises_when_its_consumer_is_killed() -> None:
+    q = herdcache.Queue(size=1024, serializer="raw")
+    consumer = _one_message_consumer(q)
     while not q.full():
         q.put_nowait(b"")
     consumer.kill()
     consumer.join()
     with pytest.raises(errors.PeerDied, match="consumer"):
         q.put(b"blocked")
+
+
+def test_put_many_cut_short_by_a_dead_consumer_says_how_many_went_in() -> None:
+    """A batch that fills the queue, then finds its consumer dead, raises
+    PeerDied carrying .count, as queue.Full does: the messages that went in
+    are exactly the first .count of the batch (issue 9, defect 12)."""
+    q = herdcache.Queue(size=1024, serializer="raw")
+    consumer = _one_message_consumer(q)
+    consumer.kill()
+    consumer.join()
+    batch = [b"%03d" % i for i in range(1000)]
+    with pytest.raises(errors.PeerDied, match="consumer") as info:
+        q.put_many(batch)
+    count = info.value.count
+    assert 0 < count < len(batch)
+    assert q.get_many(max_items=len(batch), block=False) == batch[:count]
 
 
 def test_clean_exit_is_not_a_death() -> None:

@@ -81,6 +81,16 @@ def test_gc_removes_only_segments_nobody_is_attached_to(segdir: str, in_use: Seg
     assert in_use.counter("hits").load() == 1
 
 
+def test_gc_prefix_removes_only_the_named_applications_segments(segdir: str) -> None:
+    """gc removes every unattached segment of the user; --prefix keeps it
+    to one application's names (issue 9, defect 5)."""
+    for name in ("mine-a", "mine-b", "theirs"):
+        Segment.create(name, "1MiB", dir=segdir).close()
+    done = cli(segdir, "gc", "--prefix", "mine-")
+    assert (done.returncode, done.stdout) == (0, "removed mine-a\nremoved mine-b\n")
+    assert sorted(os.listdir(segdir)) == ["herdcache.theirs"]
+
+
 def test_unknown_command_is_a_usage_error(segdir: str) -> None:
     done = cli(segdir, "frobnicate")
     assert done.returncode == 2 and "usage" in done.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 import pytest
@@ -169,3 +170,34 @@ def test_same_name_is_the_same_lock(seg: Segment) -> None:
     assert b.locked() and b._is_owned()
     b.release()
     assert not a.locked()
+
+
+def test_a_fork_child_holds_none_of_its_parents_locks(seg: Segment, lock: Lock) -> None:
+    """A child forked while the parent holds a lock does not own it: its
+    release() raises LockNotOwned, and its close() works instead of
+    refusing forever with SegmentBusy; the parent still holds the lock
+    (issue 9, defect 9)."""
+    assert lock.acquire()
+    reader, writer = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child reports one line, and never returns into pytest
+        outcome = []
+        try:
+            lock.release()
+            outcome.append("released")
+        except errors.LockNotOwned:
+            outcome.append("not owned")
+        try:
+            seg.close()
+            outcome.append("closed")
+        except errors.SegmentBusy as exc:
+            outcome.append(f"busy: {exc}")
+        os.write(writer, ";".join(outcome).encode())
+        os._exit(0)
+    os.close(writer)
+    with os.fdopen(reader) as child_said:
+        said = child_said.read()
+    os.waitpid(pid, 0)
+    assert said == "not owned;closed"
+    assert lock.locked()
+    lock.release()

@@ -286,6 +286,41 @@ begin_locked(hc_writer *w, const hc_flight_request *rq, hc_flight_result *res)
     return begin_on_value(w, rq, it, res);
 }
 
+/* The key's item if it is the FLIGHT of round; else NULL. */
+static hc_item *
+own_flight(hc_writer *w, const void *key, uint32_t key_len, uint64_t hash,
+           uint64_t round, hc_status *st)
+{
+    hc_item *it = hc_table_find(w, hash, key, key_len, st);
+
+    if (it != NULL && (it->it_format != HC_FORMAT_FLIGHT
+                       || it->it_csn != round))
+        it = NULL;
+    return it;
+}
+
+/*
+ * Begin again after rebuilding the stripe.  If the failed attempt had
+ * linked a FLIGHT of its own (round made) and the rebuild kept it, that
+ * round is this caller's to compute: it names us, alive and in lease, so
+ * begin would otherwise wait (or serve stale) a whole lease for itself.
+ */
+static hc_status
+begin_after_rebuild(hc_writer *w, const hc_flight_request *rq,
+                    hc_flight_result *res, uint64_t made)
+{
+    hc_status st;
+
+    if (made != 0
+        && own_flight(w, rq->fq_key, rq->fq_key_len, rq->fq_hash, made, &st)
+           != NULL) {
+        res->fr_outcome = HC_FLIGHT_COMPUTE;
+        res->fr_round = made;
+        return HC_OK;
+    }
+    return begin_locked(w, rq, res);
+}
+
 hc_status
 hc_flight_begin(hc_cache *c, const hc_flight_request *rq,
                 hc_flight_result *res)
@@ -299,10 +334,13 @@ hc_flight_begin(hc_cache *c, const hc_flight_request *rq,
         return st;
     st = begin_locked(&w, rq, res);
     if (st == HC_CORRUPT) {
+        /* Set if the failed attempt filled a FLIGHT item of its own. */
+        uint64_t made = res->fr_round;
+
         free(res->fr_data);
         memset(res, 0, sizeof(*res));
         hc_table_rebuild(&w);
-        st = begin_locked(&w, rq, res);
+        st = begin_after_rebuild(&w, rq, res, made);
     }
     hc_table_unlock(&w);
     return st;
@@ -316,19 +354,6 @@ hc_flight_wait(hc_cache *c, uint64_t hash, uint32_t seq, uint64_t deadline)
 
     return hc_futex_wait(&s->sp_flight_seq, seq,
                          hc_deadline_min_step(deadline, HC_FLIGHT_PROBE_NS));
-}
-
-/* The key's item if it is the FLIGHT of round; else NULL. */
-static hc_item *
-own_flight(hc_writer *w, const void *key, uint32_t key_len, uint64_t hash,
-           uint64_t round, hc_status *st)
-{
-    hc_item *it = hc_table_find(w, hash, key, key_len, st);
-
-    if (it != NULL && (it->it_format != HC_FORMAT_FLIGHT
-                       || it->it_csn != round))
-        it = NULL;
-    return it;
 }
 
 hc_status

@@ -19,6 +19,7 @@
  */
 #include "lock.h"
 
+#include <errno.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -61,13 +62,31 @@ try_swap(hc_lock *lock, uint32_t expected, uint32_t desired)
         memory_order_acquire, memory_order_relaxed);
 }
 
+/*
+ * Can the lock's owner still release it?  Another process: while its slot
+ * lives (slot.h).  This process (the word names our own token): while the
+ * thread that took it lives, since only that thread may release it; a
+ * thread that exited holding it left a lock nobody will ever release, and
+ * we must not wait for ourselves.  A tid of 0 is an owner between its CAS
+ * and its store of the tid (or releasing): alive.
+ */
+static bool
+owner_alive(hc_segment *seg, hc_lock *lock, uint32_t owner, uint32_t me)
+{
+    uint32_t tid;
+
+    if (owner != me)
+        return hc_slot_token_alive(seg, owner);
+    tid = atomic_load_explicit(&lock->lk_owner_tid, memory_order_relaxed);
+    return tid == 0 || syscall(SYS_tgkill, getpid(), tid, 0) == 0
+        || errno != ESRCH;
+}
+
 /* Take over from a dead owner, if the word still names that owner. */
 static bool
 take_from_dead(hc_segment *seg, hc_lock *lock, uint32_t word, uint32_t me)
 {
-    uint32_t owner = word & HC_LOCK_TOKEN;
-
-    if (owner == me || hc_slot_token_alive(seg, owner))
+    if (owner_alive(seg, lock, word & HC_LOCK_TOKEN, me))
         return false;
     return try_swap(lock, word, me | HC_LOCK_LOCKED | HC_LOCK_WAITERS);
 }

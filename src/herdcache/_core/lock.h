@@ -24,8 +24,11 @@
  * Python thread that exits makes it "owner died" while the process lives;
  * glibc reads the mutex kind from shared memory and may assert on a
  * corrupt one; and it says nothing about which process holds it.  This
- * lock belongs to a process (any thread of the owner process counts as
- * alive) and records the thread only to catch misuse.
+ * lock belongs to a process (a Python thread's exit is no owner death for
+ * other processes) and records the thread that took it, to catch misuse
+ * and so that the process never waits for itself: a lock naming this
+ * process whose thread has exited (only that thread could release it) is
+ * taken over by another thread of the process, with HC_OWNER_DIED.
  *
  * Notes on synchronization
  *
@@ -33,8 +36,9 @@
  * operation and release a release operation, so everything written under
  * the lock is visible to the next owner (the usual mutex contract).
  * lk_owner_tid: written relaxed by the owner right after it took the lock
- * and cleared before it releases; read only to diagnose misuse by the
- * owner's own process (re-acquire by the same thread, release by another).
+ * and cleared before it releases; read only by the owner's own process,
+ * to diagnose misuse (re-acquire by the same thread, release by another)
+ * and to learn whether the owning thread still exists (tgkill signal 0).
  *
  *-------------------------------------------------------------------------
  */

@@ -72,7 +72,8 @@ typedef struct {
     PyObject_HEAD
     hc_segment *seg;            /* NULL once closed */
     Py_ssize_t exports;         /* buffers handed out */
-    Py_ssize_t locks_held;      /* locks taken through this object */
+    Py_ssize_t locks_held;      /* locks taken through this object... */
+    uint64_t locks_epoch;       /* ...in this process (hc_fork_epoch()) */
 } SegmentObject;
 
 extern PyTypeObject hcpy_Segment_Type;
@@ -99,6 +100,12 @@ hc_status hcpy_wait(hc_segment *seg, hcpy_wait_fn wait, void *arg,
 
 /* unlink, is_orphan, validate_name: module functions by segment name. */
 extern PyMethodDef hcpy_segment_functions[];
+/*
+ * Count a lock taken (+1) or released (-1) through self.  A forked child
+ * inherits the parent's count but none of its locks: the count restarts
+ * at 0 in each process, so a child's close() is not refused forever.
+ */
+void hcpy_count_lock(SegmentObject *self, int delta);
 
 /* The other types, for module init. */
 extern PyTypeObject hcpy_Lock_Type;

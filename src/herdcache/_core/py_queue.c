@@ -437,20 +437,39 @@ queue_encode_all(QueueObject *self, PyObject *seq, Py_buffer *views,
     return 0;
 }
 
-/* queue.Full for a batch that went in part way, with .count = done. */
+/*
+ * Give the pending exception of put_many .count = done, whatever it is
+ * (queue.Full, PeerDied, QueueClosed, a signal handler's exception...):
+ * the first done messages went in, the rest did not, so a caller can
+ * retry the rest without duplicating any.  Returns NULL.
+ */
 static PyObject *
-queue_full_part(Py_ssize_t done)
+with_count(Py_ssize_t done)
 {
-    PyObject *exc = PyObject_CallFunction(
-        hcpy_QueueFull, "s", "put_many: the queue is full; the first "
-        "messages went in (see .count), the rest did not");
-    PyObject *count = PyLong_FromSsize_t(done);
+    PyObject *type, *value, *tb, *count;
 
-    if (exc != NULL && count != NULL
-        && PyObject_SetAttrString(exc, "count", count) == 0)
-        PyErr_SetObject(hcpy_QueueFull, exc);
-    Py_XDECREF(count);
-    Py_XDECREF(exc);
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    count = PyLong_FromSsize_t(done);
+    if (value == NULL || count == NULL
+        || PyObject_SetAttrString(value, "count", count) < 0) {
+        Py_XDECREF(count);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+        return NULL;            /* that failure's exception is set */
+    }
+    Py_DECREF(count);
+    PyErr_Restore(type, value, tb);
+    return NULL;
+}
+
+/* queue.Full for a batch that went in part way (with_count adds .count). */
+static PyObject *
+queue_full_part(void)
+{
+    PyErr_SetString(hcpy_QueueFull, "put_many: the queue is full; the "
+                    "first messages went in (see .count), the rest did not");
     return NULL;
 }
 
@@ -461,8 +480,9 @@ PyDoc_STRVAR(Queue_put_many_doc,
 ":param objs: a sequence (or iterable) of objects.\n"
 ":param block: wait for room when the queue fills up.\n"
 ":param timeout: seconds to wait at most, for the whole batch.\n"
-":raises queue.Full: no room in time; its .count says how many of the\n"
-"    first messages went in.\n"
+":raises queue.Full: no room in time.  Every exception raised once the\n"
+"    batch is under way has .count: how many of the first messages went\n"
+"    in (the rest did not).\n"
 ":raises ValueTooLarge: one message is larger than max_message_size\n"
 "    (checked before any is put).\n"
 ":raises QueueClosed, SerializationError, PeerDied: as put().");
@@ -494,8 +514,10 @@ Queue_put_many(QueueObject *self, PyObject *const *args, Py_ssize_t nargs,
         st = queue_put_views(self, views, n, &done, block, deadline);
         res = done > 0 && done < n && (st == HC_WOULD_BLOCK
                                        || st == HC_TIMEOUT)
-                  ? queue_full_part(done)
+                  ? queue_full_part()
                   : queue_result("put_many", st, hcpy_QueueFull);
+        if (res == NULL)
+            with_count(done);
     }
     for (i = 0; i < nviews; i++)
         PyBuffer_Release(&views[i]);

@@ -68,6 +68,23 @@ Segment_dealloc(SegmentObject *self)
     Py_TYPE(self)->tp_free((PyObject *) self);
 }
 
+/* Locks this process holds through self (none, in a fresh fork child). */
+static Py_ssize_t
+locks_held(SegmentObject *self)
+{
+    if (self->locks_epoch != hc_fork_epoch()) {
+        self->locks_held = 0;
+        self->locks_epoch = hc_fork_epoch();
+    }
+    return self->locks_held;
+}
+
+void
+hcpy_count_lock(SegmentObject *self, int delta)
+{
+    self->locks_held = locks_held(self) + delta;
+}
+
 PyDoc_STRVAR(Segment_close_doc,
 "close() -> None\n\n"
 "Unmap this process's view of the segment.  Raises SegmentBusy while a\n"
@@ -80,7 +97,7 @@ Segment_close(SegmentObject *self, PyObject *Py_UNUSED(ignored))
 
     if (self->seg == NULL)
         Py_RETURN_NONE;
-    if (self->exports > 0 || self->locks_held > 0) {
+    if (self->exports > 0 || locks_held(self) > 0) {
         hc_set_detail("%zd memoryviews of it are alive and %zd of its locks "
                       "are held", self->exports, self->locks_held);
         return hcpy_raise_status("close", HC_BUSY);
@@ -442,17 +459,14 @@ core_unlink(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
     Py_RETURN_NONE;
 }
 
-PyDoc_STRVAR(is_orphan_doc,
-"is_orphan(name, dir=None) -> bool\n\n"
-"True if no live process is attached to the named segment.");
-
+/* is_orphan() and remove_if_orphan(): one probe, with or without unlink. */
 static PyObject *
-core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+orphan_call(PyObject *args, PyObject *kw, bool remove)
 {
     static char *kwlist[] = {"name", "dir", NULL};
     segment_args a = {0};
     hc_segment_options o;
-    bool orphan = false;
+    bool result = false;
     hc_status st;
 
     if (!PyArg_ParseTupleAndKeywords(args, kw, "s|z", kwlist, &a.name,
@@ -460,10 +474,33 @@ core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
         return NULL;
     if (options_of(&a, &o) < 0)
         return NULL;
-    UNLOCKED(st, hc_segment_is_orphan(a.name, &o, &orphan));
+    UNLOCKED(st, remove ? hc_segment_remove_if_orphan(a.name, &o, &result)
+                        : hc_segment_is_orphan(a.name, &o, &result));
     if (st != HC_OK)
-        return hcpy_raise_status("is_orphan", st);
-    return PyBool_FromLong(orphan);
+        return hcpy_raise_status(remove ? "remove_if_orphan" : "is_orphan",
+                                 st);
+    return PyBool_FromLong(result);
+}
+
+PyDoc_STRVAR(is_orphan_doc,
+"is_orphan(name, dir=None) -> bool\n\n"
+"True if no live process is attached to the named segment.");
+
+static PyObject *
+core_is_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    return orphan_call(args, kw, false);
+}
+
+PyDoc_STRVAR(remove_if_orphan_doc,
+"remove_if_orphan(name, dir=None) -> bool\n\n"
+"Unlink the named segment if no live process is attached to it, with\n"
+"attachers held off while deciding; True if it was removed.");
+
+static PyObject *
+core_remove_if_orphan(PyObject *Py_UNUSED(m), PyObject *args, PyObject *kw)
+{
+    return orphan_call(args, kw, true);
 }
 
 PyDoc_STRVAR(validate_name_doc,
@@ -537,6 +574,8 @@ PyMethodDef hcpy_segment_functions[] = {
      METH_VARARGS | METH_KEYWORDS, unlink_doc},
     {"is_orphan", (PyCFunction) (void (*)(void)) core_is_orphan,
      METH_VARARGS | METH_KEYWORDS, is_orphan_doc},
+    {"remove_if_orphan", (PyCFunction) (void (*)(void)) core_remove_if_orphan,
+     METH_VARARGS | METH_KEYWORDS, remove_if_orphan_doc},
     {"validate_name", (PyCFunction) core_validate_name, METH_O,
      validate_name_doc},
     {NULL}

@@ -149,7 +149,7 @@ Lock_acquire(LockObject *self, PyObject *args, PyObject *kw)
     case HC_OK:
     case HC_OWNER_DIED:
         self->owner_died = st == HC_OWNER_DIED;
-        self->base.segment->locks_held++;
+        hcpy_count_lock(self->base.segment, 1);
         Py_RETURN_TRUE;
     case HC_TIMEOUT:
     case HC_WOULD_BLOCK:
@@ -175,7 +175,7 @@ Lock_release(LockObject *self, PyObject *Py_UNUSED(ignored))
     st = hc_lock_release(seg, self->base.ptr);
     if (st != HC_OK)
         return hcpy_raise_status("release", st);
-    self->base.segment->locks_held--;
+    hcpy_count_lock(self->base.segment, -1);
     Py_RETURN_NONE;
 }
 

@@ -42,7 +42,13 @@
  * parent's slot lock lives on in the parent), bumps the fork epoch, so
  * each handle claims a fresh slot at its first use in the child, and
  * resets the process-local mutexes and counters the parent's other threads
- * may have held.
+ * may have held.  That handler sees only listed handles, so a handle is
+ * listed before its slot is claimed, and every claim (opening the lock
+ * description, taking the lock, recording it in sg_lock_fd) runs under
+ * fork_guard, which the prepare handler takes: a fork() never happens in
+ * the middle of a claim.  Otherwise a child forked by another thread then
+ * would keep a copy of a description holding the parent's slot lock, and
+ * the parent, once dead, would look alive for as long as the child lives.
  *
  *-------------------------------------------------------------------------
  */
@@ -75,6 +81,8 @@ static pthread_mutex_t open_mutex = PTHREAD_MUTEX_INITIALIZER;
 static hc_segment *open_list;
 static _Atomic uint64_t fork_epoch = 1;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+/* Held across every slot claim, and by fork() itself (note (e)). */
+static pthread_mutex_t fork_guard = PTHREAD_MUTEX_INITIALIZER;
 
 uint64_t
 hc_fork_epoch(void)
@@ -83,12 +91,25 @@ hc_fork_epoch(void)
     return atomic_load_explicit(&fork_epoch, memory_order_relaxed);
 }
 
+void
+hc_fork_guard_enter(void)
+{
+    pthread_mutex_lock(&fork_guard);
+}
+
+void
+hc_fork_guard_leave(void)
+{
+    pthread_mutex_unlock(&fork_guard);
+}
+
 static void
 atfork_child(void)
 {
     hc_segment *seg;
 
     /* The parent's other threads are gone; so are the locks they held. */
+    pthread_mutex_init(&fork_guard, NULL);
     pthread_mutex_init(&open_mutex, NULL);
     for (seg = open_list; seg != NULL; seg = seg->sg_next) {
         pthread_mutex_init(&seg->sg_mutex, NULL);
@@ -103,7 +124,7 @@ atfork_child(void)
 static void
 register_atfork(void)
 {
-    pthread_atfork(NULL, NULL, atfork_child);
+    pthread_atfork(hc_fork_guard_enter, hc_fork_guard_leave, atfork_child);
 }
 
 static uint64_t
@@ -284,6 +305,25 @@ list_remove(hc_segment *seg)
     }
 }
 
+/*
+ * Put seg on the open list, then claim its slot.  Listed first, so that
+ * the fork child handler, which closes the child's copy of every listed
+ * handle's lock description, sees it before it holds any lock (the claim
+ * itself holds fork() off, see hc_slot_claim()).  The caller holds
+ * open_mutex; on failure seg is off the list again.
+ */
+static hc_status
+list_and_claim(hc_segment *seg)
+{
+    hc_status st;
+
+    list_add(seg);
+    st = hc_slot_claim(seg);
+    if (st != HC_OK)
+        list_remove(seg);
+    return st;
+}
+
 static hc_segment *
 list_find(dev_t dev, ino_t ino)
 {
@@ -318,7 +358,7 @@ initialise(int fd, uint64_t size, hc_segment **out)
         errno = ENOMEM;
         return HC_SYSTEM;
     }
-    st = hc_slot_claim(seg);
+    st = list_and_claim(seg);
     if (st != HC_OK) {
         munmap(base, size);
         free(seg);
@@ -394,7 +434,6 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
-    list_add(*out);
     return HC_OK;
 }
 
@@ -494,6 +533,33 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
     }
 }
 
+/*
+ * After taking the attached lock: wait until no gc (nor creator) holds the
+ * creation byte, then check that the name still leads to the file we
+ * opened.  A gc that found the file unattached before our attached lock
+ * holds that byte until it has unlinked the file (hc_segment_remove_if_
+ * orphan()), so we see the name gone; one that comes later sees our lock.
+ * Either way no process keeps using a file whose name leads elsewhere.
+ */
+static hc_status
+check_still_named(int fd, const char *path)
+{
+    struct stat fsb, psb;
+
+    if (init_byte_lock(fd, F_RDLCK, F_OFD_SETLKW) < 0)
+        return HC_SYSTEM;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    if (fstat(fd, &fsb) < 0)
+        return HC_SYSTEM;
+    if (stat(path, &psb) < 0 || psb.st_dev != fsb.st_dev
+        || psb.st_ino != fsb.st_ino) {
+        hc_set_detail("%s was removed (by gc) while this process attached "
+                      "it", path);
+        return HC_NOT_FOUND;    /* attach opens the name again */
+    }
+    return HC_OK;
+}
+
 static hc_status
 validate_header(hc_segment_header *h, uint64_t file_size, const char *path)
 {
@@ -539,6 +605,8 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
     if (attached_lock(fd) < 0)
         return HC_SYSTEM;
     st = wait_for_header(fd, path, wait_ns, &size);
+    if (st == HC_OK)
+        st = check_still_named(fd, path);
     if (st != HC_OK)
         return st;
     if (size < hc_segment_min_size()) {
@@ -556,7 +624,7 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
         st = HC_SYSTEM;
     }
     if (st == HC_OK)
-        st = hc_slot_claim(seg);
+        st = list_and_claim(seg);
     if (st != HC_OK) {
         munmap(base, size);
         free(seg);
@@ -568,9 +636,10 @@ map_and_validate(int fd, const char *path, uint64_t wait_ns,
     return HC_OK;
 }
 
+/* *replaced: the name was removed while we attached; open it again. */
 static hc_status
 attach_locked(const char *name, const hc_segment_options *opts,
-              hc_segment **out)
+              hc_segment **out, bool *replaced)
 {
     char path[4096];
     struct stat sb;
@@ -614,6 +683,7 @@ attach_locked(const char *name, const hc_segment_options *opts,
                               opts && opts->attach_wait_ns
                                   ? opts->attach_wait_ns : ATTACH_WAIT_NS,
                               out);
+    *replaced = st == HC_NOT_FOUND;     /* only check_still_named() says so */
     if (st != HC_OK) {
         int saved = errno;
 
@@ -625,19 +695,25 @@ attach_locked(const char *name, const hc_segment_options *opts,
     (*out)->sg_ino = sb.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
-    list_add(*out);
-    return HC_OK;
+    return HC_OK;               /* listed by map_and_validate() */
 }
 
 hc_status
 hc_segment_attach(const char *name, const hc_segment_options *opts,
                   hc_segment **out)
 {
-    hc_status st;
+    hc_status st = HC_NOT_FOUND;
+    int attempt;
 
     pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&open_mutex);
-    st = attach_locked(name, opts, out);
+    for (attempt = 0; attempt < 8; attempt++) {
+        bool replaced = false;
+
+        st = attach_locked(name, opts, out, &replaced);
+        if (!replaced)
+            break;              /* else the name leads to a new file now */
+    }
     pthread_mutex_unlock(&open_mutex);
     return st;
 }
@@ -690,8 +766,16 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
     if (st == HC_OK
         && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
         st = HC_SYSTEM;
-    if (st == HC_OK)
-        st = initialise(fd, size, out);
+    if (st == HC_OK) {
+        pthread_mutex_lock(&open_mutex);
+        st = initialise(fd, size, out);     /* lists the handle */
+        if (st == HC_OK) {
+            (*out)->sg_anonymous = true;
+            snprintf((*out)->sg_name, sizeof((*out)->sg_name),
+                     "(anonymous)");
+        }
+        pthread_mutex_unlock(&open_mutex);
+    }
     if (st != HC_OK) {
         int saved = errno;
 
@@ -699,11 +783,6 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
         errno = saved;
         return st;
     }
-    (*out)->sg_anonymous = true;
-    snprintf((*out)->sg_name, sizeof((*out)->sg_name), "(anonymous)");
-    pthread_mutex_lock(&open_mutex);
-    list_add(*out);
-    pthread_mutex_unlock(&open_mutex);
     return HC_OK;
 }
 
@@ -756,34 +835,72 @@ hc_segment_unlink_name(const char *name, const hc_segment_options *opts)
     return HC_OK;
 }
 
-hc_status
-hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
-                     bool *orphan)
+/*
+ * Unlink the file if no live process maps it, deciding and unlinking while
+ * holding its creation byte: an attacher that opened it meanwhile waits
+ * for that byte and then finds the name gone (check_still_named()), so it
+ * never keeps using a file whose name leads to a new one.
+ */
+static bool
+unlink_if_orphan(int fd, const char *path)
+{
+    struct stat fsb, psb;
+    bool removed = false;
+
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
+        return false;           /* a creator or another gc is at work */
+    if (hc_slot_none_attached(fd) && fstat(fd, &fsb) == 0
+        && stat(path, &psb) == 0 && psb.st_dev == fsb.st_dev
+        && psb.st_ino == fsb.st_ino)
+        removed = unlink(path) == 0;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    return removed;
+}
+
+/*
+ * The orphan test of the named file, and (remove) its removal if it is an
+ * orphan: *result says whether it is one (or was removed).
+ */
+static hc_status
+orphan_probe(const char *name, const hc_segment_options *opts, bool remove,
+             bool *result)
 {
     char path[4096];
     struct stat sb;
     hc_status st = hc_segment_path(name, opts, path, sizeof(path));
     int fd;
 
+    *result = false;
     if (st != HC_OK)
         return st;
     pthread_mutex_lock(&open_mutex);
     if (stat(path, &sb) == 0 && list_find(sb.st_dev, sb.st_ino) != NULL) {
-        /* We are attached ourselves. */
         pthread_mutex_unlock(&open_mutex);
-        *orphan = false;
-        return HC_OK;
+        return HC_OK;           /* we are attached ourselves */
     }
     fd = open(path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        pthread_mutex_unlock(&open_mutex);
-        if (errno == ENOENT)
-            return HC_NOT_FOUND;
-        return HC_SYSTEM;
+    if (fd >= 0) {
+        /* Slots, creation, attached: any lock there is a live process. */
+        *result = remove ? unlink_if_orphan(fd, path)
+                         : hc_slot_none_attached(fd);
+        close(fd);
     }
-    /* Slots, creation, attached: any lock there is a live process. */
-    *orphan = hc_slot_none_attached(fd);
-    close(fd);
     pthread_mutex_unlock(&open_mutex);
+    if (fd < 0)
+        return errno == ENOENT ? HC_NOT_FOUND : HC_SYSTEM;
     return HC_OK;
+}
+
+hc_status
+hc_segment_remove_if_orphan(const char *name, const hc_segment_options *opts,
+                            bool *removed)
+{
+    return orphan_probe(name, opts, true, removed);
+}
+
+hc_status
+hc_segment_is_orphan(const char *name, const hc_segment_options *opts,
+                     bool *orphan)
+{
+    return orphan_probe(name, opts, false, orphan);
 }

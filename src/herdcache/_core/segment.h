@@ -171,6 +171,13 @@ hc_status hc_segment_validate_name(const char *name);
 /* True if no live process is attached (slot and creation locks all free). */
 hc_status hc_segment_is_orphan(const char *name,
                                const hc_segment_options *opts, bool *orphan);
+/*
+ * Unlink the named segment if no live process is attached, atomically with
+ * respect to attachers (*removed tells whether it was).  What gc() uses.
+ */
+hc_status hc_segment_remove_if_orphan(const char *name,
+                                      const hc_segment_options *opts,
+                                      bool *removed);
 hc_status hc_segment_path(const char *name, const hc_segment_options *opts,
                           char *buf, size_t buflen);
 
@@ -209,5 +216,12 @@ void hc_read_boot_id(char out[40]);
 
 /* Incremented in every forked child (pthread_atfork); see slot.h. */
 uint64_t hc_fork_epoch(void);
+
+/*
+ * Hold fork() off (the pthread_atfork prepare handler waits) while a slot
+ * lock is being taken: segment.c, note (e).  Short sections only.
+ */
+void hc_fork_guard_enter(void);
+void hc_fork_guard_leave(void);
 
 #endif /* HC_SEGMENT_H */

@@ -115,8 +115,8 @@ take_slot(hc_segment *seg, uint32_t index)
     return HC_OK;
 }
 
-hc_status
-hc_slot_claim(hc_segment *seg)
+static hc_status
+claim_guarded(hc_segment *seg)
 {
     /* Start at a per-process place, so generations wear evenly. */
     uint32_t first = ((uint32_t) getpid() * UINT32_C(2654435761)) % HC_MAX_SLOTS;
@@ -148,6 +148,22 @@ hc_slot_claim(hc_segment *seg)
     hc_set_detail("all %d process slots are held by live processes",
                   HC_MAX_SLOTS);
     return HC_SLOTS_FULL;
+}
+
+hc_status
+hc_slot_claim(hc_segment *seg)
+{
+    hc_status st;
+
+    /*
+     * No fork() while the lock description is opened, locked and recorded
+     * in sg_lock_fd: a child forked in between would keep a copy of it,
+     * and with it our slot "alive" after we die (segment.c, note (e)).
+     */
+    hc_fork_guard_enter();
+    st = claim_guarded(seg);
+    hc_fork_guard_leave();
+    return st;
 }
 
 void
