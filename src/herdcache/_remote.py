@@ -306,7 +306,8 @@ class Remote:
     def still(self, key: Any, header: bytes) -> bool:
         """Whether ``key``'s record still has this header (GETRANGE: the
         header only, never the value)."""
-        return self.call(self.client.getrange, self.value_key(key), 0, len(header) - 1) == header
+        got: bytes = self.call(self.client.getrange, self.value_key(key), 0, len(header) - 1)
+        return got == header
 
     # -- the fleet-wide lock ----------------------------------------------------------
 
@@ -387,7 +388,9 @@ class Remote:
             pipe.unlink(self.lock_key(key))
             return new
 
-        return self.call(self.client.transaction, attempt, name, value_from_callable=True)
+        # value_from_callable: the transaction returns what attempt returned.
+        new: bytes | None = self.call(self.client.transaction, attempt, name, value_from_callable=True)
+        return new
 
     def clear(self) -> int:
         """UNLINK every key under the prefix, in SCAN batches (never KEYS,

@@ -267,7 +267,10 @@ class Tracker:
 
     def _connect(self) -> Any:
         pool = self.remote.client.connection_pool
-        conn = pool.make_connection()
+        # Any: this uses redis-py's connection internals (.protocol and the
+        # RESP3 parser's push handler on ._parser), which the declared type
+        # ConnectionInterface does not have; its connect() is untyped too.
+        conn: Any = pool.make_connection()
         if str(conn.protocol) != "3":
             conn = pool.connection_class(**{**pool.connection_kwargs, "protocol": 3, "parser_class": _RESP3Parser})
         conn.connect()
@@ -285,7 +288,7 @@ class Tracker:
 
     # -- what the messages do -------------------------------------------------------------
 
-    def _on_invalidate(self, message: list) -> list:
+    def _on_invalidate(self, message: list[Any]) -> list[Any]:
         """``["invalidate", keys]``; keys None after FLUSHALL/FLUSHDB."""
         names = message[1] if len(message) > 1 else None
         self.invalidations.add(1)
@@ -299,7 +302,12 @@ class Tracker:
         # waiters wake only after the deletes: one that read the new value
         # and published it before this delete ran would lose its copy.
         values = [key for kind, key in parsed if kind == "value"]
-        self.wakeups.wake([key for _, key in parsed], lambda: [self._drop(key) for key in values])
+
+        def drop_values() -> None:
+            for key in values:
+                self._drop(key)
+
+        self.wakeups.wake([key for _, key in parsed], drop_values)
         return message
 
     def _drop(self, key: bytes) -> None:

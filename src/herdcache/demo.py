@@ -19,7 +19,7 @@ from multiprocessing.connection import Connection
 import signal
 import time
 import uuid
-from typing import Any, cast
+from typing import Any
 
 from .cache import Cache
 from .segment import remove
@@ -72,7 +72,7 @@ class _Log:
             for reader in connection.wait(readers):
                 assert isinstance(reader, Connection)  # wait() returns what it was given
                 try:
-                    yield cast(connection.Connection, reader).recv()
+                    yield reader.recv()
                 except EOFError:
                     readers.remove(reader)
 

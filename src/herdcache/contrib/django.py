@@ -114,7 +114,8 @@ class HerdcacheCache(BaseCache):
         return max(float(timeout), 0.0)
 
     def _key(self, key: Any, version: int | None) -> str:
-        return self.make_and_validate_key(key, version=version)
+        made: str = self.make_and_validate_key(key, version=version)
+        return made
 
     # -- BaseCache ---------------------------------------------------------------
 
@@ -155,7 +156,8 @@ class HerdcacheCache(BaseCache):
 
     def get_many(self, keys: Any, version: int | None = None) -> dict[Any, Any]:
         """The values of the ``keys`` that are present."""
-        made = {self._key(key, version): key for key in keys}
+        # str | bytes: the keys of what Cache.get_many returns.
+        made: dict[str | bytes, Any] = {self._key(key, version): key for key in keys}
         return {made[key]: value for key, value in self._cache.get_many(made).items()}
 
     def set_many(self, data: dict[Any, Any], timeout: Any = DEFAULT_TIMEOUT, version: int | None = None) -> list[Any]:

@@ -71,7 +71,13 @@ class Cache(flask_caching.Cache):
     """``flask_caching.Cache`` whose :meth:`memoize` computes each missing
     result once for every worker (with ``CACHE_TYPE`` a herdcache backend)."""
 
-    def memoize(self, timeout: Any = None, make_name: Any = None, unless: Any = None, **options: Any) -> Callable:
+    # Ignored override: Flask-Caching's memoize spells out its options and
+    # returns a _MemoizedFunction (a Protocol); this one passes them on as
+    # **options (its defaults stay Flask-Caching's, whichever version) and
+    # returns a plain wrapper with the same attributes.
+    def memoize(  # type: ignore[override]
+        self, timeout: Any = None, make_name: Any = None, unless: Any = None, **options: Any
+    ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         """Flask-Caching's ``memoize``; a miss is computed in one caller of
         the host while the others wait for its value (see the module
         docstring for the options that keep Flask-Caching's own flow)."""
@@ -79,7 +85,7 @@ class Cache(flask_caching.Cache):
         if any(options.get(name) for name in _OWN_FLOW):
             return decorate
 
-        def decorator(f: Callable) -> Callable:
+        def decorator(f: Callable[..., Any]) -> Callable[..., Any]:
             memoized = decorate(f)
 
             @functools.wraps(f)
@@ -95,12 +101,22 @@ class Cache(flask_caching.Cache):
 
             for name in ("uncached", "cache_timeout", "make_cache_key"):
                 setattr(computed_once, name, getattr(memoized, name))
-            computed_once.delete_memoized = lambda: self.delete_memoized(computed_once)  # type: ignore[attr-defined]
+            # attr-defined: a function attribute, as Flask-Caching sets; arg-type:
+            # computed_once has the memoized attributes (set above) but mypy
+            # sees a plain wrapper, not Flask-Caching's _MemoizedFunction.
+            computed_once.delete_memoized = (  # type: ignore[attr-defined]
+                lambda: self.delete_memoized(computed_once)  # type: ignore[arg-type]
+            )
             return computed_once
 
         return decorator
 
-    def _memoize_version(self, f: Callable, args: Any = None, kwargs: Any = None, **options: Any) -> Any:
+    # Ignored override: Flask-Caching's spells out reset, delete, refresh,
+    # timeout and args_to_ignore; this one takes them as **options and
+    # passes them on unchanged (keeping Flask-Caching's defaults).
+    def _memoize_version(  # type: ignore[override]
+        self, f: Callable[..., Any], args: Any = None, kwargs: Any = None, **options: Any
+    ) -> tuple[str, str] | tuple[str, None]:
         """Flask-Caching's version of a memoized function (part of its
         keys), created race-free: a first call in every worker at once would
         each make its own, store it, and compute under its own key; here
