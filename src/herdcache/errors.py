@@ -30,6 +30,7 @@ or ``except FileNotFoundError`` keep working::
     ├── QueueClosed                                    the queue was closed
     ├── PeerDied                                       the process on the other side died
     ├── RemoteUnavailable        (ConnectionError)    the tier's Redis/Valkey did not answer
+    ├── NotSupported             (NotImplementedError) this kind of cache has no such operation
     └── HerdcacheOSError         (OSError)            a system call failed
 
 Every message says what went wrong, with the numbers, and what to do.
@@ -153,6 +154,11 @@ class PeerDied(HerdcacheError):
 class RemoteUnavailable(HerdcacheError, ConnectionError):
     """A TieredCache's Redis (or Valkey) server did not answer in time, or
     refused the connection; the message names the server and the cause."""
+
+
+class NotSupported(HerdcacheError, NotImplementedError):
+    """This kind of cache does not offer the operation (for example
+    compare-and-set on a TieredCache); the message says what to use."""
 
 
 class HerdcacheOSError(HerdcacheError, OSError):

@@ -64,6 +64,7 @@ from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
 from .errors import (
     ComputeTimeout,
     InvalidArgument,
+    NotSupported,
     RemoteUnavailable,
     SerializationError,
 )
@@ -105,6 +106,14 @@ def _check_tag(record: Record, key: Any, tag: int) -> None:
 
 def _read_only() -> Any:  # pragma: no cover - a marker, never called
     raise AssertionError("the read-only marker is never called")
+
+
+def _no_compare_and_set() -> NotSupported:
+    return NotSupported(
+        "TieredCache has no gets/compare_and_set/compare_and_delete: the token of an L1 copy "
+        "says nothing of the value in Redis. Use get_or_compute (one computation fleet-wide) "
+        "or incr (atomic in Redis), or a plain Cache on one host"
+    )
 
 
 class _TierFlight(_Flight):
@@ -532,7 +541,29 @@ class TieredCache(Cache):
     # Cache.compare_and_set (via _encode_and_store) reaches this method with
     # mode/csn as nx/xx and redis-py refuses the SET (DataError); renamed, it
     # would store in the L1 alone.  Left as is until that is decided.
-    def _put(  # type: ignore[override]
+    def gets(self, key: Any, default: Any = None) -> tuple[Any, int | None]:
+        """Not offered: a token would name one host's L1 copy, not the
+        fleet's value in Redis.
+
+        :raises NotSupported: always.
+        """
+        raise _no_compare_and_set()
+
+    def compare_and_set(self, key: Any, value: Any, token: int | None, ttl: float | None = None) -> bool:
+        """Not offered (see :meth:`gets`).
+
+        :raises NotSupported: always.
+        """
+        raise _no_compare_and_set()
+
+    def compare_and_delete(self, key: Any, token: int | None) -> bool:
+        """Not offered (see :meth:`gets`).
+
+        :raises NotSupported: always.
+        """
+        raise _no_compare_and_set()
+
+    def _put_remote(
         self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False
     ) -> bool:
         data = self._dumps(value)
@@ -552,22 +583,22 @@ class TieredCache(Cache):
 
         :raises RemoteUnavailable: Redis did not take the write.
         """
-        self._put(key, value, ttl)
+        self._put_remote(key, value, ttl)
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent in Redis; True if stored."""
-        return self._put(key, value, ttl, nx=True)
+        return self._put_remote(key, value, ttl, nx=True)
 
     def replace(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is present in Redis; True if stored."""
-        return self._put(key, value, ttl, xx=True)
+        return self._put_remote(key, value, ttl, xx=True)
 
     def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
         """Store every item (each serialized before any is stored)."""
         for key, value in mapping.items():
             self._dumps(value)
         for key, value in mapping.items():
-            self._put(key, value, ttl)
+            self._put_remote(key, value, ttl)
 
     def delete(self, key: Any) -> bool:
         """Remove ``key`` from Redis and the L1; True if Redis had it."""

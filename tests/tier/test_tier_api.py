@@ -15,6 +15,7 @@ import pytest
 from _fleet import until
 
 import herdcache
+from herdcache import errors
 from herdcache.errors import InvalidArgument, SerializationError
 
 
@@ -254,3 +255,15 @@ def test_a_hosts_own_write_stays_in_its_l1_until_another_host_writes(host, redis
     # Rarely the tracker handles the change before the writer marked it, and
     # the copy goes (a wasted read, never a stale one).
     assert kept >= 15, f"only {kept} of 20 own writes stayed in the L1"
+
+
+def test_compare_and_set_is_refused_clearly(host) -> None:
+    """A token would name one host's L1 copy, never the fleet's value: the
+    tier refuses gets/compare_and_set/compare_and_delete instead of
+    quietly writing one host's L1 (or failing inside redis-py)."""
+    a = host("a")
+    a.set("k", 1)
+    for call in (lambda: a.gets("k"), lambda: a.compare_and_set("k", 2, 1), lambda: a.compare_and_delete("k", 1)):
+        with pytest.raises(errors.NotSupported, match="get_or_compute"):
+            call()
+    assert a.get("k") == 1
