@@ -343,6 +343,42 @@ hc_cache_read_valid(const hc_read *rd)
                                 memory_order_relaxed) == rd->rd_epoch;
 }
 
+/* hc_cache_identify()'s last resort: the lookup under the stripe lock. */
+static hc_status
+identify_locked(hc_cache *c, const void *key, uint32_t key_len,
+                uint64_t hash, uint64_t now, hc_read *rd)
+{
+    hc_status st = hc_cache_lock_stripe(c, hash);
+
+    if (st != HC_OK)
+        return st;
+    st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    if (st == HC_CORRUPT) {
+        hc_cache_rebuild_locked(c, hash);
+        st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    }
+    hc_cache_unlock_stripe(c, hash);
+    return st == HC_CORRUPT ? HC_NOT_FOUND : st;
+}
+
+hc_status
+hc_cache_identify(hc_cache *c, const void *key, uint32_t key_len,
+                  uint64_t hash, uint64_t now, hc_read *rd)
+{
+    int attempt;
+
+    for (attempt = 0; attempt < HC_READ_ATTEMPTS; attempt++) {
+        hc_status st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+
+        /* The csn and lengths were read inside the epoch: valid means
+         * they are the item's as published (pair 8 of barriers.md). */
+        if (hc_cache_read_valid(rd) && st != HC_CORRUPT)
+            return st;
+        hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
+    }
+    return identify_locked(c, key, key_len, hash, now, rd);
+}
+
 /* ---------------------------------------------------------------------- */
 /* Items under the stripe lock                                            */
 /* ---------------------------------------------------------------------- */
