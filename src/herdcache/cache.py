@@ -30,7 +30,10 @@ wall clock changes nothing.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import math
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, Awaitable, Callable
 
@@ -50,6 +53,13 @@ FOREVER = math.inf
 RESERVED_BYTES = 1 << 20
 
 _MISSING = object()
+
+#: local_values= choices: the types the decoded layer may keep (None: any).
+_LOCAL_VALUES = {
+    "any": None,
+    "immutable": (bool, int, float, complex, str, bytes, datetime.datetime, datetime.date,
+                  datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID),
+}
 
 # hc_set_mode in table.h
 _SET, _ADD, _REPLACE, _CAS = 0, 1, 2, 3
@@ -76,6 +86,24 @@ class Cache(MutableMapping):
     :param max_value_size: the largest serialized value accepted.
     :param segment: an already open Segment to put the cache in, instead of
         name/size.
+    :param local_items: keep the decoded values of up to this many keys in
+        this process (0, the default: off).  A get served from them costs
+        about what ``functools.lru_cache`` costs, and is still exactly what
+        a plain get returns at that moment: every hit first checks, in
+        O(1) and without decoding, that the shared table still holds the
+        very item the value was decoded from and that it has not expired,
+        so a write, delete, expiry, eviction or clear by any process is
+        seen at once.  Such a hit returns the *same object* every time, as
+        ``lru_cache`` does: do not mutate it (that would change what this
+        process's later hits return, never the shared value), or use
+        ``local_values="immutable"``.
+    :param local_bytes: bound on the serialized bytes of the values kept
+        (the decoded objects take more; default 16 MiB).
+    :param local_values: "any" (default) keeps every value; "immutable"
+        keeps only values of immutable types (None, bool, int, float, str,
+        bytes, datetime, date, time, timedelta, Decimal, UUID, and tuples
+        and frozensets of them): mutable ones are decoded afresh on every
+        get.
     """
 
     def __init__(
@@ -91,6 +119,9 @@ class Cache(MutableMapping):
         mode: int = 0o600,
         allow_shared: bool = False,
         segment: Segment | None = None,
+        local_items: int = 0,
+        local_bytes: int | str = "16MiB",
+        local_values: str = "any",
     ):
         """Open (or create) the cache; see the class docstring."""
         if default_ttl is not None and not default_ttl > 0:
@@ -113,6 +144,7 @@ class Cache(MutableMapping):
             offset, _found = segment._handle.alloc("cache", nbytes, _core.KIND_CACHE)
             self._core = _core.Cache(segment._handle, offset, nbytes, parse_size(max_value_size), evict)
             self._core.set_decoder(self._tag, *self._decoder(), self._serializer.name)
+            self._set_local(local_items, local_bytes, local_values)
         except BaseException:
             if self._owns_segment:
                 segment.close()
@@ -127,6 +159,15 @@ class Cache(MutableMapping):
         if self._serializer.tag == TAG_RAW:
             return None, None
         return self._loads, None
+
+    def _set_local(self, items: int, nbytes: int | str, values: str) -> None:
+        """Configure the per-process decoded layer (see the class docstring)."""
+        if isinstance(items, bool) or not isinstance(items, int) or items < 0:
+            raise InvalidArgument(f"local_items must be an int >= 0 (0: off), got {items!r}")
+        if values not in _LOCAL_VALUES:
+            raise InvalidArgument(f"local_values must be one of {sorted(_LOCAL_VALUES)}, got {values!r}")
+        self._core.set_local(items, parse_size(nbytes), _LOCAL_VALUES[values])
+        self._get_value = self._core.get_local if items else self._core.get_value
 
     def _ttl(self, ttl: float | None) -> float | None:
         """The effective ttl: None means forever (as the core takes it)."""
@@ -146,7 +187,7 @@ class Cache(MutableMapping):
 
     def get(self, key: Any, default: Any = None) -> Any:
         """The value of ``key``, or ``default`` if it is absent or expired."""
-        return self._core.get_value(key, default)
+        return self._get_value(key, default)
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
@@ -226,7 +267,7 @@ class Cache(MutableMapping):
     def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
         """The values of those ``keys`` that are present, as a dict."""
         found = {}
-        get = self._core.get_value
+        get = self._get_value
         for key in keys:
             value = get(key, _MISSING)
             if value is not _MISSING:
@@ -259,7 +300,7 @@ class Cache(MutableMapping):
         return result
 
     def __getitem__(self, key: Any) -> Any:
-        value = self._core.get_value(key, _MISSING)
+        value = self._get_value(key, _MISSING)
         if value is _MISSING:
             raise KeyError(key)
         return value
@@ -361,9 +402,13 @@ class Cache(MutableMapping):
     def stats(self) -> dict[str, Any]:
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
-        payload_bytes) and ``per_process``: the counters of each process."""
+        payload_bytes), ``per_process``: the counters of each process, and
+        ``local``: this process's decoded layer (items, bytes, max_items,
+        max_bytes, and its own hits and misses; its hits are not in
+        ``hits``, which counts reads of the shared table)."""
         stats = self._core.stats()
         stats["per_process"] = self._core.stats_by_process()
+        stats["local"] = self._core.local_stats()
         return stats
 
     def check(self) -> None:

@@ -343,10 +343,9 @@ hc_cache_read_valid(const hc_read *rd)
                                 memory_order_relaxed) == rd->rd_epoch;
 }
 
-/* hc_cache_identify()'s last resort: the lookup under the stripe lock. */
-static hc_status
-identify_locked(hc_cache *c, const void *key, uint32_t key_len,
-                uint64_t hash, uint64_t now, hc_read *rd)
+hc_status
+hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
+                     uint64_t hash, uint64_t now, hc_read *rd, uint8_t **copy)
 {
     hc_status st = hc_cache_lock_stripe(c, hash);
 
@@ -357,8 +356,17 @@ identify_locked(hc_cache *c, const void *key, uint32_t key_len,
         hc_cache_rebuild_locked(c, hash);
         st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
     }
+    if (st == HC_CORRUPT)
+        st = HC_NOT_FOUND;      /* the rebuild dropped what was torn */
+    if (st == HC_OK && copy != NULL) {
+        *copy = malloc(rd->rd_value_len ? rd->rd_value_len : 1);
+        if (*copy == NULL)
+            st = HC_SYSTEM;
+        else
+            memcpy(*copy, rd->rd_value, rd->rd_value_len);
+    }
     hc_cache_unlock_stripe(c, hash);
-    return st == HC_CORRUPT ? HC_NOT_FOUND : st;
+    return st;
 }
 
 hc_status
@@ -376,7 +384,7 @@ hc_cache_identify(hc_cache *c, const void *key, uint32_t key_len,
             return st;
         hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
     }
-    return identify_locked(c, key, key_len, hash, now, rd);
+    return HC_WOULD_BLOCK;
 }
 
 /* ---------------------------------------------------------------------- */
