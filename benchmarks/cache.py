@@ -18,6 +18,10 @@ What it measures, in one run, side by side:
    the ratio 2 readers / 1 reader (2.0 = perfect scaling on 2 cores; a
    server peer shares those 2 cores with its server).
 3. herdcache's segment bytes per entry (cache.stats(): bytes_used / entries).
+4. The per-process decoded layer (``Cache(local_items=...)``) against
+   lru_cache, cachetools, cachebox, theine and herdcache without it: hot
+   keys, Zipf(0.99) over --zipf-keys keys, a write-heavy mix (see
+   benchmarks/local.py, which also runs alone).
 
 Ratios: "×dict" is a peer's time over the dict+msgpack floor's, "×hc" over
 herdcache's (above 1 = slower). herdcache is skipped, with the reason
@@ -56,6 +60,8 @@ from _parallel import WorkerFailed, run_workers
 from _timing import median, now_ns, ns_per_op
 from peers import ALL_PEERS, DictMsgpack, Herdcache, Peer
 
+import local
+
 FLOOR = DictMsgpack.name
 HERDCACHE = Herdcache.name
 READER_COUNTS = (1, 2)
@@ -86,9 +92,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="",
         help="comma-separated peers: " + ",".join(p.option for p in ALL_PEERS),
     )
+    local.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.keys, args.repeat, args.seconds = 2_000, 3, 0.3
+        args.keys, args.repeat, args.seconds, args.zipf_keys = 2_000, 3, 0.3, 100_000
     return args
 
 
@@ -267,6 +274,8 @@ def main(argv=None) -> None:
             f"\nherdcache segment bytes per entry: {herd.bytes_per_entry:,.0f} "
             f"(values of ~{median(sizes):.0f} bytes msgpack'd)"
         )
+    if not args.only or "herdcache" in args.only:
+        local.section(args)
 
 
 if __name__ == "__main__":
