@@ -501,7 +501,7 @@ local_current(CacheObject *self, PyObject *key, PyObject *entry)
     hc_cache *c = cache_get(self);
     const char *kdata;
     Py_ssize_t klen;
-    uint64_t hash, now = hc_now_ns();
+    uint64_t hash;
     unsigned long long csn;
     hc_read rd;
     hc_status st;
@@ -510,16 +510,22 @@ local_current(CacheObject *self, PyObject *key, PyObject *entry)
         return -1;
     csn = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
     hash = hc_cache_hash(c, kdata, (size_t) klen);
-    st = hc_cache_identify(c, kdata, (uint32_t) klen, hash, now, &rd);
+    /*
+     * "now" 0: expiry is judged below, reading the clock only for an item
+     * that can expire (a third of a hit's time otherwise).  The lookup
+     * then marks the item visited even if it expired: one SIEVE decision.
+     */
+    st = hc_cache_identify(c, kdata, (uint32_t) klen, hash, 0, &rd);
     if (st == HC_WOULD_BLOCK)
         PINNED_UNLOCKED(c->ca_seg, st, hc_cache_read_locked(
-            c, kdata, (uint32_t) klen, hash, now, &rd, NULL));
+            c, kdata, (uint32_t) klen, hash, 0, &rd, NULL));
     if (st != HC_OK && st != HC_NOT_FOUND) {
         hcpy_raise_status("get", st);
         return -1;
     }
-    return st == HC_OK && !rd.rd_expired && rd.rd_csn == csn
-        && rd.rd_format == self->decode_format;
+    return st == HC_OK && rd.rd_csn == csn
+        && rd.rd_format == self->decode_format
+        && (rd.rd_expires == HC_FOREVER || hc_now_ns() < rd.rd_expires);
 }
 
 PyDoc_STRVAR(Cache_get_local_doc,
