@@ -16,8 +16,14 @@ What it measures, in one run, side by side:
 2. Get-hit throughput (ops/s, all readers added up) of the peers that share
    data between processes, with 1 and then 2 forked reader processes, and
    the ratio 2 readers / 1 reader (2.0 = perfect scaling on 2 cores; a
-   server peer shares those 2 cores with its server).
+   server peer shares those 2 cores with its server); then the same with
+   one more process overwriting the same keys all along (on 2 cores the
+   writer takes CPU from the readers, whatever the cache does).
 3. herdcache's segment bytes per entry (cache.stats(): bytes_used / entries).
+4. The per-process decoded layer (``Cache(local_items=...)``) against
+   lru_cache, cachetools, cachebox, theine and herdcache without it: hot
+   keys, Zipf(0.99) over --zipf-keys keys, a write-heavy mix (see
+   benchmarks/local.py, which also runs alone).
 
 Ratios: "×dict" is a peer's time over the dict+msgpack floor's, "×hc" over
 herdcache's (above 1 = slower). herdcache is skipped, with the reason
@@ -54,6 +60,8 @@ from _parallel import WorkerFailed, run_workers
 from _timing import median, now_ns, ns_per_op
 from peers import ALL_PEERS, DictMsgpack, Herdcache, Peer
 
+import local
+
 FLOOR = DictMsgpack.name
 HERDCACHE = Herdcache.name
 READER_COUNTS = (1, 2)
@@ -66,6 +74,7 @@ class Result:
     get_miss: float
     set: float | None
     readers: dict[int, float] = field(default_factory=dict)  # reader count -> ops/s
+    with_writer: dict[int, float] = field(default_factory=dict)  # the same, 1 writer beside
     bytes_per_entry: float | None = None
 
 
@@ -84,9 +93,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="",
         help="comma-separated peers: " + ",".join(p.option for p in ALL_PEERS),
     )
+    local.add_arguments(parser)
     args = parser.parse_args(argv)
     if args.quick:
-        args.keys, args.repeat, args.seconds = 2_000, 3, 0.3
+        args.keys, args.repeat, args.seconds, args.zipf_keys = 2_000, 3, 0.3, 100_000
     return args
 
 
@@ -135,10 +145,11 @@ def measure(peer: Peer, keys: list[str], values: list[dict], args) -> Result:
         result.bytes_per_entry = peer.bytes_per_entry()
     if peer.cross_process:
         for readers in READER_COUNTS:
-            result.readers[readers] = median(
-                reader_throughput(peer, keys, readers, args.seconds)
-                for _ in range(min(args.repeat, 3))
-            )
+            for writers, into in ((0, result.readers), (1, result.with_writer)):
+                into[readers] = median(
+                    reader_throughput(peer, keys, values, readers, writers, args.seconds)
+                    for _ in range(min(args.repeat, 3))
+                )
     return result
 
 
@@ -152,36 +163,41 @@ def check_peer(peer: Peer, keys, values, misses) -> None:
         raise AssertionError(f"{peer.name}: get of a missing key did not return None")
 
 
-def reader_throughput(peer: Peer, keys: list[str], readers: int, seconds: float) -> float:
-    """Total get-hit ops/s of ``readers`` forked processes reading for ``seconds``."""
+def reader_throughput(peer: Peer, keys, values, readers: int, writers: int, seconds: float) -> float:
+    """Total get-hit ops/s of ``readers`` forked processes reading for
+    ``seconds``, while ``writers`` more processes overwrite the same keys."""
 
-    def read(index: int, barrier) -> float:
+    def work(index: int, barrier) -> float:
         peer.after_fork_child()
-        get = peer.get
         order = keys[index::readers] + keys[:index:readers]  # each reader starts elsewhere
         for key in order[:200]:  # warm-up: connect, fault pages in
-            get(key)
+            peer.get(key)
         barrier.wait()
-        return _read_for(get, order, int(seconds * 1e9))
+        if index >= readers:
+            _read_for(peer.set, list(zip(keys, values)), int(seconds * 1e9))
+            return 0.0  # a writer's sets are not reads
+        return _read_for(peer.get, order, int(seconds * 1e9))
 
     peer.before_fork()
     try:
-        rates = run_workers(read, readers, "process", timeout_s=seconds * 10 + 60)
+        rates = run_workers(work, readers + writers, "process", timeout_s=seconds * 10 + 60)
     finally:
         peer.after_fork_parent()
     return sum(rates)
 
 
-def _read_for(get, keys: list[str], duration_ns: int) -> float:
-    """Call get on the keys, round and round, for duration_ns; return calls per second."""
+def _read_for(op, args: list, duration_ns: int) -> float:
+    """Call op on each of args (op(*a) for a tuple a), round and round, for
+    duration_ns; return calls per second."""
     batch = 100
     calls = 0
     start = now_ns()
     deadline = start + duration_ns
+    keys = [a if isinstance(a, tuple) else (a,) for a in args]
     while True:
         for i in range(0, len(keys), batch):
             for key in keys[i : i + batch]:
-                get(key)
+                op(*key)
             calls += len(keys[i : i + batch])
             now = now_ns()
             if now >= deadline:
@@ -218,9 +234,11 @@ def throughput_table(results: dict[str, Result]) -> str:
         one, two = r.readers[1], r.readers[2]
         rows.append(
             [name, f"{one:,.0f}", f"{two:,.0f}", f"{two / one:.2f}",
-             fmt_ratio(herd_two, two) if herd_two else "—"]
+             fmt_ratio(herd_two, two) if herd_two else "—",
+             f"{r.with_writer[1]:,.0f}", f"{r.with_writer[2]:,.0f}"]
         )  # fmt: skip
-    headers = ["peer", "1 reader ops/s", "2 readers ops/s", "2/1", "hc ÷ peer (2 readers)"]
+    headers = ["peer", "1 reader ops/s", "2 readers ops/s", "2/1", "hc ÷ peer (2 readers)",
+               "1 reader + 1 writer", "2 readers + 1 writer"]  # fmt: skip
     return markdown_table(headers, rows)
 
 
@@ -265,6 +283,8 @@ def main(argv=None) -> None:
             f"\nherdcache segment bytes per entry: {herd.bytes_per_entry:,.0f} "
             f"(values of ~{median(sizes):.0f} bytes msgpack'd)"
         )
+    if not args.only or "herdcache" in args.only:
+        local.section(args)
 
 
 if __name__ == "__main__":

@@ -1,315 +1,279 @@
-"""Eviction benchmark: hit ratios of LRU, CLOCK and SIEVE on a Zipf key stream.
+"""Eviction benchmark: herdcache's miss ratio beside libCacheSim's policies.
 
-What it measures: a stream of --requests requests over --keys keys drawn
-from a Zipf distribution (exponent --alpha, 0.99 by default: key of rank r
-is asked for with probability proportional to 1/r^0.99), replayed against
-a cache that holds --cache-fraction (10 %) of the keys. It prints the hit
-ratio of three pure-Python simulations, side by side, and each one's misses
-relative to LRU's:
+What it measures: the same request streams are replayed against
+libCacheSim (the simulator of the SIEVE and S3-FIFO papers: LRU, SIEVE,
+S3-FIFO, W-TinyLFU, ARC and Belady's offline optimum) and against a real
+herdcache.Cache, at cache sizes of 1 %, 10 % and 30 % of the keys. It prints
+the miss ratio of each, and herdcache's misses relative to the best online
+policy's. Every request counts, cold misses included, the same for all.
 
-- LRU: exact least-recently-used (an OrderedDict).
-- CLOCK: a ring of slots with a reference bit, set on a hit; on a miss the
-  hand clears set bits until it finds a clear one and replaces that entry.
-  New entries start with the bit clear.
-- SIEVE ("SIEVE is Simpler than LRU", NSDI '24): a FIFO queue with a
-  visited bit per entry, set on a hit; new entries go in at the head; to
-  evict, a hand moving from the tail towards the head clears visited bits
-  as it passes and evicts the first entry it finds unvisited, and stays
-  there for the next eviction.
+The streams (--keys distinct keys, --requests requests each):
 
-Every request counts, cold misses included, the same for every policy.
+- zipf-0.8, zipf-1.0, zipf-1.2: key of rank r asked with weight 1/r^alpha;
+  ranks map to key ids through a random permutation (popular keys are not
+  neighbours, which matters to a real cache's hashing).
+- scan: Zipf(1.0), and after every tenth of the stream a one-pass scan of
+  --keys/10 fresh keys never asked again (a batch job walking a table). The
+  scan keys are extra: the cache size is a share of the Zipf keys.
+- shifting: Zipf(1.0) whose rank-to-key permutation is redrawn after every
+  tenth of the stream (yesterday's hot keys go cold at once).
 
-herdcache: measure_herdcache() replays the same stream against a real
-herdcache.Cache sized so that about 10 % of the keys (fixed-size values)
-fit, counting a hit whenever get returns a value; it is skipped, with the
-reason printed, until herdcache.Cache exists.
+libCacheSim runs in C on a trace file this script writes to a temporary
+directory (libCacheSim's oracleGeneral format, with each request's next
+access time for Belady); it downloads nothing. herdcache is measured, not
+simulated: each request is a get, and a miss is followed by a set; the
+cache's size is found by filling real caches until it keeps the wanted
+number of entries (see herdcache_capacity_bytes). Values are fixed-size
+and sized so that even the 1 % cache spans a few MiB.
 
-Run (from the repository root; numpy makes drawing the stream faster, it is
-not needed):
+Run (from the repository root; needs numpy and libcachesim:
+``pip install numpy libcachesim``):
 
-    python benchmarks/eviction.py                  # 100k keys, 1M requests
-    python benchmarks/eviction.py --quick          # 10k keys, 100k requests
-    python benchmarks/eviction.py --alpha 0.8 --cache-fraction 0.01
+    python benchmarks/eviction.py              # 100k keys, 1M requests per stream
+    python benchmarks/eviction.py --quick      # 10k keys, 100k requests
+    python benchmarks/eviction.py --streams scan,shifting --fractions 0.1
 
-Hit ratios depend only on the stream and the seed, not on the machine; the
-herdcache row's sizing is approximate (see measure_herdcache). Timed numbers
-on a shared 2-core machine are noisy (this script prints none): as with every
-benchmark here, compare ratios from one run.
+Miss ratios depend only on the streams and the seed, not on the machine;
+herdcache's sizing is within 1 % of the target entry count.
 """
 
 from __future__ import annotations
 
 import argparse
-import bisect
-import itertools
-import random
-from collections import OrderedDict
+import os
+import tempfile
 
-from _common import PeerUnavailable, load_herdcache, machine_header, markdown_table, skip
-from _timing import now_ns
+from _common import PeerUnavailable, load_herdcache, machine_header, markdown_table, package_version, skip
 
-HERDCACHE_VALUE = b"v" * 100  # every entry the same size, so capacity is a count
+try:
+    import libcachesim
+    import numpy
+except ImportError as missing:  # pragma: no cover - reported at start
+    raise SystemExit(f"eviction.py needs numpy and libcachesim ({missing}): pip install numpy libcachesim")
+
+POLICIES = {
+    "LRU": libcachesim.LRU,
+    "SIEVE": libcachesim.Sieve,
+    "S3-FIFO": libcachesim.S3FIFO,
+    "W-TinyLFU": libcachesim.WTinyLFU,
+    "ARC": libcachesim.ARC,
+    "Belady (offline)": libcachesim.Belady,
+}
+ONLINE = [name for name in POLICIES if not name.startswith("Belady")]
+STREAMS = ["zipf-0.8", "zipf-1.0", "zipf-1.2", "scan", "shifting"]
+PHASES = 10  # the scan and shifting streams change every tenth
+SEGMENT_FLOOR = 4 << 20  # herdcache values are sized so the smallest cache spans this
 
 
-def zipf_stream(keys: int, requests: int, alpha: float, seed: int) -> list[int]:
-    """``requests`` key ids in 0..keys-1; the id of rank r has weight 1/r^alpha.
+# --- the request streams -----------------------------------------------------
 
-    Ids are a random permutation of the ranks, so popular keys are not
-    neighbours (which matters to a real cache's hashing, not to the
-    simulations).
-    """
-    rng = random.Random(seed)
-    key_of_rank = list(range(keys))
-    rng.shuffle(key_of_rank)
-    try:
-        import numpy
-    except ImportError:
-        return _zipf_ranks_python(keys, requests, alpha, rng, key_of_rank)
+
+def zipf_ranks(keys: int, requests: int, alpha: float, rng) -> "numpy.ndarray":
+    """``requests`` ranks in 0..keys-1; rank r is drawn with weight 1/(r+1)^alpha."""
     weights = numpy.arange(1, keys + 1, dtype=numpy.float64) ** -alpha
     cdf = numpy.cumsum(weights)
     cdf /= cdf[-1]
-    draws = numpy.random.default_rng(seed).random(requests)
-    ranks = numpy.minimum(numpy.searchsorted(cdf, draws, side="right"), keys - 1)
-    return numpy.asarray(key_of_rank)[ranks].tolist()
+    ranks = numpy.searchsorted(cdf, rng.random(requests), side="right")
+    return numpy.minimum(ranks, keys - 1)
 
 
-def _zipf_ranks_python(keys, requests, alpha, rng, key_of_rank) -> list[int]:
-    cdf = list(itertools.accumulate(r**-alpha for r in range(1, keys + 1)))
-    total = cdf[-1]
-    last = keys - 1
-    return [
-        key_of_rank[min(bisect.bisect_right(cdf, rng.random() * total), last)]
-        for _ in range(requests)
-    ]
+def zipf_stream(keys: int, requests: int, alpha: float, seed: int) -> "numpy.ndarray":
+    """Key ids of a Zipf(alpha) stream over ``keys`` keys."""
+    rng = numpy.random.default_rng(seed)
+    return rng.permutation(keys)[zipf_ranks(keys, requests, alpha, rng)]
 
 
-class LRU:
-    name = "LRU (exact)"
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.entries: OrderedDict[int, None] = OrderedDict()
-
-    def access(self, key: int) -> bool:
-        """Look key up; on a miss, insert it (evicting if full). True on a hit."""
-        entries = self.entries
-        if key in entries:
-            entries.move_to_end(key)
-            return True
-        if len(entries) >= self.capacity:
-            entries.popitem(last=False)
-        entries[key] = None
-        return False
+def scan_stream(keys: int, requests: int, seed: int) -> "numpy.ndarray":
+    """Zipf(1.0), with a one-pass scan of keys/10 fresh ids after each tenth."""
+    base = numpy.array_split(zipf_stream(keys, requests, 1.0, seed), PHASES)
+    scan_length = max(1, keys // 10)
+    parts = []
+    for phase, chunk in enumerate(base):
+        first = keys + phase * scan_length
+        parts += [chunk, numpy.arange(first, first + scan_length)]
+    return numpy.concatenate(parts)
 
 
-class Clock:
-    name = "CLOCK"
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.keys: list[int | None] = [None] * capacity
-        self.referenced = bytearray(capacity)
-        self.slot_of: dict[int, int] = {}
-        self.hand = 0
-        self.used = 0
-
-    def access(self, key: int) -> bool:
-        slot = self.slot_of.get(key)
-        if slot is not None:
-            self.referenced[slot] = 1
-            return True
-        if self.used < self.capacity:
-            slot = self.used
-            self.used += 1
-        else:
-            slot = self._evict()
-        self.keys[slot] = key
-        self.referenced[slot] = 0
-        self.slot_of[key] = slot
-        return False
-
-    def _evict(self) -> int:
-        """Free the slot of the first unreferenced entry at or after the hand."""
-        referenced, capacity = self.referenced, self.capacity
-        hand = self.hand
-        while referenced[hand]:
-            referenced[hand] = 0
-            hand = (hand + 1) % capacity
-        del self.slot_of[self.keys[hand]]
-        self.hand = (hand + 1) % capacity
-        return hand
+def shifting_stream(keys: int, requests: int, seed: int) -> "numpy.ndarray":
+    """Zipf(1.0) whose rank-to-key permutation is redrawn every tenth."""
+    rng = numpy.random.default_rng(seed)
+    phases = numpy.array_split(zipf_ranks(keys, requests, 1.0, rng), PHASES)
+    return numpy.concatenate([rng.permutation(keys)[ranks] for ranks in phases])
 
 
-class _SieveNode:
-    __slots__ = ("key", "visited", "newer", "older")
-
-    def __init__(self, key: int) -> None:
-        self.key = key
-        self.visited = False
-        self.newer: _SieveNode | None = None
-        self.older: _SieveNode | None = None
+def make_stream(name: str, keys: int, requests: int, seed: int) -> "numpy.ndarray":
+    if name.startswith("zipf-"):
+        return zipf_stream(keys, requests, float(name[5:]), seed)
+    return {"scan": scan_stream, "shifting": shifting_stream}[name](keys, requests, seed)
 
 
-class Sieve:
-    """SIEVE: FIFO order, visited bits, and a hand that sweeps from old to new."""
+# --- libCacheSim ---------------------------------------------------------------
 
-    name = "SIEVE"
-
-    def __init__(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.nodes: dict[int, _SieveNode] = {}
-        self.head: _SieveNode | None = None  # newest
-        self.tail: _SieveNode | None = None  # oldest
-        self.hand: _SieveNode | None = None
-
-    def access(self, key: int) -> bool:
-        node = self.nodes.get(key)
-        if node is not None:
-            node.visited = True
-            return True
-        if len(self.nodes) >= self.capacity:
-            self._evict()
-        self._insert_at_head(_SieveNode(key))
-        return False
-
-    def _insert_at_head(self, node: _SieveNode) -> None:
-        node.older = self.head
-        if self.head is not None:
-            self.head.newer = node
-        self.head = node
-        if self.tail is None:
-            self.tail = node
-        self.nodes[node.key] = node
-
-    def _evict(self) -> None:
-        node = self.hand or self.tail
-        while node.visited:
-            node.visited = False
-            node = node.newer or self.tail  # past the head, wrap to the tail
-        self.hand = node.newer
-        self._unlink(node)
-
-    def _unlink(self, node: _SieveNode) -> None:
-        if node.newer is not None:
-            node.newer.older = node.older
-        else:
-            self.head = node.older
-        if node.older is not None:
-            node.older.newer = node.newer
-        else:
-            self.tail = node.newer
-        del self.nodes[node.key]
+ORACLE_GENERAL = numpy.dtype(
+    [("time", "<u4"), ("obj_id", "<u8"), ("obj_size", "<u4"), ("next_access", "<i8")]
+)
 
 
-POLICIES = [LRU, Clock, Sieve]
+def next_access(stream: "numpy.ndarray") -> "numpy.ndarray":
+    """For each request, the index of the next request for the same key (-1: none)."""
+    order = numpy.argsort(stream, kind="stable")
+    repeats = stream[order[1:]] == stream[order[:-1]]
+    result = numpy.full(len(stream), -1, dtype=numpy.int64)
+    result[order[:-1][repeats]] = order[1:][repeats]
+    return result
 
 
-def simulate(policy_class, stream: list[int], capacity: int) -> float:
-    """Hit ratio of policy_class with room for capacity entries on stream."""
-    access = policy_class(capacity).access
-    hits = sum(1 for key in stream if access(key))
-    return hits / len(stream)
+def write_trace(stream: "numpy.ndarray", path: str) -> None:
+    """``stream`` as an oracleGeneral trace: unit-size objects, so a cache
+    size is an entry count."""
+    records = numpy.zeros(len(stream), dtype=ORACLE_GENERAL)
+    records["time"] = numpy.arange(len(stream)) // 1000 + 1
+    records["obj_id"] = stream + 1
+    records["obj_size"] = 1
+    records["next_access"] = next_access(stream)
+    records.tofile(path)
 
 
-def resident_after_filling(herdcache, size: int, entries: int) -> int:
+def simulated_miss_ratio(policy, trace_path: str, capacity: int) -> float:
+    reader = libcachesim.TraceReader(trace_path, libcachesim.TraceType.ORACLE_GENERAL_TRACE)
+    miss_ratio, _byte_miss_ratio = policy(capacity).process_trace(reader)
+    return miss_ratio
+
+
+# --- herdcache, measured ------------------------------------------------------
+
+
+def resident_after_filling(herdcache, size: int, entries: int, value: bytes) -> int:
     """How many of ``entries`` distinct keys a cache of ``size`` bytes keeps."""
-    cache = herdcache.Cache(size=size)
-    try:
+    with herdcache.Cache(size=size) as cache:
         for i in range(entries):
-            cache.set(f"fill:{i}", HERDCACHE_VALUE)
+            cache.set(f"fill:{i}", value)
         return cache.stats()["entries"]
-    finally:
-        cache.close()
 
 
-def herdcache_capacity_bytes(entries: int) -> int:
+def herdcache_capacity_bytes(herdcache, entries: int, value: bytes) -> int:
     """The smallest segment size (within 1 %) that keeps ``entries`` entries
-    of HERDCACHE_VALUE resident, found by filling real caches: the fixed
-    costs (segment header, statistics slots, stripes, buckets) are measured,
-    not guessed."""
-    herdcache = load_herdcache("get", "set", "stats", "close")
+    of ``value`` resident, found by filling real caches: the fixed costs
+    (segment header, statistics slots, stripes, buckets) are measured, not
+    guessed."""
     low, high = 1 << 20, 1 << 20
-    while resident_after_filling(herdcache, high, entries) < entries:
+    while resident_after_filling(herdcache, high, entries, value) < entries:
         low, high = high, high * 2
     while high - low > high // 100:
         middle = (low + high) // 2
-        if resident_after_filling(herdcache, middle, entries) < entries:
+        if resident_after_filling(herdcache, middle, entries, value) < entries:
             low = middle
         else:
             high = middle
     return high
 
 
-def measure_herdcache(stream: list[int], capacity_bytes: int) -> tuple[float, int]:
-    """Replay stream against a real herdcache.Cache of capacity_bytes.
+def measured_miss_ratio(herdcache, stream, capacity_bytes: int, value: bytes, **options) -> float:
+    """Replay ``stream`` against a real herdcache.Cache: get, and set on a miss."""
+    misses = 0
+    with herdcache.Cache(size=capacity_bytes, **options) as cache:
+        get, put = cache.get, cache.set
+        for key in map("key:{}".format, stream.tolist()):
+            if get(key) is None:
+                misses += 1
+                put(key, value)
+    return misses / len(stream)
 
-    A request is a hit when get returns a value; on a miss the key is set
-    (HERDCACHE_VALUE), letting the cache evict. Returns the hit ratio and
-    the number of entries resident at the end. Raises PeerUnavailable while
-    herdcache.Cache does not exist.
-    """
-    herdcache = load_herdcache("get", "set", "stats", "close")
-    cache = herdcache.Cache(size=capacity_bytes)
-    try:
-        hits = 0
-        for key_id in stream:
-            key = f"key:{key_id}"
-            if cache.get(key) is not None:
-                hits += 1
-            else:
-                cache.set(key, HERDCACHE_VALUE)
-        resident = cache.stats()["entries"]
-    finally:
-        cache.close()
-    return hits / len(stream), resident
+
+class HerdcacheRunner:
+    """herdcache sized for each cache fraction once, then replayed per stream."""
+
+    def __init__(self, herdcache, keys: int, fractions, options: dict) -> None:
+        self.herdcache, self.options, self.sizes = herdcache, options, {}
+        for fraction in fractions:
+            entries = capacity_of(keys, fraction)
+            value = b"v" * max(100, SEGMENT_FLOOR // entries)
+            self.sizes[fraction] = (herdcache_capacity_bytes(herdcache, entries, value), value)
+
+    def miss_ratio(self, stream, fraction: float) -> float:
+        size, value = self.sizes[fraction]
+        return measured_miss_ratio(self.herdcache, stream, size, value, **self.options)
+
+
+# --- the report -----------------------------------------------------------------
+
+
+def capacity_of(keys: int, fraction: float) -> int:
+    return max(1, int(keys * fraction))
+
+
+def run(args, herdcaches: dict) -> list[dict]:
+    """One row per (stream, fraction): every policy's and herdcache's miss ratio."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="herdcache-eviction-") as tmp:
+        trace_path = os.path.join(tmp, "stream.oracleGeneral")
+        for stream_name in args.streams:
+            stream = make_stream(stream_name, args.keys, args.requests, args.seed)
+            write_trace(stream, trace_path)
+            for fraction in args.fractions:
+                capacity = capacity_of(args.keys, fraction)
+                row = {"stream": stream_name, "fraction": fraction}
+                for name, policy in POLICIES.items():
+                    row[name] = simulated_miss_ratio(policy, trace_path, capacity)
+                for name, runner in herdcaches.items():
+                    row[name] = runner.miss_ratio(stream, fraction)
+                rows.append(row)
+                print(f"  done: {stream_name} at {fraction:.0%}", flush=True)
+    return rows
+
+
+def report(rows: list[dict], herdcache_names: list[str]) -> None:
+    columns = [*POLICIES, *herdcache_names]
+    table = [
+        [f"{row['stream']} @ {row['fraction']:.0%}", *(f"{row[c]:.4f}" for c in columns)]
+        for row in rows
+    ]
+    print("\nMiss ratios (lower is better):\n")
+    print(markdown_table(["stream @ cache size", *columns], table))
+    for name in herdcache_names:
+        print(f"\n{name}'s misses ÷ each online policy's (above 1: that policy misses less):\n")
+        ratios = [
+            [f"{row['stream']} @ {row['fraction']:.0%}", *(f"{row[name] / row[p]:.3f}" for p in ONLINE)]
+            for row in rows
+        ]
+        print(markdown_table(["stream @ cache size", *ONLINE], ratios))
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--keys", type=int, default=100_000, help="distinct keys (100000)")
-    parser.add_argument("--requests", type=int, default=1_000_000, help="stream length (1000000)")
-    parser.add_argument("--alpha", type=float, default=0.99, help="Zipf exponent (0.99)")
-    parser.add_argument(
-        "--cache-fraction", type=float, default=0.10, help="cache size / keys (0.10)"
-    )
+    parser.add_argument("--requests", type=int, default=1_000_000, help="requests per stream (1000000)")
+    parser.add_argument("--streams", default=",".join(STREAMS), help=f"comma-separated, of {','.join(STREAMS)}")
+    parser.add_argument("--fractions", default="0.01,0.1,0.3", help="cache sizes as shares of the keys")
     parser.add_argument("--seed", type=int, default=1, help="random seed (1)")
     parser.add_argument("--quick", action="store_true", help="10k keys, 100k requests")
     args = parser.parse_args(argv)
     if args.quick:
         args.keys, args.requests = 10_000, 100_000
+    args.streams = args.streams.split(",")
+    args.fractions = [float(f) for f in args.fractions.split(",")]
     return args
+
+
+def herdcache_runners(args) -> dict:
+    """{column name: HerdcacheRunner} for each eviction policy herdcache offers."""
+    try:
+        herdcache = load_herdcache("get", "set", "stats", "close")
+    except PeerUnavailable as exc:
+        skip("herdcache", exc)
+        return {}
+    return {"herdcache": HerdcacheRunner(herdcache, args.keys, args.fractions, {})}
 
 
 def main(argv=None) -> None:
     args = parse_args(argv)
     print(machine_header("herdcache eviction benchmark", timed=False))
-    capacity = max(1, int(args.keys * args.cache_fraction))
-    start = now_ns()
-    stream = zipf_stream(args.keys, args.requests, args.alpha, args.seed)
     print(
-        f"- Zipf({args.alpha}) over {args.keys:,} keys, {args.requests:,} requests "
-        f"(drawn in {(now_ns() - start) / 1e9:.1f} s, seed {args.seed}), "
-        f"cache of {capacity:,} entries ({args.cache_fraction:.0%} of the keys)\n"
+        f"- libcachesim {package_version('libcachesim')}; {args.keys:,} keys, "
+        f"{args.requests:,} requests per stream, seed {args.seed}\n"
     )
-
-    ratios = {policy.name: simulate(policy, stream, capacity) for policy in POLICIES}
-    herdcache_note = ""
-    try:
-        capacity_bytes = herdcache_capacity_bytes(capacity)
-        hit_ratio, resident = measure_herdcache(stream, capacity_bytes)
-        ratios["herdcache (measured)"] = hit_ratio
-        herdcache_note = (
-            f"\nherdcache: a {capacity_bytes:,}-byte segment, {resident:,} entries "
-            f"resident at the end (target {capacity:,})."
-        )
-    except PeerUnavailable as exc:
-        skip("herdcache", exc)
-
-    lru_misses = 1 - ratios[LRU.name]
-    rows = [[name, f"{hit:.4f}", f"{(1 - hit) / lru_misses:.3f}"] for name, hit in ratios.items()]
-    print("\n" + markdown_table(["policy", "hit ratio", "misses ÷ LRU's"], rows))
-    print(herdcache_note)
-    print("misses ÷ LRU's below 1: fewer misses than exact LRU.")
+    runners = herdcache_runners(args)
+    report(run(args, runners), list(runners))
 
 
 if __name__ == "__main__":

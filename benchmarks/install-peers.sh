@@ -7,14 +7,15 @@
 #
 # Debian packages (only as root, only the missing ones): redis-server, memcached.
 # Python packages (into $PYTHON's environment): redis pymemcache diskcache lmdb
-# UltraDict dogpile.cache msgpack faster-fifo posix-ipc.
+# UltraDict dogpile.cache msgpack faster-fifo posix-ipc numpy libcachesim cachetools
+# cachebox theine.
 set -euo pipefail
 
 PYTHON=${PYTHON:-python3}
 apt_packages=(redis-server memcached)
-pip_packages=(redis pymemcache diskcache lmdb UltraDict dogpile.cache msgpack faster-fifo posix-ipc)
+pip_packages=(redis pymemcache diskcache lmdb UltraDict dogpile.cache msgpack faster-fifo posix-ipc numpy libcachesim cachetools cachebox theine)
 # The modules those pip packages provide, in the same order.
-modules=(redis pymemcache diskcache lmdb UltraDict dogpile.cache msgpack faster_fifo posix_ipc)
+modules=(redis pymemcache diskcache lmdb UltraDict dogpile.cache msgpack faster_fifo posix_ipc numpy libcachesim cachetools cachebox theine)
 
 missing_apt=()
 for package in "${apt_packages[@]}"; do

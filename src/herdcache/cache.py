@@ -36,7 +36,10 @@ wall clock changes nothing.
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import math
+import uuid
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, TypeVar, Union, cast, overload
 
@@ -70,6 +73,13 @@ Key = Union[str, bytes]
 T = TypeVar("T")
 D = TypeVar("D")
 
+#: local_values= choices: the types the decoded layer may keep (None: any).
+_LOCAL_VALUES = {
+    "any": None,
+    "immutable": (bool, int, float, complex, str, bytes, datetime.datetime, datetime.date,
+                  datetime.time, datetime.timedelta, decimal.Decimal, uuid.UUID),
+}
+
 
 def _cache_bytes(segment: Segment) -> int:
     """The size of the cache structure in a segment: a pure function of the
@@ -93,6 +103,24 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     :param max_value_size: the largest serialized value accepted.
     :param segment: an already open Segment to put the cache in, instead of
         name/size.
+    :param local_items: keep the decoded values of up to this many keys in
+        this process (0, the default: off).  A get served from them costs
+        about what ``functools.lru_cache`` costs, and is still exactly what
+        a plain get returns at that moment: every hit first checks, in
+        O(1) and without decoding, that the shared table still holds the
+        very item the value was decoded from and that it has not expired,
+        so a write, delete, expiry, eviction or clear by any process is
+        seen at once.  Such a hit returns the *same object* every time, as
+        ``lru_cache`` does: do not mutate it (that would change what this
+        process's later hits return, never the shared value), or use
+        ``local_values="immutable"``.
+    :param local_bytes: bound on the serialized bytes of the values kept
+        (the decoded objects take more; default 16 MiB).
+    :param local_values: "any" (default) keeps every value; "immutable"
+        keeps only values of immutable types (None, bool, int, float, str,
+        bytes, datetime, date, time, timedelta, Decimal, UUID, and tuples
+        and frozensets of them): mutable ones are decoded afresh on every
+        get.
     """
 
     def __init__(
@@ -108,6 +136,9 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         mode: int = 0o600,
         allow_shared: bool = False,
         segment: Segment | None = None,
+        local_items: int = 0,
+        local_bytes: int | str = "16MiB",
+        local_values: str = "any",
     ):
         """Open (or create) the cache; see the class docstring."""
         if default_ttl is not None and not default_ttl > 0:
@@ -134,6 +165,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             offset, _found = segment.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
             super().__init__(segment, offset, nbytes, parse_size(max_value_size), evict)
             self._set_decoder(self._tag, *self._decoder(), self._serializer.name)
+            self._open_local_layer(local_items, local_bytes, local_values)
         except BaseException:
             if self._owns_segment:
                 segment.close()
@@ -149,6 +181,18 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         if self._serializer.tag == TAG_RAW:
             return None, None
         return self._loads, None
+
+    def _open_local_layer(self, items: int, nbytes: int | str, values: str) -> None:
+        """Configure the per-process decoded layer (see the class docstring)."""
+        if isinstance(items, bool) or not isinstance(items, int) or items < 0:
+            raise InvalidArgument(f"local_items must be an int >= 0 (0: off), got {items!r}")
+        if values not in _LOCAL_VALUES:
+            raise InvalidArgument(f"local_values must be one of {sorted(_LOCAL_VALUES)}, got {values!r}")
+        self._set_local(items, parse_size(nbytes), _LOCAL_VALUES[values])
+        if items:
+            # Every read of a decoded value (get, [], get_many) goes
+            # through the layer: one attribute, looked up per call.
+            self._get_value = self._get_local  # type: ignore[method-assign]
 
     def _ttl(self, ttl: float | None) -> float | None:
         """The effective ttl: None means forever (as the core takes it)."""
@@ -518,9 +562,13 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     def stats(self) -> dict[str, Any]:
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
-        payload_bytes) and ``per_process``: the counters of each process."""
+        payload_bytes), ``per_process``: the counters of each process, and
+        ``local``: this process's decoded layer (items, bytes, max_items,
+        max_bytes, and its own hits and misses; its hits are not in
+        ``hits``, which counts reads of the shared table)."""
         stats = self._stats()
         stats["per_process"] = self._stats_by_process()
+        stats["local"] = self._local_stats()
         return stats
 
     def close(self) -> None:

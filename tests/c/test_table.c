@@ -177,6 +177,48 @@ test_set_get_delete_evict(void)
     done(c);
 }
 
+/* The csn of key's current item by hc_cache_identify(); 0 if absent. */
+static uint64_t
+identity(hc_cache *c, const char *key)
+{
+    uint64_t hash = hc_cache_hash(c, key, strlen(key));
+    hc_read rd;
+    hc_status st = hc_cache_identify(c, key, (uint32_t) strlen(key), hash,
+                                     hc_now_ns(), &rd);
+
+    if (st == HC_WOULD_BLOCK)
+        st = hc_cache_read_locked(c, key, (uint32_t) strlen(key), hash,
+                                  hc_now_ns(), &rd, NULL);
+    CHECK(st == HC_OK || st == HC_NOT_FOUND);
+    return st == HC_OK ? rd.rd_csn : 0;
+}
+
+static void
+test_identify_names_the_current_item(void)
+{
+    hc_cache *c = new_cache(8 << 20, true);
+    uint64_t first, second;
+
+    CHECK(identity(c, "k") == 0);
+    CHECK_ST(put(c, "k", "one", 3), HC_OK);
+    first = identity(c, "k");
+    CHECK(first != 0 && identity(c, "k") == first);
+    /* touch changes the expiry in place: the same item, the same bytes */
+    CHECK_ST(hc_cache_touch(c, "k", 1, hc_cache_hash(c, "k", 1), HC_FOREVER),
+             HC_OK);
+    CHECK(identity(c, "k") == first);
+    /* the same bytes written again are a new item */
+    CHECK_ST(put(c, "k", "one", 3), HC_OK);
+    second = identity(c, "k");
+    CHECK(second != 0 && second != first);
+    CHECK_ST(hc_cache_delete(c, "k", 1, hc_cache_hash(c, "k", 1)), HC_OK);
+    CHECK(identity(c, "k") == 0);
+    CHECK_ST(put(c, "k", "two", 3), HC_OK);
+    CHECK_ST(hc_cache_clear(c), HC_OK);
+    CHECK(identity(c, "k") == 0);
+    done(c);
+}
+
 static void
 test_full_cache_without_eviction_refuses(void)
 {
@@ -286,12 +328,13 @@ static void
 test_dead_writer_is_repaired(void)
 {
     hc_cache *c = new_cache(4 << 20, true);
-    uint64_t hash = hc_cache_hash(c, "k", 1);
+    uint64_t hash = hc_cache_hash(c, "k", 1), before;
     char out[64];
     int status;
     pid_t pid;
 
     CHECK_ST(put(c, "k", "before", 6), HC_OK);
+    before = identity(c, "k");
     pid = fork();
     if (pid == 0) {
         hc_stripe *s;
@@ -306,8 +349,10 @@ test_dead_writer_is_repaired(void)
     }
     waitpid(pid, &status, 0);
     CHECK(WIFSIGNALED(status));
-    /* A lock-free reader sees an odd epoch and retries, never garbage. */
-    CHECK_ST(hc_cache_lock_stripe(c, hash), HC_OK);     /* rebuilds */
+    /* A lock-free reader sees an odd epoch and retries, never garbage;
+     * the locked read, its last resort, rebuilds the stripe. */
+    CHECK(identity(c, "k") == before);
+    CHECK_ST(hc_cache_lock_stripe(c, hash), HC_OK);
     hc_cache_unlock_stripe(c, hash);
     CHECK(get(c, "k", out, sizeof(out)) && strcmp(out, "before") == 0);
     CHECK_ST(put(c, "k", "after", 5), HC_OK);
@@ -393,6 +438,7 @@ main(void)
     TEST(test_siphash_vectors);
     TEST(test_alloc_coalesces);
     TEST(test_set_get_delete_evict);
+    TEST(test_identify_names_the_current_item);
     TEST(test_full_cache_without_eviction_refuses);
     TEST(test_expiry_is_inclusive);
     TEST(test_read_of_a_freed_block_does_not_validate);

@@ -19,9 +19,6 @@
 #include "slot.h"
 #include "table.h"
 
-/* Lock-free read attempts before a read takes the stripe lock. */
-#define READ_ATTEMPTS 8
-
 static const char *const stat_names[HC_STAT_COUNT] = {
     [HC_STAT_HITS] = "hits",
     [HC_STAT_MISSES] = "misses",
@@ -40,6 +37,22 @@ static const char *const stat_names[HC_STAT_COUNT] = {
     [HC_STAT_COMPUTE_ERRORS] = "compute_errors",
 };
 
+/*
+ * The per-process decoded layer: key -> (csn, value, charged bytes), the
+ * decoded values of this process's recent hits.  An entry is served only
+ * while the shared table still holds the item it was decoded from (same
+ * csn, unexpired), checked on every hit by hc_cache_identify(); so it is
+ * never older than what get_value() would return.  Bounded in entries and
+ * in bytes (each charged its serialized length); full, it drops entries
+ * in about the order they came (a cursor over the dict).
+ */
+typedef struct {
+    PyObject *entries;          /* dict, NULL: the layer is off */
+    PyObject *immutable_types;  /* tuple: keep only such values; or NULL */
+    Py_ssize_t max_items, max_bytes, bytes, cursor;
+    unsigned long long hits, misses;
+} local_layer;
+
 typedef struct {
     PyObject_HEAD
     SegmentObject *segment;
@@ -50,6 +63,7 @@ typedef struct {
     PyObject *decode_kwvalues;  /* tuple, same length */
     long decode_format;
     PyObject *decode_name;      /* the serializer's name, for messages */
+    local_layer local;          /* get_local()'s decoded values */
 } CacheObject;
 
 static hc_cache *
@@ -106,6 +120,8 @@ Cache_dealloc(CacheObject *self)
     Py_XDECREF(self->decode_kwnames);
     Py_XDECREF(self->decode_kwvalues);
     Py_XDECREF(self->decode_name);
+    Py_XDECREF(self->local.entries);
+    Py_XDECREF(self->local.immutable_types);
     Py_XDECREF(self->segment);
     Py_TYPE(self)->tp_free((PyObject *) self);
 }
@@ -123,26 +139,11 @@ static hc_status
 read_locked(hc_cache *c, const char *key, uint32_t len, uint64_t hash,
             uint64_t now, cache_result *res)
 {
-    hc_status st = hc_cache_lock_stripe(c, hash);
+    hc_status st = hc_cache_read_locked(c, key, len, hash, now, &res->rd,
+                                        &res->copy);
 
-    if (st != HC_OK)
-        return st;
-    st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
-    if (st == HC_CORRUPT) {
-        hc_cache_rebuild_locked(c, hash);
-        st = hc_cache_read_begin(c, key, len, hash, now, &res->rd);
-    }
-    if (st == HC_OK) {
-        res->copy = malloc(res->rd.rd_value_len ? res->rd.rd_value_len : 1);
-        if (res->copy == NULL)
-            st = HC_SYSTEM;
-        else {
-            memcpy(res->copy, res->rd.rd_value, res->rd.rd_value_len);
-            res->found = true;
-        }
-    }
-    hc_cache_unlock_stripe(c, hash);
-    return st == HC_NOT_FOUND || st == HC_CORRUPT ? HC_OK : st;
+    res->found = st == HC_OK;
+    return st == HC_NOT_FOUND ? HC_OK : st;
 }
 
 /*
@@ -159,7 +160,7 @@ cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
     int attempt;
 
     memset(res, 0, sizeof(*res));
-    for (attempt = 0; attempt < READ_ATTEMPTS; attempt++) {
+    for (attempt = 0; attempt < HC_READ_ATTEMPTS; attempt++) {
         st = hc_cache_read_begin(c, key, (uint32_t) len, hash, now, &res->rd);
         if (st == HC_OK) {
             res->bytes = PyBytes_FromStringAndSize(
@@ -226,7 +227,7 @@ refreshing_value(cache_result *res, long format)
 }
 
 static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
-                              long format);
+                              long format, uint64_t *csn);
 
 /* The one message for a value another serializer stored; returns NULL. */
 static PyObject *
@@ -256,18 +257,24 @@ Cache_get(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     format = PyLong_AsLong(args[1]);
     if (format == -1 && PyErr_Occurred())
         return NULL;
-    return stored_bytes(self, args[0], format);
+    return stored_bytes(self, args[0], format, NULL);
 }
 
-/* The bytes stored under key in format, None on a miss (get's body). */
+/*
+ * The bytes stored under key in format, None on a miss (get's body).
+ * With csn: the csn of the item the bytes are, 0 if they are not one
+ * item's value (a miss, or an old value served during a refresh).
+ */
 static PyObject *
-stored_bytes(CacheObject *self, PyObject *keyobj, long format)
+stored_bytes(CacheObject *self, PyObject *keyobj, long format, uint64_t *csn)
 {
     hc_cache *c = cache_get(self);
     const char *key;
     Py_ssize_t len;
     cache_result res;
 
+    if (csn != NULL)
+        *csn = 0;
     if (c == NULL || hcpy_key_bytes(keyobj, &key, &len) < 0
         || cache_lookup(c, key, len, hc_expiry_now_ns(), &res) < 0)
         return NULL;
@@ -284,6 +291,8 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format)
         Py_DECREF(res.bytes);
         return format_mismatch(keyobj, res.rd.rd_format, format);
     }
+    if (csn != NULL)
+        *csn = res.rd.rd_csn;
     return res.bytes;
 }
 
@@ -362,22 +371,26 @@ PyDoc_STRVAR(Cache_get_value_doc,
 "_get_value(key, default=None) -> object\n\n"
 "The decoded value of key (see set_decoder), or default if absent.");
 
+/*
+ * get_value()'s body: the decoded value of key, or dflt on a miss.  With
+ * csn and nbytes: the item's csn (0 if the value is not one item's, see
+ * stored_bytes) and the length of its bytes.
+ */
 static PyObject *
-Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+decoded_value(CacheObject *self, PyObject *key, PyObject *dflt,
+              uint64_t *csn, Py_ssize_t *nbytes)
 {
-    PyObject *data, *value;
+    PyObject *data = stored_bytes(self, key, self->decode_format, csn),
+             *value;
 
-    if (nargs < 1 || nargs > 2) {
-        PyErr_SetString(PyExc_TypeError, "get_value(key, default=None)");
-        return NULL;
-    }
-    data = stored_bytes(self, args[0], self->decode_format);
     if (data == NULL)
         return NULL;
     if (data == Py_None) {
         Py_DECREF(data);
-        return Py_NewRef(nargs == 2 ? args[1] : Py_None);
+        return Py_NewRef(dflt);
     }
+    if (nbytes != NULL)
+        *nbytes = PyBytes_GET_SIZE(data);
     value = decode_value(self, data);
     Py_DECREF(data);
     return value;
@@ -403,6 +416,236 @@ Cache_decode(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     if (format != self->decode_format)
         return format_mismatch(args[0], format, self->decode_format);
     return decode_value(self, args[1]);
+}
+
+static PyObject *
+Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs < 1 || nargs > 2) {
+        PyErr_SetString(PyExc_TypeError, "_get_value(key, default=None)");
+        return NULL;
+    }
+    return decoded_value(self, args[0], nargs == 2 ? args[1] : Py_None,
+                         NULL, NULL);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The per-process decoded layer (local_layer above)                      */
+/* ---------------------------------------------------------------------- */
+
+/* True if value may stay in a layer that keeps immutable values only. */
+static int
+local_admits(const local_layer *l, PyObject *value, int depth)
+{
+    PyObject *items, *item;
+    Py_ssize_t i;
+    int admits = 1;
+
+    if (l->immutable_types == NULL)
+        return 1;
+    if (depth < 32 && (PyTuple_CheckExact(value)
+                       || PyFrozenSet_CheckExact(value))) {
+        items = PySequence_Tuple(value);
+        if (items == NULL) {
+            PyErr_Clear();      /* not admitted; get() is not failed */
+            return 0;
+        }
+        for (i = 0; admits && i < PyTuple_GET_SIZE(items); i++) {
+            item = PyTuple_GET_ITEM(items, i);
+            admits = local_admits(l, item, depth + 1);
+        }
+        Py_DECREF(items);
+        return admits;
+    }
+    return value == Py_None || PySequence_Contains(
+        l->immutable_types, (PyObject *) Py_TYPE(value)) == 1;
+}
+
+/* Drop key's entry (a borrowed reference from the dict); -1 on error. */
+static int
+local_forget(local_layer *l, PyObject *key, PyObject *entry)
+{
+    Py_ssize_t charged = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    int rc;
+
+    Py_INCREF(key);
+    rc = PyDict_DelItem(l->entries, key);
+    Py_DECREF(key);
+    if (rc == 0)
+        l->bytes -= charged;
+    return rc;
+}
+
+/* Drop the entry at the cursor (about the oldest); -1 on error. */
+static int
+local_evict_one(local_layer *l)
+{
+    PyObject *key, *entry;
+    Py_ssize_t pos = l->cursor;
+
+    if (!PyDict_Next(l->entries, &pos, &key, &entry)) {
+        pos = 0;
+        if (!PyDict_Next(l->entries, &pos, &key, &entry))
+            return 0;
+    }
+    l->cursor = pos;
+    return local_forget(l, key, entry);
+}
+
+/* Keep value (the item csn's, charged bytes) under key; -1 on error. */
+static int
+local_keep(local_layer *l, PyObject *key, PyObject *value, uint64_t csn,
+           Py_ssize_t charged)
+{
+    PyObject *entry;
+    int rc;
+
+    if (csn == 0 || charged > l->max_bytes || !local_admits(l, value, 0))
+        return 0;
+    while (PyDict_GET_SIZE(l->entries) > 0
+           && (PyDict_GET_SIZE(l->entries) >= l->max_items
+               || l->bytes + charged > l->max_bytes))
+        if (local_evict_one(l) < 0)
+            return -1;
+    entry = Py_BuildValue("(KOn)", (unsigned long long) csn, value, charged);
+    if (entry == NULL)
+        return -1;
+    rc = PyDict_SetItem(l->entries, key, entry);
+    Py_DECREF(entry);
+    if (rc == 0)
+        l->bytes += charged;
+    return rc;
+}
+
+/*
+ * 1 if the shared table still holds, unexpired, the item entry was
+ * decoded from; 0 if not; -1 on error.  No copy, no decode: one lookup
+ * that compares the csn (hc_cache_identify).
+ */
+static int
+local_current(CacheObject *self, PyObject *key, PyObject *entry)
+{
+    hc_cache *c = cache_get(self);
+    const char *kdata;
+    Py_ssize_t klen;
+    uint64_t hash;
+    unsigned long long csn;
+    hc_read rd;
+    hc_status st;
+
+    if (c == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
+        return -1;
+    csn = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
+    hash = hc_cache_hash(c, kdata, (size_t) klen);
+    /*
+     * "now" 0: expiry is judged below, reading the clock only for an item
+     * that can expire (a third of a hit's time otherwise).  The lookup
+     * then marks the item visited even if it expired: one SIEVE decision.
+     */
+    st = hc_cache_identify(c, kdata, (uint32_t) klen, hash, 0, &rd);
+    if (st == HC_WOULD_BLOCK)
+        PINNED_UNLOCKED(c->ca_seg, st, hc_cache_read_locked(
+            c, kdata, (uint32_t) klen, hash, 0, &rd, NULL));
+    if (st != HC_OK && st != HC_NOT_FOUND) {
+        hcpy_raise_status("get", st);
+        return -1;
+    }
+    return st == HC_OK && rd.rd_csn == csn
+        && rd.rd_format == self->decode_format
+        && (rd.rd_expires == HC_FOREVER || hc_expiry_now_ns() < rd.rd_expires);
+}
+
+PyDoc_STRVAR(Cache_get_local_doc,
+"_get_local(key, default=None) -> object\n\n"
+"get_value() through this process's decoded layer (set_local): the kept\n"
+"object itself while the table still holds the item it came from.");
+
+static PyObject *
+Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    local_layer *l = &self->local;
+    PyObject *key, *entry, *value;
+    uint64_t csn = 0;
+    Py_ssize_t nbytes = 0;
+    int current;
+
+    if (l->entries == NULL || nargs < 1 || nargs > 2)
+        return Cache_get_value(self, args, nargs);
+    key = args[0];
+    if (!PyUnicode_CheckExact(key) && !PyBytes_CheckExact(key))
+        return Cache_get_value(self, args, nargs);      /* its error */
+    entry = PyDict_GetItemWithError(l->entries, key);
+    if (entry != NULL) {
+        Py_INCREF(entry);
+        current = local_current(self, key, entry);
+        if (current == 1) {
+            l->hits++;
+            value = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            Py_DECREF(entry);
+            return value;
+        }
+        /* The dict may have changed while the GIL was released. */
+        if (current == 0 && PyDict_GetItemWithError(l->entries, key) == entry)
+            current = local_forget(l, key, entry);
+        Py_DECREF(entry);
+        if (current < 0)
+            return NULL;
+    }
+    else if (PyErr_Occurred())
+        return NULL;
+    l->misses++;
+    value = decoded_value(self, key, nargs == 2 ? args[1] : Py_None, &csn,
+                          &nbytes);
+    if (value != NULL && local_keep(l, key, value, csn, nbytes) < 0)
+        Py_CLEAR(value);
+    return value;
+}
+
+PyDoc_STRVAR(Cache_set_local_doc,
+"_set_local(max_items, max_bytes, immutable_types=None) -> None\n\n"
+"Turn this process's decoded layer on (max_items > 0) or off, emptied.\n"
+"immutable_types: a tuple of types; if given, only values of those types\n"
+"(or None, or tuples and frozensets of them) are kept.");
+
+static PyObject *
+Cache_set_local(CacheObject *self, PyObject *args)
+{
+    local_layer *l = &self->local;
+    Py_ssize_t max_items, max_bytes;
+    PyObject *types = Py_None;
+
+    if (!PyArg_ParseTuple(args, "nn|O", &max_items, &max_bytes, &types))
+        return NULL;
+    if (types != Py_None && !PyTuple_Check(types)) {
+        PyErr_SetString(PyExc_TypeError, "immutable_types must be a tuple");
+        return NULL;
+    }
+    Py_CLEAR(l->entries);
+    Py_XSETREF(l->immutable_types, types == Py_None ? NULL
+                                                    : Py_NewRef(types));
+    l->max_items = max_items;
+    l->max_bytes = max_bytes;
+    l->bytes = l->cursor = 0;
+    if (max_items > 0 && (l->entries = PyDict_New()) == NULL)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+PyDoc_STRVAR(Cache_local_stats_doc,
+"_local_stats() -> dict\n\n"
+"This process's decoded layer: items, bytes (charged: serialized\n"
+"lengths), max_items, max_bytes, hits (served from it), misses.");
+
+static PyObject *
+Cache_local_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    local_layer *l = &self->local;
+
+    return Py_BuildValue("{s:n,s:n,s:n,s:n,s:K,s:K}",
+                         "items", l->entries ? PyDict_GET_SIZE(l->entries) : 0,
+                         "bytes", l->bytes, "max_items", l->max_items,
+                         "max_bytes", l->max_bytes, "hits", l->hits,
+                         "misses", l->misses);
 }
 
 PyDoc_STRVAR(Cache_lookup_doc,
@@ -1022,6 +1265,12 @@ static PyMethodDef Cache_methods[] = {
      Cache_set_decoder_doc},
     {"_get_value", (PyCFunction) (void (*)(void)) Cache_get_value,
      METH_FASTCALL, Cache_get_value_doc},
+    {"_get_local", (PyCFunction) (void (*)(void)) Cache_get_local,
+     METH_FASTCALL, Cache_get_local_doc},
+    {"_set_local", (PyCFunction) Cache_set_local, METH_VARARGS,
+     Cache_set_local_doc},
+    {"_local_stats", (PyCFunction) Cache_local_stats, METH_NOARGS,
+     Cache_local_stats_doc},
     {"_store", (PyCFunction) (void (*)(void)) Cache_store,
      METH_VARARGS | METH_KEYWORDS, Cache_store_doc},
     {"delete", (PyCFunction) Cache_delete, METH_O, Cache_delete_doc},

@@ -355,6 +355,50 @@ hc_cache_read_valid(const hc_read *rd)
                                 memory_order_relaxed) == rd->rd_epoch;
 }
 
+hc_status
+hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
+                     uint64_t hash, uint64_t now, hc_read *rd, uint8_t **copy)
+{
+    hc_status st = hc_cache_lock_stripe(c, hash);
+
+    if (st != HC_OK)
+        return st;
+    st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    if (st == HC_CORRUPT) {
+        hc_cache_rebuild_locked(c, hash);
+        st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    }
+    if (st == HC_CORRUPT)
+        st = HC_NOT_FOUND;      /* the rebuild dropped what was torn */
+    if (st == HC_OK && copy != NULL) {
+        *copy = malloc(rd->rd_value_len ? rd->rd_value_len : 1);
+        if (*copy == NULL)
+            st = HC_SYSTEM;
+        else
+            memcpy(*copy, rd->rd_value, rd->rd_value_len);
+    }
+    hc_cache_unlock_stripe(c, hash);
+    return st;
+}
+
+hc_status
+hc_cache_identify(hc_cache *c, const void *key, uint32_t key_len,
+                  uint64_t hash, uint64_t now, hc_read *rd)
+{
+    int attempt;
+
+    for (attempt = 0; attempt < HC_READ_ATTEMPTS; attempt++) {
+        hc_status st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+
+        /* The csn and lengths were read inside the epoch: valid means
+         * they are the item's as published (pair 8 of barriers.md). */
+        if (hc_cache_read_valid(rd) && st != HC_CORRUPT)
+            return st;
+        hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
+    }
+    return HC_WOULD_BLOCK;
+}
+
 /* ---------------------------------------------------------------------- */
 /* Items under the stripe lock                                            */
 /* ---------------------------------------------------------------------- */

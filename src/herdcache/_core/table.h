@@ -252,6 +252,33 @@ hc_status hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
 /* True if nothing the lookup looked at moved since it began. */
 bool hc_cache_read_valid(const hc_read *rd);
 
+/* Lock-free read attempts before a reader takes the stripe lock. */
+#define HC_READ_ATTEMPTS 8
+
+/*
+ * Which item key holds now, without copying its value: on HC_OK, rd says
+ * the item's csn, format, expiry and whether it expired (rd_value is not
+ * to be read: the block may be reused at once).  The csn identifies the
+ * item: every write takes a fresh one and a published item never changes
+ * (only its expiry, by touch), so an unchanged csn means unchanged bytes.
+ * A per-process copy of a decoded value is validated this way in O(1).
+ * Lock-free: HC_OK, HC_NOT_FOUND, or HC_WOULD_BLOCK after HC_READ_ATTEMPTS
+ * invalid tries (then hc_cache_read_locked(), which also repairs a stripe
+ * a dead writer left).
+ */
+hc_status hc_cache_identify(hc_cache *c, const void *key, uint32_t key_len,
+                            uint64_t hash, uint64_t now, hc_read *rd);
+
+/*
+ * A reader's last resort: the lookup under the stripe lock (which may
+ * wait: call it without holding up others), rebuilding a stripe found
+ * inconsistent.  HC_OK, HC_NOT_FOUND or the lock's error.  With copy, a
+ * hit's value is also copied into *copy (malloc'ed; the caller frees).
+ */
+hc_status hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
+                               uint64_t hash, uint64_t now, hc_read *rd,
+                               uint8_t **copy);
+
 /* Lock the stripe of hash (recovering it if its last owner died). */
 hc_status hc_cache_lock_stripe(hc_cache *c, uint64_t hash);
 void hc_cache_unlock_stripe(hc_cache *c, uint64_t hash);
