@@ -9,6 +9,8 @@
 
 #include <string.h>
 
+#include "inject.h"
+
 static bool
 bit(const uint64_t *map, uint32_t u)
 {
@@ -91,6 +93,7 @@ static void
 take(const hc_arena_view *av, uint32_t unit, uint32_t n)
 {
     set_bits(av->av_used, unit, n, true);
+    HC_INJECT("alloc.take.marked");
     set_bits(av->av_start, unit, 1, true);
     av->av_arena->ar_used_units += n;
     av->av_arena->ar_cursor = unit + n < av->av_units ? unit + n : 0;
@@ -146,6 +149,7 @@ hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n)
     if (!hc_alloc_is_block(av, unit, n) || av->av_arena->ar_used_units < n)
         return HC_CORRUPT;
     set_bits(av->av_used, unit, n, false);
+    HC_INJECT("alloc.free.cleared");
     set_bits(av->av_start, unit, 1, false);
     av->av_arena->ar_used_units -= n;
     return HC_OK;

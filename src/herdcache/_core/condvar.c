@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "futex.h"
+#include "inject.h"
 #include "segment.h"
 
 uint32_t
@@ -40,6 +41,7 @@ hc_cond_wait(hc_segment *seg, hc_cond *cv, hc_lock *lock, uint64_t deadline)
     lock_st = hc_lock_release(seg, lock);
     if (lock_st != HC_OK)
         return lock_st;
+    HC_INJECT("cond.wait.released");
     wait_st = hc_futex_wait(&cv->cv_seq, seq, deadline);
 
     /*
@@ -62,5 +64,6 @@ hc_cond_notify(hc_cond *cv, int count)
 {
     /* Pairs with the acquire load in hc_cond_prepare(). */
     atomic_fetch_add_explicit(&cv->cv_seq, 1, memory_order_release);
+    HC_INJECT("cond.notify.before_wake");
     hc_futex_wake(&cv->cv_seq, count);
 }

@@ -12,6 +12,7 @@
 
 #include "clock.h"
 #include "futex.h"
+#include "inject.h"
 #include "slot.h"
 #include "table_internal.h"
 
@@ -33,6 +34,7 @@ hc_flight_wake(hc_stripe *s)
 {
     /* Pairs with the acquire load in begin() (via fr_wait_seq). */
     atomic_fetch_add_explicit(&s->sp_flight_seq, 1, memory_order_release);
+    HC_INJECT("flight.wake.before_wake");
     hc_futex_wake(&s->sp_flight_seq, -1);
 }
 
@@ -88,8 +90,10 @@ start_flight(hc_writer *w, const hc_flight_request *rq, const uint8_t *stale,
     wr.wr_format = HC_FORMAT_FLIGHT;
     wr.wr_expires = HC_FOREVER;     /* the lease governs, not a ttl */
     wr.wr_mode = HC_SET_ALWAYS;
+    HC_INJECT("flight.begin.before_store");
     st = hc_table_store(w, &wr, &res->fr_round);
     free(value);
+    HC_INJECT("flight.begin.stored");
     if (st == HC_OK)
         res->fr_outcome = HC_FLIGHT_COMPUTE;
     return st;
@@ -119,6 +123,7 @@ begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
         return HC_OK;
     }
     /* The owner died or overran its lease: a new round, ours. */
+    HC_INJECT("flight.takeover");
     res->fr_took_over = true;
     if (rec.fl_stale_until > w->w_now) {
         uint8_t *copy = malloc(stale_len ? stale_len : 1);
@@ -268,6 +273,7 @@ hc_flight_publish(hc_cache *c, const hc_write *wr, uint64_t round)
         st = st == HC_CORRUPT ? HC_CORRUPT : HC_CONFLICT;
     else
         st = hc_table_store(&w, wr, &csn);
+    HC_INJECT("flight.publish.stored");
     if (st == HC_OK)
         hc_flight_wake(w.w_stripe);
     hc_table_unlock(&w);
@@ -321,6 +327,7 @@ hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len, uint64_t hash,
                          err_expires);
     else
         st = hc_table_remove(&w, it);
+    HC_INJECT("flight.abort.stored");
     if (st == HC_OK)
         hc_flight_wake(w.w_stripe);
     hc_table_unlock(&w);

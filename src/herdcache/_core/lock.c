@@ -24,6 +24,7 @@
 
 #include "clock.h"
 #include "futex.h"
+#include "inject.h"
 #include "segment.h"
 #include "slot.h"
 
@@ -48,6 +49,7 @@ acquired(hc_segment *seg, hc_lock *lock, hc_status st)
 {
     atomic_store_explicit(&lock->lk_owner_tid, hc_thread_id(),
                           memory_order_relaxed);
+    HC_INJECT("lock.acquired");
     hc_segment_enter(seg);      /* close() must wait for our release */
     return st;
 }
@@ -186,11 +188,13 @@ hc_lock_release(hc_segment *seg, hc_lock *lock)
     if (!hc_lock_held_by_me(seg, lock))
         return HC_NOT_OWNER;
     atomic_store_explicit(&lock->lk_owner_tid, 0, memory_order_relaxed);
+    HC_INJECT("lock.release.before_exchange");
     /*
      * Release: everything written under the lock happens-before the next
      * owner's acquiring CAS (try_swap) that reads this 0.
      */
     old = atomic_exchange_explicit(&lock->lk_word, 0, memory_order_release);
+    HC_INJECT("lock.release.before_wake");
     if (old & HC_LOCK_WAITERS)
         hc_futex_wake(&lock->lk_word, 1);
     hc_segment_leave(seg);

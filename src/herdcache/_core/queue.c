@@ -33,6 +33,7 @@
 
 #include "clock.h"
 #include "futex.h"
+#include "inject.h"
 #include "slot.h"
 
 /* q_init once initialised; tokens are below 2^30, so never a token */
@@ -465,6 +466,7 @@ single_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me,
         st = HC_BUSY;
     }
     else {
+        HC_INJECT("queue.single_join.locked");
         atomic_store_explicit(&s->qs_single_tid, tid, memory_order_relaxed);
         atomic_store_explicit(&s->qs_single_token, me, memory_order_relaxed);
         st = HC_OK;
@@ -494,6 +496,7 @@ side_enter(hc_queue_handle *qh, hc_queue_side_id side, uint64_t deadline)
     c->qc_owner_died = st == HC_OWNER_DIED;
     if (st != HC_OK && st != HC_OWNER_DIED)
         return st;
+    HC_INJECT("queue.enter.owned");
     /* Only once we own the side: a refused single side joins nothing. */
     endpoint_join(qh, side, me);
     /*
@@ -553,6 +556,7 @@ side_publish(hc_queue_handle *qh, hc_queue_side_id side)
             atomic_load_explicit(&s->qs_messages, memory_order_relaxed)
                 + c->qc_messages,
             memory_order_relaxed);
+        HC_INJECT("queue.publish.counted");
         /*
          * Publish.  Producers: every record written in this batch
          * happens-before a consumer's acquire load of bytes_written that
@@ -562,6 +566,7 @@ side_publish(hc_queue_handle *qh, hc_queue_side_id side)
          * bytes we were still copying.
          */
         atomic_store_explicit(&s->qs_bytes, c->qc_pos, memory_order_release);
+        HC_INJECT("queue.publish.stored");
         if (side == HC_QUEUE_PUT)
             wake_side(qh, HC_QUEUE_GET, c->qc_messages);
         else
@@ -638,6 +643,7 @@ hc_queue_put_next(hc_queue_handle *qh, const void *data, size_t len)
     h.rh_len = (uint32_t) len;
     h.rh_check = (uint32_t) len ^ RECORD_CHECK;
     ring_write(qh, c->qc_pos, &h, sizeof(h));
+    HC_INJECT("queue.put.header_written");
     ring_write(qh, c->qc_pos + sizeof(h), data, len);
     c->qc_pos += rec;
     c->qc_messages++;
@@ -732,6 +738,7 @@ hc_queue_get_copy(hc_queue_handle *qh, void *dst)
     hc_queue_cursor *c = &qh->qh_cursor[HC_QUEUE_GET];
 
     ring_read(qh, c->qc_pos + HC_QUEUE_RECORD_HEADER, dst, c->qc_peek);
+    HC_INJECT("queue.get.copied");
     c->qc_pos += record_size(c->qc_peek);
     c->qc_messages++;
 }

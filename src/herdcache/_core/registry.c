@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "clock.h"
+#include "inject.h"
 #include "slot.h"
 
 /* How long a registry call waits for a live holder of the registry lock. */
@@ -137,6 +138,7 @@ allocate(hc_segment *seg, hc_registry_entry *e, const char *name,
                       (unsigned long long) seg->sg_size);
         return HC_NO_SPACE;
     }
+    HC_INJECT("registry.alloc.start");
     memset(e->re_name, 0, sizeof(e->re_name));
     memcpy(e->re_name, name, name_len);
     e->re_kind = (uint32_t) kind;
@@ -144,6 +146,7 @@ allocate(hc_segment *seg, hc_registry_entry *e, const char *name,
     e->re_size = size;
     /* relaxed: readers of alloc_top take the lock or only want a figure */
     atomic_store_explicit(&h->sh_alloc_top, start + alloc, memory_order_relaxed);
+    HC_INJECT("registry.alloc.before_ready");
     /* Publish the entry: pairs with the acquire load in read_entry(). */
     atomic_store_explicit(&e->re_state, HC_ENTRY_READY, memory_order_release);
     return read_entry(seg, e, out);

@@ -20,6 +20,7 @@
 
 #include "clock.h"
 #include "hash.h"
+#include "inject.h"
 #include "slot.h"
 
 /* Longest bucket chain anyone walks: a longer one is a cycle (corruption). */
@@ -238,6 +239,7 @@ epoch_enter(hc_stripe *s)
     if (e & 1)
         return;                 /* already open (a rebuild after a crash) */
     atomic_store_explicit(&s->sp_epoch, e + 1, memory_order_relaxed);
+    HC_INJECT("table.epoch.odd");
     /*
      * Order the odd value before every store of the unlink/free that
      * follows: a reader that sees any of those stores and then runs the
@@ -507,6 +509,7 @@ link_item(writer *w, uint32_t unit)
     visited_clear(w->w_visited, unit);
     /* Publish: pairs with the acquire loads of links by readers. */
     atomic_store_explicit(head, unit + 1, memory_order_release);
+    HC_INJECT("table.link.published");
     queue_push_head(w, unit, qhead);
     count_item(w->w_stripe, it, 1);
     return HC_OK;
@@ -524,10 +527,12 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
     /* The queue first: if its links are damaged, nothing has changed. */
     if (queue_remove(w, unit) != HC_OK)
         return HC_CORRUPT;
+    HC_INJECT("table.remove.dequeued");
     atomic_store_explicit(linkp,
                           atomic_load_explicit(&it->it_next,
                                                memory_order_relaxed),
                           memory_order_release);
+    HC_INJECT("table.remove.unlinked");
     count_item(w->w_stripe, it, -1);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
@@ -583,6 +588,7 @@ evict_one(writer *w)
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
+            HC_INJECT("table.evict.victim");
             hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
                                                     : HC_STAT_EVICTIONS, 1);
             return remove_unit(w, cur - 1);
@@ -645,6 +651,7 @@ evict_region(writer *w, uint32_t n)
             || ((hc_item *) hc_alloc_ptr(&w->w_av, u))->it_format
                == HC_FORMAT_FLIGHT)
             continue;
+        HC_INJECT("table.evict_region.victim");
         hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
         st = remove_unit(w, u);
         if (st != HC_OK)
@@ -668,6 +675,7 @@ sweep_expired(writer *w)
             return HC_CORRUPT;
         if (!is_expired(it, w->w_now, true))
             break;
+        HC_INJECT("table.sweep.victim");
         hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
         if (remove_unit(w, unit) != HC_OK)
             return HC_CORRUPT;
@@ -874,7 +882,9 @@ stripe_rebuild(hc_cache *c, uint32_t si)
         stripe_reset(&w);
         goto done;
     }
+    HC_INJECT("table.rebuild.opened");
     n = rebuild_collect(&w, kept, seen);
+    HC_INJECT("table.rebuild.collected");
     hc_alloc_reset(&w.w_av);
     w.w_stripe->sp_qhead = w.w_stripe->sp_qtail = w.w_stripe->sp_hand = 0;
     atomic_store_explicit(&w.w_stripe->sp_items, 0, memory_order_relaxed);
@@ -886,6 +896,7 @@ stripe_rebuild(hc_cache *c, uint32_t si)
             continue;           /* overlaps an item kept before it */
         /* cannot fail: the queue holds only items linked here */
         (void) link_item(&w, kept[i]);
+        HC_INJECT("table.rebuild.relinked");
     }
 done:
     epoch_exit(w.w_stripe);
@@ -968,6 +979,7 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     st = sweep_expired(w);
     if (st != HC_OK)
         return st;
+    HC_INJECT_RETURN("table.set.swept");
     /*
      * Decide before allocating: a write the mode refuses stores nothing,
      * so it must neither fail for want of room (CacheFull) nor evict an
@@ -991,7 +1003,9 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
                       &old);
     if (found == HC_CORRUPT)
         return HC_CORRUPT;
+    HC_INJECT("table.set.allocated");
     fill_item(w, unit, wr);
+    HC_INJECT("table.set.filled");
     *csn = ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_csn;
     /*
      * Publish the new item at the head of its chain: from here on every
@@ -1000,6 +1014,7 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * the rebuild keeps the first of a key (the new one).
      */
     st = link_item(w, unit);
+    HC_INJECT("table.set.linked");
     if (st == HC_OK && found == HC_OK) {
         /* A set over a flight ends it: its waiters must look again. */
         if (((hc_item *) hc_alloc_ptr(&w->w_av, old))->it_format
@@ -1063,6 +1078,7 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len)
     if (((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
         == HC_FORMAT_FLIGHT)
         hc_flight_wake(w->w_stripe);    /* the flight is over */
+    HC_INJECT("table.delete.found");
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -1097,6 +1113,7 @@ touch_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
     it = hc_alloc_ptr(&w->w_av, unit);
     if (is_expired(it, w->w_now, false))
         return HC_NOT_FOUND;
+    HC_INJECT("table.touch.found");
     /* relaxed: readers see the old or the new deadline, both whole */
     atomic_store_explicit(&it->it_expires, expires, memory_order_relaxed);
     return HC_OK;
