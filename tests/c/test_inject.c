@@ -37,6 +37,7 @@
 #include "futex.h"
 #include "harness.h"
 #include "inject.h"
+#include "kernel.h"
 #include "lock.h"
 #include "queue.h"
 #include "registry.h"
@@ -314,6 +315,7 @@ sync_workload(world *wd, uint32_t round)
     hc_struct_info info;
     bool found;
 
+    (void) hc_kernel_selftest();
     snprintf(name, sizeof(name), "child-%u-%u", (unsigned) getpid(), round);
     (void) hc_registry_find_or_alloc(wd->seg, name, strlen(name), 64,
                                      HC_KIND_RAW, &info, &found);
@@ -533,6 +535,21 @@ test_fail_action(void)
     world_close(&wd);
 }
 
+/* Scenario 12: a kernel without OFD locks or futexes is refused clearly. */
+static void
+test_kernel_selftest(void)
+{
+    CHECK_ST(hc_kernel_selftest(), HC_OK);
+    hc_inject_arm("kernel.selftest.ofd", HC_INJECT_FAIL, 1, HC_SYSTEM);
+    CHECK_ST(hc_kernel_selftest(), HC_SYSTEM);
+    CHECK(strstr(hc_last_detail(), "open file description locks") != NULL);
+    hc_inject_arm("kernel.selftest.futex", HC_INJECT_FAIL, 1, HC_SYSTEM);
+    CHECK_ST(hc_kernel_selftest(), HC_SYSTEM);
+    CHECK(strstr(hc_last_detail(), "futex") != NULL);
+    hc_inject_arm(NULL, HC_INJECT_NONE, 0, 0);
+    CHECK_ST(hc_kernel_selftest(), HC_OK);
+}
+
 /*
  * "stall" and the environment: a child told by HERDCACHE_INJECT to stop
  * for good after linking a new value (the old one still linked, the lock
@@ -647,6 +664,7 @@ main(void)
 
     setvbuf(stdout, NULL, _IOLBF, 0);
     TEST(test_fail_action);
+    TEST(test_kernel_selftest);
     TEST(test_stall_action);
     printf("    walking %zu injection points\n", NPOINTS);
     for (i = 0; ok && i < NPOINTS; i++)

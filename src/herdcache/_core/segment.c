@@ -61,6 +61,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "kernel.h"
 #include "slot.h"
 
 #define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
@@ -405,6 +406,9 @@ hc_segment_create(const char *name, uint64_t size,
     hc_status st;
 
     pthread_once(&atfork_once, register_atfork);
+    st = hc_kernel_check();
+    if (st != HC_OK)
+        return st;
     pthread_mutex_lock(&open_mutex);
     st = create_locked(name, size, opts, out);
     pthread_mutex_unlock(&open_mutex);
@@ -629,6 +633,9 @@ hc_segment_attach(const char *name, const hc_segment_options *opts,
     hc_status st;
 
     pthread_once(&atfork_once, register_atfork);
+    st = hc_kernel_check();
+    if (st != HC_OK)
+        return st;
     pthread_mutex_lock(&open_mutex);
     st = attach_locked(name, opts, out);
     pthread_mutex_unlock(&open_mutex);
@@ -671,7 +678,9 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
     int fd;
 
     pthread_once(&atfork_once, register_atfork);
-    st = check_size(size);
+    st = hc_kernel_check();
+    if (st == HC_OK)
+        st = check_size(size);
     if (st != HC_OK)
         return st;
     size = round_up(size, PAGE_ALIGN);
