@@ -1058,6 +1058,16 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
+    /*
+     * The block may have been freed by an earlier writer, inside its odd
+     * epoch; this writer learned of that free only through the stripe
+     * lock's acquire, which is no release on our side.  This fence makes
+     * "a reader that saw any byte written below also sees that writer's
+     * epoch moves" hold in C11 terms (pairs with the acquire fence in
+     * hc_cache_read_valid(); docs/barriers.md, pair 8), not only on
+     * multi-copy-atomic machines.  On x86 it costs nothing.
+     */
+    atomic_thread_fence(memory_order_release);
     memset(it, 0, sizeof(*it));
     it->it_hash = wr->wr_hash;
     atomic_store_explicit(&it->it_expires, wr->wr_expires,
