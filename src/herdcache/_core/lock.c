@@ -15,6 +15,13 @@
  * know whether others still sleep; at worst one release makes a needless
  * wake-up system call.
  *
+ * Loads of the word.  A load whose token may next be judged dead (by
+ * hc_slot_token_alive(), which reads the slot's generation with acquire)
+ * is itself an acquire load: the token and the generation are then
+ * ordered in C11 terms, not only by the address dependency that orders
+ * them on x86, ARMv8 and POWER.  The spin loop's load, which only looks
+ * for 0 before a CAS, stays relaxed.
+ *
  *-------------------------------------------------------------------------
  */
 #include "lock.h"
@@ -109,7 +116,8 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
     for (;;) {
         hc_status st;
 
-        word = atomic_load_explicit(&lock->lk_word, memory_order_relaxed);
+        /* acquire: see "Loads of the word" above */
+        word = atomic_load_explicit(&lock->lk_word, memory_order_acquire);
         if (word == 0) {
             if (try_swap(lock, 0, mine | HC_LOCK_WAITERS))
                 return acquired(seg, lock, HC_OK);
@@ -130,7 +138,7 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
         if (st == HC_INTERRUPTED || st == HC_SYSTEM)
             return st;
         if (st == HC_TIMEOUT) {
-            word = atomic_load_explicit(&lock->lk_word, memory_order_relaxed);
+            word = atomic_load_explicit(&lock->lk_word, memory_order_acquire);
             if (word == 0 && try_swap(lock, 0, mine | HC_LOCK_WAITERS))
                 return acquired(seg, lock, HC_OK);
             if (word != 0 && take_from_dead(seg, lock, word, me))
@@ -176,7 +184,7 @@ hc_lock_try_acquire(hc_segment *seg, hc_lock *lock)
         return st;
     if (try_swap(lock, 0, me | HC_LOCK_LOCKED))
         return acquired(seg, lock, HC_OK);
-    word = atomic_load_explicit(&lock->lk_word, memory_order_relaxed);
+    word = atomic_load_explicit(&lock->lk_word, memory_order_acquire);
     if ((word & HC_LOCK_TOKEN) == me
         && atomic_load_explicit(&lock->lk_owner_tid, memory_order_relaxed)
            == hc_thread_id())

@@ -240,9 +240,14 @@ scan_endpoints(hc_queue_handle *qh, hc_queue_side_id side, scan_mode mode,
 
     *live = *dead = false;
     for (i = 0; i < HC_MAX_SLOTS; i++) {
-        /* relaxed: a liveness hint, re-probed by the kernel below */
+        /*
+         * acquire: the token read here is then judged by the slot's
+         * generation (an acquire load in hc_slot_token_alive()); ordering
+         * the two by acquire, not by the address dependency that orders
+         * them on x86, ARMv8 and POWER, keeps the argument in C11 terms.
+         */
         uint64_t word = atomic_load_explicit(&q->q_endpoints[i],
-                                             memory_order_relaxed);
+                                             memory_order_acquire);
 
         if ((word & (role | EP_WAITS)) == 0)
             continue;

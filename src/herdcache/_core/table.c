@@ -193,18 +193,36 @@ bucket_of(const hc_cache *c, uint64_t hash)
  * so it checks everything a later access depends on.
  */
 static hc_item *
-item_at(const hc_arena_view *av, uint32_t unit)
+item_at_len(const hc_arena_view *av, uint32_t unit, uint32_t *key_len)
 {
     hc_item *it;
+    uint32_t value_len;
 
     if (unit >= av->av_units
         || av->av_units - unit < hc_alloc_units_for(sizeof(hc_item)))
         return NULL;
     it = hc_alloc_ptr(av, unit);
-    if (it->it_key_len > HC_KEY_MAX
-        || hc_item_units(it) > av->av_units - unit)
+    /*
+     * Each length read exactly once (volatile: at any optimisation level),
+     * and the lengths checked are the lengths used: a block reused under
+     * a lock-free reader cannot make a later re-read exceed the bounds
+     * checked here (key_matches() takes *key_len, never re-reads it).
+     */
+    *key_len = *(volatile const uint8_t *) &it->it_key_len;
+    value_len = *(volatile const uint32_t *) &it->it_value_len;
+    if (*key_len > HC_KEY_MAX
+        || hc_alloc_units_for(sizeof(hc_item) + (uint64_t) *key_len
+                              + value_len) > av->av_units - unit)
         return NULL;
     return it;
+}
+
+static hc_item *
+item_at(const hc_arena_view *av, uint32_t unit)
+{
+    uint32_t key_len;
+
+    return item_at_len(av, unit, &key_len);
 }
 
 static bool
@@ -230,10 +248,12 @@ user_visible(const hc_item *it, uint64_t now)
     return it->it_format < HC_FORMAT_INTERNAL && !is_expired(it, now, false);
 }
 
+/* it_key_len is the key length item_at_len() read and checked. */
 static bool
-key_matches(const hc_item *it, uint64_t hash, const void *key, uint32_t len)
+key_matches(const hc_item *it, uint32_t it_key_len, uint64_t hash,
+            const void *key, uint32_t len)
 {
-    return it->it_hash == hash && it->it_key_len == len
+    return it->it_hash == hash && it_key_len == len
         && memcmp(it + 1, key, len) == 0;
 }
 
@@ -332,11 +352,12 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
     link = atomic_load_explicit(&buckets_of(c, si)[bucket_of(c, hash)],
                                 memory_order_acquire);
     for (steps = 0; link != 0; steps++) {
-        hc_item *it = item_at(&av, link - 1);
+        uint32_t it_key_len;
+        hc_item *it = item_at_len(&av, link - 1, &it_key_len);
 
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
-        if (key_matches(it, hash, key, key_len))
+        if (key_matches(it, it_key_len, hash, key, key_len))
             return fill_read(rd, &av, it, now, visited_of(c, si), link - 1)
                 ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
@@ -428,14 +449,15 @@ find_item(writer *w, uint64_t hash, const void *key, uint32_t key_len,
 
     for (;;) {
         uint32_t next = atomic_load_explicit(link, memory_order_relaxed);
+        uint32_t it_key_len;
         hc_item *it;
 
         if (next == 0)
             return HC_NOT_FOUND;
-        it = item_at(&w->w_av, next - 1);
+        it = item_at_len(&w->w_av, next - 1, &it_key_len);
         if (it == NULL || ++steps > MAX_CHAIN)
             return HC_CORRUPT;
-        if (key_matches(it, hash, key, key_len)) {
+        if (key_matches(it, it_key_len, hash, key, key_len)) {
             *linkp = link;
             *unit = next - 1;
             return HC_OK;
@@ -448,10 +470,13 @@ find_item(writer *w, uint64_t hash, const void *key, uint32_t key_len,
 static _Atomic uint32_t *
 link_to(writer *w, uint32_t unit)
 {
-    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
-    _Atomic uint32_t *link = &buckets_of(w->w_cache, w->w_si)
-        [bucket_of(w->w_cache, it->it_hash)];
+    hc_item *it = item_at(&w->w_av, unit);     /* a header checked first */
+    _Atomic uint32_t *link;
     uint32_t steps;
+
+    if (it == NULL)
+        return NULL;
+    link = &buckets_of(w->w_cache, w->w_si)[bucket_of(w->w_cache, it->it_hash)];
 
     for (steps = 0; steps < MAX_CHAIN; steps++) {
         uint32_t next = atomic_load_explicit(link, memory_order_relaxed);
@@ -505,10 +530,13 @@ static hc_status
 queue_remove(writer *w, uint32_t unit)
 {
     hc_stripe *s = w->w_stripe;
-    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
-    hc_item *prev = queue_item(w, it->it_qprev);
-    hc_item *next = queue_item(w, it->it_qnext);
+    hc_item *it = item_at(&w->w_av, unit);     /* a header checked first */
+    hc_item *prev, *next;
 
+    if (it == NULL)
+        return HC_CORRUPT;
+    prev = queue_item(w, it->it_qprev);
+    next = queue_item(w, it->it_qnext);
     if ((prev == NULL && it->it_qprev != 0)
         || (next == NULL && it->it_qnext != 0))
         return HC_CORRUPT;
@@ -996,8 +1024,10 @@ shadowed(writer *w, const uint32_t *chain, uint32_t n, const hc_item *it)
     uint32_t i;
 
     for (i = 0; i < n; i++)
-        if (key_matches(hc_alloc_ptr(&w->w_av, chain[i]), it->it_hash,
-                        it + 1, it->it_key_len))
+        if (key_matches(hc_alloc_ptr(&w->w_av, chain[i]),
+                        ((hc_item *) hc_alloc_ptr(&w->w_av, chain[i]))
+                            ->it_key_len,   /* validated, and we hold the lock */
+                        it->it_hash, it + 1, it->it_key_len))
             return true;
     return false;
 }
@@ -1113,6 +1143,19 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
+    /*
+     * The block may have been freed by an earlier writer, inside its odd
+     * epoch; this writer learned of that free only through the stripe
+     * lock's acquire, which is no release on our side.  This fence makes
+     * "a reader that saw any byte written below also sees that writer's
+     * epoch moves" hold in C11 terms (pairs with the acquire fence in
+     * hc_cache_read_valid(); docs/barriers.md, pair 8), not only on
+     * multi-copy-atomic machines.  On x86 it costs nothing.  (GCC refuses
+     * this fence under -fsanitize=thread, which does not model fences.)
+     */
+#ifndef __SANITIZE_THREAD__
+    atomic_thread_fence(memory_order_release);
+#endif
     memset(it, 0, sizeof(*it));
     it->it_hash = wr->wr_hash;
     atomic_store_explicit(&it->it_expires, wr->wr_expires,
