@@ -101,7 +101,7 @@ def _run(tmp_path, kills: int, ops_between: int) -> None:
             assert time.monotonic() < deadline, (
                 f"workers ended {done.load()} operations, waiting for {target} (budget {budget.load()})"
             )
-            time.sleep(0.001)
+            time.sleep(0)  # yield only: a kill should catch workers mid-operation
 
     for wid in range(1, WORKERS + 1):
         start(wid)
