@@ -14,15 +14,23 @@ and ``result``.  The register's state is a value or None (absent):
 An operation that never returned (its process was killed) may take effect
 at any moment after its call, or never; a killed writer may also leave the
 key absent, since a cache may lose the entry a dead process was writing.
+
+A write wins over a computation (README, get_or_compute): a set or delete
+while a goc computes ends its round and refuses its result, and the
+computing caller still returns its own value.  So a goc that overlaps a
+set or delete of its key may also return u and leave the register absent.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from itertools import accumulate
 from typing import Any
 
 
-def _apply(entry: dict, state: Any) -> list[tuple[Any, Any]]:
-    """The (new state, result) pairs the operation may produce from state."""
+def _apply(entry: dict, state: Any, refusable: bool) -> list[tuple[Any, Any]]:
+    """The (new state, result) pairs the operation may produce from state;
+    ``refusable``: a write overlaps this goc and may refuse its result."""
     op, arg = entry["op"], entry["arg"]
     if op == "get":
         outcomes = [(state, state)]
@@ -32,6 +40,8 @@ def _apply(entry: dict, state: Any) -> list[tuple[Any, Any]]:
         outcomes = [(None, state is not None)]
     elif op == "goc":
         outcomes = [(state, state)] if state is not None else [(arg, arg)]
+        if state is None and refusable:
+            outcomes.append((None, arg))  # a set or delete ended its round
     else:
         raise ValueError(f"unknown operation {op!r}")
     if entry["ret"] is None and op != "get":
@@ -39,9 +49,29 @@ def _apply(entry: dict, state: Any) -> list[tuple[Any, Any]]:
     return outcomes
 
 
+def _refusable(ops: list[dict]) -> list[bool]:
+    """Per operation (sorted by call): a goc that a set or delete of its key
+    may have overlapped.  A write overlaps [call, ret) if it was called in
+    there, or called before and returned after call (ret None: never)."""
+    infinity = float("inf")
+    writes = [e for e in ops if e["op"] in ("set", "delete")]
+    calls = [w["call"] for w in writes]
+    latest_ret = list(accumulate((infinity if w["ret"] is None else w["ret"] for w in writes), max))
+    marks = []
+    for e in ops:
+        ret = infinity if e["ret"] is None else e["ret"]
+        before = bisect_left(calls, e["call"])  # writes called before e
+        marks.append(
+            e["op"] == "goc"
+            and (bisect_left(calls, ret) > before or (before > 0 and latest_ret[before - 1] > e["call"]))
+        )
+    return marks
+
+
 def check(history: list[dict], initial: Any = None) -> tuple[bool, str]:
     """(True, "") if the history of one key is linearizable, else (False, why)."""
     ops = sorted(history, key=lambda e: e["call"])
+    refusable = _refusable(ops)
     done = [e for e in ops if e["ret"] is not None]
     done_mask = sum(1 << i for i, e in enumerate(ops) if e["ret"] is not None)
     killed = [i for i, e in enumerate(ops) if e["ret"] is None]
@@ -79,7 +109,7 @@ def check(history: list[dict], initial: Any = None) -> tuple[bool, str]:
                 break
             if linearized >> i & 1:
                 continue
-            for new_state, result in _apply(entry, state):
+            for new_state, result in _apply(entry, state, refusable[i]):
                 if entry["ret"] is not None and result != entry["result"]:
                     continue
                 rank = entry["ret"] if entry["ret"] is not None else infinity
