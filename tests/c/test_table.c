@@ -432,6 +432,58 @@ test_flight_begin_never_waits_for_itself_after_a_rebuild(void)
     done(c);
 }
 
+/*
+ * A stripe found damaged while a set runs is rebuilt and the step rerun:
+ * the result must still be the set's own.  A too-large value reports
+ * HC_TOO_LARGE (not the HC_CORRUPT of the first attempt); a CAS whose
+ * new item was already published when the damage was found reports
+ * success, not a conflict with its own item.
+ */
+static void
+test_set_result_survives_a_rebuild(void)
+{
+    hc_cache *c = new_cache(4 << 20, true);
+    size_t big_len = HC_DEFAULT_MAX_VALUE + 1;
+    char *big = calloc(1, big_len), out[64];
+    uint64_t hash = hc_cache_hash(c, "a", 1), csn = 0;
+    const hc_cache_layout *l = &c->ca_layout;
+    _Atomic uint32_t *bucket = (_Atomic uint32_t *) (c->ca_base
+        + l->cl_buckets_off) + (uint64_t) (hash & (l->cl_nstripes - 1))
+        * l->cl_nbuckets + ((hash >> 32) & (l->cl_nbuckets - 1));
+    hc_write wr;
+    hc_read rd;
+    hc_item *it;
+
+    CHECK(big != NULL);
+    CHECK_ST(put(c, "a", "old", 3), HC_OK);
+    atomic_store(bucket, l->cl_units + 7);      /* a chain, damaged */
+    CHECK_ST(put(c, "a", big, big_len), HC_TOO_LARGE);
+    CHECK(!get(c, "a", out, sizeof(out)));
+    CHECK_ST(hc_cache_check(c), HC_OK);
+
+    CHECK_ST(put(c, "a", "one", 3), HC_OK);
+    CHECK_ST(hc_cache_read_begin(c, "a", 1, hash, hc_now_ns(), &rd), HC_OK);
+    it = (hc_item *) (rd.rd_value - 1 - sizeof(hc_item));
+    it->it_qnext = UINT32_C(0xFFFFFF);      /* the tail's link, damaged */
+    memset(&wr, 0, sizeof(wr));
+    wr.wr_key = "a";
+    wr.wr_key_len = 1;
+    wr.wr_hash = hash;
+    wr.wr_value = "two";
+    wr.wr_value_len = 3;
+    wr.wr_format = 1;
+    wr.wr_expires = HC_FOREVER;
+    wr.wr_mode = HC_SET_CAS;
+    wr.wr_expect_csn = rd.rd_csn;
+    CHECK_ST(hc_cache_set(c, &wr, &csn), HC_OK);
+    CHECK(get(c, "a", out, sizeof(out)) && strcmp(out, "two") == 0);
+    CHECK_ST(hc_cache_read_begin(c, "a", 1, hash, hc_now_ns(), &rd), HC_OK);
+    CHECK(rd.rd_csn == csn);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    free(big);
+    done(c);
+}
+
 int
 main(void)
 {
@@ -446,5 +498,6 @@ main(void)
     TEST(test_dead_writer_is_repaired);
     TEST(test_flight_takeover_after_owner_death);
     TEST(test_flight_begin_never_waits_for_itself_after_a_rebuild);
+    TEST(test_set_result_survives_a_rebuild);
     return 0;
 }

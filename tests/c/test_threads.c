@@ -205,11 +205,55 @@ test_publish_wakes_every_waiter_of_the_flight(void)
     CHECK_ST(hc_segment_close(seg), HC_OK);
 }
 
+/* Wait once for the flight: HC_TIMEOUT means no wake-up came. */
+static void *
+wait_once(void *arg)
+{
+    flight_shared *f = arg;
+    hc_flight_result res;
+
+    CHECK_ST(hc_flight_begin(f->cache, &f->rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_WAIT);
+    f->tids[atomic_fetch_add(&f->joined, 1)] = gettid();
+    pthread_barrier_wait(&f->waiting);
+    CHECK_ST(hc_flight_wait(f->cache, f->rq.fq_hash, res.fr_wait_seq,
+                            hc_deadline_after(20 * HC_NS_PER_SEC)),
+             HC_OK);
+    return NULL;
+}
+
+/* clear() ends every flight (the tier's epoch flush relies on it): like
+ * every other removal of a FLIGHT item, it wakes the flight's waiters. */
+static void
+test_clear_wakes_the_waiters_of_a_flight(void)
+{
+    pthread_t thread;
+    hc_segment *seg;
+    flight_shared f = {.cache = test_cache(&seg, 1 << 20, true),
+                       .rq = {"f", 1, 0, 3600 * HC_NS_PER_SEC, 0, false}};
+    hc_flight_result res;
+
+    f.rq.fq_hash = hc_cache_hash(f.cache, "f", 1);
+    CHECK_ST(hc_flight_begin(f.cache, &f.rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    pthread_barrier_init(&f.waiting, NULL, 2);
+    CHECK(pthread_create(&thread, NULL, wait_once, &f) == 0);
+    pthread_barrier_wait(&f.waiting);
+    until_asleep(f.tids[0]);
+    CHECK_ST(hc_cache_clear(f.cache), HC_OK);
+    CHECK(pthread_join(thread, NULL) == 0);
+    pthread_barrier_destroy(&f.waiting);
+    free(res.fr_data);
+    hc_cache_close(f.cache);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 int
 main(void)
 {
     TEST(test_lock_and_counter_from_threads);
     TEST(test_condition_ping_pong_between_threads);
     TEST(test_publish_wakes_every_waiter_of_the_flight);
+    TEST(test_clear_wakes_the_waiters_of_a_flight);
     return 0;
 }

@@ -1111,6 +1111,13 @@ stripe_rebuild(hc_cache *c, uint32_t si)
     }
 done:
     epoch_exit(w.w_stripe);
+    /*
+     * A rebuild may drop a FLIGHT (a broken chain, or one a dead writer
+     * unlinked before its wake-up): its waiters must look again, as after
+     * any removal of one (pair 10 of barriers.md).  A spurious wake-up
+     * costs a waiter one look.
+     */
+    hc_flight_wake(w.w_stripe);
     free(kept);
     free(seen);
 }
@@ -1292,8 +1299,22 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      */
     st = link_item(w, unit);
     HC_INJECT("table.set.linked");
-    if (st == HC_OK && found == HC_OK)
-        return remove_unit(w, old);     /* a flight's waiters wake there */
+    if (st == HC_OK && found == HC_OK) {
+        st = remove_unit(w, old);       /* a flight's waiters wake there */
+        if (st == HC_CORRUPT) {
+            /*
+             * The write is published: the new item heads its chain, so a
+             * rebuild keeps it and drops the old one.  Rebuild here and
+             * report the write done; the caller's rerun (WITH_STRIPE)
+             * would test the mode against this very item (a CAS or swap
+             * then fails with HC_CONFLICT after storing) or store twice.
+             */
+            stripe_rebuild(w->w_cache, w->w_si);
+            hc_cache_count_stat(w->w_cache, HC_STAT_RECOVERIES, 1);
+            *w = writer_for(w->w_cache, w->w_si);  /* (it woke flights) */
+            st = HC_OK;
+        }
+    }
     return st;
 }
 
@@ -1328,7 +1349,10 @@ hc_cache_set(hc_cache *c, const hc_write *wr, uint64_t *csn)
     if (st == HC_TOO_LARGE && wr->wr_key_len > 0
         && wr->wr_key_len <= HC_KEY_MAX) {
         /* The value is too large: the old one goes all the same. */
-        WITH_STRIPE(c, wr->wr_hash, w, drop_failed_set(&w, wr, st));
+        /* HC_TOO_LARGE, not st: after a rebuild the macro reruns the
+         * call with st already HC_CORRUPT. */
+        WITH_STRIPE(c, wr->wr_hash, w,
+                    drop_failed_set(&w, wr, HC_TOO_LARGE));
         return st;
     }
     if (st != HC_OK)
@@ -1581,6 +1605,8 @@ hc_cache_clear(hc_cache *c)
         w = writer_for(c, i);
         epoch_enter(w.w_stripe);
         stripe_reset(&w);
+        /* Every flight of the stripe went: its waiters must look again. */
+        hc_flight_wake(w.w_stripe);
         stripe_unlock_at(c, i);
     }
     return HC_OK;
