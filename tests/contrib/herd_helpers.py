@@ -27,14 +27,17 @@ def wait_until(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.005)
 
 
-def after_the_herd_waits(stats: Callable[[], dict[str, Any]], herd: int, value: Any) -> Any:
+def after_the_herd_waits(stats: Callable[[], dict[str, Any]], herd: int, value: Any, since: int) -> Any:
     """In the computing member: wait (bounded) until the ``herd - 1``
-    others are waiting for this computation, then return ``value``."""
-    waits = stats()["waits"]
+    others are waiting for this computation, then return ``value``.
+    ``since`` is the ``waits`` statistic the member read before the herd
+    was released: a baseline read here would miss the members that began
+    waiting before this computation started, and the owner would wait out
+    its bound (past the lease, letting a second member compute)."""
     # Half the herd's deadline: if the others never wait, the value still
     # arrives in time for the test to say how many computed.
     deadline = time.monotonic() + HANG / 2
-    while stats()["waits"] - waits < herd - 1 and time.monotonic() < deadline:
+    while stats()["waits"] - since < herd - 1 and time.monotonic() < deadline:
         time.sleep(0.002)
     return value
 

@@ -195,8 +195,9 @@ def _herd_member(segdir: str, barrier: Any, results: Any) -> None:
 
     def slow() -> dict[str, int]:
         cache.inc("computations")
-        return after_the_herd_waits(cache.cache.stats, barrier.parties, {"pid": os.getpid()})
+        return after_the_herd_waits(cache.cache.stats, barrier.parties, {"pid": os.getpid()}, since)
 
+    since = cache.cache.stats()["waits"]
     barrier.wait(HANG)
     results.put(cache.get_or_set("herd", slow, 60))
 

@@ -331,8 +331,9 @@ def _herd_member(key: str, barrier: Any, results: Any) -> None:
 
     def slow_query() -> dict[str, int]:
         backend.incr("computations")
-        return after_the_herd_waits(backend.cache.stats, barrier.parties, {"computed_by": os.getpid()})
+        return after_the_herd_waits(backend.cache.stats, barrier.parties, {"computed_by": os.getpid()}, since)
 
+    since = backend.cache.stats()["waits"]
     barrier.wait(HANG)
     results.put(backend.get_or_set(key, slow_query, 60))
 

@@ -120,8 +120,11 @@ def _herd_member(segdir: str, barrier: Any, results: Any) -> None:
         @cache.memoize(60)
         def slow_report(day: str) -> dict[str, Any]:
             cache.cache.inc("calls:report")
-            return after_the_herd_waits(cache.cache.cache.stats, barrier.parties, {"day": day, "pid": os.getpid()})
+            return after_the_herd_waits(
+                cache.cache.cache.stats, barrier.parties, {"day": day, "pid": os.getpid()}, since
+            )
 
+        since = cache.cache.cache.stats()["waits"]
         barrier.wait(HANG)
         results.put(slow_report("monday"))
 
