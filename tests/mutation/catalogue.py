@@ -382,13 +382,14 @@ MUTANTS = [
     Mutant(
         "compute-waiter-takes-expired",
         PY + "compute.py",
-        "        found = self._lookup()\n        if found is None:\n            return False, None\n"
-        '        self.cache._count_stat("coalesced")',
+        "        found = self.cache._stored(self.where, self.raw)\n"
+        "        if found is None or found[1] != self.cache._tag:\n            return None\n"
+        "        data, _fmt, ttl_left, _csn, delta_ms = found\n",
         "        found = self.cache._lookup(self.where)\n"
-        "        if found is None or found[1] != self.cache._tag:\n            return False, None\n"
-        '        self.cache._count_stat("coalesced")',
+        "        if found is None or found[1] != self.cache._tag:\n            return None\n"
+        "        data, _fmt, ttl_left, _stale, _csn, delta_ms = found\n",
         (T + "multiprocess/test_compute_herd.py", T + "multiprocess/test_compute_freshness.py"),
-        "a woken waiter reads the raw lookup, checking the format only: it returns an expired value",
+        "_Flight._lookup reads the raw lookup and checks the format only: a caller or woken waiter returns an expired value",
     ),
     Mutant(
         "compute-flights-kept-at-exit",
