@@ -101,8 +101,10 @@ MUTANTS = [
     Mutant(
         "table-flight-evictable",
         CORE + "table.c",
-        "        if (it->it_format == HC_FORMAT_FLIGHT) {\n            flights = true;",
-        "        if (it->it_format == HC_FORMAT_FLIGHT && false) {\n            flights = true;",
+        "        if (it->it_format == HC_FORMAT_FLIGHT\n"
+        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
+        "        if (it->it_format == HC_FORMAT_FLIGHT && false\n"
+        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
         (T + "unit/test_compute_one_process.py::test_a_full_cache_does_not_evict_a_key_being_computed",),
         "eviction may take a key that is being computed",
     ),
@@ -117,8 +119,10 @@ MUTANTS = [
     Mutant(
         "table-item-length-unchecked",
         CORE + "table.c",
-        "    if (it->it_key_len > HC_KEY_MAX\n        || hc_item_units(it) > av->av_units - unit)\n        return NULL;",
-        "    if (it->it_key_len > HC_KEY_MAX)\n        return NULL;",
+        "    if (*key_len > HC_KEY_MAX\n"
+        "        || hc_alloc_units_for(sizeof(hc_item) + (uint64_t) *key_len\n"
+        "                              + value_len) > av->av_units - unit)\n        return NULL;",
+        "    (void) value_len;\n    if (*key_len > HC_KEY_MAX)\n        return NULL;",
         (T + "unit/test_cache_corrupt.py",),
         "an item whose length runs past its arena is trusted",
     ),
@@ -142,8 +146,9 @@ MUTANTS = [
     Mutant(
         "flight-error-not-shared-with-its-round",
         CORE + "flight.c",
-        "    if (rec.er_round == rq->fq_waited_round\n        || !hc_table_expired(it, w->w_now, false)) {",
-        "    if (!hc_table_expired(it, w->w_now, false)) {",
+        "    if (rec.er_round == rq->fq_waited_round\n        || !hc_table_expired(it, w->w_now, false))\n"
+        "        return report_failure(",
+        "    if (!hc_table_expired(it, w->w_now, false))\n        return report_failure(",
         (T + "multiprocess/test_compute_errors.py",),
         "the waiters of a failed round compute again instead of getting the error",
     ),
@@ -167,8 +172,8 @@ MUTANTS = [
     Mutant(
         "lock-taken-from-live-owner",
         CORE + "lock.c",
-        "    if (owner == me || hc_slot_token_alive(seg, owner))\n        return false;",
-        "    if (owner == me || !hc_slot_token_alive(seg, owner))\n        return false;",
+        "    if (owner != me)\n        return hc_slot_token_alive(seg, owner);",
+        "    if (owner != me)\n        return !hc_slot_token_alive(seg, owner);",
         ("c:test_lock", T + "multiprocess/test_lock_mp.py"),
         "a waiter takes the lock from a live owner and never from a dead one",
     ),
@@ -192,8 +197,9 @@ MUTANTS = [
     Mutant(
         "condvar-seq-not-bumped",
         CORE + "condvar.c",
-        "    atomic_fetch_add_explicit(&cv->cv_seq, 1, memory_order_release);\n    hc_futex_wake(&cv->cv_seq, count);",
-        "    hc_futex_wake(&cv->cv_seq, count);",
+        "    atomic_fetch_add_explicit(&cv->cv_seq, 1, memory_order_release);\n"
+        '    HC_INJECT("cond.notify.before_wake");\n    hc_futex_wake(&cv->cv_seq, count);',
+        '    HC_INJECT("cond.notify.before_wake");\n    hc_futex_wake(&cv->cv_seq, count);',
         ("c:test_threads", T + "multiprocess/test_condition_mp.py"),
         "notify wakes sleepers but a waiter about to sleep misses it",
     ),
@@ -294,8 +300,8 @@ MUTANTS = [
     Mutant(
         "alloc-exact-fit-missed",
         CORE + "alloc.c",
-        "        if (run >= n) {",
-        "        if (run > n) {",
+        "        if (run >= n) {\n            *unit = start;",
+        "        if (run > n) {\n            *unit = start;",
         ("c:test_table", T + "unit/test_cache_eviction.py"),
         "a free run exactly as long as the request is passed over",
     ),
@@ -344,8 +350,8 @@ MUTANTS = [
     Mutant(
         "compute-error-not-shared",
         PY + "compute.py",
-        "            self.core.flight_abort(self.key, round_, _encode_error(exc), self.options.negative_ttl)",
-        "            self.core.flight_abort(self.key, round_)",
+        "            self.cache._flight_abort(self.where, round_, _encode_error(exc), self.options.negative_ttl)",
+        "            self.cache._flight_abort(self.where, round_)",
         (T + "multiprocess/test_compute_errors.py",),
         "a computation's exception reaches only its caller; the waiters compute again",
     ),
@@ -376,10 +382,14 @@ MUTANTS = [
     Mutant(
         "compute-waiter-takes-expired",
         PY + "compute.py",
-        "        if fmt != self.cache._tag or (ttl_left is not None and ttl_left <= 0):",
-        "        if fmt != self.cache._tag:",
+        "        found = self.cache._stored(self.where, self.raw)\n"
+        "        if found is None or found[1] != self.cache._tag:\n            return None\n"
+        "        data, _fmt, ttl_left, _csn, delta_ms = found\n",
+        "        found = self.cache._lookup(self.where)\n"
+        "        if found is None or found[1] != self.cache._tag:\n            return None\n"
+        "        data, _fmt, ttl_left, _stale, _csn, delta_ms = found\n",
         (T + "multiprocess/test_compute_herd.py", T + "multiprocess/test_compute_freshness.py"),
-        "a woken waiter returns an expired value",
+        "_Flight._lookup reads the raw lookup and checks the format only: a caller or woken waiter returns an expired value",
     ),
     Mutant(
         "compute-flights-kept-at-exit",
@@ -401,26 +411,29 @@ MUTANTS = [
     Mutant(
         "cache-incr-bool",
         PY + "cache.py",
-        "            if isinstance(value, bool) or not isinstance(value, int):",
-        "            if not isinstance(value, int):",
+        "            if isinstance(value, bool) or not isinstance(value, (int, float)):",
+        "            if not isinstance(value, (int, float)):",
         (T + "unit/test_cache_contract.py",),
         "incr() of True gives 2",
     ),
     Mutant(
         "cache-incr-drops-ttl",
         PY + "cache.py",
-        "            ttl = FOREVER if remaining is None else max(remaining, 1e-9)",
-        "            ttl = None",
+        "            if self._encode_and_store(key, new, FOREVER, _core.SET_SWAP, csn):",
+        "            if self._encode_and_store(key, new, None, _core.SET_CAS, csn):",
         (T + "unit/test_cache_contract.py",),
-        "incr() resets the key's ttl to the default",
+        "incr() stores by compare-and-set, not swap: the key's ttl resets to the default",
     ),
     Mutant(
         "cache-ttl-of-expired",
         PY + "cache.py",
-        "        if found is None or (found[2] is not None and found[2] <= 0):\n            raise KeyError(key)\n        return found[2]",
-        "        if found is None:\n            raise KeyError(key)\n        return found[2]",
+        "        if found is None or (found[2] is not None and found[2] <= 0):\n            return None\n"
+        "        data, fmt, remaining, _stale, csn, delta_ms = found",
+        "        if found is None:\n            return None\n"
+        "        data, fmt, remaining, _stale, csn, delta_ms = found",
         (T + "unit/test_cache_contract.py",),
-        "ttl() of an expired key returns a negative number instead of raising KeyError",
+        "ttl() of an expired key returns a negative number instead of raising KeyError "
+        "(the one absent-or-expired test, Cache._stored: gets and incr see it too)",
     ),
     # -- memoize.py ---------------------------------------------------------------------
     Mutant(
