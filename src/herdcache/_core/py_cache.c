@@ -585,7 +585,8 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
             return value;
         }
         /* The dict may have changed while the GIL was released. */
-        if (current == 0 && PyDict_GetItemWithError(l->entries, key) == entry)
+        if (current == 0 && l->entries != NULL
+            && PyDict_GetItemWithError(l->entries, key) == entry)
             current = local_forget(l, key, entry);
         Py_DECREF(entry);
         if (current < 0)
@@ -596,7 +597,9 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     l->misses++;
     value = decoded_value(self, key, nargs == 2 ? args[1] : Py_None, &csn,
                           &nbytes);
-    if (value != NULL && local_keep(l, key, value, csn, nbytes) < 0)
+    /* The decoder ran Python code, which may have turned the layer off. */
+    if (value != NULL && l->entries != NULL
+        && local_keep(l, key, value, csn, nbytes) < 0)
         Py_CLEAR(value);
     return value;
 }
