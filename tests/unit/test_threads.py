@@ -7,6 +7,7 @@ import threading
 from typing import Callable, Iterator
 
 import pytest
+from helpers import joined
 
 from herdcache import Segment
 
@@ -37,9 +38,7 @@ def run_threads(fn: Callable[[], None], count: int = THREADS) -> None:
     threads = [threading.Thread(target=run) for _ in range(count)]
     for thread in threads:
         thread.start()
-    for thread in threads:
-        thread.join(60)
-    assert not any(thread.is_alive() for thread in threads), "a thread hung"
+    joined(*threads)
     assert not errors, errors
 
 
