@@ -81,3 +81,13 @@ def test_close_is_idempotent_and_a_closed_cache_raises(cache: Cache) -> None:
     reopened = Cache("pickled", dir=cache.segment.dir, serializer="pickle")
     assert reopened.get("k") == 1  # closing one view loses nothing
     reopened.close()
+
+
+def test_a_pickled_cache_keeps_its_local_layer(segment_name: str) -> None:
+    """The process that unpickles a cache opens it as it was opened here,
+    the per-process decoded layer included."""
+    with herdcache.Cache(segment_name, size="4MiB", local_items=5, local_values="immutable") as cache:
+        with pickle.loads(pickle.dumps(cache)) as copy:
+            assert copy.stats()["local"]["max_items"] == 5
+            copy["k"] = (1, 2)
+            assert copy["k"] is copy["k"]  # kept: a tuple of ints is immutable
