@@ -154,7 +154,7 @@ def _use(directory, planted):
         queue = _expect(lambda: cache.segment.queue("q", "64KiB"))
         if queue is not None:
             _expect(lambda: queue.get(timeout=0))
-        if _expect(lambda: cache._core.store("planted", bytes(planted), TAG_MSGPACK, None, 0, 0)):
+        if _expect(lambda: cache._store("planted", bytes(planted), TAG_MSGPACK, None, 0, 0)):
             _expect(lambda: cache.get("planted"))
             _expect(lambda: cache.get_or_compute("planted", lambda: 0))
             _expect(lambda: cache.incr("planted"), KeyError, TypeError)
