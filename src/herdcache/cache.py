@@ -474,8 +474,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
 
     def _full_key(self, stored: bytes) -> bytes | None:
         """The long key stored under the table key ``stored``, if it is live."""
-        found = self._lookup(stored)
-        if found is None or found[1] < longkeys.LONG_FORMAT or (found[2] is not None and found[2] <= 0):
+        found = self._stored(stored, None)
+        if found is None or found[1] < longkeys.LONG_FORMAT:
             return None
         return longkeys.stored_key(found[0])
 
