@@ -605,6 +605,125 @@ test_stall_action(void)
     world_close(&wd);
 }
 
+/*
+ * The rebuild is itself restartable.  A writer dies with its new value of
+ * key-5 linked in front of the old one (the stripe lock names it); then
+ * two more processes in turn take the stripe over and die inside its
+ * rebuild, at the nth hit of a point of it.  The next process's rebuild
+ * must keep every item the first would have kept: each key reads whole,
+ * at the version it had just after the writer died (key-5 the new one),
+ * and check() passes.
+ */
+static const char *const rebuild_points[] = {
+    "table.rebuild.opened", "table.rebuild.chain", "table.rebuild.collected",
+    "table.rebuild.half_mapped", "table.rebuild.mapped",
+    "table.rebuild.relinked",
+};
+
+/* The version of key read lock-free (0: absent); the value must be whole. */
+static uint32_t
+version_of(world *wd, const char *key)
+{
+    static uint8_t copy[HC_DEFAULT_MAX_VALUE];
+    uint32_t klen = (uint32_t) strlen(key), len = 0, version = 0;
+    uint64_t hash = hc_cache_hash(wd->cache, key, klen);
+    hc_read rd;
+    hc_status st = hc_cache_read_begin(wd->cache, key, klen, hash,
+                                       hc_now_ns(), &rd);
+
+    if (st == HC_OK && rd.rd_value_len <= sizeof(copy)) {
+        len = rd.rd_value_len;
+        memcpy(copy, rd.rd_value, len);
+    }
+    /* Nobody frees anything while we read: one attempt must do. */
+    CHECK(hc_cache_read_valid(&rd) && (st == HC_OK || st == HC_NOT_FOUND));
+    if (st == HC_OK) {
+        CHECK(value_whole(key, copy, len));
+        memcpy(&version, copy, 4);
+    }
+    return version;
+}
+
+/* Fork a child that takes key-5's stripe with point armed to kill at its
+ * nth hit; false if it got the stripe without reaching the point. */
+static bool
+die_rebuilding(world *wd, const char *point, uint32_t nth)
+{
+    uint64_t hash = hc_cache_hash(wd->cache, "key-5", 5);
+    pid_t pid = test_fork();
+    int status;
+
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        hc_inject_arm(point, HC_INJECT_KILL, nth, 0);
+        if (hc_cache_lock_stripe(wd->cache, hash) == HC_OK)
+            hc_cache_unlock_stripe(wd->cache, hash);
+        _exit(NOT_REACHED);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == NOT_REACHED)
+        return false;
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+    return true;
+}
+
+/* One round: the writer's death, two dead rebuilders, the check. */
+static bool
+rebuild_killed_twice(const char *point, uint32_t nth)
+{
+    uint32_t before[NKEYS];
+    bool reached;
+    world wd;
+    pid_t pid;
+    int status, i;
+
+    world_open(&wd);
+    pid = test_fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        hc_inject_arm("table.set.linked", HC_INJECT_KILL, 1, 0);
+        (void) put(&wd, "key-5", 9, HC_FOREVER);
+        _exit(NOT_REACHED);
+    }
+    CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+    for (i = 0; i < NKEYS; i++) {
+        char key[32];
+
+        key_name(key, i);
+        before[i] = version_of(&wd, key);
+    }
+    CHECK(before[5] == 9);
+    reached = die_rebuilding(&wd, point, nth);
+    if (reached)
+        CHECK(die_rebuilding(&wd, point, nth));     /* a third dies too */
+    (void) read_all(&wd);       /* takes the stripe over: rebuilds */
+    for (i = 0; i < NKEYS; i++) {
+        char key[32];
+
+        key_name(key, i);
+        if (version_of(&wd, key) != before[i]) {
+            fprintf(stderr, "%s@%u: after two dead rebuilders %s reads as "
+                    "version %u, not %u\n", point, nth, key,
+                    (unsigned) version_of(&wd, key), (unsigned) before[i]);
+            exit(1);
+        }
+    }
+    CHECK_ST(hc_cache_check(wd.cache), HC_OK);
+    world_close(&wd);
+    return reached;
+}
+
+static void
+test_a_rebuild_killed_twice_loses_nothing(void)
+{
+    size_t i;
+
+    for (i = 0; i < sizeof(rebuild_points) / sizeof(rebuild_points[0]); i++) {
+        CHECK(rebuild_killed_twice(rebuild_points[i], 1));
+        (void) rebuild_killed_twice(rebuild_points[i], 3);
+    }
+}
+
 static int
 cmp_u64(const void *a, const void *b)
 {
@@ -666,6 +785,7 @@ main(void)
     TEST(test_fail_action);
     TEST(test_kernel_selftest);
     TEST(test_stall_action);
+    TEST(test_a_rebuild_killed_twice_loses_nothing);
     printf("    walking %zu injection points\n", NPOINTS);
     for (i = 0; ok && i < NPOINTS; i++)
         ok = walk_point(points[i], nths && *nths ? nths : "1,3", reads,

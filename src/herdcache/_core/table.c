@@ -1032,31 +1032,103 @@ shadowed(writer *w, const uint32_t *chain, uint32_t n, const hc_item *it)
     return false;
 }
 
-/* Collect the well-formed items reachable from the buckets, once each. */
+/*
+ * Make the link word at link point to unit + 1 (0: end the chain), if it
+ * does not already.  Relaxed: the rebuild runs inside an odd epoch, so a
+ * lock-free reader that follows either the old or the new link fails its
+ * validation (pair 8 of barriers.md), and the next rebuilder reads the
+ * links under the stripe lock, whose acquire orders them.
+ */
+static void
+rebuild_link(_Atomic uint32_t *link, uint32_t to)
+{
+    if (atomic_load_explicit(link, memory_order_relaxed) != to)
+        atomic_store_explicit(link, to, memory_order_relaxed);
+}
+
+/*
+ * Collect the well-formed items reachable from the buckets, once each,
+ * marking their blocks in the private maps fresh; cut every other item
+ * out of its chain, in chain order, by one store to the link of the item
+ * kept before it (or to the bucket).  Each store leaves the chain
+ * reaching every item kept so far and the unread rest: what a restarted
+ * rebuild keeps is what this one keeps (stripe_rebuild()).
+ */
 static uint32_t
-rebuild_collect(writer *w, uint32_t *kept, uint8_t *seen)
+rebuild_collect(writer *w, const hc_arena_view *fresh, uint32_t *kept,
+                uint8_t *seen)
 {
     _Atomic uint32_t *buckets = buckets_of(w->w_cache, w->w_si);
     uint32_t b, n = 0;
 
     for (b = 0; b < w->w_cache->ca_layout.cl_nbuckets; b++) {
-        uint32_t link = atomic_load_explicit(&buckets[b],
-                                             memory_order_relaxed);
+        _Atomic uint32_t *tail = &buckets[b];   /* after the last kept */
+        uint32_t link = atomic_load_explicit(tail, memory_order_relaxed);
         uint32_t first = n;
 
+        if (link == 0)
+            continue;
         while (link != 0 && n < w->w_av.av_units) {
             hc_item *it = rebuild_candidate(w, link - 1, b);
+            uint32_t next;
 
             if (it == NULL || seen[link - 1])
                 break;          /* drop the rest of a broken chain */
             seen[link - 1] = 1;
-            if (!shadowed(w, kept + first, n - first, it))
+            next = atomic_load_explicit(&it->it_next, memory_order_relaxed);
+            if (!shadowed(w, kept + first, n - first, it)
+                && hc_alloc_mark_used(fresh, link - 1, hc_item_units(it))) {
+                rebuild_link(tail, link);
                 kept[n++] = link - 1;
-            link = atomic_load_explicit(&it->it_next, memory_order_relaxed);
+                tail = &it->it_next;
+            }
+            link = next;
         }
-        atomic_store_explicit(&buckets[b], 0, memory_order_relaxed);
+        rebuild_link(tail, 0);
+        HC_INJECT("table.rebuild.chain");
     }
     return n;
+}
+
+/*
+ * Copy the private maps over the stripe's.  Every kept item is a block in
+ * the old maps (rebuild_candidate() checked it) and in the new ones, and
+ * no kept block overlaps another, so the two agree bit for bit on its
+ * units: whatever mix of old and new bytes a death here leaves, a
+ * restarted rebuild still finds each kept item a block.
+ */
+static void
+rebuild_maps(writer *w, const hc_arena_view *fresh)
+{
+    size_t bytes = (size_t) hc_alloc_words(w->w_av.av_units)
+        * sizeof(uint64_t);
+
+    memcpy(w->w_av.av_used, fresh->av_used, bytes);
+    HC_INJECT("table.rebuild.half_mapped");
+    memcpy(w->w_av.av_start, fresh->av_start, bytes);
+    *w->w_av.av_arena = *fresh->av_arena;
+}
+
+/* The SIEVE queue and the counts, from the kept items, from scratch. */
+static void
+rebuild_queue(writer *w, const uint32_t *kept, uint32_t n)
+{
+    hc_stripe *s = w->w_stripe;
+    hc_item *head = NULL;
+    uint32_t i;
+
+    s->sp_qhead = s->sp_qtail = s->sp_hand = 0;
+    atomic_store_explicit(&s->sp_items, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
+    for (i = 0; i < n; i++) {
+        hc_item *it = hc_alloc_ptr(&w->w_av, kept[i]);
+
+        visited_clear(w->w_visited, kept[i]);   /* as link_item() does */
+        queue_push_head(w, kept[i], head);
+        count_item(s, it, 1);
+        head = it;
+        HC_INJECT("table.rebuild.relinked");
+    }
 }
 
 static void
@@ -1074,41 +1146,76 @@ stripe_reset(writer *w)
     atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
 }
 
+/* A rebuild's private memory: the kept units, a seen byte per unit, and
+ * the allocator's maps being rebuilt. */
+typedef struct rebuild_scratch {
+    uint32_t *rs_kept;
+    uint8_t *rs_seen;
+    hc_arena rs_arena;
+    hc_arena_view rs_fresh;         /* the new maps, over the same arena */
+} rebuild_scratch;
+
+static bool
+scratch_alloc(rebuild_scratch *rs, const hc_arena_view *av)
+{
+    size_t words = hc_alloc_words(av->av_units);
+
+    memset(rs, 0, sizeof(*rs));
+    rs->rs_kept = malloc((size_t) av->av_units * sizeof(uint32_t));
+    rs->rs_seen = calloc(av->av_units, 1);
+    rs->rs_fresh = *av;
+    rs->rs_fresh.av_arena = &rs->rs_arena;
+    rs->rs_fresh.av_used = malloc(words * sizeof(uint64_t));
+    rs->rs_fresh.av_start = malloc(words * sizeof(uint64_t));
+    if (rs->rs_kept == NULL || rs->rs_seen == NULL
+        || rs->rs_fresh.av_used == NULL || rs->rs_fresh.av_start == NULL)
+        return false;
+    hc_alloc_reset(&rs->rs_fresh);
+    return true;
+}
+
+static void
+scratch_free(rebuild_scratch *rs)
+{
+    free(rs->rs_kept);
+    free(rs->rs_seen);
+    free(rs->rs_fresh.av_used);
+    free(rs->rs_fresh.av_start);
+}
+
 /*
  * Rebuild a stripe whose last writer died or which was found
  * inconsistent: keep every well-formed item its buckets reach, rebuild
- * the map, free lists and queue from them.  If memory for the scan is not
- * to be had, empty the stripe instead (a cache may lose data).
+ * the maps and queue from them.  If memory for the scan is not to be had,
+ * empty the stripe instead (a cache may lose data).
+ *
+ * The rebuilder may die too, at any instruction; the next acquirer then
+ * learns of it as of any dead owner and rebuilds again.  So the stages
+ * run in an order in which every shared store leaves the stripe where a
+ * rebuild from scratch keeps the same items: the chains first (cut in
+ * place, never emptied; rebuild_collect()), then the maps (rebuilt in
+ * private memory, copied over; rebuild_maps()), then the queue and
+ * counts, which nothing validates against.  A second dead rebuilder, or
+ * a third, loses nothing the first would have kept.
  */
 static void
 stripe_rebuild(hc_cache *c, uint32_t si)
 {
     writer w = writer_for(c, si);
-    uint32_t *kept = malloc((size_t) w.w_av.av_units * sizeof(uint32_t));
-    uint8_t *seen = calloc(w.w_av.av_units, 1);
-    uint32_t n, i;
+    rebuild_scratch rs;
+    uint32_t n;
 
     epoch_enter(w.w_stripe);
-    if (kept == NULL || seen == NULL) {
+    if (!scratch_alloc(&rs, &w.w_av)) {
         stripe_reset(&w);
         goto done;
     }
     HC_INJECT("table.rebuild.opened");
-    n = rebuild_collect(&w, kept, seen);
+    n = rebuild_collect(&w, &rs.rs_fresh, rs.rs_kept, rs.rs_seen);
     HC_INJECT("table.rebuild.collected");
-    hc_alloc_reset(&w.w_av);
-    w.w_stripe->sp_qhead = w.w_stripe->sp_qtail = w.w_stripe->sp_hand = 0;
-    atomic_store_explicit(&w.w_stripe->sp_items, 0, memory_order_relaxed);
-    atomic_store_explicit(&w.w_stripe->sp_bytes, 0, memory_order_relaxed);
-    for (i = 0; i < n; i++) {
-        hc_item *it = hc_alloc_ptr(&w.w_av, kept[i]);
-
-        if (!hc_alloc_mark_used(&w.w_av, kept[i], hc_item_units(it)))
-            continue;           /* overlaps an item kept before it */
-        /* cannot fail: the queue holds only items linked here */
-        (void) link_item(&w, kept[i]);
-        HC_INJECT("table.rebuild.relinked");
-    }
+    rebuild_maps(&w, &rs.rs_fresh);
+    HC_INJECT("table.rebuild.mapped");
+    rebuild_queue(&w, rs.rs_kept, n);
 done:
     epoch_exit(w.w_stripe);
     /*
@@ -1118,8 +1225,7 @@ done:
      * costs a waiter one look.
      */
     hc_flight_wake(w.w_stripe);
-    free(kept);
-    free(seen);
+    scratch_free(&rs);
 }
 
 /* ---------------------------------------------------------------------- */

@@ -47,6 +47,11 @@
  * and the SIEVE queue from them.  An item that was being written or replaced is
  * either the old one or absent, never torn.  The same rebuild runs if a
  * writer ever finds the stripe inconsistent (HC_CORRUPT from alloc.c).
+ * The rebuild is itself restartable: it cuts dropped items out of their
+ * chains in place (never empties a bucket), builds the new bitmaps in
+ * private memory and copies them over, and only then rebuilds the queue,
+ * so a rebuilder killed at any instruction leaves a stripe from which the
+ * next rebuild keeps the same items (table.c, stripe_rebuild()).
  *
  * Notes on synchronization
  *
