@@ -433,6 +433,43 @@ test_flight_begin_never_waits_for_itself_after_a_rebuild(void)
 }
 
 /*
+ * Flight begin copies the value of the item it finds (a hit, or the old
+ * value a refresh serves meanwhile): a value length that runs past the
+ * item's block, though not past the arena, must make it rebuild the
+ * stripe (which drops the item) and compute, never hand out the
+ * neighbours' bytes as the value.
+ */
+static void
+test_flight_begin_checks_the_length_against_the_block(void)
+{
+    hc_cache *c = new_cache(4 << 20, true);
+    hc_flight_request rq = {"h", 1, 0, 3600 * HC_NS_PER_SEC, 0, false};
+    hc_flight_result res;
+    char key[32];
+    hc_read rd;
+    hc_item *it;
+    int i;
+
+    rq.fq_hash = hc_cache_hash(c, "h", 1);
+    CHECK_ST(put(c, "h", "value", 5), HC_OK);
+    for (i = 0; i < 20; i++) {
+        snprintf(key, sizeof(key), "after-%d", i);
+        CHECK_ST(put(c, key, "neighbour", 9), HC_OK);
+    }
+    CHECK_ST(hc_cache_read_begin(c, "h", 1, rq.fq_hash, hc_now_ns(), &rd),
+             HC_OK);
+    it = (hc_item *) (rd.rd_value - 1 - sizeof(hc_item));
+    it->it_value_len = 5 + 200;     /* inside the arena, past its block */
+    CHECK_ST(hc_flight_begin(c, &rq, &res), HC_OK);
+    free(res.fr_data);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    CHECK_ST(hc_flight_abort(c, "h", 1, rq.fq_hash, res.fr_round, NULL, 0, 0),
+             HC_OK);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    done(c);
+}
+
+/*
  * A stripe found damaged while a set runs is rebuilt and the step rerun:
  * the result must still be the set's own.  A too-large value reports
  * HC_TOO_LARGE (not the HC_CORRUPT of the first attempt); a CAS whose
@@ -499,5 +536,6 @@ main(void)
     TEST(test_flight_takeover_after_owner_death);
     TEST(test_flight_begin_never_waits_for_itself_after_a_rebuild);
     TEST(test_set_result_survives_a_rebuild);
+    TEST(test_flight_begin_checks_the_length_against_the_block);
     return 0;
 }

@@ -116,9 +116,9 @@ MUTANTS = [
         (T + "unit/test_cache_contract.py",),
         "delete() of an expired key reports that it was there",
     ),
-    # Survived the last run, and likely no test can tell it apart: fill_read()
-    # re-checks the lengths before any copy and hc_alloc_free() the block
-    # before any free, so only key listing of a damaged item differs.
+    # The paths that copy re-check (fill_read() against the arena, flight
+    # begin against the block), so what tells it apart is touch, listing and
+    # counting, which use the item as item_at_len() judged it.
     Mutant(
         "table-item-length-unchecked",
         CORE + "table.c",
@@ -126,7 +126,7 @@ MUTANTS = [
         "        || hc_alloc_units_for(sizeof(hc_item) + (uint64_t) *key_len\n"
         "                              + value_len) > av->av_units - unit)\n        return NULL;",
         "    (void) value_len;\n    if (*key_len > HC_KEY_MAX)\n        return NULL;",
-        (T + "unit/test_cache_corrupt.py",),
+        (T + "unit/test_damaged_item.py", T + "unit/test_cache_corrupt.py"),
         "an item whose length runs past its arena is trusted",
     ),
     # -- flight.c -----------------------------------------------------------------------

@@ -17,13 +17,22 @@ bit(const uint64_t *map, uint32_t u)
     return (map[u >> 6] >> (u & 63)) & 1;
 }
 
+/* The bits of [from, from + n) that lie in from's word; *take of them. */
+static uint64_t
+word_mask(uint32_t from, uint32_t n, uint32_t *take)
+{
+    uint32_t off = from & 63;
+
+    *take = 64 - off < n ? 64 - off : n;
+    return (*take == 64 ? ~UINT64_C(0) : ((UINT64_C(1) << *take) - 1)) << off;
+}
+
 static void
 set_bits(uint64_t *map, uint32_t from, uint32_t n, bool on)
 {
     while (n > 0) {
-        uint32_t off = from & 63, take = 64 - off < n ? 64 - off : n;
-        uint64_t mask = (take == 64 ? ~UINT64_C(0)
-                                    : ((UINT64_C(1) << take) - 1)) << off;
+        uint32_t take;
+        uint64_t mask = word_mask(from, n, &take);
 
         if (on)
             map[from >> 6] |= mask;
@@ -34,24 +43,30 @@ set_bits(uint64_t *map, uint32_t from, uint32_t n, bool on)
     }
 }
 
+/* Are the bits [from, from + n) of map all on (or all off)?  A word at a
+ * time: a block's check costs a 64th of its length. */
+static bool
+bits_all(const uint64_t *map, uint32_t from, uint32_t n, bool on)
+{
+    while (n > 0) {
+        uint32_t take;
+        uint64_t mask = word_mask(from, n, &take);
+
+        if ((map[from >> 6] & mask) != (on ? mask : 0))
+            return false;
+        from += take;
+        n -= take;
+    }
+    return true;
+}
+
 /* Are units [from, from + n) all free (and inside the arena)? */
 static bool
 run_free(const hc_arena_view *av, uint32_t from, uint32_t n)
 {
-    uint32_t u;
-
     if (n == 0 || from >= av->av_units || n > av->av_units - from)
         return false;
-    for (u = from; u < from + n;) {
-        if ((u & 63) == 0 && u + 64 <= from + n) {
-            if (av->av_used[u >> 6] != 0)
-                return false;
-            u += 64;
-        }
-        else if (bit(av->av_used, u++))
-            return false;
-    }
-    return true;
+    return bits_all(av->av_used, from, n, false);
 }
 
 /* First run of n free units in [from, to); to <= av_units. */
@@ -175,15 +190,11 @@ hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
 bool
 hc_alloc_is_block(const hc_arena_view *av, uint32_t unit, uint32_t n)
 {
-    uint32_t u;
-
     if (n == 0 || unit >= av->av_units || n > av->av_units - unit
         || !bit(av->av_start, unit))
         return false;
-    for (u = unit; u < unit + n; u++)
-        if (!bit(av->av_used, u) || (u != unit && bit(av->av_start, u)))
-            return false;
-    return true;
+    return bits_all(av->av_used, unit, n, true)
+        && bits_all(av->av_start, unit + 1, n - 1, false);
 }
 
 hc_status

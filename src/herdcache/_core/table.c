@@ -1737,12 +1737,47 @@ walk_queue(writer *w, bool (*visit)(writer *, hc_item *, void *), void *arg)
     return HC_OK;
 }
 
+/*
+ * Walk stripe si's items under its lock.  A stripe found inconsistent is
+ * rebuilt and walked again from the start, after restart(arg) has undone
+ * what the broken walk gathered: a listing or a count is of what the
+ * repaired stripe holds, not of the items before the damage.
+ */
+static hc_status
+walk_stripe(hc_cache *c, uint32_t si, uint64_t now,
+            bool (*visit)(writer *, hc_item *, void *),
+            void (*restart)(void *), void *arg)
+{
+    hc_status st = stripe_lock_at(c, si, false);
+    writer w;
+
+    if (st != HC_OK)
+        return st;
+    w = writer_for(c, si);
+    w.w_now = now;
+    if (walk_queue(&w, visit, arg) == HC_CORRUPT) {
+        stripe_rebuild(c, si);
+        hc_cache_count_stat(c, HC_STAT_RECOVERIES, 1);
+        restart(arg);
+        /* A rebuilt queue holds only validated items: this walk ends. */
+        (void) walk_queue(&w, visit, arg);
+    }
+    stripe_unlock_at(c, si);
+    return HC_OK;
+}
+
 static bool
 count_live(writer *w, hc_item *it, void *arg)
 {
     if (!is_expired(it, w->w_now, false) && it->it_format < HC_FORMAT_INTERNAL)
         ++*(uint64_t *) arg;
     return true;
+}
+
+static void
+count_restart(void *arg)
+{
+    *(uint64_t *) arg = 0;
 }
 
 hc_status
@@ -1752,17 +1787,13 @@ hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
 
     *count = 0;
     for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
-        writer w;
-        hc_status st = stripe_lock_at(c, i, false);
+        uint64_t here = 0;
+        hc_status st = walk_stripe(c, i, now, count_live, count_restart,
+                                   &here);
 
         if (st != HC_OK)
             return st;
-        w = writer_for(c, i);
-        w.w_now = now;
-        st = walk_queue(&w, count_live, count);
-        if (st == HC_CORRUPT)
-            stripe_rebuild(c, i);
-        stripe_unlock_at(c, i);
+        *count += here;
     }
     return HC_OK;
 }
@@ -1806,28 +1837,29 @@ collect_key(writer *w, hc_item *it, void *arg)
     return true;
 }
 
+static void
+keys_restart(void *arg)
+{
+    key_buffer *kb = arg;
+
+    kb->kb_len = kb->kb_count = 0;
+}
+
 hc_status
 hc_cache_stripe_keys(hc_cache *c, uint32_t stripe, uint64_t now,
                      uint8_t **buf, size_t *len, size_t *count)
 {
     key_buffer kb = {0};
-    writer w;
     hc_status st;
 
     if (stripe >= c->ca_layout.cl_nstripes)
         return HC_BAD_ARGUMENT;
-    st = stripe_lock_at(c, stripe, false);
-    if (st != HC_OK)
-        return st;
-    w = writer_for(c, stripe);
-    w.w_now = now;
-    st = walk_queue(&w, collect_key, &kb);
-    if (st == HC_CORRUPT)
-        stripe_rebuild(c, stripe);
-    stripe_unlock_at(c, stripe);
-    if (kb.kb_failed) {
+    st = walk_stripe(c, stripe, now, collect_key, keys_restart, &kb);
+    if (st == HC_OK && kb.kb_failed)
+        st = HC_SYSTEM;
+    if (st != HC_OK) {
         free(kb.kb_data);
-        return HC_SYSTEM;
+        return st;
     }
     *buf = kb.kb_data;
     *len = kb.kb_len;
@@ -2088,9 +2120,22 @@ hc_table_find(hc_writer *w, uint64_t hash, const void *key, uint32_t key_len,
 {
     _Atomic uint32_t *linkp;
     uint32_t unit;
+    hc_item *it;
 
     *st = find_item(w, hash, key, key_len, &linkp, &unit);
-    return *st == HC_OK ? hc_alloc_ptr(&w->w_av, unit) : NULL;
+    if (*st != HC_OK)
+        return NULL;
+    /*
+     * The caller (flight.c) copies the value: its lengths must fit the
+     * item's own block, not merely the arena, or a damaged length would
+     * hand it a neighbour's bytes.  Under the lock the bitmaps can say.
+     */
+    it = hc_alloc_ptr(&w->w_av, unit);
+    if (!hc_alloc_is_block(&w->w_av, unit, hc_item_units(it))) {
+        *st = HC_CORRUPT;
+        return NULL;
+    }
+    return it;
 }
 
 hc_status
