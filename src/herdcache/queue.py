@@ -28,6 +28,7 @@ that inherited it through ``fork()``.  A named queue is a segment file
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue as _stdqueue
 import weakref
@@ -36,7 +37,7 @@ from multiprocessing import util as _mp_util
 from typing import Any
 
 from . import _core
-from .errors import QueueClosed, StructMismatch
+from .errors import QueueClosed, SegmentBusy, StructMismatch
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
@@ -242,7 +243,11 @@ def _attach(segment_name: str, dir: str | None, struct: str, serializer: Any) ->
 def _detach(ref: weakref.ref[Queue]) -> None:
     q = ref()
     if q is not None and not q._segment.closed:
-        q.detach()
+        # A thread still inside a put or get on a single side at exit: this
+        # process does not leave that side cleanly, and the other side will
+        # see a death, which is what it is.
+        with contextlib.suppress(SegmentBusy):
+            q.detach()
 
 
 def _after_fork_in_child(*_: object) -> None:

@@ -4,6 +4,7 @@
  * duplicates, refusal of oversize messages, a corrupted ring reported
  * (never over-read: ASan watches), peer death and close.
  */
+#include <pthread.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/wait.h>
@@ -439,6 +440,75 @@ test_single_producer_is_enforced(void)
     done(seg, qh);
 }
 
+/* The batch thread of test_detach_leaves_a_running_batch_its_side. */
+typedef struct batch_thread {
+    hc_queue_handle *bt_qh;
+    pthread_barrier_t bt_in_batch, bt_end_it;
+} batch_thread;
+
+static void *
+run_batch(void *arg)
+{
+    batch_thread *bt = arg;
+
+    CHECK_ST(hc_queue_put_begin(bt->bt_qh, HC_FOREVER), HC_OK);
+    CHECK_ST(hc_queue_put_next(bt->bt_qh, "in batch", 8), HC_OK);
+    pthread_barrier_wait(&bt->bt_in_batch);
+    pthread_barrier_wait(&bt->bt_end_it);
+    hc_queue_put_end(bt->bt_qh);
+    return NULL;
+}
+
+/* Can another process put now?  Its status, HC_BUSY if the side is taken. */
+static hc_status
+put_from_child(hc_queue_handle *qh)
+{
+    int status;
+    pid_t pid = fork();
+
+    if (pid == 0)
+        _exit((int) hc_queue_send(qh, "x", 1, hc_deadline_after(HC_NS_PER_SEC)));
+    CHECK(waitpid(pid, &status, 0) == pid && WIFEXITED(status));
+    return (hc_status) WEXITSTATUS(status);
+}
+
+/*
+ * A detach while another thread of the process is in a batch on a single
+ * side must not give that side up: a newcomer would join it and write
+ * beside the batch (issue 9).  Detach says HC_BUSY and changes nothing;
+ * once the batch ends, it gives the side up.
+ */
+static void
+test_detach_leaves_a_running_batch_its_side(void)
+{
+    hc_segment *seg = new_segment();
+    hc_queue_handle *qh = new_queue(seg, "q", 1024, HC_QUEUE_SINGLE_PRODUCER);
+    batch_thread bt;
+    pthread_t thread;
+    uint8_t buf[16];
+    size_t len;
+
+    bt.bt_qh = qh;
+    pthread_barrier_init(&bt.bt_in_batch, NULL, 2);
+    pthread_barrier_init(&bt.bt_end_it, NULL, 2);
+    CHECK(pthread_create(&thread, NULL, run_batch, &bt) == 0);
+    pthread_barrier_wait(&bt.bt_in_batch);
+    CHECK_ST(hc_queue_detach(qh), HC_BUSY);
+    CHECK(strstr(hc_last_detail(), "put batch") != NULL);
+    CHECK_ST(put_from_child(qh), HC_BUSY);
+    pthread_barrier_wait(&bt.bt_end_it);
+    CHECK(pthread_join(thread, NULL) == 0);
+    CHECK_ST(hc_queue_detach(qh), HC_OK);
+    CHECK_ST(put_from_child(qh), HC_OK);
+    CHECK_ST(hc_queue_recv(qh, buf, sizeof(buf), &len, HC_FOREVER), HC_OK);
+    CHECK(len == 8 && memcmp(buf, "in batch", 8) == 0);
+    CHECK_ST(hc_queue_recv(qh, buf, sizeof(buf), &len, HC_FOREVER), HC_OK);
+    CHECK(len == 1 && buf[0] == 'x');
+    pthread_barrier_destroy(&bt.bt_in_batch);
+    pthread_barrier_destroy(&bt.bt_end_it);
+    done(seg, qh);
+}
+
 int
 main(void)
 {
@@ -453,5 +523,6 @@ main(void)
     TEST(test_producer_killed_mid_batch);
     TEST(test_close_wakes_and_drains);
     TEST(test_single_producer_is_enforced);
+    TEST(test_detach_leaves_a_running_batch_its_side);
     return 0;
 }

@@ -131,6 +131,7 @@ typedef enum {
     HCPY_IN_SEGMENT_CREATE,
     HCPY_IN_CACHE_WRITE,
     HCPY_IN_QUEUE,
+    HCPY_IN_QUEUE_DETACH,
     HCPY_CONTEXT_COUNT
 } hcpy_context;
 

@@ -120,6 +120,12 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
                  "processes",
                  "this side of the queue is taken"},
 },
+[HCPY_IN_QUEUE_DETACH] = {
+    [HC_BUSY] = {"SegmentBusy",
+                 "Let the put or get running in that thread return, then "
+                 "detach()",
+                 "a batch of this process is running on a single side"},
+},
 };
 
 /* The classes of status_table, loaded once by hcpy_load_exceptions(). */

@@ -673,12 +673,19 @@ PyDoc_STRVAR(Queue_detach_doc,
 "Stop counting this process as a producer or consumer, so that its exit\n"
 "is not taken for a death (PeerDied) by the other side.  Done for you at\n"
 "exit and when the queue object is freed; the next put or get counts the\n"
-"process again.");
+"process again.  Raises SegmentBusy, giving nothing up, while another\n"
+"thread of this process is inside a put or get on a single side.");
 
 static PyObject *
 Queue_detach(QueueObject *self, PyObject *Py_UNUSED(ignored))
 {
-    return queue_call(self, hc_queue_detach);
+    hc_queue_handle *qh = queue_handle(self);
+
+    if (qh == NULL)
+        return NULL;
+    if (hc_queue_detach(qh) != HC_OK)
+        return hcpy_raise_in(HCPY_IN_QUEUE_DETACH, "detach", HC_BUSY);
+    Py_RETURN_NONE;
 }
 
 PyDoc_STRVAR(Queue_struct_size_doc,
@@ -749,7 +756,7 @@ Queue_dealloc(QueueObject *self)
 {
     if (self->qh != NULL) {
         if (self->segment->seg != NULL)
-            hc_queue_detach(self->qh);
+            (void) hc_queue_detach(self->qh);   /* busy: left as a death */
         hc_queue_free(self->qh);
     }
     Py_XDECREF(self->segment);

@@ -42,6 +42,8 @@
 #define INIT_POLL_NS (UINT64_C(100) * 1000)
 #define SPIN_LIMIT 200          /* a few microseconds before sleeping */
 #define RECORD_CHECK UINT32_C(0x51554555)   /* "QUEU", xor'ed with len */
+/* In qs_single_token, beside the owner's token: a batch of it is running. */
+#define SINGLE_BUSY UINT32_C(0x80000000)
 
 /*
  * An endpoint word: the slot token in the high 32 bits; below it, per
@@ -290,7 +292,43 @@ endpoint_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me)
         drop_waits(qh->qh_queue, old);
 }
 
-void
+/*
+ * Give up the single sides this process holds: CAS our token to 0, which
+ * fails while a batch of ours runs there (SINGLE_BUSY; side_enter() sets
+ * it by a CAS from our bare token, so the two exclude each other).  False
+ * if a side was busy: it stays ours, and its batch goes on alone.
+ */
+static bool
+leave_single_sides(hc_queue_handle *qh, uint32_t me)
+{
+    bool idle = true;
+    int side;
+
+    for (side = HC_QUEUE_PUT; side <= HC_QUEUE_GET; side++) {
+        hc_queue_side *s = side_of(qh, side);
+        uint32_t owner = me;
+
+        /*
+         * acq_rel: acquire pairs with the release store in side_leave(),
+         * release with the acquire load in single_join(), so that the
+         * next owner reads our last batch's position (pair 16).
+         */
+        if (atomic_compare_exchange_strong_explicit(
+                &s->qs_single_token, &owner, 0, memory_order_acq_rel,
+                memory_order_relaxed)
+            || owner != (me | SINGLE_BUSY))
+            continue;
+        hc_set_detail("thread %u of this process is in a %s batch on the "
+                      "queue's single %s side",
+                      (unsigned) atomic_load_explicit(&s->qs_single_tid,
+                                                      memory_order_relaxed),
+                      side == HC_QUEUE_PUT ? "put" : "get", side_name(side));
+        idle = false;
+    }
+    return idle;
+}
+
+hc_status
 hc_queue_detach(hc_queue_handle *qh)
 {
     hc_queue *q = qh->qh_queue;
@@ -304,7 +342,10 @@ hc_queue_detach(hc_queue_handle *qh)
     if (atomic_load_explicit(&qh->qh_seg->sg_fork_epoch,
                              memory_order_acquire) != hc_fork_epoch()
         || hc_slot_self(qh->qh_seg, &me) != HC_OK)
-        return;
+        return HC_OK;
+    /* A batch in progress: this process is not leaving that side. */
+    if (!leave_single_sides(qh, me))
+        return HC_BUSY;
     ep = &q->q_endpoints[me & HC_TOKEN_INDEX_MASK];
     old = atomic_load_explicit(ep, memory_order_relaxed);
     /*
@@ -323,13 +364,7 @@ hc_queue_detach(hc_queue_handle *qh)
         want = (old & EP_WAITS) ? old & ~EP_ROLES : 0;
     } while (!atomic_compare_exchange_weak_explicit(
                  ep, &old, want, memory_order_relaxed, memory_order_relaxed));
-    for (side = HC_QUEUE_PUT; side <= HC_QUEUE_GET; side++) {
-        uint32_t owner = me;
-
-        atomic_compare_exchange_strong_explicit(
-            &side_of(qh, side)->qs_single_token, &owner, 0,
-            memory_order_relaxed, memory_order_relaxed);
-    }
+    return HC_OK;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -452,14 +487,26 @@ single_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me,
     hc_queue_side *s = side_of(qh, side);
     hc_status st = lock_side(qh, s, deadline);
     uint32_t owner, owner_tid;
+    bool mine;
 
     if (st != HC_OK && st != HC_OWNER_DIED)
         return st;
-    /* relaxed: written only under this lock, whose acquire orders them */
-    owner = atomic_load_explicit(&s->qs_single_token, memory_order_relaxed);
+    /*
+     * Acquire: pairs with the release of the token's last change outside
+     * this lock (side_leave(), leave_single_sides()), after the previous
+     * owner's last publish (pair 16).  The tid is written under the lock.
+     */
+    owner = atomic_load_explicit(&s->qs_single_token, memory_order_acquire);
     owner_tid = atomic_load_explicit(&s->qs_single_tid, memory_order_relaxed);
-    if (owner != 0 && !(owner == me && owner_tid == tid)
-        && (owner == me || hc_slot_token_alive(qh->qh_seg, owner))) {
+    mine = (owner & ~SINGLE_BUSY) == me && owner_tid == tid;
+    if (mine && (owner & SINGLE_BUSY)) {
+        hc_set_detail("this thread is already in a batch on the queue's "
+                      "single %s side", side_name(side));
+        st = HC_BUSY;           /* a batch inside a batch */
+    }
+    else if (owner != 0 && !mine
+             && ((owner & ~SINGLE_BUSY) == me
+                 || hc_slot_token_alive(qh->qh_seg, owner & ~SINGLE_BUSY))) {
         hc_slot *slot = &qh->qh_seg->sg_header->sh_slots[owner
                                                          & HC_TOKEN_INDEX_MASK];
 
@@ -473,11 +520,29 @@ single_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me,
     else {
         HC_INJECT("queue.single_join.locked");
         atomic_store_explicit(&s->qs_single_tid, tid, memory_order_relaxed);
-        atomic_store_explicit(&s->qs_single_token, me, memory_order_relaxed);
+        /* Joined and in a batch at once (side_leave() clears the bit). */
+        atomic_store_explicit(&s->qs_single_token, me | SINGLE_BUSY,
+                              memory_order_relaxed);
         st = HC_OK;
     }
     hc_lock_release(qh->qh_seg, &s->qs_lock);
     return st;
+}
+
+/*
+ * The single side's fast path: mark our batch by a CAS from our bare
+ * token.  It fails if the side is not ours, or if leave_single_sides()
+ * took it from us first; single_join() then decides under the lock.
+ * Relaxed: only this thread and our own detach write a token naming us.
+ */
+static bool
+single_busy(hc_queue_side *s, uint32_t me)
+{
+    uint32_t owner = me;
+
+    return atomic_compare_exchange_strong_explicit(
+        &s->qs_single_token, &owner, me | SINGLE_BUSY, memory_order_relaxed,
+        memory_order_relaxed);
 }
 
 /* Own a side for one batch: its lock, or the single-thread check. */
@@ -495,8 +560,7 @@ side_enter(hc_queue_handle *qh, hc_queue_side_id side, uint64_t deadline)
         st = lock_side(qh, s, deadline);
     else if ((tid = hc_thread_id()) != atomic_load_explicit(
                  &s->qs_single_tid, memory_order_relaxed)
-             || me != atomic_load_explicit(&s->qs_single_token,
-                                           memory_order_relaxed))
+             || !single_busy(s, me))
         st = single_join(qh, side, me, tid, deadline);
     c->qc_owner_died = st == HC_OWNER_DIED;
     if (st != HC_OK && st != HC_OWNER_DIED)
@@ -519,9 +583,19 @@ side_enter(hc_queue_handle *qh, hc_queue_side_id side, uint64_t deadline)
 static void
 side_leave(hc_queue_handle *qh, hc_queue_side_id side)
 {
+    hc_queue_side *s = side_of(qh, side);
+
     qh->qh_cursor[side].qc_open = false;
     if (!(qh->qh_flags & single_flag(side)))
-        hc_lock_release(qh->qh_seg, &side_of(qh, side)->qs_lock);
+        hc_lock_release(qh->qh_seg, &s->qs_lock);
+    else
+        /* Release: pairs with the acquire of leave_single_sides()'s CAS,
+         * after this batch's publish (pair 16). */
+        atomic_store_explicit(&s->qs_single_token,
+                              atomic_load_explicit(&s->qs_single_token,
+                                                   memory_order_relaxed)
+                                  & ~SINGLE_BUSY,
+                              memory_order_release);
 }
 
 /*

@@ -100,7 +100,12 @@ typedef enum hc_queue_side_id {
  * qs_lock: see lock.h; taken around every batch of a many-process side,
  * and only to join a single-process side.
  * qs_single_token, qs_single_tid: who the one thread of a single-process
- * side is.  Written under qs_lock; read relaxed under it.
+ * side is, and (the token's top bit, SINGLE_BUSY in queue.c) whether it
+ * is in a batch.  The tid and a new owner's token are written under
+ * qs_lock; the owner sets and clears the bit outside it (a CAS from its
+ * bare token, a release store), and a clean detach CASes the bare token
+ * to 0, so a detach never takes a side from a running batch.  Pair 16 of
+ * barriers.md orders the last owner's publish before the next one's join.
  * qs_waiters: threads of this side that are asleep or about to sleep, plus
  * any a killed sleeper left behind until a scan repairs it.  Changed by
  * seq_cst RMWs; the other side reads it after a seq_cst fence (the Dekker
@@ -201,9 +206,12 @@ hc_status hc_queue_open(hc_segment *seg, uint64_t offset, uint64_t size,
 
 /*
  * Forget this process's roles, so that its clean exit is not taken for a
- * death by the other side; the next put or get joins again.
+ * death by the other side; the next put or get joins again.  HC_BUSY,
+ * with nothing of that side given up, while a batch of this process runs
+ * on a single side (another thread's): a newcomer would otherwise join
+ * that side and write beside it.
  */
-void hc_queue_detach(hc_queue_handle *qh);
+hc_status hc_queue_detach(hc_queue_handle *qh);
 void hc_queue_free(hc_queue_handle *qh);
 
 /*
