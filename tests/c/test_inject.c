@@ -460,8 +460,8 @@ check_queue(hc_queue_handle *q, uint32_t last_sent)
 
     for (;;) {
         uint32_t seq;
-        /* A deadline already past, not HC_QUEUE_NOWAIT: that one never
-         * probes the side's owner, and the dead child may be it. */
+        /* A deadline already past: the side's owner may be the dead
+         * child, and the wait returns HC_PEER_DIED or HC_TIMEOUT. */
         hc_status st = hc_queue_recv(q, msg, sizeof(msg), &len, hc_now_ns());
 
         if (st == HC_TIMEOUT || st == HC_PEER_DIED)

@@ -226,6 +226,9 @@ test_many_to_many(void)
                                                     sizeof(buf)),
                                   hc_deadline_after(10 * SEC)) != HC_OK)
                     _exit(2);
+            /* A clean leave: else, once every producer is gone before
+             * the close, a drained consumer sees them dead (PEER_DIED). */
+            (void) hc_queue_detach(qh);
             _exit(0);
         }
         for (;;) {
@@ -385,6 +388,27 @@ test_producer_killed_mid_batch(void)
     done(seg, qh);
 }
 
+/*
+ * HC_QUEUE_NOWAIT takes over a side whose lock a killed producer holds,
+ * as a deadline does (before, it answered HC_WOULD_BLOCK for good).
+ */
+static void
+test_nowait_takes_over_a_dead_owner(void)
+{
+    hc_segment *seg = new_segment();
+    hc_queue_handle *qh = new_queue(seg, "q", 1024, 0);
+    uint8_t buf[64];
+    size_t len;
+
+    run_then_kill(qh, write_half_a_batch);
+    CHECK_ST(hc_queue_send(qh, "whole", 5, HC_QUEUE_NOWAIT), HC_OK);
+    CHECK(qh->qh_cursor[HC_QUEUE_PUT].qc_owner_died);
+    CHECK_ST(hc_queue_recv(qh, buf, sizeof(buf), &len, HC_QUEUE_NOWAIT),
+             HC_OK);
+    CHECK(len == 5 && memcmp(buf, "whole", 5) == 0);
+    done(seg, qh);
+}
+
 static void
 test_close_wakes_and_drains(void)
 {
@@ -521,6 +545,7 @@ main(void)
     TEST(test_corruption_is_reported);
     TEST(test_peer_death);
     TEST(test_producer_killed_mid_batch);
+    TEST(test_nowait_takes_over_a_dead_owner);
     TEST(test_close_wakes_and_drains);
     TEST(test_single_producer_is_enforced);
     TEST(test_detach_leaves_a_running_batch_its_side);

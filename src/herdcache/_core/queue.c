@@ -468,11 +468,16 @@ hc_queue_free(hc_queue_handle *qh)
 /* Owning a side                                                          */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * Take a side's lock.  Without waiting, too, a dead owner's lock is taken
+ * over (one probe of its slot when the lock is held): else a side whose
+ * holder was killed would refuse every NOWAIT caller for good.
+ */
 static hc_status
 lock_side(hc_queue_handle *qh, hc_queue_side *s, uint64_t deadline)
 {
     if (deadline == HC_QUEUE_NOWAIT)
-        return hc_lock_acquire_nowait(qh->qh_seg, &s->qs_lock);
+        return hc_lock_try_acquire(qh->qh_seg, &s->qs_lock);
     return hc_lock_acquire(qh->qh_seg, &s->qs_lock, deadline);
 }
 

@@ -223,7 +223,8 @@ void hc_queue_free(hc_queue_handle *qh);
  *	hc_queue_put_end(qh);                  // publish, wake, release
  *
  * put_begin returns HC_OK, HC_WOULD_BLOCK (deadline HC_QUEUE_NOWAIT and
- * another thread owns the side), HC_TIMEOUT, HC_INTERRUPTED, HC_CLOSED,
+ * another live thread owns the side; a dead owner's side is taken over,
+ * as with a deadline), HC_TIMEOUT, HC_INTERRUPTED, HC_CLOSED,
  * HC_BUSY (a single-producer queue whose producer is another live thread)
  * or a slot error.  put_next returns HC_OK, HC_WOULD_BLOCK (no room: end
  * the batch, hc_queue_wait_put(), begin again), HC_TOO_LARGE or
