@@ -370,9 +370,13 @@ write_half_a_batch(hc_queue_handle *qh)
            && hc_queue_put_next(qh, "unpublished", 11) == HC_OK;
 }
 
-/* A producer killed holding the producer lock mid-batch: nothing torn. */
+/*
+ * A producer killed holding the producer lock mid-batch: nothing torn,
+ * and the next put takes the side over, with a deadline or without
+ * waiting (HC_QUEUE_NOWAIT, which once answered HC_WOULD_BLOCK for good).
+ */
 static void
-test_producer_killed_mid_batch(void)
+producer_killed_mid_batch(uint64_t deadline)
 {
     hc_segment *seg = new_segment();
     hc_queue_handle *qh = new_queue(seg, "q", 1024, 0);
@@ -380,7 +384,7 @@ test_producer_killed_mid_batch(void)
     size_t len;
 
     run_then_kill(qh, write_half_a_batch);
-    CHECK_ST(hc_queue_send(qh, "whole", 5, hc_deadline_after(SEC)), HC_OK);
+    CHECK_ST(hc_queue_send(qh, "whole", 5, deadline), HC_OK);
     CHECK(qh->qh_cursor[HC_QUEUE_PUT].qc_owner_died);
     CHECK_ST(hc_queue_recv(qh, buf, sizeof(buf), &len, HC_QUEUE_NOWAIT),
              HC_OK);
@@ -388,25 +392,11 @@ test_producer_killed_mid_batch(void)
     done(seg, qh);
 }
 
-/*
- * HC_QUEUE_NOWAIT takes over a side whose lock a killed producer holds,
- * as a deadline does (before, it answered HC_WOULD_BLOCK for good).
- */
 static void
-test_nowait_takes_over_a_dead_owner(void)
+test_producer_killed_mid_batch(void)
 {
-    hc_segment *seg = new_segment();
-    hc_queue_handle *qh = new_queue(seg, "q", 1024, 0);
-    uint8_t buf[64];
-    size_t len;
-
-    run_then_kill(qh, write_half_a_batch);
-    CHECK_ST(hc_queue_send(qh, "whole", 5, HC_QUEUE_NOWAIT), HC_OK);
-    CHECK(qh->qh_cursor[HC_QUEUE_PUT].qc_owner_died);
-    CHECK_ST(hc_queue_recv(qh, buf, sizeof(buf), &len, HC_QUEUE_NOWAIT),
-             HC_OK);
-    CHECK(len == 5 && memcmp(buf, "whole", 5) == 0);
-    done(seg, qh);
+    producer_killed_mid_batch(hc_deadline_after(SEC));
+    producer_killed_mid_batch(HC_QUEUE_NOWAIT);
 }
 
 static void
@@ -545,7 +535,6 @@ main(void)
     TEST(test_corruption_is_reported);
     TEST(test_peer_death);
     TEST(test_producer_killed_mid_batch);
-    TEST(test_nowait_takes_over_a_dead_owner);
     TEST(test_close_wakes_and_drains);
     TEST(test_single_producer_is_enforced);
     TEST(test_detach_leaves_a_running_batch_its_side);
