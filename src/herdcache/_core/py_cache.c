@@ -995,14 +995,15 @@ Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
         return NULL;
     {
         PyObject *extra = Py_BuildValue(
-            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I}",
+            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:K}",
             "entries", (unsigned long long) items,
             "bytes_used", (unsigned long long) used,
             "bytes_free", (unsigned long long) (capacity - used),
             "bytes_capacity", (unsigned long long) capacity,
             "payload_bytes", (unsigned long long) payload,
             "max_value_size", c->ca_max_value,
-            "stripes", c->ca_layout.cl_nstripes);
+            "stripes", c->ca_layout.cl_nstripes,
+            "generation", (unsigned long long) hc_cache_generation(c));
 
         if (extra == NULL || PyDict_Update(d, extra) < 0) {
             Py_XDECREF(extra);

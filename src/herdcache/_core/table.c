@@ -1577,39 +1577,128 @@ hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
 /* ---------------------------------------------------------------------- */
 
 /* Make every stripe empty; the caller holds ch_init_lock. */
+/*
+ * The poison/reset path (RELIABILITY.md, scenario 3).  A stripe's rebuild
+ * repairs what its lock's dead owner left; it trusts the geometry, which
+ * every process computes from the size.  What no rebuild can vouch for is
+ * the cache's header: a magic, boot id or geometry record that is not
+ * what this size and boot make.  The next opener then resets the cache in
+ * place, under the init lock: it takes every stripe lock in order
+ * (waiting for live holders, taking dead ones over), empties every stripe
+ * inside a moved epoch, rewrites the header, and moves the commit
+ * sequence to the next generation.  Processes already attached keep their
+ * mapping and geometry and go on with the empty table: a read that
+ * overlapped the reset fails its epoch check, a writer waits for its
+ * stripe lock, and no item of the new generation has a csn of the old
+ * one (the per-process decoded layer names items by csn).
+ */
+
+/* A csn's generation: the resets the cache went through before it. */
+#define CSN_GENERATION_SHIFT 48
+#define CSN_GENERATION_MAX UINT64_C(0xFFFE)
+
+uint64_t
+hc_cache_generation(const hc_cache *c)
+{
+    return atomic_load_explicit(&c->ca_header->ch_csn, memory_order_relaxed)
+        >> CSN_GENERATION_SHIFT;
+}
+
+/* Lock stripes [0, n) and open their epochs; on failure none stays locked. */
+static hc_status
+lock_every_stripe(hc_cache *c, uint32_t *n)
+{
+    uint64_t deadline = hc_deadline_after(STRIPE_LOCK_WAIT_NS);
+
+    for (*n = 0; *n < c->ca_layout.cl_nstripes; ++*n) {
+        hc_stripe *s = stripe_at(c, *n);
+        hc_status st;
+
+        do
+            st = hc_lock_acquire(c->ca_seg, &s->sp_lock, deadline);
+        while (st == HC_INTERRUPTED);
+        if (st != HC_OK && st != HC_OWNER_DIED) {
+            while (*n > 0)
+                stripe_unlock_at(c, --*n);
+            return st;
+        }
+        /* A dead owner's half-done work goes with the rest: no rebuild. */
+        epoch_enter(s);
+        HC_INJECT("table.reset.locked");
+    }
+    return HC_OK;
+}
+
 static void
-initialise(hc_cache *c)
+reset_header(hc_cache *c)
 {
     hc_cache_header *h = c->ca_header;
-    uint32_t i;
+    uint64_t gen = atomic_load_explicit(&h->ch_csn, memory_order_relaxed)
+        >> CSN_GENERATION_SHIFT;
 
-    memset(c->ca_base + c->ca_layout.cl_stats_off, 0,
-           c->ca_layout.cl_stripes_off - c->ca_layout.cl_stats_off);
-    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
-        writer w = writer_for(c, i);
-
-        memset(w.w_stripe, 0, sizeof(*w.w_stripe));
-        stripe_reset(&w);
-    }
     h->ch_version = HC_CACHE_VERSION;
     h->ch_layout = c->ca_layout;
     hc_read_boot_id(h->ch_boot_id);
-    /* Publish: pairs with the acquire load of ch_magic in open_or_init(). */
+    /* Every csn of the new generation is above those of the old ones. */
+    atomic_store_explicit(&h->ch_csn, (gen < CSN_GENERATION_MAX ? gen + 1
+                                                                : gen)
+                                          << CSN_GENERATION_SHIFT,
+                          memory_order_relaxed);
+    /* Publish: pairs with the acquire load of ch_magic in header_sound(). */
     atomic_store_explicit(&h->ch_magic, HC_CACHE_MAGIC, memory_order_release);
 }
 
+/* Reset the whole cache in place (see above); the init lock is held. */
 static hc_status
-open_or_init(hc_cache *c)
+reset_cache(hc_cache *c, bool wipe_stats)
+{
+    uint32_t n, i;
+    hc_status st = lock_every_stripe(c, &n);
+
+    if (st != HC_OK)
+        return st;
+    if (wipe_stats)
+        memset(c->ca_base + c->ca_layout.cl_stats_off, 0,
+               c->ca_layout.cl_stripes_off - c->ca_layout.cl_stats_off);
+    for (i = 0; i < n; i++) {
+        writer w = writer_for(c, i);
+
+        stripe_reset(&w);
+        HC_INJECT("table.reset.emptied");
+    }
+    reset_header(c);
+    for (i = 0; i < n; i++) {
+        hc_flight_wake(stripe_at(c, i));    /* every flight went */
+        stripe_unlock_at(c, i);
+    }
+    return HC_OK;
+}
+
+/* Does the header say what this size and this boot make? */
+static bool
+header_sound(const hc_cache *c, const char *boot_id)
+{
+    const hc_cache_header *h = c->ca_header;
+
+    /* Pairs with the release store in reset_header(). */
+    return atomic_load_explicit(&h->ch_magic, memory_order_acquire)
+        == HC_CACHE_MAGIC
+        && strncmp(h->ch_boot_id, boot_id, sizeof(h->ch_boot_id)) == 0
+        && (h->ch_version != HC_CACHE_VERSION
+            || memcmp(&h->ch_layout, &c->ca_layout, sizeof(c->ca_layout))
+               == 0);
+}
+
+/* Reset the cache unless its header is sound (checked again, locked). */
+static hc_status
+reset_if_unsound(hc_cache *c)
 {
     hc_cache_header *h = c->ca_header;
     char boot_id[40];
     hc_status st;
 
     hc_read_boot_id(boot_id);
-    /* Pairs with the release store in initialise(). */
-    if (atomic_load_explicit(&h->ch_magic, memory_order_acquire)
-        == HC_CACHE_MAGIC
-        && strncmp(h->ch_boot_id, boot_id, sizeof(boot_id)) == 0)
+    if (header_sound(c, boot_id))
         return HC_OK;
     do
         st = hc_lock_acquire(c->ca_seg, &h->ch_init_lock,
@@ -1618,15 +1707,21 @@ open_or_init(hc_cache *c)
     if (st != HC_OK && st != HC_OWNER_DIED)
         return st;
     /*
-     * Not initialised (or the initialiser died), or made in another boot,
-     * whose monotonic clock stamped every expiry: start empty.
+     * Not initialised (or the initialiser died, or the header is
+     * damaged), or made in another boot, whose monotonic clock stamped
+     * every expiry: start empty.  A header of another version is another
+     * herdcache's, not damage: validate_header() refuses it.
      */
-    if (atomic_load_explicit(&h->ch_magic, memory_order_acquire)
-        != HC_CACHE_MAGIC
-        || strncmp(h->ch_boot_id, boot_id, sizeof(boot_id)) != 0)
-        initialise(c);
+    if (!header_sound(c, boot_id))
+        st = reset_cache(c, atomic_load_explicit(&h->ch_magic,
+                                                 memory_order_relaxed)
+                                != HC_CACHE_MAGIC
+                            || strncmp(h->ch_boot_id, boot_id,
+                                       sizeof(h->ch_boot_id)) != 0);
+    else
+        st = HC_OK;
     hc_lock_release(c->ca_seg, &h->ch_init_lock);
-    return HC_OK;
+    return st;
 }
 
 static hc_status
@@ -1671,7 +1766,7 @@ hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
         free(c);
         return HC_BAD_ARGUMENT;
     }
-    st = open_or_init(c);
+    st = reset_if_unsound(c);
     if (st == HC_OK)
         st = validate_header(c);
     if (st != HC_OK) {
@@ -1701,11 +1796,15 @@ hc_status
 hc_cache_clear(hc_cache *c)
 {
     uint32_t i;
+    hc_status st = reset_if_unsound(c);     /* a damaged header: a reset */
+
+    if (st != HC_OK)
+        return st;
 
     for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
         writer w;
-        hc_status st = stripe_lock_at(c, i, false);
 
+        st = stripe_lock_at(c, i, false);
         if (st != HC_OK)
             return st;
         w = writer_for(c, i);
@@ -1956,7 +2055,15 @@ hc_cache_check(hc_cache *c)
 {
     uint8_t *seen = malloc(c->ca_layout.cl_units);
     hc_status st = seen ? HC_OK : HC_SYSTEM;
+    char boot_id[40];
     uint32_t i;
+
+    hc_read_boot_id(boot_id);
+    if (st == HC_OK && !header_sound(c, boot_id)) {
+        hc_set_detail("the cache's header is damaged (the next process "
+                      "to open the cache resets it)");
+        st = HC_CORRUPT;
+    }
 
     for (i = 0; st == HC_OK && i < c->ca_layout.cl_nstripes; i++) {
         writer w;

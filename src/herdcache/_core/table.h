@@ -324,6 +324,13 @@ hc_status hc_cache_check(hc_cache *c);
 /* Statistics: add to this process's slot; sum all slots. */
 void hc_cache_count_stat(hc_cache *c, hc_stat stat, uint64_t n);
 void hc_cache_stats(hc_cache *c, uint64_t totals[HC_STAT_COUNT]);
+
+/*
+ * How many times the cache was reset in place (the poison/reset path of
+ * table.c: a damaged header found by an opener): the top 16 bits of the
+ * commit sequence, which every reset moves to its next generation.
+ */
+uint64_t hc_cache_generation(const hc_cache *c);
 /*
  * Slot i's counts and pid, and whether the process that counted them is
  * still attached (a read-only probe of its process slot); false if the
