@@ -521,6 +521,56 @@ test_set_result_survives_a_rebuild(void)
     done(c);
 }
 
+/*
+ * The poison/reset path (RELIABILITY.md scenario 3): an opener that finds
+ * the cache header damaged resets the cache in place, but only with every
+ * stripe lock in hand.  While a live process holds one, the open waits and
+ * then fails (HC_TIMEOUT), the holder's lock untouched; once the holder is
+ * dead, the open takes its lock over, empties the cache and bumps its
+ * generation.
+ */
+static void
+test_a_damaged_header_is_reset_only_under_every_stripe_lock(void)
+{
+    hc_cache *c = new_cache(4 << 20, true), *again;
+    uint64_t hash = hc_cache_hash(c, "k", 1);
+    hc_stripe *s = (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
+        + (hash & (c->ca_layout.cl_nstripes - 1));
+    uint64_t offset = (uint64_t) (c->ca_base - seg->sg_base);
+    int pipefd[2], status;
+    char buf[16], byte;
+    pid_t pid;
+
+    CHECK_ST(put(c, "k", "v", 1), HC_OK);
+    CHECK(hc_cache_generation(c) == 0);
+    CHECK(pipe(pipefd) == 0);
+    pid = test_fork();
+    if (pid == 0) {
+        if (hc_cache_lock_stripe(c, hash) != HC_OK)
+            _exit(2);
+        (void) !write(pipefd[1], "x", 1);
+        pause();
+        _exit(0);
+    }
+    CHECK(read(pipefd[0], &byte, 1) == 1);
+    atomic_store(&c->ca_header->ch_magic, 0xdeadbeef);
+    CHECK_ST(hc_cache_open(seg, offset, c->ca_layout.cl_size,
+                           HC_DEFAULT_MAX_VALUE, true, &again), HC_TIMEOUT);
+    CHECK(hc_lock_is_locked(&s->sp_lock));
+    CHECK(get(c, "k", buf, sizeof(buf)));       /* nothing was reset */
+    kill(pid, SIGKILL);
+    CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
+    CHECK_ST(hc_cache_open(seg, offset, c->ca_layout.cl_size,
+                           HC_DEFAULT_MAX_VALUE, true, &again), HC_OK);
+    CHECK(hc_cache_generation(again) == 1 && hc_cache_generation(c) == 1);
+    CHECK(!get(c, "k", buf, sizeof(buf)));
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    hc_cache_close(again);
+    close(pipefd[0]);
+    close(pipefd[1]);
+    done(c);
+}
+
 int
 main(void)
 {
@@ -537,5 +587,6 @@ main(void)
     TEST(test_flight_begin_never_waits_for_itself_after_a_rebuild);
     TEST(test_set_result_survives_a_rebuild);
     TEST(test_flight_begin_checks_the_length_against_the_block);
+    TEST(test_a_damaged_header_is_reset_only_under_every_stripe_lock);
     return 0;
 }

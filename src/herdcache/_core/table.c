@@ -25,8 +25,12 @@
 
 /* Longest bucket chain anyone walks: a longer one is a cycle (corruption). */
 #define MAX_CHAIN 4096
-/* How long a writer waits for a live holder of a stripe lock. */
-#define STRIPE_LOCK_WAIT_NS (UINT64_C(10) * HC_NS_PER_SEC)
+/* How long a writer waits for a live holder of a stripe lock (a knob for
+ * tests/c, which waits less). */
+#ifndef HC_STRIPE_LOCK_WAIT_NS
+#define HC_STRIPE_LOCK_WAIT_NS (UINT64_C(10) * HC_NS_PER_SEC)
+#endif
+#define STRIPE_LOCK_WAIT_NS HC_STRIPE_LOCK_WAIT_NS
 /* SIEVE victims tried before evicting a whole region for a large block. */
 #define SIEVE_TRIES 32
 /* Expired items the write path removes from the queue tail per set. */
@@ -1629,8 +1633,35 @@ lock_every_stripe(hc_cache *c, uint32_t *n)
     return HC_OK;
 }
 
+/*
+ * Has this cache never held anything?  The registry hands out zeroed
+ * memory: no magic, no csn issued, no stripe ever linked an item or
+ * opened its epoch.  (A damaged header over a used table is not fresh: a
+ * stripe shows it; one that never held an item issued no csn to reuse.)
+ */
+static bool
+fresh_cache(hc_cache *c, uint32_t fresh_epoch)
+{
+    uint32_t i;
+
+    if (atomic_load_explicit(&c->ca_header->ch_magic, memory_order_relaxed)
+        != 0
+        || atomic_load_explicit(&c->ca_header->ch_csn, memory_order_relaxed)
+           != 0)
+        return false;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        hc_stripe *s = stripe_at(c, i);
+
+        if (atomic_load_explicit(&s->sp_items, memory_order_relaxed) != 0
+            || atomic_load_explicit(&s->sp_epoch, memory_order_relaxed)
+               != fresh_epoch)
+            return false;
+    }
+    return true;
+}
+
 static void
-reset_header(hc_cache *c)
+reset_header(hc_cache *c, bool fresh)
 {
     hc_cache_header *h = c->ca_header;
     uint64_t gen = atomic_load_explicit(&h->ch_csn, memory_order_relaxed)
@@ -1640,10 +1671,11 @@ reset_header(hc_cache *c)
     h->ch_layout = c->ca_layout;
     hc_read_boot_id(h->ch_boot_id);
     /* Every csn of the new generation is above those of the old ones. */
-    atomic_store_explicit(&h->ch_csn, (gen < CSN_GENERATION_MAX ? gen + 1
-                                                                : gen)
-                                          << CSN_GENERATION_SHIFT,
-                          memory_order_relaxed);
+    if (!fresh)
+        atomic_store_explicit(&h->ch_csn, (gen < CSN_GENERATION_MAX ? gen + 1
+                                                                    : gen)
+                                              << CSN_GENERATION_SHIFT,
+                              memory_order_relaxed);
     /* Publish: pairs with the acquire load of ch_magic in header_sound(). */
     atomic_store_explicit(&h->ch_magic, HC_CACHE_MAGIC, memory_order_release);
 }
@@ -1654,9 +1686,11 @@ reset_cache(hc_cache *c, bool wipe_stats)
 {
     uint32_t n, i;
     hc_status st = lock_every_stripe(c, &n);
+    bool fresh;
 
     if (st != HC_OK)
         return st;
+    fresh = fresh_cache(c, 1);      /* 1: the odd epoch we just opened */
     if (wipe_stats)
         memset(c->ca_base + c->ca_layout.cl_stats_off, 0,
                c->ca_layout.cl_stripes_off - c->ca_layout.cl_stats_off);
@@ -1666,7 +1700,7 @@ reset_cache(hc_cache *c, bool wipe_stats)
         stripe_reset(&w);
         HC_INJECT("table.reset.emptied");
     }
-    reset_header(c);
+    reset_header(c, fresh);
     for (i = 0; i < n; i++) {
         hc_flight_wake(stripe_at(c, i));    /* every flight went */
         stripe_unlock_at(c, i);
