@@ -11,7 +11,9 @@
  *   - the child really died at the point (a point no workload reaches
  *     fails the walk: every point stays covered);
  *   - every lock the child could hold is taken back (lock, registry,
- *     every stripe through check(), both queues), and how long that took;
+ *     the cache's init lock and every stripe through an open, which
+ *     resets a header the child left damaged, and check(), both queues),
+ *     and how long that took;
  *   - check() finds every invariant of the table;
  *   - every key reads as absent or as a whole value (self-checksummed):
  *     never torn;
@@ -63,6 +65,7 @@ typedef struct world {
     hc_queue_handle *single;    /* single producer, single consumer */
     hc_lock *lock;
     hc_cond *cond;
+    uint64_t cache_offset;
     uint32_t next_seq;          /* of the message the parent sent */
 } world;
 
@@ -180,6 +183,7 @@ world_open(world *wd)
                                        HC_KIND_CACHE, &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(wd->seg, info.offset, CACHE_SIZE,
                            HC_DEFAULT_MAX_VALUE, true, &wd->cache), HC_OK);
+    wd->cache_offset = info.offset;
     open_queue(wd, "queue", 0, &wd->queue);
     open_queue(wd, "single", HC_QUEUE_SINGLE_PRODUCER
                | HC_QUEUE_SINGLE_CONSUMER, &wd->single);
@@ -244,6 +248,17 @@ fly(world *wd, const char *key, uint64_t lease_ns, int how)
                                how == 1 ? 4 : 0, hc_now_ns());
 }
 
+/* Open the cache as a newcomer does (which resets a damaged header). */
+static void
+open_again(world *wd)
+{
+    hc_cache *again;
+
+    CHECK_ST(hc_cache_open(wd->seg, wd->cache_offset, CACHE_SIZE,
+                           HC_DEFAULT_MAX_VALUE, true, &again), HC_OK);
+    hc_cache_close(again);
+}
+
 static void
 cache_workload(world *wd, uint32_t round)
 {
@@ -284,6 +299,9 @@ cache_workload(world *wd, uint32_t round)
         hc_cache_rebuild_locked(wd->cache, hash);
         hc_cache_unlock_stripe(wd->cache, hash);
     }
+    /* The poison/reset path: a damaged header, reset by the next open. */
+    atomic_store(&wd->cache->ca_header->ch_magic, 0);
+    open_again(wd);
 }
 
 static void
@@ -362,6 +380,7 @@ recover(world *wd)
     CHECK_ST(hc_lock_release(wd->seg, wd->lock), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(wd->seg, "sync", 4, 64, HC_KIND_RAW,
                                        &info, &found), HC_OK);
+    open_again(wd);     /* the next process to come opens the cache */
     CHECK_ST(hc_cache_check(wd->cache), HC_OK);
     /* Above every sequence number the child sends. */
     wd->next_seq = PARENT_SEQ;
