@@ -11,9 +11,14 @@
  * posix_fallocate, so that a too-small /dev/shm fails here with ENOSPC
  * rather than with SIGBUS at some later store.  The header is filled in
  * and sh_magic is stored last with release semantics.  While it works, the
- * creator holds an fcntl lock on the byte HC_INIT_LOCK_BYTE: an attacher
- * that finds no magic yet waits while that byte is locked, and knows the
- * creator died if it is not.
+ * creator holds an fcntl lock on the byte HC_INIT_LOCK_BYTE, taken before
+ * the file has a name: it is made unnamed (O_TMPFILE, or under a unique
+ * temporary name where the file system has no O_TMPFILE), locked, then
+ * linked under its name, which fails with EEXIST if another creator got
+ * there first.  So a file under the name without the magic and without
+ * that lock is proof that its creator died before publishing: the next
+ * attacher removes it under the lock and the name is free again
+ * (remove_dead_creation()), and hc_segment_open() creates it anew.
  *
  * (b) Attach.  The file is opened with O_NOFOLLOW and checked with fstat
  * on the open descriptor (regular file, our uid, no group/other write
@@ -67,6 +72,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "inject.h"
 #include "kernel.h"
 #include "slot.h"
 
@@ -74,7 +80,6 @@
 #define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
 /* How long attach waits for a live creator (reserving GiBs takes time). */
 #define ATTACH_WAIT_NS (UINT64_C(30) * HC_NS_PER_SEC)
-#define STALE_INIT_NS (UINT64_C(100) * HC_NS_PER_MS)
 #define PAGE_ALIGN UINT64_C(4096)
 
 /* The process's open handles (notes (c) and (d)). */
@@ -365,6 +370,7 @@ initialise(int fd, uint64_t size, hc_segment **out)
         free(seg);
         return st;
     }
+    HC_INJECT("segment.create.before_magic");
     /*
      * Publish: every header field above happens-before an attacher's
      * acquire load of the magic in wait_for_header() / validate_header().
@@ -388,12 +394,79 @@ check_size(uint64_t size)
     return HC_OK;
 }
 
+/* Does the name at path still lead to fd's file? */
+static bool
+still_named(int fd, const char *path)
+{
+    struct stat fsb, psb;
+
+    return fstat(fd, &fsb) == 0 && stat(path, &psb) == 0
+        && psb.st_dev == fsb.st_dev && psb.st_ino == fsb.st_ino;
+}
+
+/*
+ * A new file in dir, with no name yet or a temporary one (tmp, "" for
+ * none), and its creation byte already locked: note (a).
+ */
+static int
+open_unnamed(const char *dir, const char *path, char *tmp, size_t tmplen)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    tmp[0] = '\0';
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        /* No O_TMPFILE here: a unique name nobody attaches by. */
+        snprintf(tmp, tmplen, "%s.creating.XXXXXX", path);
+        fd = mkostemp(tmp, O_CLOEXEC);
+    }
+    if (fd < 0) {
+        hc_set_detail("cannot create a file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0) {
+        int saved = errno;
+
+        if (tmp[0] != '\0')
+            unlink(tmp);
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* Give the locked new file its name; HC_EXISTS if the name is taken. */
+static hc_status
+link_into_place(int fd, const char *tmp, const char *path)
+{
+    char proc[64];
+    int rc;
+
+    if (tmp[0] != '\0') {
+        rc = link(tmp, path);
+        unlink(tmp);
+    } else {
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    }
+    if (rc == 0)
+        return HC_OK;
+    if (errno == EEXIST) {
+        hc_set_detail("%s exists (a segment, a stale file or a link)", path);
+        return HC_EXISTS;
+    }
+    hc_set_detail("cannot create %s: %s", path, strerror(errno));
+    return HC_SYSTEM;
+}
+
 static hc_status
 create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
               hc_segment **out)
 {
-    char path[4096];
+    const char *dir = opts && opts->dir ? opts->dir : HC_DEFAULT_DIR;
+    char path[4096], tmp[4096 + 32];
     struct stat st_buf;
+    bool linked = false;
     hc_status st;
     int fd;
 
@@ -403,29 +476,24 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     if (st != HC_OK)
         return st;
     size = round_up(size, PAGE_ALIGN);
-    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (errno == EEXIST) {
-            hc_set_detail("%s exists (a segment, a stale file or a link)",
-                          path);
-            return HC_EXISTS;
-        }
-        hc_set_detail("cannot create %s: %s", path, strerror(errno));
+    fd = open_unnamed(dir, path, tmp, sizeof(tmp));
+    if (fd < 0)
         return HC_SYSTEM;
-    }
-    /* Tell attachers that creation is under way (note (a)). */
-    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0
-        || fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
+    if (fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
         || fstat(fd, &st_buf) < 0)
         st = HC_SYSTEM;
     if (st == HC_OK)
-        st = reserve(fd, size, opts && opts->dir ? opts->dir : HC_DEFAULT_DIR);
+        st = link_into_place(fd, tmp, path);
+    linked = st == HC_OK;
+    if (st == HC_OK)
+        st = reserve(fd, size, dir);
     if (st == HC_OK)
         st = initialise(fd, size, out);
     if (st != HC_OK) {
         int saved = errno;
 
-        unlink(path);
+        if (linked && still_named(fd, path))
+            unlink(path);       /* under the creation byte: still ours */
         close(fd);
         errno = saved;
         return st;
@@ -485,17 +553,56 @@ check_file(int fd, const char *path, const hc_segment_options *opts,
 }
 
 /*
+ * A file with no magic whose creation byte nobody holds: its creator died
+ * before publishing (note (a)).  Remove it, holding that byte, unless
+ * something changed meanwhile: the magic appeared, the name leads to
+ * another file, or processes hold slots (then it is a damaged segment in
+ * use, not a dead creation).  HC_NOT_FOUND: the name is free again (open
+ * it again); HC_OK: look at the file again.
+ */
+static hc_status
+remove_dead_creation(int fd, const char *path)
+{
+    uint64_t magic = 0;
+    struct stat sb;
+    hc_status st;
+
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
+        return HC_OK;           /* a creator or a gc at work after all */
+    if (fstat(fd, &sb) < 0
+        || (sb.st_size >= (off_t) sizeof(magic)
+            && pread(fd, &magic, sizeof(magic), 0) != (ssize_t) sizeof(magic)))
+        st = HC_SYSTEM;
+    else if (magic != 0)
+        st = HC_OK;             /* published (or garbage): look again */
+    else if (hc_ofd_lock(fd, F_OFD_GETLK, F_WRLCK, 0, HC_MAX_SLOTS) != 0) {
+        hc_set_detail("%s has no header, yet processes use it: it was "
+                      "damaged", path);
+        st = HC_CORRUPT;
+    } else if (!still_named(fd, path) || unlink(path) == 0) {
+        hc_set_detail("%s had no header and its creator had died before "
+                      "writing one; it was removed", path);
+        st = HC_NOT_FOUND;
+    } else
+        st = HC_SYSTEM;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    return st;
+}
+
+/*
  * Wait (bounded) until the creator has published the magic: returns HC_OK
- * with *size set to the file size, or why the file is not (yet) usable.
+ * with *size set to the file size, or why the file is not (yet) usable
+ * (HC_NOT_FOUND: it was a dead creator's, and is gone).
  */
 static hc_status
 wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
 {
-    uint64_t start = hc_now_ns(), unlocked_since = 0;
+    uint64_t start = hc_now_ns();
 
     for (;;) {
         struct stat sb;
-        uint64_t magic = 0, now;
+        uint64_t magic = 0;
+        hc_status st;
 
         if (fstat(fd, &sb) < 0)
             return HC_SYSTEM;
@@ -516,18 +623,11 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
                           (unsigned long long) magic);
             return HC_BAD_MAGIC;
         }
-        /* No magic yet: a creator at work holds the init byte (note (a)). */
-        now = hc_now_ns();
-        if (init_byte_lock(fd, F_WRLCK, F_OFD_GETLK) == 1)
-            unlocked_since = 0;
-        else if (unlocked_since == 0)
-            unlocked_since = now;
-        else if (now - unlocked_since > STALE_INIT_NS) {
-            hc_set_detail("%s has no header and nobody is creating it (its "
-                          "creator died during creation)", path);
-            return HC_NOT_READY;
-        }
-        if (now - start > wait_ns) {
+        /* No magic yet: a live creator holds the init byte (note (a)). */
+        if (init_byte_lock(fd, F_WRLCK, F_OFD_GETLK) == 0
+            && (st = remove_dead_creation(fd, path)) != HC_OK)
+            return st;
+        if (hc_now_ns() - start > wait_ns) {
             hc_set_detail("%s was still being created after %.1f s (its "
                           "creator is alive: wait longer with timeout=)",
                           path, (double) wait_ns / HC_NS_PER_SEC);
@@ -548,15 +648,10 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
 static hc_status
 check_still_named(int fd, const char *path)
 {
-    struct stat fsb, psb;
-
     if (init_byte_lock(fd, F_RDLCK, F_OFD_SETLKW) < 0)
         return HC_SYSTEM;
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
-    if (fstat(fd, &fsb) < 0)
-        return HC_SYSTEM;
-    if (stat(path, &psb) < 0 || psb.st_dev != fsb.st_dev
-        || psb.st_ino != fsb.st_ino) {
+    if (!still_named(fd, path)) {
         hc_set_detail("%s was removed (by gc) while this process attached "
                       "it", path);
         return HC_NOT_FOUND;    /* attach opens the name again */
@@ -687,7 +782,8 @@ attach_locked(const char *name, const hc_segment_options *opts,
                               opts && opts->attach_wait_ns
                                   ? opts->attach_wait_ns : ATTACH_WAIT_NS,
                               out);
-    *replaced = st == HC_NOT_FOUND;     /* only check_still_named() says so */
+    /* Only check_still_named() and remove_dead_creation() say so. */
+    *replaced = st == HC_NOT_FOUND;
     if (st != HC_OK) {
         int saved = errno;
 
@@ -853,14 +949,11 @@ hc_segment_unlink_name(const char *name, const hc_segment_options *opts)
 static bool
 unlink_if_orphan(int fd, const char *path)
 {
-    struct stat fsb, psb;
     bool removed = false;
 
     if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
         return false;           /* a creator or another gc is at work */
-    if (hc_slot_none_attached(fd) && fstat(fd, &fsb) == 0
-        && stat(path, &psb) == 0 && psb.st_dev == fsb.st_dev
-        && psb.st_ino == fsb.st_ino)
+    if (hc_slot_none_attached(fd) && still_named(fd, path))
         removed = unlink(path) == 0;
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
     return removed;
