@@ -285,10 +285,18 @@ MUTANTS = [
     Mutant(
         "slot-liveness-inverted",
         CORE + "slot.c",
-        "    return held != 0;\n}",
-        "    return held == 0;\n}",
+        "    if (held)\n        return true;\n    /* Unlocked: dead",
+        "    if (!held)\n        return true;\n    /* Unlocked: dead",
         ("c:test_lock", T + "multiprocess/test_lock_mp.py"),
         "a process whose slot lock is held counts as dead, a released one as alive",
+    ),
+    Mutant(
+        "slot-closed-descriptor-owner-dead",
+        CORE + "slot.c",
+        "    return holder_running(seg, slot)\n        &&",
+        "    return false && holder_running(seg, slot)\n        &&",
+        (T + "multiprocess/test_closed_descriptors.py",),
+        "a live process that closed its descriptors is judged dead: its locks get a second owner",
     ),
     # Survived the last run: equivalent, it seems.  The OFD probe goes through
     # sg_fd, a description other than the one holding the slot lock, so it

@@ -76,8 +76,6 @@
 #include "kernel.h"
 #include "slot.h"
 
-#define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
-#define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
 /* How long attach waits for a live creator (reserving GiBs takes time). */
 #define ATTACH_WAIT_NS (UINT64_C(30) * HC_NS_PER_SEC)
 #define PAGE_ALIGN UINT64_C(4096)
@@ -109,19 +107,40 @@ hc_fork_guard_leave(void)
     pthread_mutex_unlock(&fork_guard);
 }
 
+bool
+hc_segment_fd_is_ours(const hc_segment *seg, int fd)
+{
+    struct stat sb;
+
+    return fd >= 0 && fcntl(fd, F_GETFD) >= 0 && fstat(fd, &sb) == 0
+        && sb.st_dev == seg->sg_dev && sb.st_ino == seg->sg_ino;
+}
+
+/* Close fd unless someone closed it and its number now leads elsewhere. */
+static void
+close_if_ours(const hc_segment *seg, int fd)
+{
+    if (hc_segment_fd_is_ours(seg, fd))
+        close(fd);
+}
+
 static void
 atfork_child(void)
 {
     hc_segment *seg;
 
-    /* The parent's other threads are gone; so are the locks they held. */
-    pthread_mutex_init(&fork_guard, NULL);
+    /*
+     * The prepare handler took fork_guard in this very thread: give it
+     * back (re-initialising a held mutex is undefined, and TSan sees it
+     * as held for good).  The parent's other threads are gone; so are the
+     * locks they held.
+     */
+    pthread_mutex_unlock(&fork_guard);
     pthread_mutex_init(&open_mutex, NULL);
     for (seg = open_list; seg != NULL; seg = seg->sg_next) {
         pthread_mutex_init(&seg->sg_mutex, NULL);
         atomic_store_explicit(&seg->sg_busy, 0, memory_order_relaxed);
-        if (seg->sg_lock_fd >= 0)
-            close(seg->sg_lock_fd);     /* the parent's slot stays its own */
+        close_if_ours(seg, seg->sg_lock_fd);    /* the parent's slot stays */
         seg->sg_lock_fd = -1;
     }
     atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
@@ -273,13 +292,21 @@ init_header(hc_segment_header *h, uint64_t size)
                           memory_order_relaxed);
 }
 
+/*
+ * A handle for the mapping of fd.  Its file's identity is recorded here,
+ * before the handle is listed: the fork handler closes a child's copy of
+ * the slot lock description only if it is a descriptor of that file.
+ */
 static hc_segment *
 new_handle(int fd, uint8_t *base, uint64_t size)
 {
-    hc_segment *seg = calloc(1, sizeof(*seg));
+    hc_segment *seg;
+    struct stat sb;
 
-    if (seg == NULL)
+    if (fstat(fd, &sb) < 0 || (seg = calloc(1, sizeof(*seg))) == NULL)
         return NULL;
+    seg->sg_dev = sb.st_dev;
+    seg->sg_ino = sb.st_ino;
     seg->sg_header = (hc_segment_header *) base;
     seg->sg_base = base;
     seg->sg_size = size;
@@ -465,7 +492,6 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
 {
     const char *dir = opts && opts->dir ? opts->dir : HC_DEFAULT_DIR;
     char path[4096], tmp[4096 + 32];
-    struct stat st_buf;
     bool linked = false;
     hc_status st;
     int fd;
@@ -479,8 +505,7 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     fd = open_unnamed(dir, path, tmp, sizeof(tmp));
     if (fd < 0)
         return HC_SYSTEM;
-    if (fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
-        || fstat(fd, &st_buf) < 0)
+    if (fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0)
         st = HC_SYSTEM;
     if (st == HC_OK)
         st = link_into_place(fd, tmp, path);
@@ -498,8 +523,6 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
         errno = saved;
         return st;
     }
-    (*out)->sg_dev = st_buf.st_dev;
-    (*out)->sg_ino = st_buf.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
@@ -791,8 +814,6 @@ attach_locked(const char *name, const hc_segment_options *opts,
         errno = saved;
         return st;
     }
-    (*out)->sg_dev = sb.st_dev;
-    (*out)->sg_ino = sb.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     return HC_OK;               /* listed by map_and_validate() */
@@ -912,11 +933,9 @@ hc_segment_close(hc_segment *seg)
 
     hc_slot_release(seg);
     munmap(seg->sg_base, seg->sg_size);
-    if (seg->sg_lock_fd >= 0)
-        close(seg->sg_lock_fd);
-    close(seg->sg_fd);          /* with the mapping gone: the attached lock */
-    if (seg->sg_spare_fd >= 0)
-        close(seg->sg_spare_fd);
+    close_if_ours(seg, seg->sg_lock_fd);
+    close_if_ours(seg, seg->sg_fd);     /* mapping gone: the attached lock */
+    close_if_ours(seg, seg->sg_spare_fd);
     pthread_mutex_destroy(&seg->sg_mutex);
     free(seg);
     return HC_OK;
