@@ -16,13 +16,15 @@ or ``except FileNotFoundError`` keep working::
     │   │   └── CacheFull                              the cache is full and may not evict
     │   ├── SegmentBusy          (BufferError)        close() with locks held or views alive
     │   ├── SegmentClosed        (ValueError)         use after close()
+    │   ├── LivenessLost         (OSError)            this process's slot descriptor was closed
     │   └── StructMismatch       (ValueError)         name exists as another kind or size
     ├── InvalidName              (ValueError)
     ├── InvalidArgument          (ValueError)
     ├── LockNotOwned             (RuntimeError)       release from a non-owner, re-acquire
     ├── ReentrantCompute         (RuntimeError)       a computation asks for its own key
     ├── HerdcacheTimeout         (TimeoutError)
-    │   └── ComputeTimeout                             waited too long for another's compute
+    │   ├── ComputeTimeout                             waited too long for another's compute
+    │   └── LockNotRetaken                             Condition.wait timed out without its lock
     ├── ValueTooLarge            (ValueError)         key, value or message over its limit
     ├── SerializationError       (TypeError)          the serializer refused a value
     │   └── UnpicklableValue     (pickle.PicklingError) serializer="pickle" refused it
@@ -89,6 +91,14 @@ class SegmentClosed(SegmentError, ValueError):
     """The segment (or an object made from it) was used after close()."""
 
 
+class LivenessLost(SegmentError, OSError):
+    """This process's slot descriptor (the open file description whose lock
+    tells other processes it is alive) was closed by code that closes
+    descriptors it does not own (``os.closerange``, a daemonizer), and the
+    slot could not be proved this process's own again.  Nothing was done;
+    close the segment and attach again."""
+
+
 class StructMismatch(SegmentError, ValueError):
     """A name exists in the segment as another kind or size of structure."""
 
@@ -115,6 +125,12 @@ class HerdcacheTimeout(HerdcacheError, TimeoutError):
 
 class ComputeTimeout(HerdcacheTimeout):
     """A caller waited longer than wait_timeout for another process's computation."""
+
+
+class LockNotRetaken(HerdcacheTimeout):
+    """``Condition.wait(timeout)`` ended, but the lock could not be taken back
+    before the timeout: another holder kept it.  The lock is NOT held; a
+    ``with`` block around the wait does not release it on the way out."""
 
 
 class ValueTooLarge(HerdcacheError, ValueError):

@@ -57,6 +57,15 @@ class Condition(_core.Condition):
     :class:`~herdcache.errors.LockNotOwned` unless the caller holds
     :attr:`lock` (a waiter that just tested its predicate could miss the
     wake-up).
+
+    One difference: ``wait(timeout)`` returns within ``timeout`` (plus one
+    10 ms probe step) even when it must take the lock back from another
+    process. If the lock's holder keeps it past that (a stopped process, a
+    long critical section), ``wait`` raises
+    :class:`~herdcache.errors.LockNotRetaken` (a ``TimeoutError``) and the
+    lock is NOT held; the ``with`` block around it then exits without
+    releasing it. With ``timeout=None`` the lock is taken back however long
+    it takes, as threading's is.
     """
 
     lock: Lock
@@ -82,17 +91,22 @@ class Condition(_core.Condition):
         The predicate is re-tested at least every 50 ms even without a
         notify: a process killed after it changed the state but before it
         called ``notify()`` delays waiters by that much, never forever.
+        Taking the lock back after each of those sleeps is bounded by
+        ``timeout`` as a whole, not by the 50 ms: past it,
+        :class:`~herdcache.errors.LockNotRetaken` is raised, as by
+        :meth:`wait`, and the lock is not held.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         result = predicate()
         while not result:
             slice_ = _RECHECK_SECONDS
+            remaining = None
             if deadline is not None:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     break
                 slice_ = min(slice_, remaining)
-            self.wait(slice_)
+            self._wait(slice_, remaining)
             result = predicate()
         return result
 

@@ -326,6 +326,37 @@ queue_workload(world *wd, uint32_t round)
     hc_queue_detach(wd->single);
 }
 
+/*
+ * A named segment, made and removed by the child in each round, so that
+ * it can die while creating one (segment.create.*); the parent must then
+ * open the name at once (recover()).
+ */
+static char named_dir[64];
+static hc_segment_options named_opts;
+static pid_t named_owner;
+
+static void
+remove_named_dir(void)
+{
+    if (getpid() == named_owner) {
+        (void) hc_segment_unlink_name("walk", &named_opts);
+        rmdir(named_dir);
+    }
+}
+
+static void
+create_named(void)
+{
+    hc_segment *seg;
+    bool created;
+
+    if (hc_segment_open("walk", hc_segment_min_size(), &named_opts, &seg,
+                        &created) == HC_OK) {
+        (void) hc_segment_close(seg);
+        (void) hc_segment_unlink_name("walk", &named_opts);
+    }
+}
+
 static void
 sync_workload(world *wd, uint32_t round)
 {
@@ -334,6 +365,7 @@ sync_workload(world *wd, uint32_t round)
     bool found;
 
     (void) hc_kernel_selftest();
+    create_named();
     snprintf(name, sizeof(name), "child-%u-%u", (unsigned) getpid(), round);
     (void) hc_registry_find_or_alloc(wd->seg, name, strlen(name), 64,
                                      HC_KIND_RAW, &info, &found);
@@ -382,6 +414,16 @@ recover(world *wd)
                                        &info, &found), HC_OK);
     open_again(wd);     /* the next process to come opens the cache */
     CHECK_ST(hc_cache_check(wd->cache), HC_OK);
+    /* The name of a segment the child was creating is free or whole. */
+    {
+        hc_segment *seg;
+        bool created;
+
+        CHECK_ST(hc_segment_open("walk", hc_segment_min_size(), &named_opts,
+                                 &seg, &created), HC_OK);
+        CHECK_ST(hc_segment_close(seg), HC_OK);
+        CHECK_ST(hc_segment_unlink_name("walk", &named_opts), HC_OK);
+    }
     /* Above every sequence number the child sends. */
     wd->next_seq = PARENT_SEQ;
     CHECK_ST(send_seq(wd->queue, wd->next_seq), HC_OK);
@@ -801,6 +843,11 @@ main(void)
     bool ok = reads != NULL && recoveries != NULL;
 
     setvbuf(stdout, NULL, _IOLBF, 0);
+    snprintf(named_dir, sizeof(named_dir), "/dev/shm/hc-inject-XXXXXX");
+    CHECK(mkdtemp(named_dir) != NULL);
+    named_opts.dir = named_dir;
+    named_owner = getpid();
+    atexit(remove_named_dir);
     TEST(test_fail_action);
     TEST(test_kernel_selftest);
     TEST(test_stall_action);

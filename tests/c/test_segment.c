@@ -140,6 +140,13 @@ test_create_attach_close(void)
 }
 
 static void
+kill_and_reap(pid_t pid)
+{
+    kill(pid, SIGKILL);
+    CHECK(exit_code(pid) == 128 + SIGKILL);
+}
+
+static void
 test_corrupt_headers_are_refused(void)
 {
     uint64_t magic = __builtin_bswap64(HC_SEGMENT_MAGIC), big = SEG_SIZE * 2;
@@ -180,12 +187,98 @@ test_corrupt_headers_are_refused(void)
                                &(hc_segment *) {NULL}), HC_EXISTS);
     CHECK_ST(hc_segment_unlink_name("target", &opts), HC_OK);
 
-    /* All zeros and nobody holding the creation lock: creator died. */
+    /* All zeros and nobody holding the creation lock: the creator died,
+     * and attach removes its file (test_killed_creator_is_recovered). */
     path_of("z", path, sizeof(path));
     fd = open(path, O_CREAT | O_EXCL | O_WRONLY, 0600);
     CHECK(fd >= 0 && ftruncate(fd, SEG_SIZE) == 0);
     close(fd);
-    expect_attach("z", HC_NOT_READY);
+    CHECK_ST(hc_segment_attach("z", &opts, &(hc_segment *) {NULL}),
+             HC_NOT_FOUND);
+    CHECK(access(path, F_OK) < 0 && errno == ENOENT);
+}
+
+/* A child that makes name's file and holds its creation byte, as a creator
+ * does before its magic, then waits to be killed; returns when it holds. */
+static pid_t
+stuck_creator(const char *name)
+{
+    char path[4096];
+    int ready[2];
+    pid_t pid;
+
+    path_of(name, path, sizeof(path));
+    CHECK(pipe(ready) == 0);
+    if ((pid = test_fork()) == 0) {
+        int fd = open(path, O_CREAT | O_EXCL | O_RDWR, 0600);
+
+        if (fd < 0 || hc_ofd_lock(fd, F_OFD_SETLK, F_WRLCK, HC_MAX_SLOTS, 1)
+            < 0 || ftruncate(fd, SEG_SIZE) < 0 || write(ready[1], "r", 1) != 1)
+            _exit(2);
+        pause();
+        _exit(3);
+    }
+    close(ready[1]);
+    CHECK(read(ready[0], &(char) {0}, 1) == 1);
+    close(ready[0]);
+    return pid;
+}
+
+/*
+ * A creator killed before its magic: while it lives, attachers wait for
+ * it (and time out saying it is alive); once it is dead, the next open
+ * removes its file and creates the segment anew, at once.
+ */
+static void
+test_killed_creator_is_recovered(void)
+{
+    hc_segment_options quick = opts;
+    hc_segment *seg, *other;
+    uint64_t start;
+    bool created;
+    pid_t pid = stuck_creator("dead");
+
+    quick.attach_wait_ns = 50 * HC_NS_PER_MS;
+    CHECK_ST(hc_segment_attach("dead", &quick, &(hc_segment *) {NULL}),
+             HC_NOT_READY);
+    CHECK(strstr(hc_last_detail(), "creator is alive") != NULL);
+    kill_and_reap(pid);
+    start = hc_now_ns();
+    CHECK_ST(hc_segment_open("dead", SEG_SIZE, &opts, &seg, &created), HC_OK);
+    CHECK(created);
+    printf("    open after a killed creator: %.2f ms\n",
+           (double) (hc_now_ns() - start) / 1e6);
+    CHECK_ST(hc_segment_attach("dead", &opts, &other), HC_OK);
+    CHECK(other == seg);
+    CHECK_ST(hc_segment_close(other), HC_OK);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+    CHECK_ST(hc_segment_unlink_name("dead", &opts), HC_OK);
+}
+
+/* Two creators of one name at once: one creates, the other attaches. */
+static void
+test_racing_creators_share_one_file(void)
+{
+    hc_segment *seg;
+    bool created;
+    int i;
+
+    for (i = 0; i < 20; i++) {
+        pid_t pid = test_fork();
+
+        if (pid == 0) {
+            hc_segment *mine;
+            bool made;
+
+            _exit(hc_segment_open("race2", SEG_SIZE, &opts, &mine, &made)
+                  == HC_OK ? (made ? 10 : 11) : 1);
+        }
+        CHECK_ST(hc_segment_open("race2", SEG_SIZE, &opts, &seg, &created),
+                 HC_OK);
+        CHECK(exit_code(pid) == (created ? 11 : 10));
+        CHECK_ST(hc_segment_close(seg), HC_OK);
+        CHECK_ST(hc_segment_unlink_name("race2", &opts), HC_OK);
+    }
 }
 
 /*
@@ -336,13 +429,6 @@ blocker(hc_segment *seg, int spare)
 }
 
 static void
-kill_and_reap(pid_t pid)
-{
-    kill(pid, SIGKILL);
-    CHECK(exit_code(pid) == 128 + SIGKILL);
-}
-
-static void
 test_slot_of_killed_process_is_reclaimed(void)
 {
     hc_segment *seg;
@@ -476,6 +562,8 @@ main(void)
     opts.dir = dir;
     TEST(test_create_attach_close);
     TEST(test_corrupt_headers_are_refused);
+    TEST(test_killed_creator_is_recovered);
+    TEST(test_racing_creators_share_one_file);
     TEST(test_file_of_another_user_is_refused);
     TEST(test_bad_registry_entry_is_corrupt);
     TEST(test_registry_race_across_fork);

@@ -82,3 +82,45 @@ def test_without_early_refresh_a_fresh_value_is_never_recomputed(troupe, flight_
     readers = herd.start(4, together=True)
     assert herd.finish(readers) == {r: ("value", "v1") for r in readers}
     assert computations(flight_cache).load() == 1
+
+
+def test_a_key_under_early_refresh_is_present_with_its_old_value_to_every_operation(troupe, flight_cache) -> None:
+    """While one process refreshes a fresh key early, the key is present with
+    its old value to every operation, not only get(): gets, ttl, in, len,
+    keys, touch and add agree.  A write then wins over the refresh, whose
+    late result is refused."""
+    key = "board:present"
+    herd = troupe(key, ttl=3600, early_refresh=CERTAIN_REFRESH)
+    compute_first(herd, "v1")
+    (refresher,) = herd.start(1)
+    assert herd.next_computer() is refresher  # computing, blocked until ordered
+
+    assert flight_cache.get(key) == "v1"
+    assert key in flight_cache and len(flight_cache) == 1 and list(flight_cache.keys()) == [key]
+    value, token = flight_cache.gets(key)
+    assert value == "v1" and token is not None
+    assert 3000 < flight_cache.ttl(key) <= 3600
+    assert flight_cache.add(key, "other") is False
+    assert flight_cache.touch(key, 60) is True  # present; the refresh sets the next lifetime
+    assert 3000 < flight_cache.ttl(key) <= 3600
+    assert flight_cache.get(key) == "v1"
+
+    assert flight_cache.compare_and_set(key, "mine", token) is True  # a write wins
+    refresher.order("return", "v2")
+    assert herd.finish([refresher]) == {refresher: ("value", "v2")}
+    assert flight_cache.get(key) == "mine", "the refresh's late result overwrote a write"
+
+
+def test_incr_with_a_default_adds_to_the_value_under_early_refresh(troupe, flight_cache) -> None:
+    """Before: incr(k, default=d) saw a key under early refresh as absent and
+    overwrote its value with d + delta."""
+    key = "board:counter"
+    herd = troupe(key, ttl=3600, early_refresh=CERTAIN_REFRESH)
+    compute_first(herd, 10)
+    (refresher,) = herd.start(1)
+    assert herd.next_computer() is refresher
+    assert flight_cache.incr(key, 1, default=0) == 11
+    assert 3000 < flight_cache.ttl(key) <= 3600, "incr must keep the value's own expiry"
+    refresher.order("return", 99)
+    herd.finish([refresher])
+    assert flight_cache.get(key) == 11

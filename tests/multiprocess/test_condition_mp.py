@@ -219,3 +219,80 @@ def test_waiter_wakes_even_if_the_notifier_dies_holding_the_lock(ctx: BaseContex
         assert cv.lock.owner_died is True
     joined(killer)
     assert not cv.lock.locked()
+
+
+def wait_then_report(segref: SegmentRef, timeout: float, conn) -> None:
+    """Announce, wait(timeout) on cv inside a with block, and report how it
+    ended and the lock's state once out of the block."""
+    from herdcache import errors
+
+    seg = resolve(segref)
+    cv, arrived, waiting, _ = conditions(seg)
+    try:
+        with cv:
+            waiting.add(1)
+            arrived.notify_all()
+            outcome: tuple = ("returned", cv.wait(timeout))
+    except errors.LockNotRetaken as exc:  # and not LockNotOwned from the with's exit
+        outcome = ("LockNotRetaken", isinstance(exc, TimeoutError), "not held" in str(exc))
+    conn.send((outcome, cv.lock._is_owned(), cv.lock.locked()))
+    assert cv.lock.acquire(timeout=HANG)
+    conn.send("acquired again")
+    cv.lock.release()
+
+
+def test_wait_timeout_bounds_taking_the_lock_back(ctx: BaseContext, shared: Segment) -> None:
+    """A waiter whose timeout passes while another process keeps the lock does
+    not block until that process lets go: wait raises LockNotRetaken (a
+    TimeoutError), the lock is not held, and its with block exits cleanly."""
+    waiter, conn = start_with_pipe(ctx, wait_then_report, ref(shared), 0.2)
+    cv = until_waiting(shared, 1)  # we hold the lock, the waiter sleeps
+    try:
+        outcome, owned, locked = receive(conn)  # before the fix: never, while we hold it
+        assert outcome == ("LockNotRetaken", True, True), outcome
+        assert not owned and locked, "the waiter must not hold the lock; we do"
+    finally:
+        cv.lock.release()
+    assert receive(conn) == "acquired again"
+    join_all([waiter])
+
+
+def hold_until_told(segref: SegmentRef, conn) -> None:
+    """Take the lock once the waiter sleeps, hold it until the parent says 'go'."""
+    seg = resolve(segref)
+    cv, arrived, waiting, flag = conditions(seg)
+    with arrived:
+        assert arrived.wait_for(lambda: waiting.load() >= 1, timeout=HANG)
+        conn.send("holding")
+        assert conn.poll(HANG), "the parent never said go"
+        conn.recv()
+        flag.store(1)
+        cv.notify_all()
+
+
+def test_wait_for_without_timeout_takes_the_lock_back_however_long_it_is_held(ctx: BaseContext, shared: Segment) -> None:
+    """wait_for(timeout=None) sleeps in 50 ms slices, but taking the lock back
+    after a slice is not bounded by the slice: a holder that keeps the lock
+    for many slices delays it, never makes it raise."""
+    reader, writer = ctx.Pipe()
+    holder = start(ctx, hold_until_told, ref(shared), writer)
+    cv, _, waiting, flag = conditions(shared)
+    result: list[object] = []
+
+    def waiter() -> None:
+        with cv:
+            waiting.add(1)
+            conditions(shared)[1].notify_all()
+            result.append(cv.wait_for(lambda: flag.load() == 1))
+
+    thread = threading.Thread(target=waiter, daemon=True)
+    thread.start()
+    assert receive(reader) == "holding"
+    # Let several 50 ms slices end while the holder keeps the lock: the
+    # waiter is then blocked taking it back, which it must keep doing.
+    seen = waiting.load()
+    assert not threading.Event().wait(0.3) and seen == 1
+    reader.send("go")
+    joined(thread)
+    assert result == [True]
+    join_all([holder])

@@ -285,18 +285,26 @@ MUTANTS = [
     Mutant(
         "slot-liveness-inverted",
         CORE + "slot.c",
-        "    return held != 0;\n}",
-        "    return held == 0;\n}",
+        "    if (held)\n        return true;\n    /* Unlocked: dead",
+        "    if (!held)\n        return true;\n    /* Unlocked: dead",
         ("c:test_lock", T + "multiprocess/test_lock_mp.py"),
         "a process whose slot lock is held counts as dead, a released one as alive",
+    ),
+    Mutant(
+        "slot-closed-descriptor-owner-dead",
+        CORE + "slot.c",
+        "    return holder_running(seg, slot)\n        &&",
+        "    return false && holder_running(seg, slot)\n        &&",
+        (T + "multiprocess/test_closed_descriptors.py",),
+        "a live process that closed its descriptors is judged dead: its locks get a second owner",
     ),
     # Survives, and is equivalent in every supported use.  The OFD probe goes
     # through sg_fd, a description other than sg_lock_fd, which holds the
     # slot lock (a fork child opens its own), so it sees this process's own
     # lock as held; the shortcut only saves a call.  The two differ only if
     # the process closes sg_lock_fd and keeps sg_fd (issue 9, defect 2: a
-    # descriptor the user must not close); then every other process judges
-    # it dead anyway, and the shortcut only keeps it from judging itself so.
+    # descriptor the user must not close), and then the process's next probe
+    # finds the descriptor gone and re-opens it (slot.c) either way.
     Mutant(
         "slot-own-token-dead",
         CORE + "slot.c",

@@ -7,6 +7,8 @@ uint64 at byte 0, the layout version the uint32 at byte 8.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import struct
 
 import pytest
@@ -81,12 +83,38 @@ def test_truncated_file_is_corrupt(segdir: str, keep: int) -> None:
 
 
 @pytest.mark.parametrize("size", [0, 4, 200_000], ids=["empty", "tiny", "zeros"])
-def test_half_created_segment_whose_creator_is_gone_is_corrupt(segdir: str, size: int) -> None:
-    """A file with no header that nobody holds the creation lock on fails, it does not hang."""
-    plant(segdir, "half", bytes(size))
-    with pytest.raises(errors.CorruptSegment, match="creator died") as info:
+def test_half_created_segment_whose_creator_is_gone_is_removed_and_made_again(segdir: str, size: int) -> None:
+    """A file with no header that nobody holds the creation lock on was left by a
+    creator that died before publishing: attach removes it (the name is free),
+    and open creates the segment anew, at once."""
+    path = plant(segdir, "half", bytes(size))
+    with pytest.raises(errors.SegmentNotFound):
         Segment.attach("half", dir=segdir)
-    assert "herdcache rm" in str(info.value)
+    assert not os.path.exists(path)
+    plant(segdir, "half", bytes(size))
+    with Segment.open("half", "1MiB", dir=segdir) as seg:
+        assert seg.created
+        seg.counter("c").add(1)
+    with Segment.attach("half", dir=segdir) as seg:
+        assert int(seg.counter("c")) == 1
+
+
+def test_a_segment_without_header_that_processes_use_is_corrupt(segdir: str) -> None:
+    """A zeroed magic under live users is damage, not a dead creation: it is not removed."""
+    path = real_segment(segdir)
+    code = (
+        "import herdcache, sys\n"
+        "try:\n"
+        f"    herdcache.Segment.attach('s', dir={segdir!r})\n"
+        "except herdcache.errors.CorruptSegment as exc:\n"
+        "    print(exc)\n"
+    )
+    with Segment.attach("s", dir=segdir) as user:
+        user.counter("c").add(1)  # this process holds a slot
+        patch(path, 0, bytes(8))
+        other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False)
+        assert "processes use it" in other.stdout, (other.stdout, other.stderr)
+        assert os.path.exists(path)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown to another uid needs root")

@@ -19,8 +19,24 @@ cond_prepare(hc_cond *cv)
     return atomic_load_explicit(&cv->cv_seq, memory_order_acquire);
 }
 
+/* When the re-take of the lock gives up: see hc_cond_wait_until(). */
+static uint64_t
+retake_bound(uint64_t retake_deadline)
+{
+    uint64_t floor = hc_deadline_after(HC_LOCK_PROBE_NS);
+
+    return retake_deadline > floor ? retake_deadline : floor;
+}
+
 hc_status
 hc_cond_wait(hc_segment *seg, hc_cond *cv, hc_lock *lock, uint64_t deadline)
+{
+    return hc_cond_wait_until(seg, cv, lock, deadline, deadline);
+}
+
+hc_status
+hc_cond_wait_until(hc_segment *seg, hc_cond *cv, hc_lock *lock,
+                   uint64_t deadline, uint64_t retake_deadline)
 {
     /*
      * Read the sequence while we still hold the lock: a notifier changes
@@ -38,12 +54,20 @@ hc_cond_wait(hc_segment *seg, hc_cond *cv, hc_lock *lock, uint64_t deadline)
 
     /*
      * Re-take the lock whatever happened: the caller's predicate loop
-     * assumes it.  A signal during this short wait is not reported; the
-     * caller sees it at its next blocking call.
+     * assumes it.  A signal during this wait is not reported; the caller
+     * sees it at its next blocking call.  The bound is computed once, so
+     * signals do not extend it.
      */
+    retake_deadline = retake_bound(retake_deadline);
     do
-        lock_st = hc_lock_acquire(seg, lock, HC_FOREVER);
+        lock_st = hc_lock_acquire(seg, lock, retake_deadline);
     while (lock_st == HC_INTERRUPTED);
+    if (lock_st == HC_TIMEOUT) {
+        hc_set_detail("the wait ended (%s) but the lock's holder kept it "
+                      "until the deadline", wait_st == HC_TIMEOUT
+                      ? "timed out" : "woken");
+        return HC_NOT_RETAKEN;
+    }
     if (lock_st == HC_OWNER_DIED)
         return HC_OWNER_DIED;
     if (lock_st != HC_OK)

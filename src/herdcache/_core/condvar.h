@@ -45,13 +45,27 @@ typedef struct hc_cond {
 
 /*
  * Release lock, sleep until notified or the deadline, take lock again
- * (always, even on timeout or signal, as pthread_cond_timedwait does).
- * Returns HC_OK (woken: re-test the predicate), HC_TIMEOUT, HC_INTERRUPTED,
- * HC_OWNER_DIED (woken, and the lock came back from a dead owner) or
- * HC_NOT_OWNER (the caller did not hold the lock; nothing was done).
+ * (even on timeout or signal, as pthread_cond_timedwait does), waiting
+ * for it until the same deadline.  Returns HC_OK (woken: re-test the
+ * predicate), HC_TIMEOUT, HC_INTERRUPTED, HC_OWNER_DIED (woken, and the
+ * lock came back from a dead owner), HC_NOT_OWNER (the caller did not
+ * hold the lock; nothing was done) or HC_NOT_RETAKEN (see below).
  */
 hc_status hc_cond_wait(struct hc_segment *seg, hc_cond *cv, hc_lock *lock,
                        uint64_t deadline);
+
+/*
+ * hc_cond_wait() with a deadline of its own for taking the lock back
+ * (HC_FOREVER: however long it takes).  The re-take always gets at least
+ * one probe step (HC_LOCK_PROBE_NS) past the moment it starts, so that a
+ * lock held for an instant by a live process, or left by a dead one, is
+ * still taken back after a sleep that timed out.  If retake_deadline
+ * passes first, the result is HC_NOT_RETAKEN and the lock is NOT held:
+ * another process kept it (stopped, or in a long critical section).
+ */
+hc_status hc_cond_wait_until(struct hc_segment *seg, hc_cond *cv,
+                             hc_lock *lock, uint64_t deadline,
+                             uint64_t retake_deadline);
 
 /* Wake up to count waiters (count < 0: all of them). */
 void hc_cond_notify(hc_cond *cv, int count);

@@ -38,9 +38,9 @@ item_value(const hc_item *it)
 }
 
 bool
-hc_flight_refreshing_value(const void *data, size_t len, int format,
-                           uint64_t now, const void **value,
-                           size_t *value_len)
+hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
+                           const void **value, size_t *value_len,
+                           uint8_t *format, uint64_t *expires)
 {
     flight_record rec;
 
@@ -48,11 +48,26 @@ hc_flight_refreshing_value(const void *data, size_t len, int format,
         return false;
     memcpy(&rec, data, sizeof(rec));   /* data need not be aligned */
     if (rec.fl_stale_until == 0 || now >= rec.fl_value_expires
-        || rec.fl_stale_format != format)
+        || rec.fl_stale_format >= HC_FORMAT_INTERNAL)
         return false;
     *value = (const uint8_t *) data + sizeof(rec);
     *value_len = len - sizeof(rec);
+    *format = rec.fl_stale_format;
+    *expires = rec.fl_value_expires;
     return true;
+}
+
+bool
+hc_flight_item_serves_value(const hc_item *it, uint64_t now,
+                            uint64_t *expires)
+{
+    const void *value;
+    size_t len;
+    uint8_t format;
+
+    return it->it_format == HC_FORMAT_FLIGHT
+        && hc_flight_refreshing_value(item_value(it), it->it_value_len, now,
+                                      &value, &len, &format, expires);
 }
 
 void

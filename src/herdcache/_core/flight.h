@@ -34,9 +34,19 @@
  *
  * Notes on synchronization
  *
+ * Early refresh.  A FLIGHT that carries an old value still fresh (an
+ * early refresh is under way) is the key's value to every user
+ * operation until the refresh publishes or that value expires: get,
+ * gets, ttl, `in`, len and keys see it; add fails; replace, set, delete,
+ * compare-and-set and incr write over it (a write wins: the refresh's late
+ * publish is refused); touch reports it present but gives the flight no
+ * expiry (the refresh sets the key's next lifetime).  Past the old
+ * value's expiry it is served only to get_or_compute callers, as a stale
+ * value, and is absent to everything else, as an expired value is.
+ *
  * FLIGHT and ERROR items are ordinary items (table.h) with internal
  * formats; all reads and writes of them happen under the stripe lock.
- * Every user-visible operation treats them as absent.  An ERROR item is
+ * Every other user-visible operation treats them as absent.  An ERROR item is
  * never reaped by its expiry alone (a get() or a sweep): only a new round
  * (which carries the error for the late waiters of the failed one), a
  * write, or eviction when the stripe is full removes it.
@@ -143,11 +153,20 @@ void hc_flight_wake(hc_stripe *s);
 /*
  * The old value a FLIGHT item's bytes (data, len: as a read copied them)
  * still carry during an early refresh: true, with *value and *value_len
- * pointing into data, if there is one, stored in format, fresh at now.
+ * pointing into data, *format its format and *expires its own expiry, if
+ * there is one still fresh at now.  Until that expiry the key is present
+ * to every user operation, with that value (see "Early refresh" above).
  */
-bool hc_flight_refreshing_value(const void *data, size_t len, int format,
-                                uint64_t now, const void **value,
-                                size_t *value_len);
+bool hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
+                                const void **value, size_t *value_len,
+                                uint8_t *format, uint64_t *expires);
+
+/*
+ * hc_flight_refreshing_value() of an item in the table (the caller holds
+ * its stripe lock): does it serve an old value at now, and until when.
+ */
+bool hc_flight_item_serves_value(const hc_item *it, uint64_t now,
+                                 uint64_t *expires);
 
 /*
  * True if it is a FLIGHT nobody will finish: its lease ended or its owner

@@ -105,6 +105,7 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
 {
     uint32_t mine = me | HC_LOCK_LOCKED;
     uint32_t word;
+    hc_status verified;
     int spins;
 
     for (spins = 0; spins < SPIN_LIMIT; spins++) {
@@ -113,6 +114,13 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
             && try_swap(lock, 0, mine))
             return acquired(seg, lock, HC_OK);
     }
+    /*
+     * About to sleep and probe the owner: first make sure our own slot
+     * still proves us alive (slot.h, "Closed descriptors").  Not on the
+     * fast path, which touches no descriptor.
+     */
+    if ((verified = hc_slot_verify(seg)) != HC_OK)
+        return verified;
     for (;;) {
         hc_status st;
 

@@ -132,6 +132,7 @@ typedef struct {
     PyObject *bytes;            /* the value (lock-free path) */
     hc_read rd;
     bool found;
+    bool served_old;            /* an early refresh's old value (rd: its own) */
 } cache_result;
 
 /* The locked read: copy the value into C memory under the stripe lock. */
@@ -147,13 +148,13 @@ read_locked(hc_cache *c, const char *key, uint32_t len, uint64_t hash,
 }
 
 /*
- * Look key up: lock-free a few times (each copy validated by the epoch),
- * then under the stripe lock.  On success res->found tells hit or miss;
- * res->bytes (or res->copy) holds the value.
+ * Look key's item up: lock-free a few times (each copy validated by the
+ * epoch), then under the stripe lock.  On success res->found tells hit or
+ * miss; res->bytes (or res->copy) holds the item's value.
  */
 static int
-cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
-             cache_result *res)
+lookup_item(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+            cache_result *res)
 {
     uint64_t hash = hc_cache_hash(c, key, (size_t) len);
     hc_status st;
@@ -204,26 +205,48 @@ account_read(hc_cache *c, const char *key, Py_ssize_t len, cache_result *res)
 }
 
 /*
- * A FLIGHT found by get(): during an early refresh it carries the old
- * value, still fresh until fl_value_expires; return that, else None.
+ * A FLIGHT found during an early refresh carries the old value, still
+ * fresh until its own expiry: the key is present with that value to every
+ * operation (flight.h, "Early refresh").  Make res that value (keeping the
+ * flight's csn, the token a compare-and-set presents); leave any other
+ * internal item as it is, absent.  -1 with an exception.
  */
-static PyObject *
-refreshing_value(cache_result *res, long format)
+static int
+serve_refreshing(cache_result *res, uint64_t now)
 {
     const void *old;
     size_t old_len;
-    PyObject *value;
+    uint8_t format;
+    uint64_t expires;
+    PyObject *bytes;
 
-    if (format >= 0 && format < HC_FORMAT_INTERNAL
-        && hc_flight_refreshing_value(PyBytes_AS_STRING(res->bytes),
-                                      (size_t) PyBytes_GET_SIZE(res->bytes),
-                                      (int) format, hc_expiry_now_ns(), &old,
-                                      &old_len))
-        value = PyBytes_FromStringAndSize(old, (Py_ssize_t) old_len);
-    else
-        value = Py_NewRef(Py_None);
-    Py_DECREF(res->bytes);
-    return value;
+    if (!res->found || res->rd.rd_format != HC_FORMAT_FLIGHT
+        || !hc_flight_refreshing_value(PyBytes_AS_STRING(res->bytes),
+                                       (size_t) PyBytes_GET_SIZE(res->bytes),
+                                       now, &old, &old_len, &format,
+                                       &expires))
+        return 0;
+    bytes = PyBytes_FromStringAndSize(old, (Py_ssize_t) old_len);
+    if (bytes == NULL)
+        return -1;
+    Py_SETREF(res->bytes, bytes);
+    res->rd.rd_format = format;
+    res->rd.rd_expires = expires;
+    res->rd.rd_expired = false;
+    res->rd.rd_stale_s = 0;
+    res->rd.rd_delta_ms = 0;
+    res->served_old = true;
+    return 0;
+}
+
+/* lookup_item(), then what a user sees there (serve_refreshing()). */
+static int
+cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+             cache_result *res)
+{
+    if (lookup_item(c, key, len, now, res) < 0)
+        return -1;
+    return serve_refreshing(res, now);
 }
 
 static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
@@ -279,8 +302,6 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format, uint64_t *csn)
         || cache_lookup(c, key, len, hc_expiry_now_ns(), &res) < 0)
         return NULL;
     account_read(c, key, len, &res);
-    if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT)
-        return refreshing_value(&res, format);
     /* A key being computed (or that failed) holds no value for get(). */
     if (!res.found || res.rd.rd_expired
         || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
@@ -292,7 +313,7 @@ stored_bytes(CacheObject *self, PyObject *keyobj, long format, uint64_t *csn)
         return format_mismatch(keyobj, res.rd.rd_format, format);
     }
     if (csn != NULL)
-        *csn = res.rd.rd_csn;
+        *csn = res.served_old ? 0 : res.rd.rd_csn;
     return res.bytes;
 }
 

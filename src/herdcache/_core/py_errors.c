@@ -90,6 +90,15 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
     [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
     [HC_CONFLICT] = {"HerdcacheError", "Retry the operation"},
     [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
+    [HC_NOT_RETAKEN] = {"LockNotRetaken",
+                        "The lock is not held now: acquire it again before "
+                        "touching the state it guards, or wait with a longer "
+                        "timeout"},
+    [HC_LIVENESS_LOST] = {"LivenessLost",
+                          "Do not close herdcache's descriptors (daemonize "
+                          "before attaching, or keep them with "
+                          "files_preserve=); close() the segment and attach "
+                          "again"},
 },
 [HCPY_IN_SEGMENT_CREATE] = {
     [HC_NO_SPACE] = {"SegmentFull",

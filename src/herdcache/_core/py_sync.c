@@ -191,9 +191,24 @@ Lock_enter(LockObject *self, PyObject *Py_UNUSED(ignored))
     return res;
 }
 
+/*
+ * Release, except after a Condition.wait that could not take the lock
+ * back (LockNotRetaken): the lock is not ours then, and releasing it
+ * would raise LockNotOwned over the real error.
+ */
 static PyObject *
-Lock_exit(LockObject *self, PyObject *Py_UNUSED(args))
+Lock_exit(LockObject *self, PyObject *args)
 {
+    PyObject *exc = PyTuple_GET_SIZE(args) >= 2 ? PyTuple_GET_ITEM(args, 1)
+                                                 : Py_None;
+    hc_segment *seg = placed_segment(&self->base);
+
+    if (seg == NULL)
+        return NULL;
+    if (exc != Py_None
+        && PyObject_IsInstance(exc, hcpy_exception(HC_NOT_RETAKEN)) == 1
+        && !hc_lock_held_by_me(seg, self->base.ptr))
+        Py_RETURN_NONE;
     return Lock_release(self, NULL);
 }
 
@@ -311,17 +326,19 @@ PyDoc_STRVAR(Condition_wait_doc,
 "wait(timeout=None) -> bool\n\n"
 "Release the lock, sleep until notified or timeout, take the lock again.\n"
 "False if the timeout expired.  Spurious wake-ups are possible: test the\n"
-"predicate in a loop, or use wait_for().");
+"predicate in a loop, or use wait_for().  Taking the lock back is bounded\n"
+"by the same timeout (plus one 10 ms probe step): if another holder keeps\n"
+"the lock past it, LockNotRetaken is raised and the lock is NOT held.");
 
+/* wait() and _wait(): sleep until timeout, take the lock back until
+ * retake (a timeout too; None: however long it takes). */
 static PyObject *
-Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
+condition_wait(ConditionObject *self, PyObject *timeout, PyObject *retake)
 {
-    static char *kwlist[] = {"timeout", NULL};
-    PyObject *timeout = NULL;
     hc_segment *seg = placed_segment(&self->base);
     hc_cond *cv = self->base.ptr;
     hc_lock *lock = self->lock->base.ptr;
-    uint64_t deadline;
+    uint64_t deadline, retake_deadline;
     hc_status st;
 
     if (seg == NULL)
@@ -331,11 +348,11 @@ Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
                         "the condition and its lock must be in one segment");
         return NULL;
     }
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwlist, &timeout))
+    if (hcpy_deadline(timeout, HCPY_WAIT, &deadline) < 0
+        || hcpy_deadline(retake, HCPY_WAIT, &retake_deadline) < 0)
         return NULL;
-    if (hcpy_deadline(timeout, HCPY_WAIT, &deadline) < 0)
-        return NULL;
-    PINNED_UNLOCKED(seg, st, hc_cond_wait(seg, cv, lock, deadline));
+    PINNED_UNLOCKED(seg, st, hc_cond_wait_until(seg, cv, lock, deadline,
+                                                retake_deadline));
     switch (st) {
     case HC_OWNER_DIED:
         self->lock->owner_died = 1;
@@ -349,9 +366,38 @@ Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
         if (PyErr_CheckSignals() < 0)
             return NULL;
         Py_RETURN_TRUE;
+    case HC_NOT_RETAKEN:
+        hcpy_count_lock(self->base.segment, -1);
+        return hcpy_raise_status("wait", st);
     default:
         return hcpy_raise_status("wait", st);
     }
+}
+
+static PyObject *
+Condition_wait(ConditionObject *self, PyObject *args, PyObject *kw)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    PyObject *timeout = NULL;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "|O", kwlist, &timeout))
+        return NULL;
+    return condition_wait(self, timeout, timeout);
+}
+
+PyDoc_STRVAR(Condition__wait_doc,
+"_wait(timeout, retake_timeout) -> bool\n\n"
+"wait(timeout), taking the lock back within retake_timeout (None:\n"
+"however long it takes) rather than within timeout; for wait_for().");
+
+static PyObject *
+Condition__wait(ConditionObject *self, PyObject *args)
+{
+    PyObject *timeout, *retake;
+
+    if (!PyArg_ParseTuple(args, "OO", &timeout, &retake))
+        return NULL;
+    return condition_wait(self, timeout, retake);
 }
 
 PyDoc_STRVAR(Condition_notify_doc,
@@ -423,6 +469,8 @@ static PyGetSetDef Condition_getset[] = {
 static PyMethodDef Condition_methods[] = {
     {"wait", (PyCFunction) (void (*)(void)) Condition_wait,
      METH_VARARGS | METH_KEYWORDS, Condition_wait_doc},
+    {"_wait", (PyCFunction) Condition__wait, METH_VARARGS,
+     Condition__wait_doc},
     {"notify", (PyCFunction) (void (*)(void)) Condition_notify,
      METH_VARARGS | METH_KEYWORDS, Condition_notify_doc},
     {"notify_all", (PyCFunction) Condition_notify_all, METH_NOARGS,

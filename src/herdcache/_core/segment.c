@@ -11,9 +11,14 @@
  * posix_fallocate, so that a too-small /dev/shm fails here with ENOSPC
  * rather than with SIGBUS at some later store.  The header is filled in
  * and sh_magic is stored last with release semantics.  While it works, the
- * creator holds an fcntl lock on the byte HC_INIT_LOCK_BYTE: an attacher
- * that finds no magic yet waits while that byte is locked, and knows the
- * creator died if it is not.
+ * creator holds an fcntl lock on the byte HC_INIT_LOCK_BYTE, taken before
+ * the file has a name: it is made unnamed (O_TMPFILE, or under a unique
+ * temporary name where the file system has no O_TMPFILE), locked, then
+ * linked under its name, which fails with EEXIST if another creator got
+ * there first.  So a file under the name without the magic and without
+ * that lock is proof that its creator died before publishing: the next
+ * attacher removes it under the lock and the name is free again
+ * (remove_dead_creation()), and hc_segment_open() creates it anew.
  *
  * (b) Attach.  The file is opened with O_NOFOLLOW and checked with fstat
  * on the open descriptor (regular file, our uid, no group/other write
@@ -67,14 +72,12 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "inject.h"
 #include "kernel.h"
 #include "slot.h"
 
-#define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
-#define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
 /* How long attach waits for a live creator (reserving GiBs takes time). */
 #define ATTACH_WAIT_NS (UINT64_C(30) * HC_NS_PER_SEC)
-#define STALE_INIT_NS (UINT64_C(100) * HC_NS_PER_MS)
 #define PAGE_ALIGN UINT64_C(4096)
 
 /* The process's open handles (notes (c) and (d)). */
@@ -104,19 +107,40 @@ hc_fork_guard_leave(void)
     pthread_mutex_unlock(&fork_guard);
 }
 
+bool
+hc_segment_fd_is_ours(const hc_segment *seg, int fd)
+{
+    struct stat sb;
+
+    return fd >= 0 && fcntl(fd, F_GETFD) >= 0 && fstat(fd, &sb) == 0
+        && sb.st_dev == seg->sg_dev && sb.st_ino == seg->sg_ino;
+}
+
+/* Close fd unless someone closed it and its number now leads elsewhere. */
+static void
+close_if_ours(const hc_segment *seg, int fd)
+{
+    if (hc_segment_fd_is_ours(seg, fd))
+        close(fd);
+}
+
 static void
 atfork_child(void)
 {
     hc_segment *seg;
 
-    /* The parent's other threads are gone; so are the locks they held. */
-    pthread_mutex_init(&fork_guard, NULL);
+    /*
+     * The prepare handler took fork_guard in this very thread: give it
+     * back (re-initialising a held mutex is undefined, and TSan sees it
+     * as held for good).  The parent's other threads are gone; so are the
+     * locks they held.
+     */
+    pthread_mutex_unlock(&fork_guard);
     pthread_mutex_init(&open_mutex, NULL);
     for (seg = open_list; seg != NULL; seg = seg->sg_next) {
         pthread_mutex_init(&seg->sg_mutex, NULL);
         atomic_store_explicit(&seg->sg_busy, 0, memory_order_relaxed);
-        if (seg->sg_lock_fd >= 0)
-            close(seg->sg_lock_fd);     /* the parent's slot stays its own */
+        close_if_ours(seg, seg->sg_lock_fd);    /* the parent's slot stays */
         seg->sg_lock_fd = -1;
     }
     atomic_fetch_add_explicit(&fork_epoch, 1, memory_order_relaxed);
@@ -268,13 +292,21 @@ init_header(hc_segment_header *h, uint64_t size)
                           memory_order_relaxed);
 }
 
+/*
+ * A handle for the mapping of fd.  Its file's identity is recorded here,
+ * before the handle is listed: the fork handler closes a child's copy of
+ * the slot lock description only if it is a descriptor of that file.
+ */
 static hc_segment *
 new_handle(int fd, uint8_t *base, uint64_t size)
 {
-    hc_segment *seg = calloc(1, sizeof(*seg));
+    hc_segment *seg;
+    struct stat sb;
 
-    if (seg == NULL)
+    if (fstat(fd, &sb) < 0 || (seg = calloc(1, sizeof(*seg))) == NULL)
         return NULL;
+    seg->sg_dev = sb.st_dev;
+    seg->sg_ino = sb.st_ino;
     seg->sg_header = (hc_segment_header *) base;
     seg->sg_base = base;
     seg->sg_size = size;
@@ -365,6 +397,7 @@ initialise(int fd, uint64_t size, hc_segment **out)
         free(seg);
         return st;
     }
+    HC_INJECT("segment.create.before_magic");
     /*
      * Publish: every header field above happens-before an attacher's
      * acquire load of the magic in wait_for_header() / validate_header().
@@ -388,12 +421,78 @@ check_size(uint64_t size)
     return HC_OK;
 }
 
+/* Does the name at path still lead to fd's file? */
+static bool
+still_named(int fd, const char *path)
+{
+    struct stat fsb, psb;
+
+    return fstat(fd, &fsb) == 0 && stat(path, &psb) == 0
+        && psb.st_dev == fsb.st_dev && psb.st_ino == fsb.st_ino;
+}
+
+/*
+ * A new file in dir, with no name yet or a temporary one (tmp, "" for
+ * none), and its creation byte already locked: note (a).
+ */
+static int
+open_unnamed(const char *dir, const char *path, char *tmp, size_t tmplen)
+{
+    int fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+
+    tmp[0] = '\0';
+    if (fd < 0 && (errno == EOPNOTSUPP || errno == EISDIR)) {
+        /* No O_TMPFILE here: a unique name nobody attaches by. */
+        snprintf(tmp, tmplen, "%s.creating.XXXXXX", path);
+        fd = mkostemp(tmp, O_CLOEXEC);
+    }
+    if (fd < 0) {
+        hc_set_detail("cannot create a file in %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0) {
+        int saved = errno;
+
+        if (tmp[0] != '\0')
+            unlink(tmp);
+        close(fd);
+        errno = saved;
+        return -1;
+    }
+    return fd;
+}
+
+/* Give the locked new file its name; HC_EXISTS if the name is taken. */
+static hc_status
+link_into_place(int fd, const char *tmp, const char *path)
+{
+    char proc[64];
+    int rc;
+
+    if (tmp[0] != '\0') {
+        rc = link(tmp, path);
+        unlink(tmp);
+    } else {
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", fd);
+        rc = linkat(AT_FDCWD, proc, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+    }
+    if (rc == 0)
+        return HC_OK;
+    if (errno == EEXIST) {
+        hc_set_detail("%s exists (a segment, a stale file or a link)", path);
+        return HC_EXISTS;
+    }
+    hc_set_detail("cannot create %s: %s", path, strerror(errno));
+    return HC_SYSTEM;
+}
+
 static hc_status
 create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
               hc_segment **out)
 {
-    char path[4096];
-    struct stat st_buf;
+    const char *dir = opts && opts->dir ? opts->dir : HC_DEFAULT_DIR;
+    char path[4096], tmp[4096 + 32];
+    bool linked = false;
     hc_status st;
     int fd;
 
@@ -403,35 +502,27 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     if (st != HC_OK)
         return st;
     size = round_up(size, PAGE_ALIGN);
-    fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-    if (fd < 0) {
-        if (errno == EEXIST) {
-            hc_set_detail("%s exists (a segment, a stale file or a link)",
-                          path);
-            return HC_EXISTS;
-        }
-        hc_set_detail("cannot create %s: %s", path, strerror(errno));
+    fd = open_unnamed(dir, path, tmp, sizeof(tmp));
+    if (fd < 0)
         return HC_SYSTEM;
-    }
-    /* Tell attachers that creation is under way (note (a)). */
-    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0
-        || fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0
-        || fstat(fd, &st_buf) < 0)
+    if (fchmod(fd, opts && opts->mode ? opts->mode : 0600) < 0)
         st = HC_SYSTEM;
     if (st == HC_OK)
-        st = reserve(fd, size, opts && opts->dir ? opts->dir : HC_DEFAULT_DIR);
+        st = link_into_place(fd, tmp, path);
+    linked = st == HC_OK;
+    if (st == HC_OK)
+        st = reserve(fd, size, dir);
     if (st == HC_OK)
         st = initialise(fd, size, out);
     if (st != HC_OK) {
         int saved = errno;
 
-        unlink(path);
+        if (linked && still_named(fd, path))
+            unlink(path);       /* under the creation byte: still ours */
         close(fd);
         errno = saved;
         return st;
     }
-    (*out)->sg_dev = st_buf.st_dev;
-    (*out)->sg_ino = st_buf.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
@@ -485,17 +576,56 @@ check_file(int fd, const char *path, const hc_segment_options *opts,
 }
 
 /*
+ * A file with no magic whose creation byte nobody holds: its creator died
+ * before publishing (note (a)).  Remove it, holding that byte, unless
+ * something changed meanwhile: the magic appeared, the name leads to
+ * another file, or processes hold slots (then it is a damaged segment in
+ * use, not a dead creation).  HC_NOT_FOUND: the name is free again (open
+ * it again); HC_OK: look at the file again.
+ */
+static hc_status
+remove_dead_creation(int fd, const char *path)
+{
+    uint64_t magic = 0;
+    struct stat sb;
+    hc_status st;
+
+    if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
+        return HC_OK;           /* a creator or a gc at work after all */
+    if (fstat(fd, &sb) < 0
+        || (sb.st_size >= (off_t) sizeof(magic)
+            && pread(fd, &magic, sizeof(magic), 0) != (ssize_t) sizeof(magic)))
+        st = HC_SYSTEM;
+    else if (magic != 0)
+        st = HC_OK;             /* published (or garbage): look again */
+    else if (hc_ofd_lock(fd, F_OFD_GETLK, F_WRLCK, 0, HC_MAX_SLOTS) != 0) {
+        hc_set_detail("%s has no header, yet processes use it: it was "
+                      "damaged", path);
+        st = HC_CORRUPT;
+    } else if (!still_named(fd, path) || unlink(path) == 0) {
+        hc_set_detail("%s had no header and its creator had died before "
+                      "writing one; it was removed", path);
+        st = HC_NOT_FOUND;
+    } else
+        st = HC_SYSTEM;
+    init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
+    return st;
+}
+
+/*
  * Wait (bounded) until the creator has published the magic: returns HC_OK
- * with *size set to the file size, or why the file is not (yet) usable.
+ * with *size set to the file size, or why the file is not (yet) usable
+ * (HC_NOT_FOUND: it was a dead creator's, and is gone).
  */
 static hc_status
 wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
 {
-    uint64_t start = hc_now_ns(), unlocked_since = 0;
+    uint64_t start = hc_now_ns();
 
     for (;;) {
         struct stat sb;
-        uint64_t magic = 0, now;
+        uint64_t magic = 0;
+        hc_status st;
 
         if (fstat(fd, &sb) < 0)
             return HC_SYSTEM;
@@ -516,18 +646,11 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
                           (unsigned long long) magic);
             return HC_BAD_MAGIC;
         }
-        /* No magic yet: a creator at work holds the init byte (note (a)). */
-        now = hc_now_ns();
-        if (init_byte_lock(fd, F_WRLCK, F_OFD_GETLK) == 1)
-            unlocked_since = 0;
-        else if (unlocked_since == 0)
-            unlocked_since = now;
-        else if (now - unlocked_since > STALE_INIT_NS) {
-            hc_set_detail("%s has no header and nobody is creating it (its "
-                          "creator died during creation)", path);
-            return HC_NOT_READY;
-        }
-        if (now - start > wait_ns) {
+        /* No magic yet: a live creator holds the init byte (note (a)). */
+        if (init_byte_lock(fd, F_WRLCK, F_OFD_GETLK) == 0
+            && (st = remove_dead_creation(fd, path)) != HC_OK)
+            return st;
+        if (hc_now_ns() - start > wait_ns) {
             hc_set_detail("%s was still being created after %.1f s (its "
                           "creator is alive: wait longer with timeout=)",
                           path, (double) wait_ns / HC_NS_PER_SEC);
@@ -548,15 +671,10 @@ wait_for_header(int fd, const char *path, uint64_t wait_ns, uint64_t *size)
 static hc_status
 check_still_named(int fd, const char *path)
 {
-    struct stat fsb, psb;
-
     if (init_byte_lock(fd, F_RDLCK, F_OFD_SETLKW) < 0)
         return HC_SYSTEM;
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
-    if (fstat(fd, &fsb) < 0)
-        return HC_SYSTEM;
-    if (stat(path, &psb) < 0 || psb.st_dev != fsb.st_dev
-        || psb.st_ino != fsb.st_ino) {
+    if (!still_named(fd, path)) {
         hc_set_detail("%s was removed (by gc) while this process attached "
                       "it", path);
         return HC_NOT_FOUND;    /* attach opens the name again */
@@ -687,7 +805,8 @@ attach_locked(const char *name, const hc_segment_options *opts,
                               opts && opts->attach_wait_ns
                                   ? opts->attach_wait_ns : ATTACH_WAIT_NS,
                               out);
-    *replaced = st == HC_NOT_FOUND;     /* only check_still_named() says so */
+    /* Only check_still_named() and remove_dead_creation() say so. */
+    *replaced = st == HC_NOT_FOUND;
     if (st != HC_OK) {
         int saved = errno;
 
@@ -695,8 +814,6 @@ attach_locked(const char *name, const hc_segment_options *opts,
         errno = saved;
         return st;
     }
-    (*out)->sg_dev = sb.st_dev;
-    (*out)->sg_ino = sb.st_ino;
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
     return HC_OK;               /* listed by map_and_validate() */
@@ -816,11 +933,9 @@ hc_segment_close(hc_segment *seg)
 
     hc_slot_release(seg);
     munmap(seg->sg_base, seg->sg_size);
-    if (seg->sg_lock_fd >= 0)
-        close(seg->sg_lock_fd);
-    close(seg->sg_fd);          /* with the mapping gone: the attached lock */
-    if (seg->sg_spare_fd >= 0)
-        close(seg->sg_spare_fd);
+    close_if_ours(seg, seg->sg_lock_fd);
+    close_if_ours(seg, seg->sg_fd);     /* mapping gone: the attached lock */
+    close_if_ours(seg, seg->sg_spare_fd);
     pthread_mutex_destroy(&seg->sg_mutex);
     free(seg);
     return HC_OK;
@@ -853,14 +968,11 @@ hc_segment_unlink_name(const char *name, const hc_segment_options *opts)
 static bool
 unlink_if_orphan(int fd, const char *path)
 {
-    struct stat fsb, psb;
     bool removed = false;
 
     if (init_byte_lock(fd, F_WRLCK, F_OFD_SETLK) < 0)
         return false;           /* a creator or another gc is at work */
-    if (hc_slot_none_attached(fd) && fstat(fd, &fsb) == 0
-        && stat(path, &psb) == 0 && psb.st_dev == fsb.st_dev
-        && psb.st_ino == fsb.st_ino)
+    if (hc_slot_none_attached(fd) && still_named(fd, path))
         removed = unlink(path) == 0;
     init_byte_lock(fd, F_UNLCK, F_OFD_SETLK);
     return removed;

@@ -58,6 +58,9 @@
 #define HC_CACHE_LINE 64
 
 #define HC_FILE_PREFIX "herdcache."
+/* Bytes of the file that carry OFD locks (segment.c, note (d)). */
+#define HC_INIT_LOCK_BYTE HC_MAX_SLOTS
+#define HC_ATTACHED_BYTE (HC_MAX_SLOTS + 1)
 #define HC_DEFAULT_DIR "/dev/shm"
 
 /* One entry of the name registry (see registry.h for the protocol). */
@@ -125,8 +128,8 @@ typedef struct hc_segment {
     bool sg_anonymous;
     bool sg_creator;                /* this handle created the file */
     bool sg_rebooted;               /* the boot id differs: times are void */
-    dev_t sg_dev;
-    ino_t sg_ino;
+    dev_t sg_dev;                   /* the file's identity, which sg_fd and */
+    ino_t sg_ino;                   /* sg_lock_fd are checked against */
     char sg_path[4096];
     char sg_name[HC_SEGMENT_NAME_MAX + 1];
 
@@ -136,6 +139,7 @@ typedef struct hc_segment {
     uint32_t sg_token;              /* slot index + generation, see slot.h */
     _Atomic uint64_t sg_fork_epoch; /* hc_fork_epoch() when the slot was taken */
     int sg_spare_fd;                /* see hc_segment_attach(); -1 if none */
+    _Atomic int sg_liveness_lost;   /* see hc_slot_verify(); never cleared */
 
     int sg_refs;                    /* attaches of this file by this process */
     _Atomic int sg_busy;            /* locks held + calls in flight */
@@ -210,6 +214,13 @@ hc_segment_leave(hc_segment *seg)
 {
     atomic_fetch_sub_explicit(&seg->sg_busy, 1, memory_order_relaxed);
 }
+
+/*
+ * Is fd (still) an open descriptor of seg's file?  Code that closes
+ * descriptors it does not own (os.closerange, daemonizers) may have closed
+ * one of ours, and its number may lead to another file since.
+ */
+bool hc_segment_fd_is_ours(const hc_segment *seg, int fd);
 
 /* This boot's id (/proc/sys/kernel/random/boot_id), "" if unknown. */
 void hc_read_boot_id(char out[40]);

@@ -25,6 +25,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/sysmacros.h>
 #include <unistd.h>
 
 /*
@@ -59,16 +60,21 @@ lock_fd(hc_segment *seg)
     return seg->sg_lock_fd;
 }
 
-/* Field 22 of /proc/self/stat: start time in clock ticks since boot. */
+/*
+ * From a /proc/PID/stat file: field 3, the state (*state, '?' if
+ * unknown), and field 22, the start time in clock ticks since boot (the
+ * result, 0 if unknown).
+ */
 static uint64_t
-process_start_time(void)
+read_stat(const char *path, char *state)
 {
     char buf[1024];
     unsigned long long start = 0;
-    FILE *f = fopen("/proc/self/stat", "re");
+    FILE *f = fopen(path, "re");
     char *p;
     int field;
 
+    *state = '?';
     if (f == NULL)
         return 0;
     if (fgets(buf, sizeof(buf), f) == NULL) {
@@ -78,11 +84,70 @@ process_start_time(void)
     fclose(f);
     /* the command name may hold spaces and ')': skip to the last ')' */
     p = strrchr(buf, ')');
+    if (p != NULL && p[1] == ' ')
+        *state = p[2];
     for (field = 2; p != NULL && field < 22; field++)
         p = strchr(p + 1, ' ');
     if (p != NULL)
         start = strtoull(p + 1, NULL, 10);
     return start;
+}
+
+static uint64_t
+process_start_time(void)
+{
+    char state;
+
+    return read_stat("/proc/self/stat", &state);
+}
+
+/* Does /proc/PID/maps show a mapping of the segment's file? */
+static bool
+maps_segment(uint32_t pid, const hc_segment *seg)
+{
+    char path[64], *line = NULL;
+    size_t cap = 0;
+    bool found = false;
+    FILE *f;
+
+    snprintf(path, sizeof(path), "/proc/%u/maps", (unsigned) pid);
+    if ((f = fopen(path, "re")) == NULL)
+        return false;
+    while (!found && getline(&line, &cap, f) > 0) {
+        unsigned major, minor;
+        unsigned long long ino;
+
+        /* start-end perms offset major:minor inode [path] */
+        found = sscanf(line, "%*s %*s %*s %x:%x %llu", &major, &minor, &ino)
+                == 3
+            && makedev(major, minor) == seg->sg_dev
+            && (ino_t) ino == seg->sg_ino;
+    }
+    free(line);
+    fclose(f);
+    return found;
+}
+
+/*
+ * The veto of slot.h, "Closed descriptors": is the process recorded in
+ * slot still running, with the segment mapped?  Then its unlocked byte
+ * means it lost its descriptor, not that it died.
+ */
+static bool
+holder_running(const hc_segment *seg, hc_slot *slot)
+{
+    uint32_t pid = atomic_load_explicit(&slot->sl_pid, memory_order_relaxed);
+    uint64_t start = atomic_load_explicit(&slot->sl_start_time,
+                                          memory_order_relaxed);
+    char path[64], state;
+
+    if (pid == 0 || start == 0)
+        return false;           /* released cleanly, or nothing to go by */
+    snprintf(path, sizeof(path), "/proc/%u/stat", (unsigned) pid);
+    if (read_stat(path, &state) != start || state == 'Z' || state == 'X'
+        || state == 'x')
+        return false;           /* gone, reused, or dead and not reaped */
+    return maps_segment(pid, seg);
 }
 
 static uint32_t
@@ -139,8 +204,13 @@ claim_guarded(hc_segment *seg)
 
             if (pass == 0 && pid != 0)
                 continue;
-            if (hc_ofd_lock(fd, F_OFD_SETLK, F_WRLCK, i, 1) == 0)
-                return take_slot(seg, i);
+            if (hc_ofd_lock(fd, F_OFD_SETLK, F_WRLCK, i, 1) == 0) {
+                if (pass == 0 || !holder_running(seg, slot))
+                    return take_slot(seg, i);
+                /* Its process lives, without its descriptor: not free. */
+                hc_ofd_lock(fd, F_OFD_SETLK, F_UNLCK, i, 1);
+                continue;
+            }
             if (errno != EACCES && errno != EAGAIN)
                 return HC_SYSTEM;
         }
@@ -185,6 +255,13 @@ hc_slot_self(hc_segment *seg, uint32_t *token)
 {
     hc_status st = HC_OK;
 
+    /* relaxed: a flag set once; hc_slot_verify() said why (its detail) */
+    if (atomic_load_explicit(&seg->sg_liveness_lost, memory_order_relaxed)) {
+        hc_set_detail("this process closed the descriptor that kept its "
+                      "slot of %s alive", seg->sg_path[0] ? seg->sg_path
+                      : "the anonymous segment");
+        return HC_LIVENESS_LOST;
+    }
     /* Pairs with the release store of the epoch in take_slot(). */
     if (atomic_load_explicit(&seg->sg_fork_epoch, memory_order_acquire)
         == hc_fork_epoch()) {
@@ -232,13 +309,126 @@ hc_slot_token_alive(hc_segment *seg, uint32_t token)
          & HC_TOKEN_GEN_MASK) != gen)
         return false;           /* the slot passed to another process */
     held = hc_ofd_lock(seg->sg_fd, F_OFD_GETLK, F_WRLCK, index, 1);
+    if (held != 1) {
+        /*
+         * Before believing "unlocked" (or an error), make sure we asked
+         * through a description of our own file: code that closes
+         * descriptors may have closed sg_fd, or given its number to
+         * another file (slot.h, "Closed descriptors").
+         */
+        if (hc_slot_verify(seg) != HC_OK)
+            return true;        /* cannot tell; our next call fails loudly */
+        held = hc_ofd_lock(seg->sg_fd, F_OFD_GETLK, F_WRLCK, index, 1);
+    }
     if (held < 0)
         return true;            /* cannot tell: never judge a live owner dead */
     /* A claim between the two loads means the old holder is gone. */
     if ((atomic_load_explicit(&slot->sl_generation, memory_order_acquire)
          & HC_TOKEN_GEN_MASK) != gen)
         return false;
-    return held != 0;
+    if (held)
+        return true;
+    /* Unlocked: dead, unless it only lost its descriptor (slot.h). */
+    return holder_running(seg, slot)
+        && (atomic_load_explicit(&slot->sl_generation, memory_order_acquire)
+            & HC_TOKEN_GEN_MASK) == gen;
+}
+
+/* Give up on our slot for good (hc_slot_verify()); detail says why. */
+static hc_status
+liveness_lost(hc_segment *seg, const char *why)
+{
+    /* relaxed: a flag; the status returned here reports it to this caller */
+    atomic_store_explicit(&seg->sg_liveness_lost, 1, memory_order_relaxed);
+    hc_set_detail("a descriptor herdcache holds on %s was closed by other "
+                  "code, and %s", seg->sg_path[0] ? seg->sg_path
+                  : "the anonymous segment", why);
+    return HC_LIVENESS_LOST;
+}
+
+/* A new description of the segment's file, or -1 (see reestablish()). */
+static int
+reopen_file(hc_segment *seg)
+{
+    char proc[64];
+    int fd;
+
+    if (hc_segment_fd_is_ours(seg, seg->sg_fd)) {
+        snprintf(proc, sizeof(proc), "/proc/self/fd/%d", seg->sg_fd);
+        fd = open(proc, O_RDWR | O_CLOEXEC);
+    } else if (!seg->sg_anonymous)
+        fd = open(seg->sg_path, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    else
+        return -1;              /* a memfd has no name to open again */
+    if (fd >= 0 && !hc_segment_fd_is_ours(seg, fd)) {
+        close(fd);              /* the name leads to another file now */
+        fd = -1;
+    }
+    return fd;
+}
+
+/*
+ * Re-open whichever of sg_fd and sg_lock_fd was closed, and take their
+ * locks again: the attached byte, and our slot's byte, which must still
+ * be free and our slot's generation unchanged (else another process took
+ * the slot, and with it may have taken our locks: we must not go on).
+ * The old numbers are left alone: they may be another file's now.
+ * Caller holds seg->sg_mutex and the fork guard.
+ */
+static hc_status
+reestablish(hc_segment *seg)
+{
+    hc_slot *slot = &seg->sg_header->sh_slots[seg->sg_slot_index];
+    uint32_t gen = seg->sg_token >> HC_SLOT_INDEX_BITS;
+    int fd;
+
+    if (!hc_segment_fd_is_ours(seg, seg->sg_fd)) {
+        fd = reopen_file(seg);
+        if (fd < 0 || hc_ofd_lock(fd, F_OFD_SETLK, F_RDLCK, HC_ATTACHED_BYTE,
+                                  1) < 0) {
+            if (fd >= 0)
+                close(fd);
+            return liveness_lost(seg, "it cannot be opened again");
+        }
+        seg->sg_fd = fd;
+    }
+    if (hc_segment_fd_is_ours(seg, seg->sg_lock_fd))
+        return HC_OK;
+    seg->sg_lock_fd = -1;
+    fd = lock_fd(seg);
+    if (fd < 0 || !hc_segment_fd_is_ours(seg, fd))
+        return liveness_lost(seg, "it cannot be opened again");
+    if (hc_ofd_lock(fd, F_OFD_SETLK, F_WRLCK, seg->sg_slot_index, 1) < 0)
+        return liveness_lost(seg, "another process holds its slot now");
+    /* Pairs with the release store in take_slot(). */
+    if ((atomic_load_explicit(&slot->sl_generation, memory_order_acquire)
+         & HC_TOKEN_GEN_MASK) != gen) {
+        hc_ofd_lock(fd, F_OFD_SETLK, F_UNLCK, seg->sg_slot_index, 1);
+        return liveness_lost(seg, "another process took its slot meanwhile");
+    }
+    return HC_OK;
+}
+
+hc_status
+hc_slot_verify(hc_segment *seg)
+{
+    hc_status st = HC_OK;
+
+    if (atomic_load_explicit(&seg->sg_liveness_lost, memory_order_relaxed))
+        return HC_LIVENESS_LOST;
+    /* acquire: pairs with take_slot(); an unclaimed child has nothing yet */
+    if (atomic_load_explicit(&seg->sg_fork_epoch, memory_order_acquire)
+        != hc_fork_epoch())
+        return HC_OK;
+    if (hc_segment_fd_is_ours(seg, seg->sg_fd)
+        && hc_segment_fd_is_ours(seg, seg->sg_lock_fd))
+        return HC_OK;
+    pthread_mutex_lock(&seg->sg_mutex);
+    hc_fork_guard_enter();      /* no child may copy a half-made claim */
+    st = reestablish(seg);
+    hc_fork_guard_leave();
+    pthread_mutex_unlock(&seg->sg_mutex);
+    return st;
 }
 
 uint32_t

@@ -9,13 +9,27 @@
  * private to the process.  The kernel drops such a lock when the process
  * dies, however it dies: so "is the byte locked?" answers "is the slot's
  * process alive?" without ever looking at a pid, which the kernel reuses.
- * The pid and start time kept in the slot are for humans and tools only.
+ * The pid and start time kept in the slot serve humans and tools, and one
+ * veto: see "Closed descriptors" below.
  *
  * A slot's identity over time is its token: the index in the low
  * HC_SLOT_INDEX_BITS bits and the slot's generation above them.  Each
  * claim bumps the generation, so a token recorded in a lock word or a
  * single-flight owner field stops matching the moment the slot passes to
  * another process, even if that happens between two looks.
+ *
+ * Closed descriptors.  Code that closes descriptors it does not own
+ * (os.closerange, daemonizers) drops a live process's slot lock, so the
+ * lock alone would let others take its locks while it runs (two owners).
+ * So a slot whose byte is unlocked is judged dead only if its recorded
+ * process is not still running with the segment mapped: the pid's
+ * /proc/PID/stat start time must match the slot's (else the pid was
+ * reused), the process must not be a zombie, and /proc/PID/maps must not
+ * map the segment's file (exec() unmaps it; closing descriptors does
+ * not).  This veto only ever keeps a slot alive, and costs a /proc read
+ * only when the lock already says "dead".  The process itself notices at
+ * its next probe or contended lock (hc_slot_verify()): it re-opens its
+ * descriptions and re-locks its slot, or fails with HC_LIVENESS_LOST.
  *
  * Notes on synchronization
  *
@@ -58,6 +72,15 @@ hc_status hc_slot_self_index(hc_segment *seg, uint32_t *index);
 
 /* True unless the process that held token is certainly gone. */
 bool hc_slot_token_alive(hc_segment *seg, uint32_t token);
+
+/*
+ * Check that this process's descriptions of the segment (sg_fd, the
+ * mapping's, and sg_lock_fd, the slot lock's) are still open on its file,
+ * and re-open and re-lock them if not.  HC_LIVENESS_LOST (for good: every
+ * later hc_slot_self() fails too) when the slot cannot be proved ours
+ * again: another process took it, or an anonymous segment lost both.
+ */
+hc_status hc_slot_verify(hc_segment *seg);
 
 /* Number of slots held by live processes (one fcntl probe per used slot). */
 uint32_t hc_slot_count_live(hc_segment *seg);

@@ -46,6 +46,10 @@ static const char *const messages[HC_STATUS_COUNT] = {
     [HC_PEER_DIED] = "the process on the other side died",
     [HC_CONFLICT] = "the value changed in between",
     [HC_SYSTEM] = "system error",
+    [HC_NOT_RETAKEN] = "the timeout passed before the lock could be taken "
+                       "back: the lock is not held",
+    [HC_LIVENESS_LOST] = "this process lost the descriptor that proves it "
+                         "alive to other processes",
 };
 
 const char *

@@ -50,6 +50,10 @@ typedef enum hc_status {
     HC_PEER_DIED,           /* the process on the other side died */
     HC_CONFLICT,            /* a compare-and-set found another version */
     HC_SYSTEM,              /* a system call failed; errno tells which way */
+    HC_NOT_RETAKEN,         /* a condition wait's deadline passed before it
+                             * took its lock back: the lock is not held */
+    HC_LIVENESS_LOST,       /* this process lost its slot's lock descriptor
+                             * and the slot is no longer provably its own */
     HC_STATUS_COUNT
 } hc_status;
 

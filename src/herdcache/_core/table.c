@@ -243,12 +243,18 @@ is_expired(const hc_item *it, uint64_t now, bool with_stale)
 }
 
 /*
- * Does a user see this item as present?  Only an unexpired value: flights
- * and errors (internal formats) are absent to every user-visible operation.
+ * Does a user see this item as present?  An unexpired value, or a flight
+ * that still serves a fresh old value (an early refresh, flight.h); other
+ * flights and errors (internal formats) are absent to every user-visible
+ * operation.
  */
 static bool
 user_visible(const hc_item *it, uint64_t now)
 {
+    uint64_t expires;
+
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        return hc_flight_item_serves_value(it, now, &expires);
     return it->it_format < HC_FORMAT_INTERNAL && !is_expired(it, now, false);
 }
 
@@ -1318,13 +1324,18 @@ check_mode(const hc_write *wr, const hc_item *old, uint64_t now)
  * each swap's latency (incr() under load would keep a key forever).
  */
 static const hc_write *
-keep_lifetime(const hc_write *wr, const hc_item *old, hc_write *kept)
+keep_lifetime(const hc_write *wr, const hc_item *old, uint64_t now,
+              hc_write *kept)
 {
     *kept = *wr;
     kept->wr_expires = atomic_load_explicit(&((hc_item *) old)->it_expires,
                                             memory_order_relaxed);
     kept->wr_stale_s = old->it_stale_s;
     kept->wr_delta_ms = old->it_delta_ms;
+    /* A key under early refresh: the old value's own expiry, not the
+     * flight's (which never expires); its stale window is not kept. */
+    if (hc_flight_item_serves_value(old, now, &kept->wr_expires))
+        kept->wr_stale_s = kept->wr_delta_ms = 0;
     return kept;
 }
 
@@ -1381,7 +1392,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     st = check_mode(wr, found == HC_OK ? hc_alloc_ptr(&w->w_av, old) : NULL,
                     w->w_now);
     if (st == HC_OK && wr->wr_mode == HC_SET_SWAP)
-        wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), &kept);
+        wr = keep_lifetime(wr, hc_alloc_ptr(&w->w_av, old), w->w_now,
+                           &kept);
     if (st == HC_OK)
         st = alloc_with_eviction(w, units,
                                  wr->wr_format == HC_FORMAT_FLIGHT, &unit);
@@ -1486,7 +1498,8 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
     if (st != HC_OK)
         return st;
     /* A write wins over a computation: the flight goes (and its waiters
-     * wake), but the user saw no value, so the key was absent. */
+     * wake); the key was absent unless it served an early refresh's old
+     * value. */
     live = user_visible(hc_alloc_ptr(&w->w_av, unit), w->w_now);
     if (expect_csn != 0) {
         if (!live)
@@ -1535,9 +1548,12 @@ touch_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
     if (st != HC_OK)
         return st;
     it = hc_alloc_ptr(&w->w_av, unit);
-    /* Never give a flight (or an error) an expiry: absent to users. */
+    /* Never give a flight (or an error) an expiry: absent to users, or
+     * (an early refresh) present, but the refresh sets the next lifetime. */
     if (!user_visible(it, w->w_now))
         return HC_NOT_FOUND;
+    if (it->it_format == HC_FORMAT_FLIGHT)
+        return HC_OK;
     HC_INJECT("table.touch.found");
     /* relaxed: readers see the old or the new deadline, both whole */
     atomic_store_explicit(&it->it_expires, expires, memory_order_relaxed);
@@ -1902,7 +1918,7 @@ walk_stripe(hc_cache *c, uint32_t si, uint64_t now,
 static bool
 count_live(writer *w, hc_item *it, void *arg)
 {
-    if (!is_expired(it, w->w_now, false) && it->it_format < HC_FORMAT_INTERNAL)
+    if (user_visible(it, w->w_now))
         ++*(uint64_t *) arg;
     return true;
 }
@@ -1943,7 +1959,7 @@ collect_key(writer *w, hc_item *it, void *arg)
     key_buffer *kb = arg;
     size_t need = kb->kb_len + 2 + it->it_key_len;
 
-    if (is_expired(it, w->w_now, false) || it->it_format >= HC_FORMAT_INTERNAL)
+    if (!user_visible(it, w->w_now))
         return true;
     if (need > kb->kb_cap) {
         size_t cap = kb->kb_cap ? kb->kb_cap * 2 : 4096;
