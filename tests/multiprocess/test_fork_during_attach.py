@@ -25,22 +25,30 @@ SEGMENTS = 200
 
 #: The parent: one thread attaches SEGMENTS segments (each claims a slot)
 #: and holds a lock in each, while another forks children that stay
-#: alive, blocked on a pipe; then it says "ready" and waits to be killed.
+#: alive, blocked on a pipe; then, once its last child runs, it says
+#: "ready" and waits to be killed.
 PARENT = textwrap.dedent(
     """
     import os, sys, threading, herdcache
     names, where = sys.argv[1].split(","), sys.argv[2]
     os.setsid()
     r, w = os.pipe()
+    started_r, started_w = os.pipe()
     stop = threading.Event()
 
     def forker():
+        # Each child says it runs before the next fork: by then its atfork
+        # handler has closed the slot descriptors it inherited, so a child
+        # not yet scheduled when the parent dies cannot pass for the parent.
         while not stop.is_set():
             if os.fork() == 0:
+                os.write(started_w, b"s")
                 os.read(r, 1)
                 os._exit(0)
+            os.read(started_r, 1)
 
-    threading.Thread(target=forker, daemon=True).start()
+    forking = threading.Thread(target=forker, daemon=True)
+    forking.start()
     held = []
     for name in names:
         seg = herdcache.Segment.attach(name, dir=where)
@@ -48,6 +56,7 @@ PARENT = textwrap.dedent(
         assert lock.acquire(timeout=10)
         held.append((seg, lock))
     stop.set()
+    forking.join()
     print("ready", flush=True)
     sys.stdin.read()
     """
