@@ -58,8 +58,14 @@ invalidation of the very value they wait for would do that on every host).
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (error,
 or no answer to a PING within the timeout), the tracker bumps the epoch
-counter and clears the whole L1 (which also refuses every fill in flight),
-as Redis's documentation advises: invalidations may have been missed.
+counter and expires every copy in the L1, as Redis's documentation
+advises (it says flush): invalidations may have been missed.  Expired
+rather than deleted, each copy keeps its stale window, so that a caller
+that opted in (``stale_if_error``, ``stale_ttl``) can still fall back to
+it while Redis fails; it is never served as fresh again.  A fill in flight
+across the flush finds its wake counter moved and keeps its copy only if
+tracking is live again and Redis still holds what it read (the fill
+fence).  ``clear()`` and a FLUSHALL delete instead.
 ``tier.live`` holds the epoch while tracking is on and 0 otherwise;
 processes store values read from Redis in the L1 only while it is nonzero.
 """
@@ -247,7 +253,7 @@ class Tracker:
                 pass
             finally:
                 self.live.store(0)
-                self.flush()  # invalidations may have been missed
+                self.flush(keep_stale=True)  # invalidations may have been missed
                 self._disconnect()
             self._stop.wait(pause)
             pause = min(pause * 2, _MAX_RECONNECT_PAUSE)
@@ -257,7 +263,7 @@ class Tracker:
         conn = self._connect()
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.remote.prefix)
         conn.read_response()
-        self.live.store(self.flush())
+        self.live.store(self.flush(keep_stale=True))
         while not self._stop.is_set():
             if conn.can_read(timeout=HEARTBEAT):
                 conn.read_response(push_request=True)
@@ -327,11 +333,19 @@ class Tracker:
                 return  # the host's own write, already in the L1: keep it
         cache._l1_delete(key)
 
-    def flush(self) -> int:
-        """Bump the epoch and clear the host's L1; return the new epoch."""
+    def flush(self, keep_stale: bool = False) -> int:
+        """Bump the epoch and clear the host's L1; return the new epoch.
+
+        :param keep_stale: expire every copy instead, keeping its stale
+            window (when invalidations may have been missed, not when the
+            values went: clear(), FLUSHALL): a copy is then never served as
+            fresh, only as stale_if_error's or stale_ttl's fallback.  Fills
+            under way go on, and their fence drops them (their wake
+            counter moves here, and tracking is not live)."""
         epoch = self.epoch.add(1)
-        self.cache._l1_clear()
-        self.wakeups.wake(None)
+        # Bump every wake counter first (wake runs the flush after it): a
+        # fill that publishes after the flush must see its counter moved.
+        self.wakeups.wake(None, self.cache._expire_all if keep_stale else self.cache._l1_clear)
         return epoch
 
 

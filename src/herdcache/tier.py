@@ -38,6 +38,7 @@ constructed and in type checks.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
@@ -167,9 +168,51 @@ class _TierFlight(_Flight):
                 return "value", self._read(live)
             return self._through_fleet(live)
         except RemoteUnavailable:
+            if self._fallback is not None:
+                return "value", self._serve_fallback()
             if fn is _read_only:
                 raise
             return "compute", 0
+
+    #: (bytes, seconds to the end of its stale window or None) of the L1
+    #: copy this caller may serve if Redis fails (see TieredCache stale_if_error).
+    _fallback: tuple[bytes, float | None] | None = None
+
+    def fresh_value(self) -> tuple[bool, Any]:
+        found, value = super().fresh_value()
+        if not found:  # before begin(), which would replace the copy by the flight
+            self._fallback = self.tier._fallback_copy(self.where, self.options.stale_ttl)
+            if self._fallback is not None and self.remote.is_down():
+                # Redis failed a moment ago: serve the copy and leave it in
+                # place (no flight, which would take it out and put it back).
+                self.tier._stale_if_error.add(1)
+                self.cache._count_stat("stale_served")
+                return True, self.cache._loads(self._fallback[0])
+        return found, value
+
+    def next_step(self, begun: Any) -> tuple[str, Any, Any]:
+        if begun[0] == "stale" and not self.options.stale_ttl:
+            # A stale window this caller did not ask for (stale_if_error's):
+            # wait for the host's fetch instead of serving the old copy.
+            return "wait", 0, begun[4]
+        return super().next_step(begun)
+
+    def _serve_fallback(self) -> Any:
+        """Serve the L1 copy Redis could not confirm, and put it back in the
+        L1 (the flight replaced it), expired, its stale window ending no
+        later than before: a stale window is whole seconds, so it ends up
+        to one second early, never late (this happens at most once per
+        pause of the host's breaker; meanwhile fresh_value serves the copy
+        in place)."""
+        data, end = self._fallback  # type: ignore[misc]
+        self.tier._stale_if_error.add(1)
+        self.cache._count_stat("stale_served")
+        self.l1_header, self._fence_seen = None, None
+        if end is None:  # a copy that never expires, being refreshed early
+            self.l1_data, self.l1_ttl, self.l1_stale = data, None, 0.0
+        elif end >= 1.0:  # 1 ns: expired when anyone reads it
+            self.l1_data, self.l1_ttl, self.l1_stale = data, 1e-9, float(math.floor(end))
+        return self.cache._loads(data)
 
     def _read(self, live: int) -> Any:
         self._fence_seen = self.tier._wakeups.snapshot(key_bytes(self.key))
@@ -250,7 +293,7 @@ class _TierFlight(_Flight):
         self.l1_data = record.payload
         self.l1_header = record.header
         self.l1_ttl = self.tier._local(remaining, live)
-        self.l1_stale = min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0
+        self.l1_stale = self.tier._window(min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0)
         self._delta_ms = record.delta_ms
         return value
 
@@ -293,7 +336,8 @@ class _TierFlight(_Flight):
             # A value computed while Redis is down lives its local_ttl: the
             # tracker flushes the L1 once it is back.
             live = self.tier._live.load() if stored else 1
-            self.l1_data, self.l1_ttl, self.l1_stale = data, self.tier._local(ttl, live), self.options.stale_ttl
+            self.l1_data, self.l1_ttl = data, self.tier._local(ttl, live)
+            self.l1_stale = self.tier._window(self.options.stale_ttl)
             self._delta_ms = delta_ms
         return value
 
@@ -358,6 +402,10 @@ class TieredCache(Cache):
         ``"herdcache:NAME:"``): every host of the fleet must use the same.
     :param timeout: seconds a Redis connect, and a Redis reply, may take
         at most (the client's own timeouts if shorter).
+    :param stale_if_error: seconds past its expiry (or past the flush of
+        the L1 after a lost tracking connection) an L1 copy may still be
+        served when Redis fails or is known down; 0 (default): never, a read
+        that Redis cannot answer raises RemoteUnavailable.
     :param kwargs: the other parameters of :class:`~herdcache.Cache`.
     """
 
@@ -370,22 +418,27 @@ class TieredCache(Cache):
         local_ttl: float = 30.0,
         prefix: str | bytes | None = None,
         timeout: float = 0.25,
+        stale_if_error: float = 0.0,
         **kwargs: Any,
     ):
         """Open (or create) the L1 and join the host's tracking; see the class docstring."""
         if not local_ttl > 0 or local_ttl == FOREVER:
             raise InvalidArgument(f"local_ttl must be > 0 seconds (and finite), got {local_ttl!r}")
+        if not 0 <= stale_if_error <= 65535:
+            raise InvalidArgument(f"stale_if_error must be 0..65535 seconds, got {stale_if_error!r}")
         if prefix is None:
             if name is None:
                 raise InvalidArgument("an anonymous TieredCache needs prefix= (the key prefix in Redis)")
             prefix = f"herdcache:{name}:"
         super().__init__(name, size, **kwargs)
         self.local_ttl = float(local_ttl)
+        self.stale_if_error = float(stale_if_error)
         self.prefix = key_bytes(prefix)
         try:
             self._remote = Remote(remote, self.prefix, self.segment, timeout)
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
+            self._stale_if_error = self.segment.counter("tier.stale_if_error")
             self._wakeups = Wakeups(self)
             self._tracker = Tracker(self, self._remote)
         except BaseException:
@@ -403,6 +456,28 @@ class TieredCache(Cache):
         """Empty this host's L1 only (clear() goes to Redis)."""
         _core.Cache.clear(self)
 
+    def _window(self, stale: float) -> float:
+        """The stale window of an L1 copy: its own, or stale_if_error's."""
+        return max(stale, self.stale_if_error)
+
+    def _fallback_copy(self, where: Any, stale_ttl: float) -> tuple[bytes, float | None] | None:
+        """The L1 copy of a key that a caller with ``stale_ttl`` may serve
+        if Redis fails: one whose stale window is not over, and that
+        expired at most the caller's window ago.  None if there is none,
+        or the caller did not opt in."""
+        window = max(stale_ttl, self.stale_if_error)
+        if not window:
+            return None
+        found = self._lookup(where)
+        if found is None or found[1] != self._tag:
+            return None
+        data, _fmt, ttl, stale_s, _csn, _delta = found
+        if ttl is None:
+            return data, None
+        if ttl + stale_s <= 0 or -ttl > window:
+            return None
+        return data, ttl + stale_s
+
     def _local(self, ttl: float | None, live: int = 1) -> float:
         """The L1 ttl for a value that lives ``ttl`` more seconds in Redis."""
         cap = self.local_ttl if live else min(UNTRACKED_TTL, self.local_ttl)
@@ -413,7 +488,7 @@ class TieredCache(Cache):
         as an own write (see _tracking), then fenced (see _fill_fence;
         ``seen`` is the key's wake counter before the write)."""
         live = self._live.load()
-        csn = self._store(key, data, self._tag, self._local(ttl, live))
+        csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
             mark_own_write(self, key_bytes(key), csn)
         self._fill_fence(key, seen, header)
@@ -430,7 +505,10 @@ class TieredCache(Cache):
             return
         unmark_own_write(self, key_bytes(key))
         try:
-            if self._remote.still(key, header):
+            # Only with tracking live now does a check that the record is
+            # current cover what follows it (the flush on a lost tracking
+            # connection expires copies and leaves fills to this fence).
+            if self._live.load() and self._remote.still(key, header):
                 return
         except RemoteUnavailable:
             pass
@@ -508,7 +586,18 @@ class TieredCache(Cache):
         if missing:
             seen = [self._wakeups.snapshot(key_bytes(k)) for k in missing]
             live = self._live.load()
-            for key, record, before in zip(missing, self._remote.fetch_many(missing), seen):
+            fallbacks = {k: self._fallback_copy(k, 0.0) for k in missing}
+            try:
+                records = self._remote.fetch_many(missing)
+            except RemoteUnavailable:
+                if not any(fallbacks.values()):
+                    raise
+                for key, copy in fallbacks.items():
+                    if copy is not None:
+                        self._stale_if_error.add(1)
+                        found[key] = self._loads(copy[0])
+                return found
+            for key, record, before in zip(missing, records, seen):
                 if record is None or record.kind != KIND_VALUE:
                     continue
                 _check_tag(record, key, self._tag)
@@ -516,7 +605,7 @@ class TieredCache(Cache):
                 if remaining is not None and remaining <= 0:
                     continue
                 found[key] = self._loads(record.payload)
-                self._store(key, record.payload, self._tag, self._local(remaining, live))
+                self._store(key, record.payload, self._tag, self._local(remaining, live), stale_ttl=self._window(0.0))
                 self._fill_fence(key, before, record.header)
         return found
 
@@ -693,6 +782,7 @@ class TieredCache(Cache):
             "tracking": self.tracking,
             "invalidations": self._tracker.invalidations.load(),
             "remote_down": self._remote.is_down(),
+            "stale_if_error": self._stale_if_error.load(),
         }
         return stats
 

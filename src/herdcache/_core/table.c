@@ -1639,12 +1639,13 @@ count_live(writer *w, hc_item *it, void *arg)
     return true;
 }
 
-hc_status
-hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
+/* walk_queue() over every stripe in turn, each under its lock, as of now. */
+static hc_status
+walk_every_stripe(hc_cache *c, uint64_t now,
+                  bool (*visit)(writer *, hc_item *, void *), void *arg)
 {
     uint32_t i;
 
-    *count = 0;
     for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
         writer w;
         hc_status st = stripe_lock_at(c, i, false);
@@ -1653,12 +1654,37 @@ hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
             return st;
         w = writer_for(c, i);
         w.w_now = now;
-        st = walk_queue(&w, count_live, count);
+        st = walk_queue(&w, visit, arg);
         if (st == HC_CORRUPT)
             stripe_rebuild(c, i);
         stripe_unlock_at(c, i);
     }
     return HC_OK;
+}
+
+hc_status
+hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
+{
+    *count = 0;
+    return walk_every_stripe(c, now, count_live, count);
+}
+
+/* Expire a value now, keeping its stale window (hc_cache_expire_all). */
+static bool
+expire_now(writer *w, hc_item *it, void *arg)
+{
+    (void) arg;
+    if (user_visible(it, w->w_now))
+        /* relaxed, as touch: readers see the old or the new deadline, both
+         * whole, and the stripe lock orders this against every writer */
+        atomic_store_explicit(&it->it_expires, w->w_now, memory_order_relaxed);
+    return true;
+}
+
+hc_status
+hc_cache_expire_all(hc_cache *c, uint64_t now)
+{
+    return walk_every_stripe(c, now, expire_now, NULL);
 }
 
 typedef struct key_buffer {
