@@ -46,7 +46,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import InvalidArgument, RemoteUnavailable, SerializationError
+from .errors import InvalidArgument, NotSupported, RemoteUnavailable, SerializationError
 from .segment import Segment
 
 _HEADER = struct.Struct("<2sBBIIQ")
@@ -410,6 +410,42 @@ class Remote:
     def server_version(self) -> str:
         """The server's version string (INFO server)."""
         return str(self.call(self.client.info, "server").get("redis_version", "?"))
+
+    def check_server(self) -> None:
+        """Refuse a server too old for the tier, if it answers now (one that
+        does not is the tracker's and the callers' business, later).
+
+        :raises NotSupported: Redis before 6.0.
+        """
+        try:
+            info = self.call(self.client.info, "server")
+        except RemoteUnavailable:
+            return
+        refusal = server_refusal(info)
+        if refusal:
+            raise NotSupported(f"{self.where}: {refusal}")
+
+
+#: The oldest Redis the tier runs on: CLIENT TRACKING (BCAST, PREFIX),
+#: RESP3 push messages and SET KEEPTTL came in 6.0.  It uses nothing newer
+#: (no GETEX, SET GET, PXAT, or tracking options of 6.2+/7.0+), so every
+#: Valkey (which reports redis_version 7.2.4) qualifies.
+MIN_REDIS = (6, 0)
+
+
+def server_refusal(info: dict[str, Any]) -> str | None:
+    """Why the server that sent this INFO server cannot carry the tier, or None."""
+    version = str(info.get("redis_version", ""))
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None  # not a Redis version string: let the commands tell
+    if found >= MIN_REDIS:
+        return None
+    return (
+        f"Redis {version} is too old for TieredCache, which needs Redis >= 6.0 or Valkey "
+        "(CLIENT TRACKING and RESP3): upgrade the server"
+    )
 
 
 def _glob_escape(raw: bytes) -> bytes:

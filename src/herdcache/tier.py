@@ -436,6 +436,7 @@ class TieredCache(Cache):
         self.prefix = key_bytes(prefix)
         try:
             self._remote = Remote(remote, self.prefix, self.segment, timeout)
+            self._remote.check_server()
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
             self._stale_if_error = self.segment.counter("tier.stale_if_error")

@@ -267,3 +267,15 @@ def test_compare_and_set_is_refused_clearly(host) -> None:
         with pytest.raises(errors.NotSupported, match="get_or_compute"):
             call()
     assert a.get("k") == 1
+
+
+def test_a_server_before_6_0_is_refused_and_this_one_is_not(redis_server) -> None:
+    """Redis 6.0 brought what the tier needs (CLIENT TRACKING, RESP3);
+    every server kind the tests run on passes, an older version is
+    refused with the fix (construction checks it when the server answers)."""
+    from herdcache._remote import server_refusal
+
+    info = redis_server.client().info("server")
+    assert server_refusal(info) is None
+    refusal = server_refusal({**info, "redis_version": "5.0.14"})
+    assert refusal is not None and "Redis 5.0.14 is too old" in refusal and "upgrade" in refusal
