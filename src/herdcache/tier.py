@@ -40,7 +40,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -59,6 +60,7 @@ from ._remote import (
     key_bytes,
     milliseconds,
 )
+from ._steps import Steps, arun, run
 from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
@@ -132,41 +134,41 @@ class _TierFlight(_Flight):
 
     # -- getting the value --------------------------------------------------------
 
+    # call and acall are the same walk; each step of it is written once (the
+    # *_steps generators), and these two only carry it out (_steps.py).
+
     def call(self, fn: Callable[[], Any]) -> Any:
-        step, got = self._obtain(fn)
+        step, got = self.tier._run(self._obtain(fn))
         if step != "compute":
             return got
         started = time.monotonic()
         try:
             value = fn()
         except BaseException as exc:
-            self._share_failure(exc, got)
+            self.tier._run(self._share_failure(exc, got))
             raise
-        return self._finish(value, got, started)
+        return self.tier._run(self._finish(value, got, started))
 
     async def acall(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        step, got = await loop.run_in_executor(None, self._obtain, fn)
+        step, got = await self.tier._arun(self._obtain(fn))
         if step != "compute":
             return got
         started = time.monotonic()
         try:
             value = await fn()
         except BaseException as exc:
-            await loop.run_in_executor(None, self._share_failure, exc, got)
+            await self.tier._arun(self._share_failure(exc, got))
             raise
-        return await loop.run_in_executor(None, self._finish, value, got, started)
+        return await self.tier._arun(self._finish(value, got, started))
 
-    def _obtain(self, fn: Any) -> tuple[str, Any]:
+    def _obtain(self, fn: Any) -> Steps[tuple[str, Any]]:
         """("value", v) from Redis, ("compute", token) when this caller holds
         the fleet-wide lock, ("compute", 0) to compute locally (Redis down)."""
         live = self.tier._live.load()
         try:
             if fn is _read_only:
-                return "value", self._read(live)
-            return self._through_fleet(live)
+                return "value", (yield from self._read(live))
+            return (yield from self._through_fleet(live))
         except RemoteUnavailable:
             if self._fallback is not None:
                 return "value", self._serve_fallback()
@@ -214,15 +216,15 @@ class _TierFlight(_Flight):
             self.l1_data, self.l1_ttl, self.l1_stale = data, 1e-9, float(math.floor(end))
         return self.cache._loads(data)
 
-    def _read(self, live: int) -> Any:
+    def _read(self, live: int) -> Steps[Any]:
         self._fence_seen = self.tier._wakeups.snapshot(key_bytes(self.key))
-        record = self.remote.fetch(self.key)
+        record = yield self.remote.fetch_op(self.key)
         if record is None or record.kind != KIND_VALUE or not self._fresh(record):
             raise _Absent()
         _check_tag(record, self.key, self.cache._tag)
         return self._take(record, live)
 
-    def _through_fleet(self, live: int) -> tuple[str, Any]:
+    def _through_fleet(self, live: int) -> Steps[tuple[str, Any]]:
         """Read the value, or lock and compute, or wait for the host that
         computes.  ``seen`` is the header of the record this caller judged
         unfit (stale, or an older round's failure): Redis sends a record
@@ -232,13 +234,13 @@ class _TierFlight(_Flight):
         waited = heard = False
         while True:
             wake_seen = self._fence_seen = self.tier._wakeups.snapshot(kb)
-            state, got, pttl = self.remote.read_or_lock(self.key, self.options.lease, seen)
+            state, got, pttl = yield self.remote.read_or_lock_op(self.key, self.options.lease, seen)
             if state == LOCKED:
                 return "compute", got
             if state == HELD:
                 if self._servable is not None:  # another host refreshes it meanwhile
                     return "value", self._take(self._servable, live)
-                heard = self._wait_for_fleet(kb, wake_seen, pttl)
+                heard = yield partial(self._wait_for_fleet, kb, wake_seen, pttl)
                 waited = True
                 continue
             if waited and not heard and live:
@@ -246,7 +248,7 @@ class _TierFlight(_Flight):
                 # brought this value may still be on its way to the
                 # tracker, which would delete the copy published before it
                 # arrives (and the host's waiters would each read Redis).
-                self.tier._wakeups.wait(kb, wake_seen, _CATCH_UP)
+                yield partial(self.tier._wakeups.wait, kb, wake_seen, _CATCH_UP)
             outcome = self._judge(got, live, waited)
             if outcome is not _MISSING:
                 return "value", outcome
@@ -317,7 +319,7 @@ class _TierFlight(_Flight):
 
     # -- after computing ------------------------------------------------------------
 
-    def _finish(self, value: Any, token: int, started: float) -> Any:
+    def _finish(self, value: Any, token: int, started: float) -> Steps[Any]:
         """Publish a computed value to Redis (fenced by ``token``) and plan
         its L1 copy."""
         data = self.cache._dumps(value)
@@ -328,7 +330,7 @@ class _TierFlight(_Flight):
             px = 0 if ttl is None else milliseconds(ttl + self.options.stale_ttl)
             record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
             try:
-                stored = self.wrote = self.remote.publish(self.key, token, record, px)
+                stored = self.wrote = yield self.remote.publish_op(self.key, token, record, px)
                 self.l1_header = record[:HEADER_SIZE]
             except RemoteUnavailable:
                 token = 0
@@ -341,7 +343,7 @@ class _TierFlight(_Flight):
             self._delta_ms = delta_ms
         return value
 
-    def _share_failure(self, exc: BaseException, token: int) -> None:
+    def _share_failure(self, exc: BaseException, token: int) -> Steps[None]:
         """Give the round's waiters on every host the exception (and cache
         it for negative_ttl), or free the lock if it is not an Exception."""
         if not token:
@@ -349,14 +351,14 @@ class _TierFlight(_Flight):
         try:
             if not isinstance(exc, Exception):
                 try:
-                    self.remote.release(self.key, token)
+                    yield self.remote.release_op(self.key, token)
                 except RemoteUnavailable:
                     self.remote.maybe_held(self.key, token)
                 return
             negative = self.options.negative_ttl
             kind = KIND_NEGATIVE if negative > 0 else KIND_ERROR
             record = encode(kind, self.cache._tag, _encode_error(exc), version=token)
-            self.remote.publish(self.key, token, record, milliseconds(negative or _ERROR_RECORD_TTL))
+            yield self.remote.publish_op(self.key, token, record, milliseconds(negative or _ERROR_RECORD_TTL))
         except RemoteUnavailable:
             pass
 
@@ -369,6 +371,12 @@ class _TierFlight(_Flight):
     wrote = False  # this flight published its computation to Redis
 
     def publish(self, value: Any, round_: int, started: float) -> None:
+        self.tier._run(self._publish(round_))
+
+    async def apublish(self, value: Any, round_: int, started: float) -> None:
+        await self.tier._arun(self._publish(round_))
+
+    def _publish(self, round_: int) -> Steps[None]:
         if self.l1_data is None:  # nothing fit for the L1: free its flight
             self.cache._flight_abort(self.where, round_)
             return
@@ -378,7 +386,7 @@ class _TierFlight(_Flight):
             if self.wrote and self.tier._live.load():
                 found = self.cache._lookup(self.where)
                 mark_own_write(self.tier, key_bytes(self.key), found[4] if found else 0)
-            self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
+            yield from self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, _Absent):  # not a failure: the waiters return their default
@@ -406,6 +414,10 @@ class TieredCache(Cache):
         the L1 after a lost tracking connection) an L1 copy may still be
         served when Redis fails or is known down; 0 (default): never, a read
         that Redis cannot answer raises RemoteUnavailable.
+    :param aremote: a ``redis.asyncio.Redis`` whose connection settings the
+        async methods (aget, aset, adelete, aget_or_compute) use, on a
+        client of their own per event loop (bytes replies, no retries,
+        timeouts capped at ``timeout``); default: ``remote``'s settings.
     :param kwargs: the other parameters of :class:`~herdcache.Cache`.
     """
 
@@ -419,6 +431,7 @@ class TieredCache(Cache):
         prefix: str | bytes | None = None,
         timeout: float = 0.25,
         stale_if_error: float = 0.0,
+        aremote: Any = None,
         **kwargs: Any,
     ):
         """Open (or create) the L1 and join the host's tracking; see the class docstring."""
@@ -435,7 +448,7 @@ class TieredCache(Cache):
         self.stale_if_error = float(stale_if_error)
         self.prefix = key_bytes(prefix)
         try:
-            self._remote = Remote(remote, self.prefix, self.segment, timeout)
+            self._remote = Remote(remote, self.prefix, self.segment, timeout, aremote)
             self._remote.check_server()
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
@@ -484,7 +497,32 @@ class TieredCache(Cache):
         cap = self.local_ttl if live else min(UNTRACKED_TTL, self.local_ttl)
         return cap if ttl is None else min(ttl, cap)
 
-    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> None:
+    # -- running steps (see _steps.py) -------------------------------------------
+
+    def _execute(self, request: Any) -> Any:
+        """Carry out one request of a step generator, blocking: a Redis
+        operation (itself steps) on the sync client, or a wait."""
+        if isinstance(request, Generator):
+            return self._remote.run(request)
+        return request()
+
+    async def _aexecute(self, request: Any) -> Any:
+        """:meth:`_execute` on asyncio: Redis through ``redis.asyncio``; a
+        wait (on a herdcache condition, woken from another process) in a
+        worker thread, so the loop never blocks."""
+        if isinstance(request, Generator):
+            return await self._remote.arun(request)
+        import asyncio  # here, not at the top: it doubles `import herdcache`
+
+        return await asyncio.get_running_loop().run_in_executor(None, request)
+
+    def _run(self, steps: Steps[_T]) -> _T:
+        return run(steps, self._execute)
+
+    async def _arun(self, steps: Steps[_T]) -> _T:
+        return await arun(steps, self._aexecute)
+
+    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> Steps[None]:
         """Put a value this process just wrote to Redis in the L1, marked
         as an own write (see _tracking), then fenced (see _fill_fence;
         ``seen`` is the key's wake counter before the write)."""
@@ -492,9 +530,9 @@ class TieredCache(Cache):
         csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
             mark_own_write(self, key_bytes(key), csn)
-        self._fill_fence(key, seen, header)
+        yield from self._fill_fence(key, seen, header)
 
-    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> None:
+    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> Steps[None]:
         """After an L1 publish (and own-write mark) of the record ``header``
         read or written when the key's wake counter was ``seen``: if an
         invalidation came since, drop the mark (the tracker may have
@@ -509,20 +547,21 @@ class TieredCache(Cache):
             # Only with tracking live now does a check that the record is
             # current cover what follows it (the flush on a lost tracking
             # connection expires copies and leaves fills to this fence).
-            if self._live.load() and self._remote.still(key, header):
+            if self._live.load() and (yield self._remote.still_op(key, header)):
                 return
         except RemoteUnavailable:
             pass
         self._l1_delete(key)
 
-    def _write(self, key: Any, operation: Callable[[], _T]) -> _T:
-        """Run a Redis write; on failure forget the key here too (the write
+    def _write(self, key: Any, operation: Steps[_T]) -> Steps[_T]:
+        """A Redis write; on failure forget the key here too (the write
         may have happened) and raise."""
         try:
-            return operation()
+            done: _T = yield operation
         except RemoteUnavailable:
             self._l1_delete(key)
             raise
+        return done
 
     def _record(self, data: bytes) -> bytes:
         return encode(KIND_VALUE, self._tag, data)
@@ -554,11 +593,29 @@ class TieredCache(Cache):
         value = self._get_value(key, _MISSING)
         if value is not _MISSING:
             return value
-        options = ComputeOptions(lease=max(4 * self._remote.timeout, 1.0))
         try:
-            return compute.get_or_compute(self, key, _read_only, options, _TierFlight)
+            return compute.get_or_compute(self, key, _read_only, self._read_options(), _TierFlight)
         except _Absent:
             return default
+
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        """:meth:`get` for asyncio: Redis through ``redis.asyncio``, and a
+        wait for another process of the host in a worker thread (the loop
+        never blocks beyond an L1 lookup).
+
+        :raises RemoteUnavailable: not in the L1, and Redis did not answer.
+        """
+        value = self._get_value(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        try:
+            return await compute.aget_or_compute(self, key, _read_only, self._read_options(), _TierFlight)
+        except _Absent:
+            return default
+
+    def _read_options(self) -> ComputeOptions:
+        """The flight options of a plain read: a lease that outlasts its Redis call."""
+        return ComputeOptions(lease=max(4 * self._remote.timeout, 1.0))
 
     def __getitem__(self, key: Any) -> Any:
         value = self.get(key, _MISSING)
@@ -607,7 +664,7 @@ class TieredCache(Cache):
                     continue
                 found[key] = self._loads(record.payload)
                 self._store(key, record.payload, self._tag, self._local(remaining, live), stale_ttl=self._window(0.0))
-                self._fill_fence(key, before, record.header)
+                self._run(self._fill_fence(key, before, record.header))
         return found
 
     def ttl(self, key: Any) -> float | None:
@@ -656,16 +713,19 @@ class TieredCache(Cache):
     def _put_remote(
         self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False
     ) -> bool:
+        return self._run(self._put_steps(key, value, ttl, nx, xx))
+
+    def _put_steps(self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False) -> Steps[bool]:
         data = self._dumps(value)
         effective = self._ttl(ttl)
         if effective is not None and effective <= 0:
-            self.delete(key)
+            yield from self._delete_steps(key)
             return False
         record = self._record(data)
         seen = self._wakeups.snapshot(key_bytes(key))
-        stored = self._write(key, lambda: self._remote.store(key, record, milliseconds(effective), nx, xx))
+        stored = yield from self._write(key, self._remote.store_op(key, record, milliseconds(effective), nx, xx))
         if stored:
-            self._remember(key, data, effective, seen, record[:HEADER_SIZE])
+            yield from self._remember(key, data, effective, seen, record[:HEADER_SIZE])
         return stored
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
@@ -674,6 +734,10 @@ class TieredCache(Cache):
         :raises RemoteUnavailable: Redis did not take the write.
         """
         self._put_remote(key, value, ttl)
+
+    async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """:meth:`set` for asyncio, through ``redis.asyncio``."""
+        await self._arun(self._put_steps(key, value, ttl))
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent in Redis; True if stored."""
@@ -692,7 +756,14 @@ class TieredCache(Cache):
 
     def delete(self, key: Any) -> bool:
         """Remove ``key`` from Redis and the L1; True if Redis had it."""
-        removed = self._write(key, lambda: self._remote.delete([key]))
+        return self._run(self._delete_steps(key))
+
+    async def adelete(self, key: Any) -> bool:
+        """:meth:`delete` for asyncio, through ``redis.asyncio``."""
+        return await self._arun(self._delete_steps(key))
+
+    def _delete_steps(self, key: Any) -> Steps[bool]:
+        removed = yield from self._write(key, self._remote.delete_op([key]))
         self._l1_delete(key)
         return removed > 0
 
@@ -706,7 +777,7 @@ class TieredCache(Cache):
         if not keys:
             return 0
         try:
-            removed = self._remote.delete(keys)
+            removed = self._remote.run(self._remote.delete_op(keys))
         finally:
             for key in keys:
                 self._l1_delete(key)
@@ -715,7 +786,7 @@ class TieredCache(Cache):
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl in Redis; True if it was there."""
         effective = self._ttl(ttl)
-        found = self._write(key, lambda: self._remote.touch(key, milliseconds(effective)))
+        found = self._run(self._write(key, self._remote.touch_op(key, milliseconds(effective))))
         self._l1_delete(key)  # the next read takes the new ttl
         return found
 
@@ -740,7 +811,7 @@ class TieredCache(Cache):
             return self._record(self._dumps(value + delta))
 
         while True:
-            new = self._write(key, lambda: self._remote.update(key, change))
+            new = self._run(self._write(key, self._remote.update_op(key, change)))
             self._l1_delete(key)
             if new is not None:
                 return result[0]
@@ -768,8 +839,10 @@ class TieredCache(Cache):
     async def aget_or_compute(
         self, key: Any, fn: Callable[[], Awaitable[Any]], ttl: float | None = None, **kwargs: Any
     ) -> Any:
-        """:meth:`get_or_compute` for asyncio: Redis calls and waits run in
-        worker threads, ``fn`` runs on the loop."""
+        """:meth:`get_or_compute` for asyncio: ``fn`` runs on the loop, Redis
+        calls go through ``redis.asyncio`` (the same steps, timeouts, breaker
+        and fencing as the sync path), and waits (for another process of
+        the host, or another host's computation) run in worker threads."""
         options = kwargs.pop("options", None) or ComputeOptions(ttl, **kwargs)
         return await compute.aget_or_compute(self, key, fn, options, _TierFlight)
 

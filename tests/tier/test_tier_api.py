@@ -19,23 +19,6 @@ from herdcache import errors
 from herdcache.errors import InvalidArgument, SerializationError
 
 
-@pytest.fixture
-def host(redis_server, segdir, prefix):
-    """A factory of TieredCaches ("hosts") on the session's server, closed afterwards."""
-    made = []
-
-    def make(name: str = "a", **kwargs) -> herdcache.TieredCache:
-        kwargs.setdefault("prefix", prefix)
-        cache = herdcache.TieredCache(name, "4MiB", remote=redis_server.client(), dir=segdir, **kwargs)
-        made.append(cache)
-        until(lambda: cache.tracking, f"host {name} tracking")
-        return cache
-
-    yield make
-    for cache in made:
-        cache.close()
-
-
 def reaches(cache: herdcache.TieredCache, key: str, expected, default=None) -> None:
     """Another host's write reaches ``cache`` once its tracker heard of it
     (milliseconds): read until it does."""
