@@ -16,7 +16,11 @@ What it measures, in one run, side by side, against one local redis-server
    with 1 % writes (set).  Peers: plain redis-py; a per-process TTL cache
    (a dict with expiry, ttl = local_ttl) in front of redis-py; redis-py
    client-side caching where the server allows it; herdcache.
-   "reads/host" counts GETs (the commands that send a value) per host.
+   "GETs/host" counts GETs (the commands that send a value) per host, in
+   a cold pass (every cache empty) and a warm pass (the next requests of
+   each process's stream), with the floor of the cold ratio: a cache with
+   one copy per host reads each key its processes use once, a cache per
+   process once per process that uses it.
 3. Invalidation delay: host A sets a key that host B holds in its L1; the
    time from A's set returning until B's L1 no longer has the old value,
    median and p90 over --writes writes.
@@ -47,7 +51,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
 import msgpack
 import redis
 from _common import (
@@ -225,12 +228,20 @@ def zipf_stream(keys: int, n: int, seed: int) -> list[int]:
     return [bisect.bisect_left(cumulative, rng.random() * total) for _ in range(n)]
 
 
-def _client_run(peer_class, url, segdir, host, keys, requests, writes, seed, barrier) -> None:
-    peer = peer_class(url, segdir, host)
-    stream = zipf_stream(keys, requests, seed)
+def _streams(keys: int, requests: int, host: int) -> list[list[int]]:
+    """The Zipf streams of one host's processes: two passes each (cold, warm)."""
+    return [zipf_stream(keys, 2 * requests, 100 * host + p) for p in range(PER_HOST)]
+
+
+def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier) -> None:
+    peer = peer_class(url, segdir, f"zipf{host}")
     rng = random.Random(seed + 1)
+    half = len(stream) // 2
     barrier.wait()
-    for i in stream:
+    for n, i in enumerate(stream):
+        if n == half:  # between the passes: the parent reads the counts
+            barrier.wait()
+            barrier.wait()
         key = f"z:{i}"
         if rng.random() < writes:
             peer.set(key, VALUE)
@@ -239,50 +250,75 @@ def _client_run(peer_class, url, segdir, host, keys, requests, writes, seed, bar
     os._exit(0)
 
 
+def read_floor(keys: int, requests: int) -> float:
+    """The fewest first reads (of the cold pass, no writes) a cache with
+    one copy per host can make, over what a cache per process must make:
+    distinct keys of a host's processes together, over their sum.  Above
+    1/8 whenever the processes do not all read every key."""
+    union = total = 0
+    for host in range(HOSTS):
+        firsts = [set(stream[:requests]) for stream in _streams(keys, requests, host)]
+        union += len(set().union(*firsts))
+        total += sum(len(f) for f in firsts)
+    return union / total
+
+
 def commands(server: RedisServer, segdir: str, args) -> list[list]:
     client = redis.Redis.from_url(server.url())
     rows = []
     for writes in WRITE_FRACTIONS:
+        per_process = None
         for peer_class in (PlainRedis, TTLFront, RedisPyCSC, Tier):
             name = f"{peer_class.name}, {writes:.0%} writes"
             reason = csc_unavailable(client) if peer_class is RedisPyCSC else None
             if reason is not None:
-                rows.append([name, "—", "—", "—", reason])
+                rows.append([name, "—", "—", "—", "—", "—", reason])
                 continue
-            rows.append([name, *_one_workload(client, server, segdir, peer_class, writes, args)])
+            cells, gets = _one_workload(client, server, segdir, peer_class, writes, args)
+            if peer_class is TTLFront:
+                per_process = gets
+            ratios = [fmt_ratio(g, p) if per_process else "—" for g, p in zip(gets, per_process or gets)]
+            rows.append([name, *cells, *ratios])
     return rows
 
 
-def _one_workload(client, server, segdir, peer_class, writes, args) -> list[str]:
-    """Run 3x8 processes of one peer; its row's cells."""
-    total_requests = HOSTS * PER_HOST * args.requests
+def _gets(client) -> tuple[dict, int]:
+    calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
+    return calls, calls.get("get", 0)
+
+
+def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[list[str], list[int]]:
+    """Run 3x8 processes of one peer over two passes; its row's cells, and
+    its GETs per host in each pass."""
+    total_requests = HOSTS * PER_HOST * args.requests * 2
     client.flushall()
     client.config_resetstat()
     barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
     procs = [
-        FORK.Process(
-            target=_client_run,
-            args=(peer_class, server.url(), segdir, f"zipf{h}", args.keys, args.requests, writes, 100 * h + p, barrier),
-        )
+        FORK.Process(target=_client_run, args=(peer_class, server.url(), segdir, h, stream, writes, 100 * h + p, barrier))
         for h in range(HOSTS)
-        for p in range(PER_HOST)
+        for p, stream in enumerate(_streams(args.keys, args.requests, h))
     ]
     for p in procs:
         p.start()
     barrier.wait()  # every client connected (and every tracker live): the server's tracking now
     tracking = client.info("stats")
+    barrier.wait()  # the cold pass is done
+    _, cold = _gets(client)
+    barrier.wait()
     for p in procs:
         p.join()
-    calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
+    calls, both = _gets(client)
     overhead = ("config|resetstat", "info", "hello", "client|tracking", "ping", "flushall", "script|load")
     useful = sum(v for k, v in calls.items() if k not in overhead)
     remove_hosts("zipf", segdir)
+    gets = [cold / HOSTS, (both - cold) / HOSTS]
     return [
         f"{1000 * useful / total_requests:.1f}",
-        f"{1000 * calls.get('get', 0) / total_requests:.1f}",
-        f"{calls.get('get', 0) / HOSTS:,.0f}",
+        f"{gets[0]:,.0f}",
+        f"{gets[1]:,.0f}",
         f"{tracking.get('tracking_total_keys', 0)} keys, {tracking.get('tracking_total_prefixes', 0)} prefixes",
-    ]
+    ], gets
 
 
 # -- part 3: invalidation delay -------------------------------------------------------
@@ -405,8 +441,15 @@ def main(argv=None) -> None:
 
         print("## Hit latency (ns per get, one process)\n")
         print(markdown_table(["peer", "ns/get", "×L1"], hit_latency(server, segdir, args.repeat)))
-        print(f"\n## Redis commands per 1,000 requests ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
-        headers = ["peer", "commands/1000 req", "GETs/1000 req", "GETs per host", "tracking table"]
+        print(f"\n## Redis commands and reads ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
+        print(
+            f"Each process makes two passes of {args.requests:,} requests: cold (every cache starts empty) "
+            f"and warm (the next {args.requests:,} of its stream). GETs per host in each; ÷ TTL dict is "
+            f"that over the per-process TTL dict's. The floor of the cold ratio for these streams (one "
+            f"read per key per host, over one per key per process) is {read_floor(args.keys, args.requests):.3f}.\n"
+        )
+        headers = ["peer", "commands/1000 req", "GETs/host cold", "GETs/host warm", "tracking table",
+                   "÷ TTL dict cold", "÷ TTL dict warm"]
         print(markdown_table(headers, commands(server, segdir, args)))
         print(f"\n## Invalidation delay ({args.writes} writes, ms)\n")
         print(markdown_table(["what", "median", "p90", "max"], invalidation_delay(server, segdir, args.writes)))

@@ -43,7 +43,13 @@ matches, and the tracker deletes as usual; a writer killed before its
 mark leaves none; a mark outlives no flush.  The writer marks before it
 checks the wake counter (see the fill fence below) and removes its mark
 if the counter moved, since the tracker may have handled its change
-before the mark existed.
+before the mark existed.  It also marks *before* its L1 store, as
+pending (any item): else the change Redis reports could land between
+the store and the mark, and the tracker would drop the value just
+written (and the host's waiting processes, finding nothing, would each
+start over).  A pending mark may spare an older item, or spare ours from
+a newer change of another host; the fence then finds the counter moved
+and asks Redis, as for any fill.
 
 The fill fence.  A process that fills the L1 from Redis (or computed the
 value) read the key's wake counter before its Redis call and reads it
@@ -114,11 +120,17 @@ def own_write_key(key: bytes) -> bytes | None:
     return mark if len(mark) <= 250 else None
 
 
+#: The csn of a pending mark: the writer is about to put its value in the L1.
+PENDING = 0
+
+
 def mark_own_write(cache: Any, key: bytes, csn: int) -> None:
     """Tell the tracker that the L1 item ``csn`` of ``key`` is this host's
-    own write, newer than the change Redis will report for it."""
+    own write, newer than the change Redis will report for it; or, with
+    csn PENDING (before the writer's L1 store, whose csn it cannot know
+    yet), that whatever item it finds is."""
     mark = own_write_key(key)
-    if mark is not None and csn:
+    if mark is not None:
         cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL)
 
 
@@ -329,7 +341,7 @@ class Tracker:
         if mark is not None:
             marked = cache._lookup(mark)
             cache._l1_delete(mark)
-            if marked is not None and marked[0] == _CSN.pack(found[4]):
+            if marked is not None and marked[0] in (_CSN.pack(found[4]), _CSN.pack(PENDING)):
                 return  # the host's own write, already in the L1: keep it
         cache._l1_delete(key)
 

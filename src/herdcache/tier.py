@@ -61,7 +61,7 @@ from ._remote import (
     milliseconds,
 )
 from ._steps import Steps, arun, run
-from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
+from ._tracking import PENDING, Tracker, Wakeups, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
 from .errors import (
@@ -380,13 +380,18 @@ class _TierFlight(_Flight):
         if self.l1_data is None:  # nothing fit for the L1: free its flight
             self.cache._flight_abort(self.where, round_)
             return
+        own = self.wrote and self.tier._live.load()
+        if own:
+            mark_own_write(self.tier, key_bytes(self.key), PENDING)
         if self.cache._flight_publish(
             self.where, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
         ):
-            if self.wrote and self.tier._live.load():
+            if own:
                 found = self.cache._lookup(self.where)
-                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else 0)
+                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else PENDING)
             yield from self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
+        elif own:
+            unmark_own_write(self.tier, key_bytes(self.key))
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, _Absent):  # not a failure: the waiters return their default
@@ -527,6 +532,8 @@ class TieredCache(Cache):
         as an own write (see _tracking), then fenced (see _fill_fence;
         ``seen`` is the key's wake counter before the write)."""
         live = self._live.load()
+        if live:
+            mark_own_write(self, key_bytes(key), PENDING)
         csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
             mark_own_write(self, key_bytes(key), csn)
