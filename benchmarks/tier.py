@@ -25,8 +25,10 @@ What it measures, in one run, side by side, against one local redis-server
    time from A's set returning until B's L1 no longer has the old value,
    median and p90 over --writes writes.
 4. Herd across hosts: 3 hosts x 8 processes want one missing key whose
-   computation takes 100 ms, released together: computations, and the time
-   from the release to the last caller holding the value, herdcache vs
+   computation takes 100 ms, released together: computations, the time
+   from the release to the last caller holding the value, and where it
+   goes (until the computation began; from its end to the last caller of
+   the computing host, and of the other hosts), herdcache vs
    dogpile.cache's redis backend with distributed_lock (which polls the
    lock every 0.1 s).
 
@@ -381,45 +383,64 @@ def _herd_caller(kind, url, segdir, host, key, counter, barrier, finished) -> No
     def compute():
         with counter.get_lock():
             counter.value += 1
+        finished.put(("began", host, now_ns()))
         time.sleep(COMPUTE_S)  # the computation's own time, not synchronisation
+        finished.put(("ended", host, now_ns()))
         return VALUE
 
     barrier.wait()
+    finished.put(("released", host, now_ns()))
     assert fetch(compute) == VALUE
-    finished.put(now_ns())
+    finished.put(("got", host, now_ns()))
     os._exit(0)
+
+
+def _herd_trial(kind, server, segdir, trial) -> tuple[int, float, float, float, float]:
+    """One herd: computations; ms from the release to the last caller; to
+    the start of the (first) computation; from its end to the last caller
+    of the computing host, and of the other hosts."""
+    key = f"herd:{kind}:{trial}:{time.time_ns()}"
+    counter = FORK.Value("i", 0)
+    barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
+    finished = FORK.SimpleQueue()  # written at once: callers leave by os._exit
+    procs = [
+        FORK.Process(target=_herd_caller, args=(kind, server.url(), segdir, f"herd{h}", key, counter, barrier, finished))
+        for h in range(HOSTS)
+        for _ in range(PER_HOST)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    events: list[tuple[str, str, int]] = []
+    while sum(1 for e in events if e[0] == "got") < len(procs):
+        events.append(finished.get())
+    for p in procs:
+        p.join()
+    # The release: the first caller past the barrier (this process may be
+    # scheduled well after them on a loaded machine).
+    released = min(t for what, _, t in events if what == "released")
+    began = min(t for what, _, t in events if what == "began")
+    ended, computer = min((t, h) for what, h, t in events if what == "ended")
+    got = [(h, t) for what, h, t in events if what == "got"]
+    own = max(t for h, t in got if h == computer)
+    others = max(t for h, t in got if h != computer)
+    ms = lambda a, b: (a - b) / 1e6  # noqa: E731
+    return counter.value, ms(max(t for _, t in got), released), ms(began, released), ms(own, ended), ms(others, ended)
 
 
 def herd(server: RedisServer, segdir: str, trials: int) -> list[list]:
     rows = []
     for kind, name in (("herdcache", Tier.name), ("dogpile", "dogpile.cache redis lock")):
         if kind == "dogpile" and package_version("dogpile.cache") == "not installed":
-            rows.append([name, "—", "—", "dogpile.cache is not installed (pip install dogpile.cache)"])
+            rows.append([name, "—", "—", "—", "—", "dogpile.cache is not installed (pip install dogpile.cache)"])
             continue
-        computations, lasts = [], []
-        for trial in range(trials):
-            key = f"herd:{kind}:{trial}:{time.time_ns()}"
-            counter = FORK.Value("i", 0)
-            barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
-            finished = FORK.SimpleQueue()  # written at once: callers leave by os._exit
-            procs = [
-                FORK.Process(
-                    target=_herd_caller,
-                    args=(kind, server.url(), segdir, f"herd{h}", key, counter, barrier, finished),
-                )
-                for h in range(HOSTS)
-                for _ in range(PER_HOST)
-            ]
-            for p in procs:
-                p.start()
-            barrier.wait()
-            released = now_ns()
-            ends = [finished.get() for _ in procs]
-            for p in procs:
-                p.join()
-            computations.append(counter.value)
-            lasts.append((max(ends) - released) / 1e6)
-        rows.append([name, f"{median(computations):.0f} (max {max(computations)})", f"{median(lasts):.1f}", ""])
+        results = [_herd_trial(kind, server, segdir, trial) for trial in range(trials)]
+        computations = [r[0] for r in results]
+        last, began, own, others = ([r[i] for r in results] for i in range(1, 5))
+        rows.append([
+            name, f"{median(computations):.0f} (max {max(computations)})", f"{median(last):.1f}",
+            f"{median(began):.1f}", f"{median(own):.1f} / {median(others):.1f}", "",
+        ])
     remove_hosts("herd", segdir)
     return rows
 
@@ -455,7 +476,12 @@ def main(argv=None) -> None:
         print(markdown_table(["what", "median", "p90", "max"], invalidation_delay(server, segdir, args.writes)))
         print(f"\n## Herd across hosts ({HOSTS}x{PER_HOST} processes, compute {COMPUTE_S * 1000:.0f} ms)\n")
         trials = 2 if args.quick else 5
-        print(markdown_table(["peer", "computations", "last caller (ms)", ""], herd(server, segdir, trials)))
+        print(
+            "Medians of the trials, ms: from the release to the last caller; to the start of the "
+            "computation; from its end to the last caller of the computing host / of the other hosts.\n"
+        )
+        headers = ["peer", "computations", "last caller", "compute began", "after compute: own / other hosts", ""]
+        print(markdown_table(headers, herd(server, segdir, trials)))
 
 
 if __name__ == "__main__":

@@ -88,9 +88,11 @@ return {1, ARGV[4], tonumber(ARGV[1])}
 # Store a computation's record only while its token still holds the lock,
 # then free the lock (one step, so no host sees the lock gone and the
 # value absent).  A lease that ran out, or a set/delete meanwhile (both
-# remove the lock), makes the late result a no-op.
+# remove the lock), makes the late result a no-op.  The lock is read with
+# GETRANGE (the whole string; "" when absent), as in the other scripts:
+# GET counts only the values sent to hosts.
 _PUBLISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('GETRANGE', KEYS[1], 0, -1) ~= ARGV[1] then
     return 0
 end
 if ARGV[3] == '0' then
@@ -104,7 +106,7 @@ return 1
 
 # Compare-and-delete: only the token's owner frees the lock.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GETRANGE', KEYS[1], 0, -1) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0

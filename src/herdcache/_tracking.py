@@ -43,13 +43,16 @@ matches, and the tracker deletes as usual; a writer killed before its
 mark leaves none; a mark outlives no flush.  The writer marks before it
 checks the wake counter (see the fill fence below) and removes its mark
 if the counter moved, since the tracker may have handled its change
-before the mark existed.  It also marks *before* its L1 store, as
-pending (any item): else the change Redis reports could land between
-the store and the mark, and the tracker would drop the value just
-written (and the host's waiting processes, finding nothing, would each
-start over).  A pending mark may spare an older item, or spare ours from
-a newer change of another host; the fence then finds the counter moved
-and asks Redis, as for any fill.
+before the mark existed.  It also marks *before* its Redis write, as
+pending (any item): else the change Redis reports could land before the
+L1 store or between the store and the mark, and the tracker would drop
+the copy (the old one, or the one just written), and the host's readers
+would go to Redis for the value it is about to hold.  Until the writer's
+store, a pending mark keeps the previous copy, as a read racing the
+write may see it; it may also spare a copy from another host's change
+that Redis reports first, and the fence then finds the counter moved and
+asks Redis, as for any fill.  A write that fails or does not happen
+(NX/XX) removes its pending mark.
 
 The fill fence.  A process that fills the L1 from Redis (or computed the
 value) read the key's wake counter before its Redis call and reads it

@@ -330,7 +330,8 @@ class _TierFlight(_Flight):
             px = 0 if ttl is None else milliseconds(ttl + self.options.stale_ttl)
             record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
             try:
-                stored = self.wrote = yield self.remote.publish_op(self.key, token, record, px)
+                publish = self.remote.publish_op(self.key, token, record, px)
+                stored = self.wrote = yield from self.tier._marked(self.key, publish, own=True)
                 self.l1_header = record[:HEADER_SIZE]
             except RemoteUnavailable:
                 token = 0
@@ -380,9 +381,7 @@ class _TierFlight(_Flight):
         if self.l1_data is None:  # nothing fit for the L1: free its flight
             self.cache._flight_abort(self.where, round_)
             return
-        own = self.wrote and self.tier._live.load()
-        if own:
-            mark_own_write(self.tier, key_bytes(self.key), PENDING)
+        own = self.wrote and self.tier._live.load()  # marked pending since (_finish)
         if self.cache._flight_publish(
             self.where, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
         ):
@@ -532,8 +531,6 @@ class TieredCache(Cache):
         as an own write (see _tracking), then fenced (see _fill_fence;
         ``seen`` is the key's wake counter before the write)."""
         live = self._live.load()
-        if live:
-            mark_own_write(self, key_bytes(key), PENDING)
         csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
             mark_own_write(self, key_bytes(key), csn)
@@ -560,14 +557,35 @@ class TieredCache(Cache):
             pass
         self._l1_delete(key)
 
-    def _write(self, key: Any, operation: Steps[_T]) -> Steps[_T]:
-        """A Redis write; on failure forget the key here too (the write
-        may have happened) and raise."""
+    def _write(self, key: Any, operation: Steps[_T], own: bool = False) -> Steps[_T]:
+        """A Redis write (see _marked); on failure forget the key here too
+        (the write may have happened) and raise."""
         try:
-            done: _T = yield operation
+            return (yield from self._marked(key, operation, own))
         except RemoteUnavailable:
             self._l1_delete(key)
             raise
+
+    def _marked(self, key: Any, operation: Steps[_T], own: bool) -> Steps[_T]:
+        """``operation``, a Redis write of ``key``; with ``own`` (a value this
+        process then puts in the L1), under a pending own-write mark taken
+        *before* the write: Redis may report the change before the value
+        is in the L1, and without the mark the tracker would drop the
+        previous copy meanwhile, and the host's readers would go to Redis
+        for a value it is about to have (see _tracking).  The mark goes if
+        the write failed or did not happen."""
+        kb = key_bytes(key)
+        own = own and bool(self._live.load())
+        if own:
+            mark_own_write(self, kb, PENDING)
+        try:
+            done: _T = yield operation
+        except BaseException:
+            if own:
+                unmark_own_write(self, kb)
+            raise
+        if own and not done:
+            unmark_own_write(self, kb)
         return done
 
     def _record(self, data: bytes) -> bytes:
@@ -730,7 +748,7 @@ class TieredCache(Cache):
             return False
         record = self._record(data)
         seen = self._wakeups.snapshot(key_bytes(key))
-        stored = yield from self._write(key, self._remote.store_op(key, record, milliseconds(effective), nx, xx))
+        stored = yield from self._write(key, self._remote.store_op(key, record, milliseconds(effective), nx, xx), own=True)
         if stored:
             yield from self._remember(key, data, effective, seen, record[:HEADER_SIZE])
         return stored
