@@ -16,11 +16,13 @@ What it measures, in one run, side by side, against one local redis-server
    with 1 % writes (set).  Peers: plain redis-py; a per-process TTL cache
    (a dict with expiry, ttl = local_ttl) in front of redis-py; redis-py
    client-side caching where the server allows it; herdcache.
-   "GETs/host" counts GETs (the commands that send a value) per host, in
-   a cold pass (every cache empty) and a warm pass (the next requests of
-   each process's stream), with the floor of the cold ratio: a cache with
-   one copy per host reads each key its processes use once, a cache per
-   process once per process that uses it.
+   "lookups/host" counts, in the clients, the round trips that look a key
+   up in Redis (a GET; herdcache's read-or-lock script or fetch), per host,
+   in a cold pass (every cache empty) and a warm pass (the next requests
+   of each process's stream), against the floors for these streams: a
+   cache with one copy per host looks up each key new to the host once, a
+   cache per process each key new to the process.  "GETs/host" is the
+   server's count of GETs (values sent) over both passes.
 3. Invalidation delay: host A sets a key that host B holds in its L1; the
    time from A's set returning until B's L1 no longer has the old value,
    median and p90 over --writes writes.
@@ -96,8 +98,10 @@ class PlainRedis:
 
     def __init__(self, url: str, segdir: str, host: str):
         self.client = redis.Redis.from_url(url)
+        self.lookups = 0  # round trips that looked a key up in Redis
 
     def get(self, key: str):
+        self.lookups += 1
         data = self.client.get(key)
         return None if data is None else msgpack.unpackb(data)
 
@@ -156,6 +160,17 @@ class Tier:
         while not self.cache.tracking and time.monotonic() < deadline:
             time.sleep(0.001)
         self.get, self.set = self.cache.get, self._set
+        self.lookups = 0
+        remote = self.cache._remote  # count its lookups: read_or_lock (get_or_compute), fetch (get)
+        for name in ("read_or_lock_op", "fetch_many_op"):
+            setattr(remote, name, self._counted(getattr(remote, name)))
+
+    def _counted(self, op):
+        def counted(*args):
+            self.lookups += 1
+            return op(*args)
+
+        return counted
 
     def _set(self, key: str, value) -> None:
         self.cache.set(key, value, ttl=600)
@@ -235,13 +250,16 @@ def _streams(keys: int, requests: int, host: int) -> list[list[int]]:
     return [zipf_stream(keys, 2 * requests, 100 * host + p) for p in range(PER_HOST)]
 
 
-def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier) -> None:
+def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier, lookups) -> None:
     peer = peer_class(url, segdir, f"zipf{host}")
     rng = random.Random(seed + 1)
     half = len(stream) // 2
     barrier.wait()
     for n, i in enumerate(stream):
         if n == half:  # between the passes: the parent reads the counts
+            with lookups.get_lock():
+                lookups[2 * host] += peer.lookups
+            peer.lookups = 0
             barrier.wait()
             barrier.wait()
         key = f"z:{i}"
@@ -249,20 +267,29 @@ def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier) ->
             peer.set(key, VALUE)
         else:
             peer.read_through(key)
+    with lookups.get_lock():
+        lookups[2 * host + 1] += peer.lookups
     os._exit(0)
 
 
-def read_floor(keys: int, requests: int) -> float:
-    """The fewest first reads (of the cold pass, no writes) a cache with
-    one copy per host can make, over what a cache per process must make:
-    distinct keys of a host's processes together, over their sum.  Above
-    1/8 whenever the processes do not all read every key."""
-    union = total = 0
+def read_floor(keys: int, requests: int) -> tuple[float, float]:
+    """The fewest lookups (no writes, no expiry) a cache with one copy per
+    host can send to Redis, over what a cache per process must, in the cold
+    and in the warm pass: keys new to the host, over the sum of keys new to
+    each process.  Above 1/8 whenever the processes do not all read the
+    same keys."""
+    host_new = [0, 0]
+    process_new = [0, 0]
     for host in range(HOSTS):
-        firsts = [set(stream[:requests]) for stream in _streams(keys, requests, host)]
-        union += len(set().union(*firsts))
-        total += sum(len(f) for f in firsts)
-    return union / total
+        streams = _streams(keys, requests, host)
+        cold = [set(stream[:requests]) for stream in streams]
+        warm = [set(stream[requests:]) - c for stream, c in zip(streams, cold)]
+        host_cold = set().union(*cold)
+        host_new[0] += len(host_cold)
+        host_new[1] += len(set().union(*warm) - host_cold)
+        process_new[0] += sum(map(len, cold))
+        process_new[1] += sum(map(len, warm))
+    return host_new[0] / process_new[0], host_new[1] / process_new[1]
 
 
 def commands(server: RedisServer, segdir: str, args) -> list[list]:
@@ -274,30 +301,28 @@ def commands(server: RedisServer, segdir: str, args) -> list[list]:
             name = f"{peer_class.name}, {writes:.0%} writes"
             reason = csc_unavailable(client) if peer_class is RedisPyCSC else None
             if reason is not None:
-                rows.append([name, "—", "—", "—", "—", "—", reason])
+                rows.append([name, "—", "—", "—", "—", "—", "—", reason])
                 continue
-            cells, gets = _one_workload(client, server, segdir, peer_class, writes, args)
+            cells, lookups = _one_workload(client, server, segdir, peer_class, writes, args)
             if peer_class is TTLFront:
-                per_process = gets
-            ratios = [fmt_ratio(g, p) if per_process else "—" for g, p in zip(gets, per_process or gets)]
+                per_process = lookups
+            ratios = [fmt_ratio(n, p) if per_process else "—" for n, p in zip(lookups, per_process or lookups)]
             rows.append([name, *cells, *ratios])
     return rows
 
 
-def _gets(client) -> tuple[dict, int]:
-    calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
-    return calls, calls.get("get", 0)
-
-
-def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[list[str], list[int]]:
+def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[list[str], list[float]]:
     """Run 3x8 processes of one peer over two passes; its row's cells, and
-    its GETs per host in each pass."""
+    its lookups per host in each pass."""
     total_requests = HOSTS * PER_HOST * args.requests * 2
     client.flushall()
     client.config_resetstat()
     barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
+    lookups = FORK.Array("q", 2 * HOSTS)
     procs = [
-        FORK.Process(target=_client_run, args=(peer_class, server.url(), segdir, h, stream, writes, 100 * h + p, barrier))
+        FORK.Process(
+            target=_client_run, args=(peer_class, server.url(), segdir, h, stream, writes, 100 * h + p, barrier, lookups)
+        )
         for h in range(HOSTS)
         for p, stream in enumerate(_streams(args.keys, args.requests, h))
     ]
@@ -306,21 +331,21 @@ def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[lis
     barrier.wait()  # every client connected (and every tracker live): the server's tracking now
     tracking = client.info("stats")
     barrier.wait()  # the cold pass is done
-    _, cold = _gets(client)
     barrier.wait()
     for p in procs:
         p.join()
-    calls, both = _gets(client)
+    calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
     overhead = ("config|resetstat", "info", "hello", "client|tracking", "ping", "flushall", "script|load")
     useful = sum(v for k, v in calls.items() if k not in overhead)
     remove_hosts("zipf", segdir)
-    gets = [cold / HOSTS, (both - cold) / HOSTS]
+    per_host = [sum(lookups[2 * h + i] for h in range(HOSTS)) / HOSTS for i in (0, 1)]
     return [
         f"{1000 * useful / total_requests:.1f}",
-        f"{gets[0]:,.0f}",
-        f"{gets[1]:,.0f}",
+        f"{calls.get('get', 0) / HOSTS:,.0f}",
+        f"{per_host[0]:,.0f}",
+        f"{per_host[1]:,.0f}",
         f"{tracking.get('tracking_total_keys', 0)} keys, {tracking.get('tracking_total_prefixes', 0)} prefixes",
-    ], gets
+    ], per_host
 
 
 # -- part 3: invalidation delay -------------------------------------------------------
@@ -465,12 +490,14 @@ def main(argv=None) -> None:
         print(f"\n## Redis commands and reads ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
         print(
             f"Each process makes two passes of {args.requests:,} requests: cold (every cache starts empty) "
-            f"and warm (the next {args.requests:,} of its stream). GETs per host in each; ÷ TTL dict is "
-            f"that over the per-process TTL dict's. The floor of the cold ratio for these streams (one "
-            f"read per key per host, over one per key per process) is {read_floor(args.keys, args.requests):.3f}.\n"
+            f"and warm (the next {args.requests:,} of its stream). Lookups: round trips that look a key "
+            f"up in Redis (a GET; herdcache's read-or-lock script), per host in each pass; ÷ TTL dict is "
+            f"that over the per-process TTL dict's. GETs (values sent, both passes) per host from the "
+            f"server's counts. The floors of the ratio for these streams without writes (one lookup "
+            f"per key per host, over one per key per process): cold %.3f, warm %.3f.\n" % read_floor(args.keys, args.requests)
         )
-        headers = ["peer", "commands/1000 req", "GETs/host cold", "GETs/host warm", "tracking table",
-                   "÷ TTL dict cold", "÷ TTL dict warm"]
+        headers = ["peer", "commands/1000 req", "GETs/host", "lookups/host cold", "lookups/host warm",
+                   "tracking table", "÷ TTL dict cold", "÷ TTL dict warm"]
         print(markdown_table(headers, commands(server, segdir, args)))
         print(f"\n## Invalidation delay ({args.writes} writes, ms)\n")
         print(markdown_table(["what", "median", "p90", "max"], invalidation_delay(server, segdir, args.writes)))
