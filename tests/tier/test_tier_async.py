@@ -46,7 +46,7 @@ def test_async_reads_and_writes_go_through_redis_asyncio(open_host, redis_server
     # A second event loop gets clients of its own (asyncio connections
     # belong to the loop that made them).
     assert asyncio.run(a.adelete("k")) is True
-    assert asyncio.run(b.aget("k", "gone")) == "gone"
+    until(lambda: asyncio.run(b.aget("k", "gone")) == "gone", "b to hear of a's async delete")
     assert asyncio.run(a.adelete("k")) is False
 
 
