@@ -16,13 +16,21 @@ What it measures, in one run, side by side, against one local redis-server
    with 1 % writes (set).  Peers: plain redis-py; a per-process TTL cache
    (a dict with expiry, ttl = local_ttl) in front of redis-py; redis-py
    client-side caching where the server allows it; herdcache.
-   "reads/host" counts GETs (the commands that send a value) per host.
+   "lookups/host" counts, in the clients, the round trips that look a key
+   up in Redis (a GET; herdcache's read-or-lock script or fetch), per host,
+   in a cold pass (every cache empty) and a warm pass (the next requests
+   of each process's stream), against the floors for these streams: a
+   cache with one copy per host looks up each key new to the host once, a
+   cache per process each key new to the process.  "GETs/host" is the
+   server's count of GETs (values sent) over both passes.
 3. Invalidation delay: host A sets a key that host B holds in its L1; the
    time from A's set returning until B's L1 no longer has the old value,
    median and p90 over --writes writes.
 4. Herd across hosts: 3 hosts x 8 processes want one missing key whose
-   computation takes 100 ms, released together: computations, and the time
-   from the release to the last caller holding the value, herdcache vs
+   computation takes 100 ms, released together: computations, the time
+   from the release to the last caller holding the value, and where it
+   goes (until the computation began; from its end to the last caller of
+   the computing host, and of the other hosts), herdcache vs
    dogpile.cache's redis backend with distributed_lock (which polls the
    lock every 0.1 s).
 
@@ -47,7 +55,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
 import msgpack
 import redis
 from _common import (
@@ -91,8 +98,10 @@ class PlainRedis:
 
     def __init__(self, url: str, segdir: str, host: str):
         self.client = redis.Redis.from_url(url)
+        self.lookups = 0  # round trips that looked a key up in Redis
 
     def get(self, key: str):
+        self.lookups += 1
         data = self.client.get(key)
         return None if data is None else msgpack.unpackb(data)
 
@@ -151,6 +160,17 @@ class Tier:
         while not self.cache.tracking and time.monotonic() < deadline:
             time.sleep(0.001)
         self.get, self.set = self.cache.get, self._set
+        self.lookups = 0
+        remote = self.cache._remote  # count its lookups: read_or_lock (get_or_compute), fetch (get)
+        for name in ("read_or_lock_op", "fetch_many_op"):
+            setattr(remote, name, self._counted(getattr(remote, name)))
+
+    def _counted(self, op):
+        def counted(*args):
+            self.lookups += 1
+            return op(*args)
+
+        return counted
 
     def _set(self, key: str, value) -> None:
         self.cache.set(key, value, ttl=600)
@@ -225,64 +245,107 @@ def zipf_stream(keys: int, n: int, seed: int) -> list[int]:
     return [bisect.bisect_left(cumulative, rng.random() * total) for _ in range(n)]
 
 
-def _client_run(peer_class, url, segdir, host, keys, requests, writes, seed, barrier) -> None:
-    peer = peer_class(url, segdir, host)
-    stream = zipf_stream(keys, requests, seed)
+def _streams(keys: int, requests: int, host: int) -> list[list[int]]:
+    """The Zipf streams of one host's processes: two passes each (cold, warm)."""
+    return [zipf_stream(keys, 2 * requests, 100 * host + p) for p in range(PER_HOST)]
+
+
+def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier, lookups) -> None:
+    peer = peer_class(url, segdir, f"zipf{host}")
     rng = random.Random(seed + 1)
+    half = len(stream) // 2
     barrier.wait()
-    for i in stream:
+    for n, i in enumerate(stream):
+        if n == half:  # between the passes: the parent reads the counts
+            with lookups.get_lock():
+                lookups[2 * host] += peer.lookups
+            peer.lookups = 0
+            barrier.wait()
+            barrier.wait()
         key = f"z:{i}"
         if rng.random() < writes:
             peer.set(key, VALUE)
         else:
             peer.read_through(key)
+    with lookups.get_lock():
+        lookups[2 * host + 1] += peer.lookups
     os._exit(0)
+
+
+def read_floor(keys: int, requests: int) -> tuple[float, float]:
+    """The fewest lookups (no writes, no expiry) a cache with one copy per
+    host can send to Redis, over what a cache per process must, in the cold
+    and in the warm pass: keys new to the host, over the sum of keys new to
+    each process.  Above 1/8 whenever the processes do not all read the
+    same keys."""
+    host_new = [0, 0]
+    process_new = [0, 0]
+    for host in range(HOSTS):
+        streams = _streams(keys, requests, host)
+        cold = [set(stream[:requests]) for stream in streams]
+        warm = [set(stream[requests:]) - c for stream, c in zip(streams, cold)]
+        host_cold = set().union(*cold)
+        host_new[0] += len(host_cold)
+        host_new[1] += len(set().union(*warm) - host_cold)
+        process_new[0] += sum(map(len, cold))
+        process_new[1] += sum(map(len, warm))
+    return host_new[0] / process_new[0], host_new[1] / process_new[1]
 
 
 def commands(server: RedisServer, segdir: str, args) -> list[list]:
     client = redis.Redis.from_url(server.url())
     rows = []
     for writes in WRITE_FRACTIONS:
+        per_process = None
         for peer_class in (PlainRedis, TTLFront, RedisPyCSC, Tier):
             name = f"{peer_class.name}, {writes:.0%} writes"
             reason = csc_unavailable(client) if peer_class is RedisPyCSC else None
             if reason is not None:
-                rows.append([name, "—", "—", "—", reason])
+                rows.append([name, "—", "—", "—", "—", "—", "—", reason])
                 continue
-            rows.append([name, *_one_workload(client, server, segdir, peer_class, writes, args)])
+            cells, lookups = _one_workload(client, server, segdir, peer_class, writes, args)
+            if peer_class is TTLFront:
+                per_process = lookups
+            ratios = [fmt_ratio(n, p) if per_process else "—" for n, p in zip(lookups, per_process or lookups)]
+            rows.append([name, *cells, *ratios])
     return rows
 
 
-def _one_workload(client, server, segdir, peer_class, writes, args) -> list[str]:
-    """Run 3x8 processes of one peer; its row's cells."""
-    total_requests = HOSTS * PER_HOST * args.requests
+def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[list[str], list[float]]:
+    """Run 3x8 processes of one peer over two passes; its row's cells, and
+    its lookups per host in each pass."""
+    total_requests = HOSTS * PER_HOST * args.requests * 2
     client.flushall()
     client.config_resetstat()
     barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
+    lookups = FORK.Array("q", 2 * HOSTS)
     procs = [
         FORK.Process(
-            target=_client_run,
-            args=(peer_class, server.url(), segdir, f"zipf{h}", args.keys, args.requests, writes, 100 * h + p, barrier),
+            target=_client_run, args=(peer_class, server.url(), segdir, h, stream, writes, 100 * h + p, barrier, lookups)
         )
         for h in range(HOSTS)
-        for p in range(PER_HOST)
+        for p, stream in enumerate(_streams(args.keys, args.requests, h))
     ]
     for p in procs:
         p.start()
     barrier.wait()  # every client connected (and every tracker live): the server's tracking now
     tracking = client.info("stats")
+    barrier.wait()  # the cold pass is done
+    barrier.wait()
     for p in procs:
         p.join()
     calls = {k[len("cmdstat_") :]: v["calls"] for k, v in client.info("commandstats").items()}
     overhead = ("config|resetstat", "info", "hello", "client|tracking", "ping", "flushall", "script|load")
     useful = sum(v for k, v in calls.items() if k not in overhead)
     remove_hosts("zipf", segdir)
+    per_host = [sum(lookups[2 * h + i] for h in range(HOSTS)) / HOSTS for i in (0, 1)]
     return [
         f"{1000 * useful / total_requests:.1f}",
-        f"{1000 * calls.get('get', 0) / total_requests:.1f}",
         f"{calls.get('get', 0) / HOSTS:,.0f}",
+        f"{per_host[0]:,.0f}",
+        f"{per_host[1]:,.0f}",
         f"{tracking.get('tracking_total_keys', 0)} keys, {tracking.get('tracking_total_prefixes', 0)} prefixes",
-    ]
+    ], per_host
 
 
 # -- part 3: invalidation delay -------------------------------------------------------
@@ -345,45 +408,64 @@ def _herd_caller(kind, url, segdir, host, key, counter, barrier, finished) -> No
     def compute():
         with counter.get_lock():
             counter.value += 1
+        finished.put(("began", host, now_ns()))
         time.sleep(COMPUTE_S)  # the computation's own time, not synchronisation
+        finished.put(("ended", host, now_ns()))
         return VALUE
 
     barrier.wait()
+    finished.put(("released", host, now_ns()))
     assert fetch(compute) == VALUE
-    finished.put(now_ns())
+    finished.put(("got", host, now_ns()))
     os._exit(0)
+
+
+def _herd_trial(kind, server, segdir, trial) -> tuple[int, float, float, float, float]:
+    """One herd: computations; ms from the release to the last caller; to
+    the start of the (first) computation; from its end to the last caller
+    of the computing host, and of the other hosts."""
+    key = f"herd:{kind}:{trial}:{time.time_ns()}"
+    counter = FORK.Value("i", 0)
+    barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
+    finished = FORK.SimpleQueue()  # written at once: callers leave by os._exit
+    procs = [
+        FORK.Process(target=_herd_caller, args=(kind, server.url(), segdir, f"herd{h}", key, counter, barrier, finished))
+        for h in range(HOSTS)
+        for _ in range(PER_HOST)
+    ]
+    for p in procs:
+        p.start()
+    barrier.wait()
+    events: list[tuple[str, str, int]] = []
+    while sum(1 for e in events if e[0] == "got") < len(procs):
+        events.append(finished.get())
+    for p in procs:
+        p.join()
+    # The release: the first caller past the barrier (this process may be
+    # scheduled well after them on a loaded machine).
+    released = min(t for what, _, t in events if what == "released")
+    began = min(t for what, _, t in events if what == "began")
+    ended, computer = min((t, h) for what, h, t in events if what == "ended")
+    got = [(h, t) for what, h, t in events if what == "got"]
+    own = max(t for h, t in got if h == computer)
+    others = max(t for h, t in got if h != computer)
+    ms = lambda a, b: (a - b) / 1e6  # noqa: E731
+    return counter.value, ms(max(t for _, t in got), released), ms(began, released), ms(own, ended), ms(others, ended)
 
 
 def herd(server: RedisServer, segdir: str, trials: int) -> list[list]:
     rows = []
     for kind, name in (("herdcache", Tier.name), ("dogpile", "dogpile.cache redis lock")):
         if kind == "dogpile" and package_version("dogpile.cache") == "not installed":
-            rows.append([name, "—", "—", "dogpile.cache is not installed (pip install dogpile.cache)"])
+            rows.append([name, "—", "—", "—", "—", "dogpile.cache is not installed (pip install dogpile.cache)"])
             continue
-        computations, lasts = [], []
-        for trial in range(trials):
-            key = f"herd:{kind}:{trial}:{time.time_ns()}"
-            counter = FORK.Value("i", 0)
-            barrier = FORK.Barrier(HOSTS * PER_HOST + 1)
-            finished = FORK.SimpleQueue()  # written at once: callers leave by os._exit
-            procs = [
-                FORK.Process(
-                    target=_herd_caller,
-                    args=(kind, server.url(), segdir, f"herd{h}", key, counter, barrier, finished),
-                )
-                for h in range(HOSTS)
-                for _ in range(PER_HOST)
-            ]
-            for p in procs:
-                p.start()
-            barrier.wait()
-            released = now_ns()
-            ends = [finished.get() for _ in procs]
-            for p in procs:
-                p.join()
-            computations.append(counter.value)
-            lasts.append((max(ends) - released) / 1e6)
-        rows.append([name, f"{median(computations):.0f} (max {max(computations)})", f"{median(lasts):.1f}", ""])
+        results = [_herd_trial(kind, server, segdir, trial) for trial in range(trials)]
+        computations = [r[0] for r in results]
+        last, began, own, others = ([r[i] for r in results] for i in range(1, 5))
+        rows.append([
+            name, f"{median(computations):.0f} (max {max(computations)})", f"{median(last):.1f}",
+            f"{median(began):.1f}", f"{median(own):.1f} / {median(others):.1f}", "",
+        ])
     remove_hosts("herd", segdir)
     return rows
 
@@ -405,14 +487,28 @@ def main(argv=None) -> None:
 
         print("## Hit latency (ns per get, one process)\n")
         print(markdown_table(["peer", "ns/get", "×L1"], hit_latency(server, segdir, args.repeat)))
-        print(f"\n## Redis commands per 1,000 requests ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
-        headers = ["peer", "commands/1000 req", "GETs/1000 req", "GETs per host", "tracking table"]
+        print(f"\n## Redis commands and reads ({HOSTS}x{PER_HOST} processes, Zipf(0.99), {args.keys} keys)\n")
+        print(
+            f"Each process makes two passes of {args.requests:,} requests: cold (every cache starts empty) "
+            f"and warm (the next {args.requests:,} of its stream). Lookups: round trips that look a key "
+            f"up in Redis (a GET; herdcache's read-or-lock script), per host in each pass; ÷ TTL dict is "
+            f"that over the per-process TTL dict's. GETs (values sent, both passes) per host from the "
+            f"server's counts. The floors of the ratio for these streams without writes (one lookup "
+            f"per key per host, over one per key per process): cold %.3f, warm %.3f.\n" % read_floor(args.keys, args.requests)
+        )
+        headers = ["peer", "commands/1000 req", "GETs/host", "lookups/host cold", "lookups/host warm",
+                   "tracking table", "÷ TTL dict cold", "÷ TTL dict warm"]
         print(markdown_table(headers, commands(server, segdir, args)))
         print(f"\n## Invalidation delay ({args.writes} writes, ms)\n")
         print(markdown_table(["what", "median", "p90", "max"], invalidation_delay(server, segdir, args.writes)))
         print(f"\n## Herd across hosts ({HOSTS}x{PER_HOST} processes, compute {COMPUTE_S * 1000:.0f} ms)\n")
         trials = 2 if args.quick else 5
-        print(markdown_table(["peer", "computations", "last caller (ms)", ""], herd(server, segdir, trials)))
+        print(
+            "Medians of the trials, ms: from the release to the last caller; to the start of the "
+            "computation; from its end to the last caller of the computing host / of the other hosts.\n"
+        )
+        headers = ["peer", "computations", "last caller", "compute began", "after compute: own / other hosts", ""]
+        print(markdown_table(headers, herd(server, segdir, trials)))
 
 
 if __name__ == "__main__":

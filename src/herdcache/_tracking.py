@@ -43,7 +43,16 @@ matches, and the tracker deletes as usual; a writer killed before its
 mark leaves none; a mark outlives no flush.  The writer marks before it
 checks the wake counter (see the fill fence below) and removes its mark
 if the counter moved, since the tracker may have handled its change
-before the mark existed.
+before the mark existed.  It also marks *before* its Redis write, as
+pending (any item): else the change Redis reports could land before the
+L1 store or between the store and the mark, and the tracker would drop
+the copy (the old one, or the one just written), and the host's readers
+would go to Redis for the value it is about to hold.  Until the writer's
+store, a pending mark keeps the previous copy, as a read racing the
+write may see it; it may also spare a copy from another host's change
+that Redis reports first, and the fence then finds the counter moved and
+asks Redis, as for any fill.  A write that fails or does not happen
+(NX/XX) removes its pending mark.
 
 The fill fence.  A process that fills the L1 from Redis (or computed the
 value) read the key's wake counter before its Redis call and reads it
@@ -58,8 +67,14 @@ invalidation of the very value they wait for would do that on every host).
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (error,
 or no answer to a PING within the timeout), the tracker bumps the epoch
-counter and clears the whole L1 (which also refuses every fill in flight),
-as Redis's documentation advises: invalidations may have been missed.
+counter and expires every copy in the L1, as Redis's documentation
+advises (it says flush): invalidations may have been missed.  Expired
+rather than deleted, each copy keeps its stale window, so that a caller
+that opted in (``stale_if_error``, ``stale_ttl``) can still fall back to
+it while Redis fails; it is never served as fresh again.  A fill in flight
+across the flush finds its wake counter moved and keeps its copy only if
+tracking is live again and Redis still holds what it read (the fill
+fence).  ``clear()`` and a FLUSHALL delete instead.
 ``tier.live`` holds the epoch while tracking is on and 0 otherwise;
 processes store values read from Redis in the L1 only while it is nonzero.
 """
@@ -108,11 +123,17 @@ def own_write_key(key: bytes) -> bytes | None:
     return mark if len(mark) <= 250 else None
 
 
+#: The csn of a pending mark: the writer is about to put its value in the L1.
+PENDING = 0
+
+
 def mark_own_write(cache: Any, key: bytes, csn: int) -> None:
     """Tell the tracker that the L1 item ``csn`` of ``key`` is this host's
-    own write, newer than the change Redis will report for it."""
+    own write, newer than the change Redis will report for it; or, with
+    csn PENDING (before the writer's L1 store, whose csn it cannot know
+    yet), that whatever item it finds is."""
     mark = own_write_key(key)
-    if mark is not None and csn:
+    if mark is not None:
         cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL)
 
 
@@ -247,7 +268,7 @@ class Tracker:
                 pass
             finally:
                 self.live.store(0)
-                self.flush()  # invalidations may have been missed
+                self.flush(keep_stale=True)  # invalidations may have been missed
                 self._disconnect()
             self._stop.wait(pause)
             pause = min(pause * 2, _MAX_RECONNECT_PAUSE)
@@ -257,7 +278,7 @@ class Tracker:
         conn = self._connect()
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.remote.prefix)
         conn.read_response()
-        self.live.store(self.flush())
+        self.live.store(self.flush(keep_stale=True))
         while not self._stop.is_set():
             if conn.can_read(timeout=HEARTBEAT):
                 conn.read_response(push_request=True)
@@ -323,15 +344,23 @@ class Tracker:
         if mark is not None:
             marked = cache._lookup(mark)
             cache._l1_delete(mark)
-            if marked is not None and marked[0] == _CSN.pack(found[4]):
+            if marked is not None and marked[0] in (_CSN.pack(found[4]), _CSN.pack(PENDING)):
                 return  # the host's own write, already in the L1: keep it
         cache._l1_delete(key)
 
-    def flush(self) -> int:
-        """Bump the epoch and clear the host's L1; return the new epoch."""
+    def flush(self, keep_stale: bool = False) -> int:
+        """Bump the epoch and clear the host's L1; return the new epoch.
+
+        :param keep_stale: expire every copy instead, keeping its stale
+            window (when invalidations may have been missed, not when the
+            values went: clear(), FLUSHALL): a copy is then never served as
+            fresh, only as stale_if_error's or stale_ttl's fallback.  Fills
+            under way go on, and their fence drops them (their wake
+            counter moves here, and tracking is not live)."""
         epoch = self.epoch.add(1)
-        self.cache._l1_clear()
-        self.wakeups.wake(None)
+        # Bump every wake counter first (wake runs the flush after it): a
+        # fill that publishes after the flush must see its counter moved.
+        self.wakeups.wake(None, self.cache._expire_all if keep_stale else self.cache._l1_clear)
         return epoch
 
 

@@ -339,6 +339,10 @@ class _Flight:
         self.cache._flight_publish(self.where, data, fmt, ttl, round_, self.options.stale_ttl, delta_ms)
         self.cache._count_stat("sets")  # a stored value, as set() counts one
 
+    async def apublish(self, value: Any, round_: int, started: float) -> None:
+        """:meth:`publish` from a coroutine (a tier's does Redis calls)."""
+        self.publish(value, round_, started)
+
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, Exception):
             self.cache._count_stat("compute_errors")
@@ -429,7 +433,7 @@ async def _acompute(flight: _Flight, fn: Callable[[], Awaitable[Any]], round_: i
     started = flight.start(round_, took_over, thread_bound=False)
     try:
         value = await flight.acall(fn)
-        flight.publish(value, round_, started)
+        await flight.apublish(value, round_, started)
     except BaseException as exc:  # includes CancelledError: free the key
         flight.fail(exc, round_)
         raise

@@ -38,8 +38,10 @@ constructed and in type checks.
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Iterable, Mapping
+from functools import partial
 from typing import Any, TypeVar
 
 import redis
@@ -58,7 +60,8 @@ from ._remote import (
     key_bytes,
     milliseconds,
 )
-from ._tracking import Tracker, Wakeups, mark_own_write, unmark_own_write
+from ._steps import Steps, arun, run
+from ._tracking import PENDING, Tracker, Wakeups, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
 from .errors import (
@@ -131,55 +134,97 @@ class _TierFlight(_Flight):
 
     # -- getting the value --------------------------------------------------------
 
+    # call and acall are the same walk; each step of it is written once (the
+    # *_steps generators), and these two only carry it out (_steps.py).
+
     def call(self, fn: Callable[[], Any]) -> Any:
-        step, got = self._obtain(fn)
+        step, got = self.tier._run(self._obtain(fn))
         if step != "compute":
             return got
         started = time.monotonic()
         try:
             value = fn()
         except BaseException as exc:
-            self._share_failure(exc, got)
+            self.tier._run(self._share_failure(exc, got))
             raise
-        return self._finish(value, got, started)
+        return self.tier._run(self._finish(value, got, started))
 
     async def acall(self, fn: Callable[[], Awaitable[Any]]) -> Any:
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        step, got = await loop.run_in_executor(None, self._obtain, fn)
+        step, got = await self.tier._arun(self._obtain(fn))
         if step != "compute":
             return got
         started = time.monotonic()
         try:
             value = await fn()
         except BaseException as exc:
-            await loop.run_in_executor(None, self._share_failure, exc, got)
+            await self.tier._arun(self._share_failure(exc, got))
             raise
-        return await loop.run_in_executor(None, self._finish, value, got, started)
+        return await self.tier._arun(self._finish(value, got, started))
 
-    def _obtain(self, fn: Any) -> tuple[str, Any]:
+    def _obtain(self, fn: Any) -> Steps[tuple[str, Any]]:
         """("value", v) from Redis, ("compute", token) when this caller holds
         the fleet-wide lock, ("compute", 0) to compute locally (Redis down)."""
         live = self.tier._live.load()
         try:
             if fn is _read_only:
-                return "value", self._read(live)
-            return self._through_fleet(live)
+                return "value", (yield from self._read(live))
+            return (yield from self._through_fleet(live))
         except RemoteUnavailable:
+            if self._fallback is not None:
+                return "value", self._serve_fallback()
             if fn is _read_only:
                 raise
             return "compute", 0
 
-    def _read(self, live: int) -> Any:
+    #: (bytes, seconds to the end of its stale window or None) of the L1
+    #: copy this caller may serve if Redis fails (see TieredCache stale_if_error).
+    _fallback: tuple[bytes, float | None] | None = None
+
+    def fresh_value(self) -> tuple[bool, Any]:
+        found, value = super().fresh_value()
+        if not found:  # before begin(), which would replace the copy by the flight
+            self._fallback = self.tier._fallback_copy(self.where, self.options.stale_ttl)
+            if self._fallback is not None and self.remote.is_down():
+                # Redis failed a moment ago: serve the copy and leave it in
+                # place (no flight, which would take it out and put it back).
+                self.tier._stale_if_error.add(1)
+                self.cache._count_stat("stale_served")
+                return True, self.cache._loads(self._fallback[0])
+        return found, value
+
+    def next_step(self, begun: Any) -> tuple[str, Any, Any]:
+        if begun[0] == "stale" and not self.options.stale_ttl:
+            # A stale window this caller did not ask for (stale_if_error's):
+            # wait for the host's fetch instead of serving the old copy.
+            return "wait", 0, begun[4]
+        return super().next_step(begun)
+
+    def _serve_fallback(self) -> Any:
+        """Serve the L1 copy Redis could not confirm, and put it back in the
+        L1 (the flight replaced it), expired, its stale window ending no
+        later than before: a stale window is whole seconds, so it ends up
+        to one second early, never late (this happens at most once per
+        pause of the host's breaker; meanwhile fresh_value serves the copy
+        in place)."""
+        data, end = self._fallback  # type: ignore[misc]
+        self.tier._stale_if_error.add(1)
+        self.cache._count_stat("stale_served")
+        self.l1_header, self._fence_seen = None, None
+        if end is None:  # a copy that never expires, being refreshed early
+            self.l1_data, self.l1_ttl, self.l1_stale = data, None, 0.0
+        elif end >= 1.0:  # 1 ns: expired when anyone reads it
+            self.l1_data, self.l1_ttl, self.l1_stale = data, 1e-9, float(math.floor(end))
+        return self.cache._loads(data)
+
+    def _read(self, live: int) -> Steps[Any]:
         self._fence_seen = self.tier._wakeups.snapshot(key_bytes(self.key))
-        record = self.remote.fetch(self.key)
+        record = yield self.remote.fetch_op(self.key)
         if record is None or record.kind != KIND_VALUE or not self._fresh(record):
             raise _Absent()
         _check_tag(record, self.key, self.cache._tag)
         return self._take(record, live)
 
-    def _through_fleet(self, live: int) -> tuple[str, Any]:
+    def _through_fleet(self, live: int) -> Steps[tuple[str, Any]]:
         """Read the value, or lock and compute, or wait for the host that
         computes.  ``seen`` is the header of the record this caller judged
         unfit (stale, or an older round's failure): Redis sends a record
@@ -189,13 +234,13 @@ class _TierFlight(_Flight):
         waited = heard = False
         while True:
             wake_seen = self._fence_seen = self.tier._wakeups.snapshot(kb)
-            state, got, pttl = self.remote.read_or_lock(self.key, self.options.lease, seen)
+            state, got, pttl = yield self.remote.read_or_lock_op(self.key, self.options.lease, seen)
             if state == LOCKED:
                 return "compute", got
             if state == HELD:
                 if self._servable is not None:  # another host refreshes it meanwhile
                     return "value", self._take(self._servable, live)
-                heard = self._wait_for_fleet(kb, wake_seen, pttl)
+                heard = yield partial(self._wait_for_fleet, kb, wake_seen, pttl)
                 waited = True
                 continue
             if waited and not heard and live:
@@ -203,7 +248,7 @@ class _TierFlight(_Flight):
                 # brought this value may still be on its way to the
                 # tracker, which would delete the copy published before it
                 # arrives (and the host's waiters would each read Redis).
-                self.tier._wakeups.wait(kb, wake_seen, _CATCH_UP)
+                yield partial(self.tier._wakeups.wait, kb, wake_seen, _CATCH_UP)
             outcome = self._judge(got, live, waited)
             if outcome is not _MISSING:
                 return "value", outcome
@@ -250,7 +295,7 @@ class _TierFlight(_Flight):
         self.l1_data = record.payload
         self.l1_header = record.header
         self.l1_ttl = self.tier._local(remaining, live)
-        self.l1_stale = min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0
+        self.l1_stale = self.tier._window(min(record.stale_ms / 1000.0, self.options.stale_ttl) if live else 0.0)
         self._delta_ms = record.delta_ms
         return value
 
@@ -274,7 +319,7 @@ class _TierFlight(_Flight):
 
     # -- after computing ------------------------------------------------------------
 
-    def _finish(self, value: Any, token: int, started: float) -> Any:
+    def _finish(self, value: Any, token: int, started: float) -> Steps[Any]:
         """Publish a computed value to Redis (fenced by ``token``) and plan
         its L1 copy."""
         data = self.cache._dumps(value)
@@ -285,7 +330,8 @@ class _TierFlight(_Flight):
             px = 0 if ttl is None else milliseconds(ttl + self.options.stale_ttl)
             record = encode(KIND_VALUE, self.cache._tag, data, delta_ms, int(self.options.stale_ttl * 1000), token)
             try:
-                stored = self.wrote = self.remote.publish(self.key, token, record, px)
+                publish = self.remote.publish_op(self.key, token, record, px)
+                stored = self.wrote = yield from self.tier._marked(self.key, publish, own=True)
                 self.l1_header = record[:HEADER_SIZE]
             except RemoteUnavailable:
                 token = 0
@@ -293,11 +339,12 @@ class _TierFlight(_Flight):
             # A value computed while Redis is down lives its local_ttl: the
             # tracker flushes the L1 once it is back.
             live = self.tier._live.load() if stored else 1
-            self.l1_data, self.l1_ttl, self.l1_stale = data, self.tier._local(ttl, live), self.options.stale_ttl
+            self.l1_data, self.l1_ttl = data, self.tier._local(ttl, live)
+            self.l1_stale = self.tier._window(self.options.stale_ttl)
             self._delta_ms = delta_ms
         return value
 
-    def _share_failure(self, exc: BaseException, token: int) -> None:
+    def _share_failure(self, exc: BaseException, token: int) -> Steps[None]:
         """Give the round's waiters on every host the exception (and cache
         it for negative_ttl), or free the lock if it is not an Exception."""
         if not token:
@@ -305,14 +352,14 @@ class _TierFlight(_Flight):
         try:
             if not isinstance(exc, Exception):
                 try:
-                    self.remote.release(self.key, token)
+                    yield self.remote.release_op(self.key, token)
                 except RemoteUnavailable:
                     self.remote.maybe_held(self.key, token)
                 return
             negative = self.options.negative_ttl
             kind = KIND_NEGATIVE if negative > 0 else KIND_ERROR
             record = encode(kind, self.cache._tag, _encode_error(exc), version=token)
-            self.remote.publish(self.key, token, record, milliseconds(negative or _ERROR_RECORD_TTL))
+            yield self.remote.publish_op(self.key, token, record, milliseconds(negative or _ERROR_RECORD_TTL))
         except RemoteUnavailable:
             pass
 
@@ -325,16 +372,25 @@ class _TierFlight(_Flight):
     wrote = False  # this flight published its computation to Redis
 
     def publish(self, value: Any, round_: int, started: float) -> None:
+        self.tier._run(self._publish(round_))
+
+    async def apublish(self, value: Any, round_: int, started: float) -> None:
+        await self.tier._arun(self._publish(round_))
+
+    def _publish(self, round_: int) -> Steps[None]:
         if self.l1_data is None:  # nothing fit for the L1: free its flight
             self.cache._flight_abort(self.where, round_)
             return
+        own = self.wrote and self.tier._live.load()  # marked pending since (_finish)
         if self.cache._flight_publish(
             self.where, self.l1_data, self.cache._tag, self.l1_ttl, round_, self.l1_stale, self._delta_ms
         ):
-            if self.wrote and self.tier._live.load():
+            if own:
                 found = self.cache._lookup(self.where)
-                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else 0)
-            self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
+                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else PENDING)
+            yield from self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
+        elif own:
+            unmark_own_write(self.tier, key_bytes(self.key))
 
     def fail(self, exc: BaseException, round_: int) -> None:
         if isinstance(exc, _Absent):  # not a failure: the waiters return their default
@@ -358,6 +414,14 @@ class TieredCache(Cache):
         ``"herdcache:NAME:"``): every host of the fleet must use the same.
     :param timeout: seconds a Redis connect, and a Redis reply, may take
         at most (the client's own timeouts if shorter).
+    :param stale_if_error: seconds past its expiry (or past the flush of
+        the L1 after a lost tracking connection) an L1 copy may still be
+        served when Redis fails or is known down; 0 (default): never, a read
+        that Redis cannot answer raises RemoteUnavailable.
+    :param aremote: a ``redis.asyncio.Redis`` whose connection settings the
+        async methods (aget, aset, adelete, aget_or_compute) use, on a
+        client of their own per event loop (bytes replies, no retries,
+        timeouts capped at ``timeout``); default: ``remote``'s settings.
     :param kwargs: the other parameters of :class:`~herdcache.Cache`.
     """
 
@@ -370,22 +434,29 @@ class TieredCache(Cache):
         local_ttl: float = 30.0,
         prefix: str | bytes | None = None,
         timeout: float = 0.25,
+        stale_if_error: float = 0.0,
+        aremote: Any = None,
         **kwargs: Any,
     ):
         """Open (or create) the L1 and join the host's tracking; see the class docstring."""
         if not local_ttl > 0 or local_ttl == FOREVER:
             raise InvalidArgument(f"local_ttl must be > 0 seconds (and finite), got {local_ttl!r}")
+        if not 0 <= stale_if_error <= 65535:
+            raise InvalidArgument(f"stale_if_error must be 0..65535 seconds, got {stale_if_error!r}")
         if prefix is None:
             if name is None:
                 raise InvalidArgument("an anonymous TieredCache needs prefix= (the key prefix in Redis)")
             prefix = f"herdcache:{name}:"
         super().__init__(name, size, **kwargs)
         self.local_ttl = float(local_ttl)
+        self.stale_if_error = float(stale_if_error)
         self.prefix = key_bytes(prefix)
         try:
-            self._remote = Remote(remote, self.prefix, self.segment, timeout)
+            self._remote = Remote(remote, self.prefix, self.segment, timeout, aremote)
+            self._remote.check_server()
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
+            self._stale_if_error = self.segment.counter("tier.stale_if_error")
             self._wakeups = Wakeups(self)
             self._tracker = Tracker(self, self._remote)
         except BaseException:
@@ -403,22 +474,69 @@ class TieredCache(Cache):
         """Empty this host's L1 only (clear() goes to Redis)."""
         _core.Cache.clear(self)
 
+    def _window(self, stale: float) -> float:
+        """The stale window of an L1 copy: its own, or stale_if_error's."""
+        return max(stale, self.stale_if_error)
+
+    def _fallback_copy(self, where: Any, stale_ttl: float) -> tuple[bytes, float | None] | None:
+        """The L1 copy of a key that a caller with ``stale_ttl`` may serve
+        if Redis fails: one whose stale window is not over, and that
+        expired at most the caller's window ago.  None if there is none,
+        or the caller did not opt in."""
+        window = max(stale_ttl, self.stale_if_error)
+        if not window:
+            return None
+        found = self._lookup(where)
+        if found is None or found[1] != self._tag:
+            return None
+        data, _fmt, ttl, stale_s, _csn, _delta = found
+        if ttl is None:
+            return data, None
+        if ttl + stale_s <= 0 or -ttl > window:
+            return None
+        return data, ttl + stale_s
+
     def _local(self, ttl: float | None, live: int = 1) -> float:
         """The L1 ttl for a value that lives ``ttl`` more seconds in Redis."""
         cap = self.local_ttl if live else min(UNTRACKED_TTL, self.local_ttl)
         return cap if ttl is None else min(ttl, cap)
 
-    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> None:
+    # -- running steps (see _steps.py) -------------------------------------------
+
+    def _execute(self, request: Any) -> Any:
+        """Carry out one request of a step generator, blocking: a Redis
+        operation (itself steps) on the sync client, or a wait."""
+        if isinstance(request, Generator):
+            return self._remote.run(request)
+        return request()
+
+    async def _aexecute(self, request: Any) -> Any:
+        """:meth:`_execute` on asyncio: Redis through ``redis.asyncio``; a
+        wait (on a herdcache condition, woken from another process) in a
+        worker thread, so the loop never blocks."""
+        if isinstance(request, Generator):
+            return await self._remote.arun(request)
+        import asyncio  # here, not at the top: it doubles `import herdcache`
+
+        return await asyncio.get_running_loop().run_in_executor(None, request)
+
+    def _run(self, steps: Steps[_T]) -> _T:
+        return run(steps, self._execute)
+
+    async def _arun(self, steps: Steps[_T]) -> _T:
+        return await arun(steps, self._aexecute)
+
+    def _remember(self, key: Any, data: bytes, ttl: float | None, seen: int, header: bytes) -> Steps[None]:
         """Put a value this process just wrote to Redis in the L1, marked
         as an own write (see _tracking), then fenced (see _fill_fence;
         ``seen`` is the key's wake counter before the write)."""
         live = self._live.load()
-        csn = self._store(key, data, self._tag, self._local(ttl, live))
+        csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
             mark_own_write(self, key_bytes(key), csn)
-        self._fill_fence(key, seen, header)
+        yield from self._fill_fence(key, seen, header)
 
-    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> None:
+    def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> Steps[None]:
         """After an L1 publish (and own-write mark) of the record ``header``
         read or written when the key's wake counter was ``seen``: if an
         invalidation came since, drop the mark (the tracker may have
@@ -430,20 +548,45 @@ class TieredCache(Cache):
             return
         unmark_own_write(self, key_bytes(key))
         try:
-            if self._remote.still(key, header):
+            # Only with tracking live now does a check that the record is
+            # current cover what follows it (the flush on a lost tracking
+            # connection expires copies and leaves fills to this fence).
+            if self._live.load() and (yield self._remote.still_op(key, header)):
                 return
         except RemoteUnavailable:
             pass
         self._l1_delete(key)
 
-    def _write(self, key: Any, operation: Callable[[], _T]) -> _T:
-        """Run a Redis write; on failure forget the key here too (the write
-        may have happened) and raise."""
+    def _write(self, key: Any, operation: Steps[_T], own: bool = False) -> Steps[_T]:
+        """A Redis write (see _marked); on failure forget the key here too
+        (the write may have happened) and raise."""
         try:
-            return operation()
+            return (yield from self._marked(key, operation, own))
         except RemoteUnavailable:
             self._l1_delete(key)
             raise
+
+    def _marked(self, key: Any, operation: Steps[_T], own: bool) -> Steps[_T]:
+        """``operation``, a Redis write of ``key``; with ``own`` (a value this
+        process then puts in the L1), under a pending own-write mark taken
+        *before* the write: Redis may report the change before the value
+        is in the L1, and without the mark the tracker would drop the
+        previous copy meanwhile, and the host's readers would go to Redis
+        for a value it is about to have (see _tracking).  The mark goes if
+        the write failed or did not happen."""
+        kb = key_bytes(key)
+        own = own and bool(self._live.load())
+        if own:
+            mark_own_write(self, kb, PENDING)
+        try:
+            done: _T = yield operation
+        except BaseException:
+            if own:
+                unmark_own_write(self, kb)
+            raise
+        if own and not done:
+            unmark_own_write(self, kb)
+        return done
 
     def _record(self, data: bytes) -> bytes:
         return encode(KIND_VALUE, self._tag, data)
@@ -475,11 +618,29 @@ class TieredCache(Cache):
         value = self._get_value(key, _MISSING)
         if value is not _MISSING:
             return value
-        options = ComputeOptions(lease=max(4 * self._remote.timeout, 1.0))
         try:
-            return compute.get_or_compute(self, key, _read_only, options, _TierFlight)
+            return compute.get_or_compute(self, key, _read_only, self._read_options(), _TierFlight)
         except _Absent:
             return default
+
+    async def aget(self, key: Any, default: Any = None) -> Any:
+        """:meth:`get` for asyncio: Redis through ``redis.asyncio``, and a
+        wait for another process of the host in a worker thread (the loop
+        never blocks beyond an L1 lookup).
+
+        :raises RemoteUnavailable: not in the L1, and Redis did not answer.
+        """
+        value = self._get_value(key, _MISSING)
+        if value is not _MISSING:
+            return value
+        try:
+            return await compute.aget_or_compute(self, key, _read_only, self._read_options(), _TierFlight)
+        except _Absent:
+            return default
+
+    def _read_options(self) -> ComputeOptions:
+        """The flight options of a plain read: a lease that outlasts its Redis call."""
+        return ComputeOptions(lease=max(4 * self._remote.timeout, 1.0))
 
     def __getitem__(self, key: Any) -> Any:
         value = self.get(key, _MISSING)
@@ -508,7 +669,18 @@ class TieredCache(Cache):
         if missing:
             seen = [self._wakeups.snapshot(key_bytes(k)) for k in missing]
             live = self._live.load()
-            for key, record, before in zip(missing, self._remote.fetch_many(missing), seen):
+            fallbacks = {k: self._fallback_copy(k, 0.0) for k in missing}
+            try:
+                records = self._remote.fetch_many(missing)
+            except RemoteUnavailable:
+                if not any(fallbacks.values()):
+                    raise
+                for key, copy in fallbacks.items():
+                    if copy is not None:
+                        self._stale_if_error.add(1)
+                        found[key] = self._loads(copy[0])
+                return found
+            for key, record, before in zip(missing, records, seen):
                 if record is None or record.kind != KIND_VALUE:
                     continue
                 _check_tag(record, key, self._tag)
@@ -516,8 +688,8 @@ class TieredCache(Cache):
                 if remaining is not None and remaining <= 0:
                     continue
                 found[key] = self._loads(record.payload)
-                self._store(key, record.payload, self._tag, self._local(remaining, live))
-                self._fill_fence(key, before, record.header)
+                self._store(key, record.payload, self._tag, self._local(remaining, live), stale_ttl=self._window(0.0))
+                self._run(self._fill_fence(key, before, record.header))
         return found
 
     def ttl(self, key: Any) -> float | None:
@@ -566,16 +738,19 @@ class TieredCache(Cache):
     def _put_remote(
         self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False
     ) -> bool:
+        return self._run(self._put_steps(key, value, ttl, nx, xx))
+
+    def _put_steps(self, key: Any, value: Any, ttl: float | None, nx: bool = False, xx: bool = False) -> Steps[bool]:
         data = self._dumps(value)
         effective = self._ttl(ttl)
         if effective is not None and effective <= 0:
-            self.delete(key)
+            yield from self._delete_steps(key)
             return False
         record = self._record(data)
         seen = self._wakeups.snapshot(key_bytes(key))
-        stored = self._write(key, lambda: self._remote.store(key, record, milliseconds(effective), nx, xx))
+        stored = yield from self._write(key, self._remote.store_op(key, record, milliseconds(effective), nx, xx), own=True)
         if stored:
-            self._remember(key, data, effective, seen, record[:HEADER_SIZE])
+            yield from self._remember(key, data, effective, seen, record[:HEADER_SIZE])
         return stored
 
     def set(self, key: Any, value: Any, ttl: float | None = None) -> None:
@@ -584,6 +759,10 @@ class TieredCache(Cache):
         :raises RemoteUnavailable: Redis did not take the write.
         """
         self._put_remote(key, value, ttl)
+
+    async def aset(self, key: Any, value: Any, ttl: float | None = None) -> None:
+        """:meth:`set` for asyncio, through ``redis.asyncio``."""
+        await self._arun(self._put_steps(key, value, ttl))
 
     def add(self, key: Any, value: Any, ttl: float | None = None) -> bool:
         """Store only if ``key`` is absent in Redis; True if stored."""
@@ -602,7 +781,14 @@ class TieredCache(Cache):
 
     def delete(self, key: Any) -> bool:
         """Remove ``key`` from Redis and the L1; True if Redis had it."""
-        removed = self._write(key, lambda: self._remote.delete([key]))
+        return self._run(self._delete_steps(key))
+
+    async def adelete(self, key: Any) -> bool:
+        """:meth:`delete` for asyncio, through ``redis.asyncio``."""
+        return await self._arun(self._delete_steps(key))
+
+    def _delete_steps(self, key: Any) -> Steps[bool]:
+        removed = yield from self._write(key, self._remote.delete_op([key]))
         self._l1_delete(key)
         return removed > 0
 
@@ -616,7 +802,7 @@ class TieredCache(Cache):
         if not keys:
             return 0
         try:
-            removed = self._remote.delete(keys)
+            removed = self._remote.run(self._remote.delete_op(keys))
         finally:
             for key in keys:
                 self._l1_delete(key)
@@ -625,7 +811,7 @@ class TieredCache(Cache):
     def touch(self, key: Any, ttl: float | None = None) -> bool:
         """Give ``key`` a new ttl in Redis; True if it was there."""
         effective = self._ttl(ttl)
-        found = self._write(key, lambda: self._remote.touch(key, milliseconds(effective)))
+        found = self._run(self._write(key, self._remote.touch_op(key, milliseconds(effective))))
         self._l1_delete(key)  # the next read takes the new ttl
         return found
 
@@ -650,7 +836,7 @@ class TieredCache(Cache):
             return self._record(self._dumps(value + delta))
 
         while True:
-            new = self._write(key, lambda: self._remote.update(key, change))
+            new = self._run(self._write(key, self._remote.update_op(key, change)))
             self._l1_delete(key)
             if new is not None:
                 return result[0]
@@ -678,8 +864,10 @@ class TieredCache(Cache):
     async def aget_or_compute(
         self, key: Any, fn: Callable[[], Awaitable[Any]], ttl: float | None = None, **kwargs: Any
     ) -> Any:
-        """:meth:`get_or_compute` for asyncio: Redis calls and waits run in
-        worker threads, ``fn`` runs on the loop."""
+        """:meth:`get_or_compute` for asyncio: ``fn`` runs on the loop, Redis
+        calls go through ``redis.asyncio`` (the same steps, timeouts, breaker
+        and fencing as the sync path), and waits (for another process of
+        the host, or another host's computation) run in worker threads."""
         options = kwargs.pop("options", None) or ComputeOptions(ttl, **kwargs)
         return await compute.aget_or_compute(self, key, fn, options, _TierFlight)
 
@@ -693,6 +881,7 @@ class TieredCache(Cache):
             "tracking": self.tracking,
             "invalidations": self._tracker.invalidations.load(),
             "remote_down": self._remote.is_down(),
+            "stale_if_error": self._stale_if_error.load(),
         }
         return stats
 

@@ -253,6 +253,41 @@ test_expiry_is_inclusive(void)
 }
 
 /*
+ * expire_all (the tier's flush): every live value expires at that instant
+ * and keeps its stale window; one that had expired keeps its own expiry.
+ */
+static void
+test_expire_all_keeps_stale_windows(void)
+{
+    hc_cache *c = new_cache(1 << 20, true);
+    uint64_t now = hc_now_ns(), earlier = now - HC_NS_PER_SEC, csn;
+    hc_write wr;
+    hc_read rd;
+
+    memset(&wr, 0, sizeof(wr));
+    wr.wr_key = "windowed";
+    wr.wr_key_len = 8;
+    wr.wr_hash = hc_cache_hash(c, "windowed", 8);
+    wr.wr_value = "v";
+    wr.wr_value_len = 1;
+    wr.wr_format = 1;
+    wr.wr_expires = now + 3600 * HC_NS_PER_SEC;
+    wr.wr_stale_s = 10;
+    CHECK_ST(hc_cache_set(c, &wr, &csn), HC_OK);
+    CHECK_ST(put(c, "forever", "v", 1), HC_OK);
+    CHECK_ST(put_until(c, "gone", "v", 1, earlier), HC_OK);
+    CHECK_ST(hc_cache_expire_all(c, now), HC_OK);
+    begin_read(c, "windowed", now, &rd);
+    CHECK(rd.rd_expired && rd.rd_expires == now && rd.rd_stale_s == 10);
+    begin_read(c, "forever", now, &rd);
+    CHECK(rd.rd_expired && rd.rd_expires == now);
+    begin_read(c, "gone", now, &rd);
+    CHECK(rd.rd_expired && rd.rd_expires == earlier);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    done(c);
+}
+
+/*
  * The seqlock itself: a read begun before a writer frees the block it is
  * copying must not validate, whether the block goes by an overwrite of
  * the key or by eviction (neither is a delete, which bumps the epoch by a
@@ -580,6 +615,7 @@ main(void)
     TEST(test_identify_names_the_current_item);
     TEST(test_full_cache_without_eviction_refuses);
     TEST(test_expiry_is_inclusive);
+    TEST(test_expire_all_keeps_stale_windows);
     TEST(test_read_of_a_freed_block_does_not_validate);
     TEST(test_failed_set_drops_old_value);
     TEST(test_dead_writer_is_repaired);

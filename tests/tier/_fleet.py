@@ -223,6 +223,15 @@ class Fleet:
                 w.kill()
 
 
+def succeeds(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``fn(*args)`` went through (False: RemoteUnavailable)."""
+    try:
+        fn(*args)
+        return True
+    except herdcache.errors.RemoteUnavailable:
+        return False
+
+
 def until(predicate: Callable[[], bool], what: str, timeout: float = HANG) -> None:
     """Poll ``predicate`` (an observable state) until it holds; fail with ``what``."""
     deadline = time.monotonic() + timeout

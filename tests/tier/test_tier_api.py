@@ -19,23 +19,6 @@ from herdcache import errors
 from herdcache.errors import InvalidArgument, SerializationError
 
 
-@pytest.fixture
-def host(redis_server, segdir, prefix):
-    """A factory of TieredCaches ("hosts") on the session's server, closed afterwards."""
-    made = []
-
-    def make(name: str = "a", **kwargs) -> herdcache.TieredCache:
-        kwargs.setdefault("prefix", prefix)
-        cache = herdcache.TieredCache(name, "4MiB", remote=redis_server.client(), dir=segdir, **kwargs)
-        made.append(cache)
-        until(lambda: cache.tracking, f"host {name} tracking")
-        return cache
-
-    yield make
-    for cache in made:
-        cache.close()
-
-
 def reaches(cache: herdcache.TieredCache, key: str, expected, default=None) -> None:
     """Another host's write reaches ``cache`` once its tracker heard of it
     (milliseconds): read until it does."""
@@ -267,3 +250,15 @@ def test_compare_and_set_is_refused_clearly(host) -> None:
         with pytest.raises(errors.NotSupported, match="get_or_compute"):
             call()
     assert a.get("k") == 1
+
+
+def test_a_server_before_6_0_is_refused_and_this_one_is_not(redis_server) -> None:
+    """Redis 6.0 brought what the tier needs (CLIENT TRACKING, RESP3);
+    every server kind the tests run on passes, an older version is
+    refused with the fix (construction checks it when the server answers)."""
+    from herdcache._remote import server_refusal
+
+    info = redis_server.client().info("server")
+    assert server_refusal(info) is None
+    refusal = server_refusal({**info, "redis_version": "5.0.14"})
+    assert refusal is not None and "Redis 5.0.14 is too old" in refusal and "upgrade" in refusal

@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 
 import pytest
-from _fleet import until
+from _fleet import succeeds, until
 
 import herdcache
 from herdcache.errors import RemoteUnavailable
@@ -60,18 +60,10 @@ def check_away(a: herdcache.TieredCache, epoch_before: int) -> None:
 
 def check_back(a: herdcache.TieredCache, b: herdcache.TieredCache) -> None:
     until(lambda: a.tracking and b.tracking, "tracking to come back on both hosts")
-    until(lambda: _succeeds(a.set, "k", "after"), "a write to succeed again")
+    until(lambda: succeeds(a.set, "k", "after"), "a write to succeed again")
     assert a.get("local") is None  # the local-only value went with the flush
     until(lambda: b.get("k") == "after", "b to read the write made after recovery")
     assert b.get_or_compute("c", lambda: "fleet", ttl=60) == "fleet" and a.get("c") == "fleet"
-
-
-def _succeeds(fn, *args) -> bool:
-    try:
-        fn(*args)
-        return True
-    except RemoteUnavailable:
-        return False
 
 
 def test_redis_killed_and_restarted(pair, own_redis) -> None:

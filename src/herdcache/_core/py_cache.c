@@ -886,6 +886,25 @@ Cache_clear(CacheObject *self, PyObject *Py_UNUSED(ignored))
     Py_RETURN_NONE;
 }
 
+PyDoc_STRVAR(Cache_expire_all_doc,
+"_expire_all() -> None\n\n"
+"Expire every value now, keeping its stale window (the tier's flush).");
+
+static PyObject *
+Cache_expire_all(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+    uint64_t now = hc_expiry_now_ns();
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    PINNED_UNLOCKED(c->ca_seg, st, hc_cache_expire_all(c, now));
+    if (st != HC_OK)
+        return hcpy_raise_status("expire_all", st);
+    Py_RETURN_NONE;
+}
+
 PyDoc_STRVAR(Cache_count_doc,
 "_count() -> int\n\nThe number of unexpired items.");
 
@@ -1303,6 +1322,8 @@ static PyMethodDef Cache_methods[] = {
      METH_VARARGS, Cache_compare_and_delete_doc},
     {"_touch", (PyCFunction) Cache_touch, METH_VARARGS, Cache_touch_doc},
     {"clear", (PyCFunction) Cache_clear, METH_NOARGS, Cache_clear_doc},
+    {"_expire_all", (PyCFunction) Cache_expire_all, METH_NOARGS,
+     Cache_expire_all_doc},
     {"_count", (PyCFunction) Cache_count, METH_NOARGS, Cache_count_doc},
     {"_keys", (PyCFunction) Cache_keys, METH_NOARGS, Cache_keys_doc},
     {"check", (PyCFunction) Cache_check, METH_NOARGS, Cache_check_doc},

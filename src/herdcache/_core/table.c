@@ -1947,6 +1947,40 @@ hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count)
     return HC_OK;
 }
 
+/* Expire a value now, keeping its stale window (hc_cache_expire_all). */
+static bool
+expire_now(writer *w, hc_item *it, void *arg)
+{
+    (void) arg;
+    if (user_visible(it, w->w_now))
+        /* relaxed, as touch: readers see the old or the new deadline, both
+         * whole, and the stripe lock orders this against every writer */
+        atomic_store_explicit(&it->it_expires, w->w_now, memory_order_relaxed);
+    return true;
+}
+
+/* Expiring is idempotent: a walk restarted after a repair just goes again. */
+static void
+expire_restart(void *arg)
+{
+    (void) arg;
+}
+
+hc_status
+hc_cache_expire_all(hc_cache *c, uint64_t now)
+{
+    uint32_t i;
+
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        hc_status st = walk_stripe(c, i, now, expire_now, expire_restart,
+                                   NULL);
+
+        if (st != HC_OK)
+            return st;
+    }
+    return HC_OK;
+}
+
 typedef struct key_buffer {
     uint8_t *kb_data;
     size_t kb_len, kb_cap, kb_count;

@@ -307,6 +307,13 @@ hc_status hc_cache_touch(hc_cache *c, const void *key, uint32_t key_len,
 void hc_cache_reap_nowait(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash);
 hc_status hc_cache_clear(hc_cache *c);
+/*
+ * Expire every value at now, keeping each one's stale window: it is no
+ * longer served as fresh, but a caller that opted in may still fall back
+ * to it (the tier, once it may have missed invalidations).  Flights are
+ * left to run.
+ */
+hc_status hc_cache_expire_all(hc_cache *c, uint64_t now);
 
 /* Unexpired items, counted under each stripe lock in turn. */
 hc_status hc_cache_count(hc_cache *c, uint64_t now, uint64_t *count);
