@@ -57,6 +57,7 @@ def test_three_hosts_of_eight_compute_a_cold_key_once(fleet_factory, redis_serve
     get its value; each host reads the value from Redis at most once."""
     fleet = fleet_factory(3, 8)
     fleet.all_tracking()  # a tracker that starts flushes its host's L1, flights too
+    epochs = {host: _epoch(fleet, host) for host in fleet.hosts}
     client = redis_server.client()
     client.config_resetstat()
     computing = start_herd(fleet, "cold")
@@ -66,13 +67,22 @@ def test_three_hosts_of_eight_compute_a_cold_key_once(fleet_factory, redis_serve
 
     assert replies == [("value", {"price": 42})] * 24
     assert int(client.get(counter_key(prefix))) == 1
-    # One flight round per host: the host went to Redis once for all 8.
-    assert {host: fleet.l1(host).stats()["computes"] for host in fleet.hosts} == dict.fromkeys(fleet.hosts, 1)
+    # A host whose tracking broke meanwhile (a PING unanswered within the
+    # timeout, on a loaded machine) flushed its L1 and may read the value
+    # once more, as documented; every other host made one flight round:
+    # it went to Redis once for all 8.
+    flushed = {host for host in fleet.hosts if _epoch(fleet, host) != epochs[host]}
+    rounds = {host: fleet.l1(host).stats()["computes"] for host in fleet.hosts}
+    assert all(n == 1 or (host in flushed and n == 2) for host, n in rounds.items()), (rounds, flushed)
     # GET sends a value to a host (the scripts read locks and headers with
-    # GETRANGE): once for each of the 2 waiting hosts, and this test read
-    # its counter with one.
+    # GETRANGE): once for each of the 2 waiting hosts (and a flushed
+    # host's second read), and this test read its counter with one.
     gets = redis_server.commandstats().get("get", 0)
-    assert gets <= 2 + 1, f"{gets} GETs"
+    assert gets <= 2 + len(flushed) + 1, f"{gets} GETs, hosts flushed meanwhile: {flushed}"
+
+
+def _epoch(fleet: Fleet, host: str) -> int:
+    return fleet.l1(host).segment.counter("tier.epoch").load()
 
 
 def test_a_write_on_one_host_reaches_the_others_within_the_bound(fleet_factory) -> None:
