@@ -563,7 +563,10 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
     def stats(self) -> dict[str, Any]:
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
-        payload_bytes), ``per_process``: the counters of each process, and
+        payload_bytes), ``flight_wakes`` and ``flight_woken`` (wake-up calls
+        at the ends of computations, and the waiters they woke: a
+        computation's end wakes only its key's waiters, and those sharing
+        its hashed wake word), ``per_process``: the counters of each process, and
         ``local``: this process's decoded layer (items, bytes, max_items,
         max_bytes, and its own hits and misses; its hits are not in
         ``hits``, which counts reads of the shared table)."""

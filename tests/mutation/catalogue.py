@@ -166,8 +166,8 @@ MUTANTS = [
     Mutant(
         "flight-end-wakes-one",
         CORE + "flight.c",
-        "    hc_futex_wake(&s->sp_flight_seq, -1);",
-        "    hc_futex_wake(&s->sp_flight_seq, 1);",
+        "    woken = hc_futex_wake(word, -1);",
+        "    woken = hc_futex_wake(word, 1);",
         ("c:test_threads", T + "multiprocess/test_compute_herd.py"),
         "a publish wakes one waiter; the others wake at their 50 ms probe",
     ),

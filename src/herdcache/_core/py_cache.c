@@ -984,25 +984,29 @@ Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
 {
     hc_cache *c = cache_get(self);
     uint64_t totals[HC_STAT_COUNT], used, capacity, items, payload;
+    uint64_t wakes, woken;
     PyObject *d;
 
     if (c == NULL)
         return NULL;
     hc_cache_stats(c, totals);
     hc_cache_usage(c, &used, &capacity, &items, &payload);
+    hc_flight_wake_counts(c, &wakes, &woken);
     d = stats_dict(totals);
     if (d == NULL)
         return NULL;
     {
         PyObject *extra = Py_BuildValue(
-            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I}",
+            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:K,s:K}",
             "entries", (unsigned long long) items,
             "bytes_used", (unsigned long long) used,
             "bytes_free", (unsigned long long) (capacity - used),
             "bytes_capacity", (unsigned long long) capacity,
             "payload_bytes", (unsigned long long) payload,
             "max_value_size", c->ca_max_value,
-            "stripes", c->ca_layout.cl_nstripes);
+            "stripes", c->ca_layout.cl_nstripes,
+            "flight_wakes", (unsigned long long) wakes,
+            "flight_woken", (unsigned long long) woken);
 
         if (extra == NULL || PyDict_Update(d, extra) < 0) {
             Py_XDECREF(extra);
