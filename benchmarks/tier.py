@@ -47,7 +47,6 @@ import tempfile
 import time
 from contextlib import ExitStack
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
 import msgpack
 import redis
 from _common import (

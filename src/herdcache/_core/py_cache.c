@@ -492,22 +492,32 @@ local_evict_one(local_layer *l)
     return local_forget(l, key, entry);
 }
 
-/* Keep value (the item csn's, charged bytes) under key; -1 on error. */
+/*
+ * Keep value (the item csn's, charged bytes) under key, with the key's
+ * hash (so that a hit does not hash the key again); -1 on error.
+ */
 static int
-local_keep(local_layer *l, PyObject *key, PyObject *value, uint64_t csn,
+local_keep(CacheObject *self, PyObject *key, PyObject *value, uint64_t csn,
            Py_ssize_t charged)
 {
+    local_layer *l = &self->local;
     PyObject *entry;
+    const char *kdata;
+    Py_ssize_t klen;
     int rc;
 
     if (csn == 0 || charged > l->max_bytes || !local_admits(l, value, 0))
         return 0;
+    if (self->cache == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
+        return -1;
     while (PyDict_GET_SIZE(l->entries) > 0
            && (PyDict_GET_SIZE(l->entries) >= l->max_items
                || l->bytes + charged > l->max_bytes))
         if (local_evict_one(l) < 0)
             return -1;
-    entry = Py_BuildValue("(KOn)", (unsigned long long) csn, value, charged);
+    entry = Py_BuildValue("(KOnK)", (unsigned long long) csn, value, charged,
+                          (unsigned long long) hc_cache_hash(
+                              self->cache, kdata, (size_t) klen));
     if (entry == NULL)
         return -1;
     rc = PyDict_SetItem(l->entries, key, entry);
@@ -536,7 +546,7 @@ local_current(CacheObject *self, PyObject *key, PyObject *entry)
     if (c == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
         return -1;
     csn = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
-    hash = hc_cache_hash(c, kdata, (size_t) klen);
+    hash = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 3));
     /*
      * "now" 0: expiry is judged below, reading the clock only for an item
      * that can expire (a third of a hit's time otherwise).  The lookup
@@ -599,9 +609,38 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
                           &nbytes);
     /* The decoder ran Python code, which may have turned the layer off. */
     if (value != NULL && l->entries != NULL
-        && local_keep(l, key, value, csn, nbytes) < 0)
+        && local_keep(self, key, value, csn, nbytes) < 0)
         Py_CLEAR(value);
     return value;
+}
+
+/*
+ * Cache.get itself: the whole of get() in one call from Python, through
+ * the decoded layer if it is on (_get_local), else _get_value(); a key
+ * over the table's length limit goes to the Python side's _get_long().
+ */
+PyDoc_STRVAR(Cache_get_decoded_doc,
+"_get_decoded(key, default=None)\n--\n\n"
+"The value of ``key``, or ``default`` if it is absent or expired.");
+
+static PyObject *
+Cache_get_decoded(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t len = 0;
+
+    if (nargs >= 1 && nargs <= 2) {
+        if (PyUnicode_Check(args[0])) {
+            if (PyUnicode_AsUTF8AndSize(args[0], &len) == NULL)
+                return NULL;
+        }
+        else if (PyBytes_Check(args[0]))
+            len = PyBytes_GET_SIZE(args[0]);
+        if (len > HC_KEY_MAX)
+            return PyObject_CallMethod((PyObject *) self, "_get_long", "OO",
+                                       args[0],
+                                       nargs == 2 ? args[1] : Py_None);
+    }
+    return Cache_get_local(self, args, nargs);
 }
 
 PyDoc_STRVAR(Cache_set_local_doc,
@@ -1274,6 +1313,8 @@ static PyMethodDef Cache_methods[] = {
      METH_FASTCALL, Cache_get_value_doc},
     {"_get_local", (PyCFunction) (void (*)(void)) Cache_get_local,
      METH_FASTCALL, Cache_get_local_doc},
+    {"_get_decoded", (PyCFunction) (void (*)(void)) Cache_get_decoded,
+     METH_FASTCALL, Cache_get_decoded_doc},
     {"_set_local", (PyCFunction) Cache_set_local, METH_VARARGS,
      Cache_set_local_doc},
     {"_local_stats", (PyCFunction) Cache_local_stats, METH_NOARGS,
