@@ -38,13 +38,16 @@ static const char *const stat_names[HC_STAT_COUNT] = {
 };
 
 /*
- * The per-process decoded layer: key -> (csn, value, charged bytes), the
- * decoded values of this process's recent hits.  An entry is served only
- * while the shared table still holds the item it was decoded from (same
- * csn, unexpired), checked on every hit by hc_cache_identify(); so it is
- * never older than what get_value() would return.  Bounded in entries and
- * in bytes (each charged its serialized length); full, it drops entries
- * in about the order they came (a cursor over the dict).
+ * The per-process decoded layer: key -> LocalEntry, the decoded values of
+ * this process's recent hits.  An entry is served only while the shared
+ * table still holds the item it was decoded from (same csn, unexpired),
+ * checked on every hit by hc_cache_identify(); so it is never older than
+ * what get_value() would return.  Bounded in entries and in bytes (each
+ * charged its serialized length); full, it drops entries in about the
+ * order they came (a cursor over the dict).  A stale entry is replaced in
+ * place by the value read afresh, so a key written often does not churn
+ * the dict (a delete and an insert leave a dummy slot that later probes
+ * step over until the dict is resized).
  */
 typedef struct {
     PyObject *entries;          /* dict, NULL: the layer is off */
@@ -433,6 +436,38 @@ Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* The per-process decoded layer (local_layer above)                      */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * One kept value, with the csn of the item it was decoded from, its key's
+ * hash (a hit does not hash the key again) and its charge.  One object
+ * with C fields, not a tuple of ints: a hit reads them without unboxing
+ * and a keep allocates once.  Not GC-tracked: only the layer's dict refers
+ * to it, so it is never part of a cycle (the value, if a container, is
+ * tracked on its own).
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *le_value;
+    uint64_t le_csn;
+    uint64_t le_hash;
+    Py_ssize_t le_charged;
+} LocalEntry;
+
+static void
+LocalEntry_dealloc(LocalEntry *e)
+{
+    Py_XDECREF(e->le_value);
+    PyObject_Free(e);
+}
+
+static PyTypeObject LocalEntry_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core._LocalEntry",
+    .tp_basicsize = sizeof(LocalEntry),
+    .tp_dealloc = (destructor) LocalEntry_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A value of the decoded layer (internal).",
+};
+
 /* True if value may stay in a layer that keeps immutable values only. */
 static int
 local_admits(const local_layer *l, PyObject *value, int depth)
@@ -465,7 +500,7 @@ local_admits(const local_layer *l, PyObject *value, int depth)
 static int
 local_forget(local_layer *l, PyObject *key, PyObject *entry)
 {
-    Py_ssize_t charged = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    Py_ssize_t charged = ((LocalEntry *) entry)->le_charged;
     int rc;
 
     Py_INCREF(key);
@@ -493,38 +528,46 @@ local_evict_one(local_layer *l)
 }
 
 /*
- * Keep value (the item csn's, charged bytes) under key, with the key's
- * hash (so that a hit does not hash the key again); -1 on error.
+ * Keep value (the item csn's, charged bytes) under key, in place of the
+ * key's stale entry if it has one; or, if value is not to be kept, drop
+ * that entry.  -1 on error.
  */
 static int
 local_keep(CacheObject *self, PyObject *key, PyObject *value, uint64_t csn,
            Py_ssize_t charged)
 {
     local_layer *l = &self->local;
-    PyObject *entry;
+    PyObject *old = PyDict_GetItemWithError(l->entries, key);
+    Py_ssize_t old_charged = old ? ((LocalEntry *) old)->le_charged : 0;
+    LocalEntry *entry;
     const char *kdata;
     Py_ssize_t klen;
     int rc;
 
-    if (csn == 0 || charged > l->max_bytes || !local_admits(l, value, 0))
-        return 0;
-    if (self->cache == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
+    if (old == NULL && PyErr_Occurred())
         return -1;
+    if (csn == 0 || charged > l->max_bytes || !local_admits(l, value, 0))
+        return old == NULL ? 0 : local_forget(l, key, old);
+    if (self->cache == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0
+        || (entry = PyObject_New(LocalEntry, &LocalEntry_Type)) == NULL)
+        return -1;
+    entry->le_value = Py_NewRef(value);
+    entry->le_csn = csn;
+    entry->le_hash = hc_cache_hash(self->cache, kdata, (size_t) klen);
+    entry->le_charged = charged;
+    rc = PyDict_SetItem(l->entries, key, (PyObject *) entry);
+    Py_DECREF(entry);
+    if (rc < 0)
+        return -1;
+    l->bytes += charged - old_charged;
+    /* Over a bound: drop the oldest (rarely the newcomer, when the
+     * cursor has come round to it). */
     while (PyDict_GET_SIZE(l->entries) > 0
-           && (PyDict_GET_SIZE(l->entries) >= l->max_items
-               || l->bytes + charged > l->max_bytes))
+           && (PyDict_GET_SIZE(l->entries) > l->max_items
+               || l->bytes > l->max_bytes))
         if (local_evict_one(l) < 0)
             return -1;
-    entry = Py_BuildValue("(KOnK)", (unsigned long long) csn, value, charged,
-                          (unsigned long long) hc_cache_hash(
-                              self->cache, kdata, (size_t) klen));
-    if (entry == NULL)
-        return -1;
-    rc = PyDict_SetItem(l->entries, key, entry);
-    Py_DECREF(entry);
-    if (rc == 0)
-        l->bytes += charged;
-    return rc;
+    return 0;
 }
 
 /*
@@ -533,20 +576,17 @@ local_keep(CacheObject *self, PyObject *key, PyObject *value, uint64_t csn,
  * that compares the csn (hc_cache_identify).
  */
 static int
-local_current(CacheObject *self, PyObject *key, PyObject *entry)
+local_current(CacheObject *self, PyObject *key, const LocalEntry *entry)
 {
     hc_cache *c = cache_get(self);
     const char *kdata;
     Py_ssize_t klen;
-    uint64_t hash;
-    unsigned long long csn;
+    uint64_t hash = entry->le_hash, csn = entry->le_csn;
     hc_read rd;
     hc_status st;
 
     if (c == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
         return -1;
-    csn = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
-    hash = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 3));
     /*
      * "now" 0: expiry is judged below, reading the clock only for an item
      * that can expire (a third of a hit's time otherwise).  The lookup
@@ -587,20 +627,17 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     entry = PyDict_GetItemWithError(l->entries, key);
     if (entry != NULL) {
         Py_INCREF(entry);
-        current = local_current(self, key, entry);
+        current = local_current(self, key, (LocalEntry *) entry);
         if (current == 1) {
             l->hits++;
-            value = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            value = Py_NewRef(((LocalEntry *) entry)->le_value);
             Py_DECREF(entry);
             return value;
         }
-        /* The dict may have changed while the GIL was released. */
-        if (current == 0 && l->entries != NULL
-            && PyDict_GetItemWithError(l->entries, key) == entry)
-            current = local_forget(l, key, entry);
         Py_DECREF(entry);
         if (current < 0)
             return NULL;
+        /* Stale: local_keep() below replaces it, or drops it. */
     }
     else if (PyErr_Occurred())
         return NULL;
@@ -662,6 +699,8 @@ Cache_set_local(CacheObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "immutable_types must be a tuple");
         return NULL;
     }
+    if (PyType_Ready(&LocalEntry_Type) < 0)
+        return NULL;
     Py_CLEAR(l->entries);
     Py_XSETREF(l->immutable_types, types == Py_None ? NULL
                                                     : Py_NewRef(types));
