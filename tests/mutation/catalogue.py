@@ -171,6 +171,14 @@ MUTANTS = [
         ("c:test_threads", T + "multiprocess/test_compute_herd.py"),
         "a publish wakes one waiter; the others wake at their 50 ms probe",
     ),
+    Mutant(
+        "flight-end-wakes-another-word",
+        CORE + "flight.c",
+        "    wake_word_sleepers(s, wake_word(s, hash));",
+        "    wake_word_sleepers(s, wake_word(s, hash + (UINT64_C(1) << 28)));",
+        ("c:test_threads", T + "multiprocess/test_compute_herd.py"),
+        "the end of a flight wakes the sleepers of another word, not its key's",
+    ),
     # -- lock.c -------------------------------------------------------------------------
     Mutant(
         "lock-taken-from-live-owner",
