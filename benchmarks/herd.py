@@ -15,6 +15,13 @@ from the moment the barrier releases them. Per contender and caller count:
   from the moment the compute function returned its value (it stamps the
   value with that time; the cache stores it right after) until the caller
   has it in hand.
+- woken per publication (herdcache get_or_compute only): sleepers the
+  kernel woke (FUTEX_WAKE's count, ``stats()["flight_woken"]``) per
+  computation, and FUTEX_WAKE calls per computation (``flight_wakes``).
+  With ``--keys K`` the callers ask K keys (caller i asks key i mod K), so
+  flights of several keys run at once: a publication should wake only the
+  callers of its own key, about callers/K, not every sleeper of its
+  stripe. It does not depend on the core count.
 
 Contenders:
 - herdcache get_or_compute: cache.get_or_compute(key, fn, ttl=60) on an
@@ -38,6 +45,7 @@ Run (from the repository root, after benchmarks/install-peers.sh and
     python benchmarks/herd.py                   # 16, 64, 256 callers, 3 repeats
     python benchmarks/herd.py --quick           # 16 and 64 callers, 1 repeat
     python benchmarks/herd.py --sizes 8,512 --repeat 5 --only herdcache,dogpile
+    python benchmarks/herd.py --keys 8 --only herdcache   # 8 keys at once
 
 256 processes on 2 cores take a while to start; they are started before the
 barrier, so start-up is not measured, but being released takes them time
@@ -92,6 +100,10 @@ class Contender:
         """The value of key, computed with fn() if it is missing."""
         raise NotImplementedError
 
+    def wake_counts(self) -> tuple[int, int] | None:
+        """(wake calls, sleepers woken) so far, where the contender counts them."""
+        return None
+
     def teardown(self) -> None:
         pass
 
@@ -114,6 +126,12 @@ class HerdcacheGetOrCompute(_Herdcache):
 
     def fetch(self, key, fn):
         return self.cache.get_or_compute(key, fn, ttl=TTL_SECONDS)
+
+    def wake_counts(self):
+        stats = self.cache.stats()
+        if "flight_woken" not in stats:  # a herdcache before per-key wake words
+            return None
+        return stats["flight_wakes"], stats["flight_woken"]
 
 
 class HerdcacheNaive(_Herdcache):
@@ -216,11 +234,23 @@ class Outcome:
     computations: list[int] = field(default_factory=list)
     time_to_last_ns: list[int] = field(default_factory=list)
     wakeups_ns: list[int] = field(default_factory=list)
+    publications: int = 0
+    wakes: int | None = None  # FUTEX_WAKE calls, where counted
+    woken: int = 0
 
 
-def run_trial(contender: Contender, callers: int, mode: str, outcome: Outcome) -> None:
+def _count_wakes(contender: Contender, outcome: Outcome, before, publications: int) -> None:
+    after = contender.wake_counts()
+    if before is None or after is None:
+        return
+    outcome.publications += publications
+    outcome.wakes = (outcome.wakes or 0) + after[0] - before[0]
+    outcome.woken += after[1] - before[1]
+
+
+def run_trial(contender: Contender, callers: int, mode: str, keys: int, outcome: Outcome) -> None:
     counter = FORK.Value("i", 0)
-    key = f"herd:{contender.option}:{mode}:{callers}:{next(_trial_ids)}:{time.time_ns()}"
+    trial = f"herd:{contender.option}:{mode}:{callers}:{next(_trial_ids)}:{time.time_ns()}"
 
     def caller(index: int, barrier):
         if mode == "process":
@@ -228,26 +258,28 @@ def run_trial(contender: Contender, callers: int, mode: str, outcome: Outcome) -
         fn = lambda: compute(counter, index)  # noqa: E731
         barrier.wait()
         start = now_ns()
-        value = contender.fetch(key, fn)
+        value = contender.fetch(f"{trial}:{index % keys}", fn)
         got = now_ns()
         return start, got, value["computed_at_ns"], value["by"] == index
 
+    before = contender.wake_counts()
     results = run_workers(caller, callers, mode, TRIAL_TIMEOUT_S)
+    _count_wakes(contender, outcome, before, counter.value)
     outcome.computations.append(counter.value)
     outcome.time_to_last_ns.append(max(r[1] for r in results) - min(r[0] for r in results))
     outcome.wakeups_ns += [got - stored for _, got, stored, computed in results if not computed]
 
 
-def run_cell(contender: Contender, callers: int, mode: str, repeat: int) -> list[str]:
+def run_cell(contender: Contender, callers: int, mode: str, repeat: int, keys: int) -> list[str]:
     """The table row of ``repeat`` trials of one contender, caller count and mode."""
     print(f"- running {contender.name}: {callers} {MODES[mode]}", flush=True)
     outcome = Outcome()
     try:
         for _ in range(repeat):
-            run_trial(contender, callers, mode, outcome)
+            run_trial(contender, callers, mode, keys, outcome)
     except WorkerFailed as exc:
         print(f"  failed: {exc}", flush=True)
-        return [contender.name, str(callers), "failed", "—", "—", "—"]
+        return [contender.name, str(callers), "failed", "—", "—", "—", "—"]
     return outcome_row(contender.name, callers, outcome)
 
 
@@ -263,7 +295,12 @@ def outcome_row(name: str, callers: int, o: Outcome) -> list[str]:
         if o.wakeups_ns
         else ["—", "—"]
     )
-    return [name, str(callers), computations, ms(median(o.time_to_last_ns)), *wake]
+    woken = (
+        f"{o.woken / o.publications:,.1f} ({o.wakes / o.publications:,.1f} calls)"
+        if o.wakes is not None and o.publications
+        else "—"
+    )
+    return [name, str(callers), computations, ms(median(o.time_to_last_ns)), *wake, woken]
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -271,6 +308,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="16,64,256", help="caller counts (16,64,256)")
     parser.add_argument("--repeat", type=int, default=3, help="trials per cell (3)")
     parser.add_argument("--quick", action="store_true", help="16 and 64 callers, 1 trial")
+    parser.add_argument("--keys", type=int, default=1, help="keys asked at once (1)")
     parser.add_argument(
         "--only",
         default="",
@@ -293,25 +331,26 @@ def main(argv=None) -> None:
     print(machine_header("herdcache stampede benchmark"))
     print(
         f"- one missing key, compute = {COMPUTE_SECONDS * 1000:.0f} ms sleep, "
-        f"callers {args.sizes}, {args.repeat} trial(s) per cell\n"
+        f"callers {args.sizes} over {args.keys} key(s), {args.repeat} trial(s) per cell\n"
     )
 
     def run(contender: Contender) -> dict[str, list]:
         return {
-            mode: [run_cell(contender, callers, mode, args.repeat) for callers in args.sizes]
+            mode: [run_cell(contender, callers, mode, args.repeat, args.keys) for callers in args.sizes]
             for mode in MODES
         }
 
     measured = run_each(args.contenders, run)
     headers = ["contender", "callers", "computations", "time to last ms",
-               "wake-up median ms", "wake-up p99 ms"]  # fmt: skip
+               "wake-up median ms", "wake-up p99 ms", "woken per publication"]  # fmt: skip
     for mode, plural in MODES.items():
         print(f"\n## Callers are {plural}\n")
         rows = [row for by_mode in measured.values() for row in by_mode[mode]]
         print(markdown_table(headers, sorted(rows, key=lambda row: int(row[1]))))
     print(
-        f"\nIdeal: 1 computation, time to last just over {COMPUTE_SECONDS * 1000:.0f} ms, "
-        "wake-ups well under 1 ms. Wake-ups count only the callers that did not compute."
+        f"\nIdeal: {args.keys} computation(s), time to last just over {COMPUTE_SECONDS * 1000:.0f} ms, "
+        "wake-ups well under 1 ms, each publication waking only its key's sleepers. "
+        "Wake-ups count only the callers that did not compute."
     )
 
 

@@ -22,8 +22,6 @@ key, so its "miss" is a shared-table hit.  Rows, median ns per request:
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import functools
 import random

@@ -23,8 +23,6 @@ and take a minute or two to fill):
 
 from __future__ import annotations
 
-import _pathfix  # noqa: F401  (first: benchmarks/queue.py shadows the stdlib's queue)
-
 import argparse
 import random
 

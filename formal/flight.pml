@@ -41,7 +41,9 @@
 byte kstate, kowner, kround;
 byte rounds;            /* ch_csn: the last round (csn) issued */
 byte last_value;        /* the round of the newest value stored */
-byte fseq;              /* sp_flight_seq */
+byte fseq;              /* the key's word of sp_flight_words: other keys'
+                         * flights (which may share it) only add wake-ups,
+                         * which a waiter survives by beginning again */
 byte computing;         /* processes inside fn() */
 byte lease_round;       /* the round whose lease ran out (Clock), or 0 */
 bool wrote;             /* a set or delete ended a flight */

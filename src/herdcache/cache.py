@@ -270,8 +270,9 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         return None if sealed is None else (*sealed, remaining, csn, delta_ms)
 
     def _get_long(self, key: Any, default: Any) -> Any:
-        """get() of a key the table refused as too long (called while the
-        table's ValueTooLarge is being handled: any other key re-raises it)."""
+        """get() of a key too long for the table (``_get_decoded`` calls it
+        for such keys; called while the table's ValueTooLarge is being
+        handled, any other key re-raises it)."""
         if longkeys.long_key(key) is None:
             raise  # noqa: PLE0704 - the empty key's ValueTooLarge, unchanged
         entry = self._entry(key)
@@ -280,18 +281,22 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
 
     # -- the dict / Django-like API ----------------------------------------------
 
-    @overload
-    def get(self, key: Key) -> Any | None: ...
+    if TYPE_CHECKING:
 
-    @overload
-    def get(self, key: Key, default: D) -> Any | D: ...
+        @overload
+        def get(self, key: Key) -> Any | None: ...
 
-    def get(self, key: Key, default: Any = None) -> Any:
-        """The value of ``key``, or ``default`` if it is absent or expired."""
-        try:
-            return self._get_value(key, default)
-        except ValueTooLarge:
-            return self._get_long(key, default)
+        @overload
+        def get(self, key: Key, default: D) -> Any | D: ...
+
+        def get(self, key: Key, default: Any = None) -> Any:
+            """The value of ``key``, or ``default`` if it is absent or expired."""
+
+    else:
+        # The whole of get() in C, one call from Python (a hit of the
+        # decoded layer costs little more than the call): the layer if it
+        # is on, else _get_value(); over-long keys go to _get_long().
+        get = _core.Cache._get_decoded
 
     def set(self, key: Key, value: Any, ttl: float | None = None) -> None:
         """Store ``value`` under ``key`` for ``ttl`` seconds (None: default_ttl).
@@ -564,7 +569,10 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
         payload_bytes), ``generation``: how many times a damaged header made
-        an opener reset the cache, ``per_process``: the counters of each
+        an opener reset the cache, ``flight_wakes`` and ``flight_woken``
+        (wake-up calls at the ends of computations, and the waiters they
+        woke: a computation's end wakes only its key's waiters, and those
+        sharing its hashed wake word), ``per_process``: the counters of each
         process, and
         ``local``: this process's decoded layer (items, bytes, max_items,
         max_bytes, and its own hits and misses; its hits are not in

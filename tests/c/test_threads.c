@@ -170,6 +170,27 @@ wait_for_flight(void *arg)
     return NULL;
 }
 
+/* Publish v as key's round; return how many sleepers that woke. */
+static uint64_t
+publish_v(hc_cache *c, const char *key, uint64_t hash, uint64_t round)
+{
+    hc_write wr = {0};
+    uint64_t wakes, woken, wakes_after, woken_after;
+
+    wr.wr_key = key;
+    wr.wr_key_len = (uint32_t) strlen(key);
+    wr.wr_hash = hash;
+    wr.wr_value = "v";
+    wr.wr_value_len = 1;
+    wr.wr_format = 1;
+    wr.wr_expires = HC_FOREVER;
+    hc_flight_wake_counts(c, &wakes, &woken);
+    CHECK_ST(hc_flight_publish(c, &wr, round), HC_OK);
+    hc_flight_wake_counts(c, &wakes_after, &woken_after);
+    CHECK(wakes_after == wakes + 1);    /* one FUTEX_WAKE per publish */
+    return woken_after - woken;
+}
+
 static void
 test_publish_wakes_every_waiter_of_the_flight(void)
 {
@@ -178,7 +199,6 @@ test_publish_wakes_every_waiter_of_the_flight(void)
     flight_shared f = {.cache = test_cache(&seg, 1 << 20, true),
                        .rq = {"f", 1, 0, 3600 * HC_NS_PER_SEC, 0, false}};
     hc_flight_result res;
-    hc_write wr = {0};
 
     f.rq.fq_hash = hc_cache_hash(f.cache, "f", 1);
     CHECK_ST(hc_flight_begin(f.cache, &f.rq, &res), HC_OK);
@@ -190,14 +210,7 @@ test_publish_wakes_every_waiter_of_the_flight(void)
     /* Publish only once every waiter sleeps: else it needs no wake-up. */
     for (int i = 0; i < THREADS; i++)
         until_asleep(f.tids[i]);
-    wr.wr_key = "f";
-    wr.wr_key_len = 1;
-    wr.wr_hash = f.rq.fq_hash;
-    wr.wr_value = "v";
-    wr.wr_value_len = 1;
-    wr.wr_format = 1;
-    wr.wr_expires = HC_FOREVER;
-    CHECK_ST(hc_flight_publish(f.cache, &wr, res.fr_round), HC_OK);
+    CHECK(publish_v(f.cache, "f", f.rq.fq_hash, res.fr_round) == THREADS);
     for (int i = 0; i < THREADS; i++)
         CHECK(pthread_join(threads[i], NULL) == 0);
     pthread_barrier_destroy(&f.waiting);
@@ -248,6 +261,73 @@ test_clear_wakes_the_waiters_of_a_flight(void)
     CHECK_ST(hc_segment_close(seg), HC_OK);
 }
 
+/* A key other than "f" in f's stripe (the tests' caches have one) whose
+ * wake word is another: "f"'s waiters must sleep through its flight. */
+static void
+other_word_key(hc_cache *c, char key[16], uint64_t *hash)
+{
+    uint64_t fh = hc_cache_hash(c, "f", 1);
+
+    for (int i = 0; i < 1000; i++) {
+        snprintf(key, 16, "k%d", i);
+        *hash = hc_cache_hash(c, key, strlen(key));
+        if (((*hash ^ fh) & (c->ca_layout.cl_nstripes - 1)) == 0
+            && ((*hash ^ fh) >> 28) % HC_FLIGHT_WORDS != 0)
+            return;
+    }
+    CHECK(false);               /* 1000 keys, none in another word */
+}
+
+/* Compute key (of hash) and publish v; return the sleepers it woke. */
+static uint64_t
+compute_and_publish(hc_cache *c, const char *key, uint64_t hash)
+{
+    hc_flight_request rq = {key, (uint32_t) strlen(key), hash,
+                            3600 * HC_NS_PER_SEC, 0, false};
+    hc_flight_result res;
+
+    CHECK_ST(hc_flight_begin(c, &rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    return publish_v(c, key, hash, res.fr_round);
+}
+
+/*
+ * Waiters sleep on their key's wake word: another key's publish in the
+ * same stripe wakes none of them (the kernel says it woke nobody, and
+ * they still sleep), and their own key's publish wakes every one.
+ */
+static void
+test_a_publish_wakes_only_its_keys_waiters(void)
+{
+    pthread_t threads[THREADS];
+    hc_segment *seg;
+    flight_shared f = {.cache = test_cache(&seg, 1 << 20, true),
+                       .rq = {"f", 1, 0, 3600 * HC_NS_PER_SEC, 0, false}};
+    hc_flight_result res;
+    char other[16];
+    uint64_t other_hash;
+
+    f.rq.fq_hash = hc_cache_hash(f.cache, "f", 1);
+    other_word_key(f.cache, other, &other_hash);
+    CHECK_ST(hc_flight_begin(f.cache, &f.rq, &res), HC_OK);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    pthread_barrier_init(&f.waiting, NULL, THREADS + 1);
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_create(&threads[i], NULL, wait_once, &f) == 0);
+    pthread_barrier_wait(&f.waiting);
+    for (int i = 0; i < THREADS; i++)
+        until_asleep(f.tids[i]);
+    CHECK(compute_and_publish(f.cache, other, other_hash) == 0);
+    for (int i = 0; i < THREADS; i++)
+        until_asleep(f.tids[i]);        /* still (it woke nobody) */
+    CHECK(publish_v(f.cache, "f", f.rq.fq_hash, res.fr_round) == THREADS);
+    for (int i = 0; i < THREADS; i++)
+        CHECK(pthread_join(threads[i], NULL) == 0);
+    pthread_barrier_destroy(&f.waiting);
+    hc_cache_close(f.cache);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 int
 main(void)
 {
@@ -255,5 +335,6 @@ main(void)
     TEST(test_condition_ping_pong_between_threads);
     TEST(test_publish_wakes_every_waiter_of_the_flight);
     TEST(test_clear_wakes_the_waiters_of_a_flight);
+    TEST(test_a_publish_wakes_only_its_keys_waiters);
     return 0;
 }

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import threading
 
-from _flightkit import FLIGHT_STATS, computations, moved, stat, stats, until, until_waiting
-from helpers import HANG, joined
+from _flightkit import FLIGHT_STATS, Troupe, computations, moved, stat, stats, until, until_waiting
+from helpers import HANG, joined, wait_until_asleep
 
 import herdcache
 
@@ -95,3 +95,52 @@ def test_threads_of_one_process_compute_a_missing_key_once() -> None:
         "coalesced": threads_n - 1,
     }
     cache.close()
+
+
+def _word_of(cache: herdcache.Cache, key: str) -> int:
+    """The value of key's wake word, read by a flight of key that begins
+    and ends at once (which bumps the word by one)."""
+    begun = cache._flight_begin(key, 60.0)
+    assert begun[0] == "compute", f"{key!r} is not free to probe: {begun[0]}"
+    assert cache._flight_abort(key, begun[3])
+    return begun[4]
+
+
+def _key_on_another_word(cache: herdcache.Cache, key: str) -> str:
+    """A key whose flights wake another word than ``key``'s: ending its
+    flight leaves ``key``'s word where it was."""
+    for i in range(200):
+        other = f"{key}:other:{i}"
+        before = _word_of(cache, key)
+        _word_of(cache, other)
+        if _word_of(cache, key) == before + 1:  # only its own probe moved it
+            return other
+    raise AssertionError(f"200 keys all share {key!r}'s wake word")
+
+
+def test_another_keys_publish_wakes_none_of_a_keys_waiters() -> None:
+    """Processes waiting for key A sleep through the computation of key B
+    of the same stripe: B's publish wakes nobody (the kernel's count), and
+    A's own publish then serves every one of them."""
+    cache = herdcache.Cache(size="4MiB")
+    assert cache.stats()["stripes"] == 1  # A and B share the stripe
+    other = _key_on_another_word(cache, "herd:A")
+    herd = Troupe("fork", cache, "herd:A", ttl=60)
+    try:
+        herd.start(5, together=True)
+        winner = herd.next_computer()
+        until_waiting(cache, 4, 0, herd)
+        for puppet in herd.live():
+            if puppet is not winner:
+                wait_until_asleep(puppet.pid)
+        before = stats(cache, "flight_wakes", "flight_woken")
+
+        assert cache.get_or_compute(other, lambda: "b", ttl=60) == "b"
+
+        assert moved(before, cache) == {"flight_wakes": 1}  # it woke no one
+        winner.order("return", "a")
+        assert set(herd.finish().values()) == {("value", "a")}
+        assert stat(cache, "coalesced") == 4
+    finally:
+        herd.close()
+        cache.close()

@@ -166,10 +166,18 @@ MUTANTS = [
     Mutant(
         "flight-end-wakes-one",
         CORE + "flight.c",
-        "    hc_futex_wake(&s->sp_flight_seq, -1);",
-        "    hc_futex_wake(&s->sp_flight_seq, 1);",
+        "    woken = hc_futex_wake(word, -1);",
+        "    woken = hc_futex_wake(word, 1);",
         ("c:test_threads", T + "multiprocess/test_compute_herd.py"),
         "a publish wakes one waiter; the others wake at their 50 ms probe",
+    ),
+    Mutant(
+        "flight-end-wakes-another-word",
+        CORE + "flight.c",
+        "    wake_word_sleepers(s, wake_word(s, hash));",
+        "    wake_word_sleepers(s, wake_word(s, hash + (UINT64_C(1) << 28)));",
+        ("c:test_threads", T + "multiprocess/test_compute_herd.py"),
+        "the end of a flight wakes the sleepers of another word, not its key's",
     ),
     # -- lock.c -------------------------------------------------------------------------
     Mutant(

@@ -70,13 +70,64 @@ hc_flight_item_serves_value(const hc_item *it, uint64_t now,
                                       &value, &len, &format, expires);
 }
 
-void
-hc_flight_wake(hc_stripe *s)
+/* The futex word the waiters of the key of hash sleep on (table.h). */
+static _Atomic uint32_t *
+wake_word(hc_stripe *s, uint64_t hash)
 {
-    /* Pairs with the acquire load in begin() (via fr_wait_seq). */
-    atomic_fetch_add_explicit(&s->sp_flight_seq, 1, memory_order_release);
+    return &s->sp_flight_words[(hash >> 28) & (HC_FLIGHT_WORDS - 1)];
+}
+
+/* Bump one word, wake its sleepers, count both; under the stripe lock. */
+static void
+wake_word_sleepers(hc_stripe *s, _Atomic uint32_t *word)
+{
+    int woken;
+
+    /* Pairs with the acquire load in begin_locked() (via fr_wait_seq). */
+    atomic_fetch_add_explicit(word, 1, memory_order_release);
     HC_INJECT("flight.wake.before_wake");
-    hc_futex_wake(&s->sp_flight_seq, -1);
+    woken = hc_futex_wake(word, -1);
+    /* Statistics, written under the lock and read without it: relaxed. */
+    atomic_store_explicit(&s->sp_flight_wakes,
+                          atomic_load_explicit(&s->sp_flight_wakes,
+                                               memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    atomic_store_explicit(&s->sp_flight_woken,
+                          atomic_load_explicit(&s->sp_flight_woken,
+                                               memory_order_relaxed)
+                          + (uint64_t) woken,
+                          memory_order_relaxed);
+}
+
+void
+hc_flight_wake(hc_stripe *s, uint64_t hash)
+{
+    wake_word_sleepers(s, wake_word(s, hash));
+}
+
+void
+hc_flight_wake_all(hc_stripe *s)
+{
+    uint32_t i;
+
+    for (i = 0; i < HC_FLIGHT_WORDS; i++)
+        wake_word_sleepers(s, &s->sp_flight_words[i]);
+}
+
+void
+hc_flight_wake_counts(hc_cache *c, uint64_t *wakes, uint64_t *woken)
+{
+    const hc_stripe *s = (const hc_stripe *) (c->ca_base
+                                              + c->ca_layout.cl_stripes_off);
+    uint32_t i;
+
+    *wakes = *woken = 0;
+    for (i = 0; i < c->ca_layout.cl_nstripes; i++) {
+        *wakes += atomic_load_explicit(&s[i].sp_flight_wakes,
+                                       memory_order_relaxed);
+        *woken += atomic_load_explicit(&s[i].sp_flight_woken,
+                                       memory_order_relaxed);
+    }
 }
 
 bool
@@ -292,8 +343,10 @@ begin_locked(hc_writer *w, const hc_flight_request *rq, hc_flight_result *res)
     hc_item *it = hc_table_find(w, rq->fq_hash, rq->fq_key, rq->fq_key_len,
                                 &st);
 
-    /* Under the lock: any end of a flight after this read changes it. */
-    res->fr_wait_seq = atomic_load_explicit(&w->w_stripe->sp_flight_seq,
+    /* Under the lock: any end of this key's flight after this read (or a
+     * clear or rebuild of the stripe) changes the key's word. */
+    res->fr_wait_seq = atomic_load_explicit(wake_word(w->w_stripe,
+                                                      rq->fq_hash),
                                             memory_order_acquire);
     if (st == HC_CORRUPT)
         return st;
@@ -372,7 +425,7 @@ hc_flight_wait(hc_cache *c, uint64_t hash, uint32_t seq, uint64_t deadline)
     hc_stripe *s = (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
         + (hash & (c->ca_layout.cl_nstripes - 1));
 
-    return hc_futex_wait(&s->sp_flight_seq, seq,
+    return hc_futex_wait(wake_word(s, hash), seq,
                          hc_deadline_min_step(deadline, HC_FLIGHT_PROBE_NS));
 }
 

@@ -24,9 +24,13 @@
  * or after a user set or deleted the key, cannot overwrite the newer
  * state: publish finds another round and returns HC_CONFLICT.
  *
- * Waiting.  Waiters sleep on the stripe's sp_flight_seq futex word, which
- * every end of a flight increments (with a wake-up of all sleepers), in
- * slices of HC_FLIGHT_PROBE_NS: after each slice they call begin again,
+ * Waiting.  Waiters sleep on their key's wake word: one of the stripe's
+ * HC_FLIGHT_WORDS futex words, picked by hash bits (table.h).  The end of
+ * a key's flight increments that word and wakes its sleepers, the key's
+ * own waiters and those of the keys that share the word (a collision
+ * wakes a few extra, never misses one); a clear or a rebuild of the
+ * stripe, which may drop any flight, does it to every word.  Waiters
+ * sleep in slices of HC_FLIGHT_PROBE_NS: after each slice they call begin again,
  * which probes the owner's process slot (a lock the kernel releases when
  * the owner dies) and its lease.  A dead owner is thus noticed within one
  * slice; no waiter ever sleeps unboundedly, and a lost wake-up (an owner
@@ -50,10 +54,13 @@
  * never reaped by its expiry alone (a get() or a sweep): only a new round
  * (which carries the error for the late waiters of the failed one), a
  * write, or eviction when the stripe is full removes it.
- * sp_flight_seq: incremented with a release RMW after the flight's end is
- * stored, and read with acquire by waiters before they sleep (begin reads
- * it under the lock, so an end after the read changes it and the futex
- * wait returns at once).
+ * sp_flight_words: a key's word is incremented with a release RMW after
+ * the end of its flight is stored, and read with acquire by its waiters
+ * before they sleep.  Both happen under the stripe lock (begin reads it
+ * there), so an end after the read changes the word and the futex wait
+ * returns at once.
+ * sp_flight_wakes, sp_flight_woken: counts of FUTEX_WAKE calls and of the
+ * sleepers they woke, written under the stripe lock, read relaxed.
  *
  *-------------------------------------------------------------------------
  */
@@ -119,7 +126,8 @@ typedef struct hc_flight_result {
     uint32_t fr_len;
     uint8_t fr_format;
     uint64_t fr_round;          /* COMPUTE: yours; WAIT, FAILED: theirs */
-    uint32_t fr_wait_seq;       /* WAIT: sleep while sp_flight_seq is this */
+    uint32_t fr_wait_seq;       /* WAIT: sleep while the key's wake word
+                                 * is this */
     uint64_t fr_expires;        /* HIT: the value's expiry (monotonic ns) */
     uint32_t fr_delta_ms;       /* HIT: how long computing it took */
     bool fr_took_over;          /* COMPUTE: the last owner died or overran */
@@ -128,8 +136,8 @@ typedef struct hc_flight_result {
 hc_status hc_flight_begin(hc_cache *c, const hc_flight_request *rq,
                           hc_flight_result *res);
 
-/* Sleep while the stripe's flight sequence is seq, until the deadline or
- * one probe slice, whichever is first. */
+/* Sleep while the wake word of the key of hash is seq, until the
+ * deadline or one probe slice, whichever is first. */
 hc_status hc_flight_wait(hc_cache *c, uint64_t hash, uint32_t seq,
                          uint64_t deadline);
 
@@ -146,9 +154,18 @@ hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash, uint64_t round, const void *err,
                           uint32_t err_len, uint64_t err_expires);
 
-/* Wake every waiter of the stripe: table.c does it whenever a FLIGHT
- * item is removed, which is how every flight ends. */
-void hc_flight_wake(hc_stripe *s);
+/* Wake the waiters of the key of hash (and of the keys sharing its
+ * word): table.c does it whenever a FLIGHT item is removed, which is how
+ * every flight ends.  The caller holds the stripe lock. */
+void hc_flight_wake(hc_stripe *s, uint64_t hash);
+
+/* Wake every waiter of the stripe (a clear or a rebuild, which may drop
+ * any flight).  The caller holds the stripe lock. */
+void hc_flight_wake_all(hc_stripe *s);
+
+/* FUTEX_WAKE calls issued at the ends of flights, and the sleepers they
+ * woke, summed over the stripes (statistics: read without the locks). */
+void hc_flight_wake_counts(hc_cache *c, uint64_t *wakes, uint64_t *woken);
 
 /*
  * The old value a FLIGHT item's bytes (data, len: as a read copied them)

@@ -48,13 +48,15 @@ hc_futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns)
     }
 }
 
-void
+int
 hc_futex_wake(_Atomic uint32_t *word, int count)
 {
     /*
      * The system call is a full barrier, so a waker's stores before this
      * call are visible to the woken thread once it returns from its wait.
      */
-    syscall(SYS_futex, (uint32_t *) word, FUTEX_WAKE,
-            count < 0 ? INT_MAX : count, NULL, NULL, 0);
+    long woken = syscall(SYS_futex, (uint32_t *) word, FUTEX_WAKE,
+                         count < 0 ? INT_MAX : count, NULL, NULL, 0);
+
+    return woken > 0 ? (int) woken : 0;
 }

@@ -25,7 +25,9 @@
 
 hc_status hc_futex_wait(_Atomic uint32_t *word, uint32_t expected,
                         uint64_t deadline_ns);
-void hc_futex_wake(_Atomic uint32_t *word, int count);
+/* Wake up to count sleepers on word (all if count < 0); returns how many
+ * the kernel woke (0 if the call failed). */
+int hc_futex_wake(_Atomic uint32_t *word, int count);
 
 /* A hint to the CPU inside a short spin loop (PAUSE on x86, YIELD on ARM). */
 static inline void

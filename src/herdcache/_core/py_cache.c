@@ -38,13 +38,16 @@ static const char *const stat_names[HC_STAT_COUNT] = {
 };
 
 /*
- * The per-process decoded layer: key -> (csn, value, charged bytes), the
- * decoded values of this process's recent hits.  An entry is served only
- * while the shared table still holds the item it was decoded from (same
- * csn, unexpired), checked on every hit by hc_cache_identify(); so it is
- * never older than what get_value() would return.  Bounded in entries and
- * in bytes (each charged its serialized length); full, it drops entries
- * in about the order they came (a cursor over the dict).
+ * The per-process decoded layer: key -> LocalEntry, the decoded values of
+ * this process's recent hits.  An entry is served only while the shared
+ * table still holds the item it was decoded from (same csn, unexpired),
+ * checked on every hit by hc_cache_identify(); so it is never older than
+ * what get_value() would return.  Bounded in entries and in bytes (each
+ * charged its serialized length); full, it drops entries in about the
+ * order they came (a cursor over the dict).  A stale entry is replaced in
+ * place by the value read afresh, so a key written often does not churn
+ * the dict (a delete and an insert leave a dummy slot that later probes
+ * step over until the dict is resized).
  */
 typedef struct {
     PyObject *entries;          /* dict, NULL: the layer is off */
@@ -454,6 +457,38 @@ Cache_get_value(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
 /* The per-process decoded layer (local_layer above)                      */
 /* ---------------------------------------------------------------------- */
 
+/*
+ * One kept value, with the csn of the item it was decoded from, its key's
+ * hash (a hit does not hash the key again) and its charge.  One object
+ * with C fields, not a tuple of ints: a hit reads them without unboxing
+ * and a keep allocates once.  Not GC-tracked: only the layer's dict refers
+ * to it, so it is never part of a cycle (the value, if a container, is
+ * tracked on its own).
+ */
+typedef struct {
+    PyObject_HEAD
+    PyObject *le_value;
+    uint64_t le_csn;
+    uint64_t le_hash;
+    Py_ssize_t le_charged;
+} LocalEntry;
+
+static void
+LocalEntry_dealloc(LocalEntry *e)
+{
+    Py_XDECREF(e->le_value);
+    PyObject_Free(e);
+}
+
+static PyTypeObject LocalEntry_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "herdcache._core._LocalEntry",
+    .tp_basicsize = sizeof(LocalEntry),
+    .tp_dealloc = (destructor) LocalEntry_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "A value of the decoded layer (internal).",
+};
+
 /* True if value may stay in a layer that keeps immutable values only. */
 static int
 local_admits(const local_layer *l, PyObject *value, int depth)
@@ -486,7 +521,7 @@ local_admits(const local_layer *l, PyObject *value, int depth)
 static int
 local_forget(local_layer *l, PyObject *key, PyObject *entry)
 {
-    Py_ssize_t charged = PyLong_AsSsize_t(PyTuple_GET_ITEM(entry, 2));
+    Py_ssize_t charged = ((LocalEntry *) entry)->le_charged;
     int rc;
 
     Py_INCREF(key);
@@ -513,29 +548,47 @@ local_evict_one(local_layer *l)
     return local_forget(l, key, entry);
 }
 
-/* Keep value (the item csn's, charged bytes) under key; -1 on error. */
+/*
+ * Keep value (the item csn's, charged bytes) under key, in place of the
+ * key's stale entry if it has one; or, if value is not to be kept, drop
+ * that entry.  -1 on error.
+ */
 static int
-local_keep(local_layer *l, PyObject *key, PyObject *value, uint64_t csn,
+local_keep(CacheObject *self, PyObject *key, PyObject *value, uint64_t csn,
            Py_ssize_t charged)
 {
-    PyObject *entry;
+    local_layer *l = &self->local;
+    PyObject *old = PyDict_GetItemWithError(l->entries, key);
+    Py_ssize_t old_charged = old ? ((LocalEntry *) old)->le_charged : 0;
+    LocalEntry *entry;
+    const char *kdata;
+    Py_ssize_t klen;
     int rc;
 
+    if (old == NULL && PyErr_Occurred())
+        return -1;
     if (csn == 0 || charged > l->max_bytes || !local_admits(l, value, 0))
-        return 0;
+        return old == NULL ? 0 : local_forget(l, key, old);
+    if (self->cache == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0
+        || (entry = PyObject_New(LocalEntry, &LocalEntry_Type)) == NULL)
+        return -1;
+    entry->le_value = Py_NewRef(value);
+    entry->le_csn = csn;
+    entry->le_hash = hc_cache_hash(self->cache, kdata, (size_t) klen);
+    entry->le_charged = charged;
+    rc = PyDict_SetItem(l->entries, key, (PyObject *) entry);
+    Py_DECREF(entry);
+    if (rc < 0)
+        return -1;
+    l->bytes += charged - old_charged;
+    /* Over a bound: drop the oldest (rarely the newcomer, when the
+     * cursor has come round to it). */
     while (PyDict_GET_SIZE(l->entries) > 0
-           && (PyDict_GET_SIZE(l->entries) >= l->max_items
-               || l->bytes + charged > l->max_bytes))
+           && (PyDict_GET_SIZE(l->entries) > l->max_items
+               || l->bytes > l->max_bytes))
         if (local_evict_one(l) < 0)
             return -1;
-    entry = Py_BuildValue("(KOn)", (unsigned long long) csn, value, charged);
-    if (entry == NULL)
-        return -1;
-    rc = PyDict_SetItem(l->entries, key, entry);
-    Py_DECREF(entry);
-    if (rc == 0)
-        l->bytes += charged;
-    return rc;
+    return 0;
 }
 
 /*
@@ -544,20 +597,17 @@ local_keep(local_layer *l, PyObject *key, PyObject *value, uint64_t csn,
  * that compares the csn (hc_cache_identify).
  */
 static int
-local_current(CacheObject *self, PyObject *key, PyObject *entry)
+local_current(CacheObject *self, PyObject *key, const LocalEntry *entry)
 {
     hc_cache *c = cache_get(self);
     const char *kdata;
     Py_ssize_t klen;
-    uint64_t hash;
-    unsigned long long csn;
+    uint64_t hash = entry->le_hash, csn = entry->le_csn;
     hc_read rd;
     hc_status st;
 
     if (c == NULL || hcpy_key_bytes(key, &kdata, &klen) < 0)
         return -1;
-    csn = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(entry, 0));
-    hash = hc_cache_hash(c, kdata, (size_t) klen);
     /*
      * "now" 0: expiry is judged below, reading the clock only for an item
      * that can expire (a third of a hit's time otherwise).  The lookup
@@ -598,20 +648,17 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
     entry = PyDict_GetItemWithError(l->entries, key);
     if (entry != NULL) {
         Py_INCREF(entry);
-        current = local_current(self, key, entry);
+        current = local_current(self, key, (LocalEntry *) entry);
         if (current == 1) {
             l->hits++;
-            value = Py_NewRef(PyTuple_GET_ITEM(entry, 1));
+            value = Py_NewRef(((LocalEntry *) entry)->le_value);
             Py_DECREF(entry);
             return value;
         }
-        /* The dict may have changed while the GIL was released. */
-        if (current == 0 && l->entries != NULL
-            && PyDict_GetItemWithError(l->entries, key) == entry)
-            current = local_forget(l, key, entry);
         Py_DECREF(entry);
         if (current < 0)
             return NULL;
+        /* Stale: local_keep() below replaces it, or drops it. */
     }
     else if (PyErr_Occurred())
         return NULL;
@@ -620,9 +667,38 @@ Cache_get_local(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
                           &nbytes);
     /* The decoder ran Python code, which may have turned the layer off. */
     if (value != NULL && l->entries != NULL
-        && local_keep(l, key, value, csn, nbytes) < 0)
+        && local_keep(self, key, value, csn, nbytes) < 0)
         Py_CLEAR(value);
     return value;
+}
+
+/*
+ * Cache.get itself: the whole of get() in one call from Python, through
+ * the decoded layer if it is on (_get_local), else _get_value(); a key
+ * over the table's length limit goes to the Python side's _get_long().
+ */
+PyDoc_STRVAR(Cache_get_decoded_doc,
+"_get_decoded(key, default=None)\n--\n\n"
+"The value of ``key``, or ``default`` if it is absent or expired.");
+
+static PyObject *
+Cache_get_decoded(CacheObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Py_ssize_t len = 0;
+
+    if (nargs >= 1 && nargs <= 2) {
+        if (PyUnicode_Check(args[0])) {
+            if (PyUnicode_AsUTF8AndSize(args[0], &len) == NULL)
+                return NULL;
+        }
+        else if (PyBytes_Check(args[0]))
+            len = PyBytes_GET_SIZE(args[0]);
+        if (len > HC_KEY_MAX)
+            return PyObject_CallMethod((PyObject *) self, "_get_long", "OO",
+                                       args[0],
+                                       nargs == 2 ? args[1] : Py_None);
+    }
+    return Cache_get_local(self, args, nargs);
 }
 
 PyDoc_STRVAR(Cache_set_local_doc,
@@ -644,6 +720,8 @@ Cache_set_local(CacheObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "immutable_types must be a tuple");
         return NULL;
     }
+    if (PyType_Ready(&LocalEntry_Type) < 0)
+        return NULL;
     Py_CLEAR(l->entries);
     Py_XSETREF(l->immutable_types, types == Py_None ? NULL
                                                     : Py_NewRef(types));
@@ -1024,18 +1102,20 @@ Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
 {
     hc_cache *c = cache_get(self);
     uint64_t totals[HC_STAT_COUNT], used, capacity, items, payload;
+    uint64_t wakes, woken;
     PyObject *d;
 
     if (c == NULL)
         return NULL;
     hc_cache_stats(c, totals);
     hc_cache_usage(c, &used, &capacity, &items, &payload);
+    hc_flight_wake_counts(c, &wakes, &woken);
     d = stats_dict(totals);
     if (d == NULL)
         return NULL;
     {
         PyObject *extra = Py_BuildValue(
-            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:K}",
+            "{s:K,s:K,s:K,s:K,s:K,s:I,s:I,s:K,s:K,s:K}",
             "entries", (unsigned long long) items,
             "bytes_used", (unsigned long long) used,
             "bytes_free", (unsigned long long) (capacity - used),
@@ -1043,7 +1123,9 @@ Cache_stats(CacheObject *self, PyObject *Py_UNUSED(ignored))
             "payload_bytes", (unsigned long long) payload,
             "max_value_size", c->ca_max_value,
             "stripes", c->ca_layout.cl_nstripes,
-            "generation", (unsigned long long) hc_cache_generation(c));
+            "generation", (unsigned long long) hc_cache_generation(c),
+            "flight_wakes", (unsigned long long) wakes,
+            "flight_woken", (unsigned long long) woken);
 
         if (extra == NULL || PyDict_Update(d, extra) < 0) {
             Py_XDECREF(extra);
@@ -1311,6 +1393,8 @@ static PyMethodDef Cache_methods[] = {
      METH_FASTCALL, Cache_get_value_doc},
     {"_get_local", (PyCFunction) (void (*)(void)) Cache_get_local,
      METH_FASTCALL, Cache_get_local_doc},
+    {"_get_decoded", (PyCFunction) (void (*)(void)) Cache_get_decoded,
+     METH_FASTCALL, Cache_get_decoded_doc},
     {"_set_local", (PyCFunction) Cache_set_local, METH_VARARGS,
      Cache_set_local_doc},
     {"_local_stats", (PyCFunction) Cache_local_stats, METH_NOARGS,

@@ -629,7 +629,7 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
     /* However a flight ends (publish, abort, a write, eviction), its
      * waiters must look again: the one place that wakes them. */
     if (it->it_format == HC_FORMAT_FLIGHT)
-        hc_flight_wake(w->w_stripe);
+        hc_flight_wake(w->w_stripe, it->it_hash);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
@@ -1234,7 +1234,7 @@ done:
      * any removal of one (pair 10 of barriers.md).  A spurious wake-up
      * costs a waiter one look.
      */
-    hc_flight_wake(w.w_stripe);
+    hc_flight_wake_all(w.w_stripe);
     scratch_free(&rs);
 }
 
@@ -1718,7 +1718,7 @@ reset_cache(hc_cache *c, bool wipe_stats)
     }
     reset_header(c, fresh);
     for (i = 0; i < n; i++) {
-        hc_flight_wake(stripe_at(c, i));    /* every flight went */
+        hc_flight_wake_all(stripe_at(c, i));    /* every flight went */
         stripe_unlock_at(c, i);
     }
     return HC_OK;
@@ -1861,7 +1861,7 @@ hc_cache_clear(hc_cache *c)
         epoch_enter(w.w_stripe);
         stripe_reset(&w);
         /* Every flight of the stripe went: its waiters must look again. */
-        hc_flight_wake(w.w_stripe);
+        hc_flight_wake_all(w.w_stripe);
         stripe_unlock_at(c, i);
     }
     return HC_OK;

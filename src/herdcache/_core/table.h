@@ -88,7 +88,7 @@
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 3          /* 3: a flight carries a failed round */
+#define HC_CACHE_VERSION 4          /* 4: a flight wake word per key hash */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -146,6 +146,14 @@ hc_item_units(const hc_item *it)
                               + it->it_value_len);
 }
 
+/*
+ * Flight wake words per stripe (a power of two).  A key's waiters sleep
+ * on the word its hash picks (hash bits 28-31: above the stripe's, below
+ * the bucket's), so the end of one key's flight wakes the waiters of the
+ * keys sharing its word, 1 in 16 of the stripe's, not all of them.
+ */
+#define HC_FLIGHT_WORDS 16
+
 /* One stripe: its lock, epoch, queue and arena bookkeeping. */
 typedef struct hc_stripe {
     hc_lock sp_lock;
@@ -153,10 +161,14 @@ typedef struct hc_stripe {
     uint32_t sp_qhead;              /* SIEVE: newest item, unit + 1 */
     uint32_t sp_qtail;              /* SIEVE: oldest item */
     uint32_t sp_hand;               /* SIEVE: next eviction candidate */
-    _Atomic uint32_t sp_flight_seq; /* futex: bumped when a flight ends */
     _Atomic uint64_t sp_items;      /* items linked, expired ones included */
     _Atomic uint64_t sp_bytes;      /* key + value bytes of those items */
     hc_arena sp_arena;
+    /* Flight wake-ups (flight.h), on a line of their own: one futex word
+     * per class of key hashes, and what the wakes did (under sp_lock). */
+    _Alignas(HC_CACHE_LINE) _Atomic uint32_t sp_flight_words[HC_FLIGHT_WORDS];
+    _Atomic uint64_t sp_flight_wakes;   /* FUTEX_WAKE calls */
+    _Atomic uint64_t sp_flight_woken;   /* waiters they woke */
 } __attribute__((aligned(HC_CACHE_LINE))) hc_stripe;
 
 /* Per-process statistics, one cache line pair per process slot. */
