@@ -25,6 +25,9 @@ QUEUE_SINGLE_PRODUCER: int
 QUEUE_SINGLE_CONSUMER: int
 SEGMENT_NAME_MAX: int
 KEY_MAX: int
+EVICTION_SIEVE: int
+EVICTION_S3FIFO: int
+EVICTION_STORED: int
 MIN_SEGMENT_SIZE: int
 DEFAULT_DIR: str
 FILE_PREFIX: str
@@ -104,8 +107,16 @@ FlightStart = tuple[str, bytes | None, int, int, int, float | None, int, bool]
 
 class Cache:
     def __init__(
-        self, segment: Segment, offset: int, size: int, max_value: int = ..., evict: bool = True
+        self,
+        segment: Segment,
+        offset: int,
+        size: int,
+        max_value: int = ...,
+        evict: bool = True,
+        eviction: int = ...,
     ) -> None: ...
+    @property
+    def eviction(self) -> str: ...
     # str | bytes (not object, as the other key arguments): Python's
     # Cache.delete overrides this one and takes only those (hcpy_key_bytes
     # raises TypeError for anything else).

@@ -93,6 +93,9 @@ test_alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
     return seg->sg_base + info.offset;
 }
 
+/* The policy test_cache() gives a new cache (tests may change it). */
+static hc_eviction test_eviction = HC_EVICTION_SIEVE;
+
 /* A cache of size bytes in a fresh anonymous segment (returned in *seg). */
 static inline hc_cache *
 test_cache(hc_segment **seg, uint64_t size, bool evict)
@@ -105,7 +108,7 @@ test_cache(hc_segment **seg, uint64_t size, bool evict)
     CHECK_ST(hc_registry_find_or_alloc(*seg, "cache", 5, size, HC_KIND_CACHE,
                                        &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(*seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
-                           evict, &c), HC_OK);
+                           evict, test_eviction, &c), HC_OK);
     return c;
 }
 

@@ -92,19 +92,19 @@ MUTANTS = [
     ),
     Mutant(
         "table-sieve-evicts-visited",
-        CORE + "table.c",
-        "        if (expired || !visited_test(w->w_visited, cur - 1)) {",
-        "        if (expired || visited_test(w->w_visited, cur - 1)) {",
+        CORE + "evict.c",
+        "        if (expired || !hc_evict_bit(w->w_visited, cur - 1)) {",
+        "        if (expired || hc_evict_bit(w->w_visited, cur - 1)) {",
         (T + "unit/test_cache_eviction.py",),
         "SIEVE evicts the items that were read and spares the others",
     ),
     Mutant(
         "table-flight-evictable",
-        CORE + "table.c",
-        "        if (it->it_format == HC_FORMAT_FLIGHT\n"
-        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
-        "        if (it->it_format == HC_FORMAT_FLIGHT && false\n"
-        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
+        CORE + "evict.c",
+        "    return it->it_format == HC_FORMAT_FLIGHT\n"
+        "        && !hc_flight_abandoned(w->w_cache, it, w->w_now);",
+        "    return it->it_format == HC_FORMAT_FLIGHT && false\n"
+        "        && !hc_flight_abandoned(w->w_cache, it, w->w_now);",
         (T + "unit/test_compute_one_process.py::test_a_full_cache_does_not_evict_a_key_being_computed",),
         "eviction may take a key that is being computed",
     ),

@@ -78,12 +78,13 @@
 #include <stdint.h>
 
 #include "alloc.h"
+#include "evict.h"
 #include "lock.h"
 #include "segment.h"
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 3          /* 3: a flight carries a failed round */
+#define HC_CACHE_VERSION 4          /* 4: eviction policy, S3-FIFO state */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -120,13 +121,14 @@ typedef struct hc_item {
     uint64_t it_csn;                /* commit sequence number of the write */
     _Atomic uint32_t it_next;       /* bucket chain: unit + 1, 0 = end */
     uint32_t it_value_len;
-    uint32_t it_qprev;              /* SIEVE queue, toward the head */
-    uint32_t it_qnext;              /* SIEVE queue, toward the tail */
+    uint32_t it_qprev;              /* eviction queue, toward the head */
+    uint32_t it_qnext;              /* eviction queue, toward the tail */
     uint16_t it_stale_s;            /* seconds past expiry it may be served */
     uint16_t it_delta_ms;           /* how long computing it took (XFetch) */
     uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
-    uint8_t it_pad[2];              /* (the visited flag is in a map) */
+    uint8_t it_queue;               /* S3-FIFO: small or main (evict.h) */
+    uint8_t it_pad;                 /* (the visited flag is in a map) */
 } hc_item;
 
 _Static_assert(sizeof(hc_item) == 48, "hc_item is the 48-byte header");
@@ -152,6 +154,7 @@ typedef struct hc_stripe {
     _Atomic uint64_t sp_items;      /* items linked, expired ones included */
     _Atomic uint64_t sp_bytes;      /* key + value bytes of those items */
     hc_arena sp_arena;
+    hc_evict_state sp_evict;        /* S3-FIFO's halves and ghost clock */
 } __attribute__((aligned(HC_CACHE_LINE))) hc_stripe;
 
 /* Per-process statistics, one cache line pair per process slot. */
@@ -167,11 +170,15 @@ typedef struct hc_cache_layout {
     uint32_t cl_nstripes;           /* power of two */
     uint32_t cl_nbuckets;           /* per stripe, power of two */
     uint32_t cl_units;              /* arena units per stripe */
+    uint32_t cl_eviction;           /* hc_eviction: the geometry depends on it */
     uint64_t cl_stripes_off;        /* offsets from the cache base */
     uint64_t cl_stats_off;
     uint64_t cl_buckets_off;        /* stripe s: + s * nbuckets * 4 */
     uint64_t cl_maps_off;           /* stripe s: + s * 3 * words * 8 */
     uint64_t cl_arenas_off;         /* stripe s: + s * units * 16 */
+    uint64_t cl_ghost_off;          /* stripe s: + s * nghost * 8 */
+    uint32_t cl_nghost;             /* S3-FIFO ghost entries per stripe */
+    uint32_t cl_pad;
 } hc_cache_layout;
 
 typedef struct hc_cache_header {
@@ -192,6 +199,7 @@ typedef struct hc_cache {
     uint64_t ca_seed[2];
     uint32_t ca_max_value;          /* bytes of a value, at most */
     bool ca_evict;                  /* false: a full cache refuses sets */
+    hc_eviction ca_eviction;        /* the header's, checked at open */
 } hc_cache;
 
 /* What a lock-free lookup found; valid only if hc_cache_read_valid(). */
@@ -233,15 +241,19 @@ typedef struct hc_write {
     uint64_t wr_expect_csn;         /* HC_SET_CAS and HC_SET_SWAP only */
 } hc_write;
 
-/* The bytes a cache of this many bytes needs at least. */
-uint64_t hc_cache_min_size(void);
+/* The bytes a cache evicting by e needs at least. */
+uint64_t hc_cache_min_size(hc_eviction e);
 
 /*
  * Open the cache structure at [offset, offset + size) of the segment,
- * initialising it if nobody has (or its initialiser died).
+ * initialising it if nobody has (or its initialiser died).  eviction is
+ * the policy a new cache gets; opening an existing cache with another
+ * policy than its own is HC_KIND_MISMATCH, and HC_EVICTION_STORED takes
+ * whichever it has (SIEVE for a new one).
  */
 hc_status hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
-                        uint32_t max_value, bool evict, hc_cache **out);
+                        uint32_t max_value, bool evict, hc_eviction eviction,
+                        hc_cache **out);
 void hc_cache_close(hc_cache *c);
 
 uint64_t hc_cache_hash(const hc_cache *c, const void *key, size_t len);
