@@ -99,6 +99,22 @@ MUTANTS = [
         "SIEVE evicts the items that were read and spares the others",
     ),
     Mutant(
+        "evict-s3fifo-ghost-ignored",
+        CORE + "evict.c",
+        "    if (ghost_take(w, it->it_hash))",
+        "    if (0 && ghost_take(w, it->it_hash))",
+        (T + "unit/test_eviction_policy.py::test_a_key_back_from_the_ghost_outlives_a_fresh_one",),
+        "S3-FIFO admits a key back from the ghost to small, not main",
+    ),
+    Mutant(
+        "evict-s3fifo-never-promotes",
+        CORE + "evict.c",
+        "    if (freq_of(w, link - 1) >= HC_S3FIFO_MAIN_FROM) {",
+        "    if (freq_of(w, link - 1) > HC_FREQ_BITS) {",
+        (T + "unit/test_eviction_policy.py::test_s3fifo_keeps_keys_read_twice_through_a_scan",),
+        "S3-FIFO evicts from small the keys read twice instead of moving them to main",
+    ),
+    Mutant(
         "table-flight-evictable",
         CORE + "evict.c",
         "    return it->it_format == HC_FORMAT_FLIGHT\n"

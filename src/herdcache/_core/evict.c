@@ -321,7 +321,13 @@ expired_victim(const writer *w, const hc_item *it)
         || hc_table_expired(it, w->w_now, true);
 }
 
-/* Steps an eviction may take: more than every move it can make. */
+/*
+ * Steps an eviction takes before its next candidate goes whatever its
+ * bit or frequency: more than every move a still queue needs, so only
+ * readers setting bits as fast as the writer clears them reach it (a
+ * reader may set any bit, even of a freed block: the walk must end).
+ * Twice as many steps that find only live flights mean no victim.
+ */
 static uint64_t
 step_limit(const writer *w)
 {
@@ -346,7 +352,7 @@ sieve_evict(writer *w)
     uint64_t steps, limit = step_limit(w);
     bool flights = false;
 
-    for (steps = 0; cur != 0 && steps < limit; steps++) {
+    for (steps = 0; cur != 0 && steps < 2 * limit; steps++) {
         hc_item *it = hc_table_queue_item(w, cur);
         bool expired;
 
@@ -358,7 +364,8 @@ sieve_evict(writer *w)
             continue;
         }
         expired = expired_victim(w, it);
-        if (expired || !hc_evict_bit(w->w_visited, cur - 1)) {
+        if (expired || steps >= limit
+            || !hc_evict_bit(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
             HC_INJECT("table.evict.victim");
             return remove_victim(w, it, expired);
@@ -401,13 +408,13 @@ from_small(const writer *w, bool small_stuck, bool main_stuck)
         >= s->sp_arena.ar_used_units;
 }
 
-/* One step at small's oldest item: promote it, or evict it (HC_OK). */
+/* One step at small's oldest item: promote it, or evict it (*done). */
 static hc_status
-small_step(writer *w, uint32_t link, hc_item *it, bool *done)
+small_step(writer *w, uint32_t link, hc_item *it, bool force, bool *done)
 {
     hc_evict_state *ev = &w->w_stripe->sp_evict;
 
-    if (freq_of(w, link - 1) >= HC_S3FIFO_MAIN_FROM) {
+    if (!force && freq_of(w, link - 1) >= HC_S3FIFO_MAIN_FROM) {
         /* It sits just before main's newest: moving ev_main takes it in. */
         ev->ev_main = link;
         ev->ev_small_units -= hc_item_units(it);
@@ -424,11 +431,11 @@ small_step(writer *w, uint32_t link, hc_item *it, bool *done)
 
 /* One step at main's oldest item: back to main's head, or evict it. */
 static hc_status
-main_step(writer *w, uint32_t link, hc_item *it, bool *done)
+main_step(writer *w, uint32_t link, hc_item *it, bool force, bool *done)
 {
     uint32_t freq = freq_of(w, link - 1);
 
-    if (freq > 0) {
+    if (!force && freq > 0) {
         freq_lower_to(w, link - 1, freq - 1);
         HC_INJECT("evict.s3fifo.reinserted");
         return requeue(w, link - 1, HC_QUEUE_MAIN);
@@ -450,7 +457,7 @@ s3fifo_evict(writer *w)
     bool small_stuck = false, main_stuck = false, done = false;
 
     w->w_stripe->sp_evict.ev_evicted = 1;
-    for (steps = 0; steps < limit; steps++) {
+    for (steps = 0; steps < 2 * limit; steps++) {
         bool small = from_small(w, small_stuck, main_stuck);
         uint32_t link = small ? small_oldest(w) : w->w_stripe->sp_qtail;
         hc_item *it = hc_table_queue_item(w, link);
@@ -468,8 +475,8 @@ s3fifo_evict(writer *w)
         else if (expired_victim(w, it))
             return remove_victim(w, it, true);
         else
-            st = small ? small_step(w, link, it, &done)
-                       : main_step(w, link, it, &done);
+            st = small ? small_step(w, link, it, steps >= limit, &done)
+                       : main_step(w, link, it, steps >= limit, &done);
         if (st != HC_OK || done)
             return st;
     }

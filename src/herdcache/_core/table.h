@@ -7,7 +7,8 @@
  * The table is split into stripes by the low bits of the key's keyed
  * hash.  A stripe owns everything its keys need: a lock, a bucket array,
  * an arena of 16-byte units holding the items (a next-fit bitmap
- * allocator, alloc.h), a SIEVE eviction queue with its visited map, and a
+ * allocator, alloc.h), an eviction queue with its visited map (evict.h:
+ * SIEVE or S3-FIFO), and a
  * free epoch.  No operation touches two stripes, so writers
  * of different stripes never meet, and a writer that dies can damage only
  * its own stripe, which the next lock holder rebuilds (see "Crashes").
@@ -20,7 +21,7 @@
  * writer that dies mid-copy leaves the old value intact.
  *
  * Readers.  A lookup writes nothing shared except, on a hit, the item's
- * bit in the stripe's SIEVE visited map, and only if it was clear.  The
+ * bit in the stripe's visited map, and only if it was clear.  The
  * bit lives in a bitmap beside the allocator's, not in the item: a reader
  * may set it after the block was freed and reused (its read then fails
  * validation, but the store is done), and a stray bit in the map costs
@@ -44,7 +45,7 @@
  * stripe from the items still reachable from its buckets, validating each
  * one (bounds, alignment, block map, hash-to-bucket, key length, value
  * fits the block), then rebuilds the allocator's bitmaps, the visited map
- * and the SIEVE queue from them.  An item that was being written or replaced is
+ * and the eviction queue from them.  An item that was being written or replaced is
  * either the old one or absent, never torn.  The same rebuild runs if a
  * writer ever finds the stripe inconsistent (HC_CORRUPT from alloc.c).
  *
@@ -61,8 +62,8 @@
  * a reader sees the old or the new deadline, both valid.
  * visited map (a bit per unit, read with the block-start unit of an
  * item): set by readers with a relaxed fetch-or, only if clear; cleared
- * with a relaxed fetch-and under sp_lock by link_item() and by the SIEVE
- * hand.  Relaxed: it orders nothing, and a lost, late or stale bit costs
+ * with a relaxed fetch-and under sp_lock by admission and by eviction
+ * (evict.h, which also says how S3-FIFO counts with three bits).  Relaxed: it orders nothing, and a lost, late or stale bit costs
  * one eviction decision.
  * Everything else in a stripe (the allocator's bitmaps, queue links,
  * counters) is written under sp_lock; the counters are also read without
@@ -147,8 +148,8 @@ hc_item_units(const hc_item *it)
 typedef struct hc_stripe {
     hc_lock sp_lock;
     _Atomic uint32_t sp_epoch;      /* odd while blocks are being freed */
-    uint32_t sp_qhead;              /* SIEVE: newest item, unit + 1 */
-    uint32_t sp_qtail;              /* SIEVE: oldest item */
+    uint32_t sp_qhead;              /* queue: newest item, unit + 1 */
+    uint32_t sp_qtail;              /* queue: oldest item */
     uint32_t sp_hand;               /* SIEVE: next eviction candidate */
     _Atomic uint32_t sp_flight_seq; /* futex: bumped when a flight ends */
     _Atomic uint64_t sp_items;      /* items linked, expired ones included */
