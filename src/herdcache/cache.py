@@ -113,6 +113,9 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         bytes of memory).  None: the policy an existing cache was created
         with, or "sieve" for a new one; a name that differs from an
         existing cache's raises StructMismatch.  See README, "Eviction".
+    :param huge_pages: "off" (default), "try" or "on": back a segment this
+        call creates with huge pages (README, "Huge pages");
+        ``cache.segment.info()["huge_pages"]`` says what it got.
     :param max_value_size: the largest serialized value accepted.
     :param segment: an already open Segment to put the cache in, instead of
         name/size.
@@ -145,6 +148,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         serializer: Any = "msgpack",
         evict: bool = True,
         eviction: str | None = None,
+        huge_pages: str = "off",
         max_value_size: int | str = "1MiB",
         dir: str | None = None,
         mode: int = 0o600,
@@ -168,13 +172,15 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         if segment is None:
             if name is None:
                 warn_if_worker_private()
-                segment = Segment.anonymous(size)
+                segment = Segment.anonymous(size, huge_pages=huge_pages)
             else:
-                segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
+                segment = Segment.open(
+                    name, size, dir=dir, mode=mode, allow_shared=allow_shared, huge_pages=huge_pages
+                )
         self.segment = segment
         self.name = name if name is not None else segment.name
         # What another process needs to open this same cache (pickling).
-        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict, "eviction": eviction,
+        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict, "eviction": eviction, "huge_pages": huge_pages,
                         "max_value_size": max_value_size, "allow_shared": allow_shared,
                         "local_items": local_items, "local_bytes": local_bytes, "local_values": local_values}
         nbytes = _cache_bytes(segment)

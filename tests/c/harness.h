@@ -104,7 +104,7 @@ test_cache(hc_segment **seg, uint64_t size, bool evict)
     hc_cache *c;
     bool found;
 
-    CHECK_ST(hc_segment_anonymous(size + (1 << 20), seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(size + (1 << 20), HC_HUGE_OFF, seg), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(*seg, "cache", 5, size, HC_KIND_CACHE,
                                        &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(*seg, info.offset, size, HC_DEFAULT_MAX_VALUE,

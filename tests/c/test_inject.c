@@ -179,7 +179,8 @@ world_open(world *wd)
     int i;
 
     memset(wd, 0, sizeof(*wd));
-    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + (2 << 20), &wd->seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + (2 << 20), HC_HUGE_OFF,
+                                  &wd->seg), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(wd->seg, "cache", 5, CACHE_SIZE,
                                        HC_KIND_CACHE, &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(wd->seg, info.offset, CACHE_SIZE,
@@ -249,12 +250,18 @@ fly(world *wd, const char *key, uint64_t lease_ns, int how)
                                how == 1 ? 4 : 0, hc_now_ns());
 }
 
-/* A lock-free hit, as a get makes (it counts toward eviction). */
+/*
+ * A lock-free hit, as a get makes (it counts toward eviction), for S3-FIFO
+ * walks only: it reaches promotion and reinsertion there, and SIEVE's
+ * walks keep the workload whose queue tail the sweep points need.
+ */
 static void
 hit(world *wd, const char *key)
 {
     hc_read rd;
 
+    if (walk_eviction != HC_EVICTION_S3FIFO)
+        return;
     (void) hc_cache_read_begin(wd->cache, key, (uint32_t) strlen(key),
                                hc_cache_hash(wd->cache, key, strlen(key)),
                                hc_now_ns(), &rd);
