@@ -180,7 +180,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         self.segment = segment
         self.name = name if name is not None else segment.name
         # What another process needs to open this same cache (pickling).
-        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict, "eviction": eviction, "huge_pages": huge_pages,
+        self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict,
+                        "eviction": eviction, "huge_pages": huge_pages,
                         "max_value_size": max_value_size, "allow_shared": allow_shared,
                         "local_items": local_items, "local_bytes": local_bytes, "local_values": local_values}
         nbytes = _cache_bytes(segment)

@@ -281,11 +281,11 @@ hc_status
 hc_evict_admit(writer *w, uint32_t unit, const hc_item *old)
 {
     hc_item *it = item_of(w, unit);
-    uint32_t k;
+    uint32_t k, bits = s3fifo(w) ? HC_FREQ_BITS : 1;
 
     /* A new item starts unvisited, whatever a reader of the unit's last
      * block set. */
-    for (k = 0; k < HC_FREQ_BITS; k++)
+    for (k = 0; k < bits; k++)
         bit_clear(w->w_visited, unit + k);
     if (s3fifo(w) && s3fifo_queue_for(w, it, old) == HC_QUEUE_MAIN)
         return push_main(w, unit);
@@ -529,8 +529,9 @@ hc_evict_check(writer *w, const uint8_t *seen, uint64_t items)
         return corrupt(w, "the queue and the chains disagree");
     if (s->sp_evict.ev_main != 0 && queue != HC_QUEUE_MAIN)
         return corrupt(w, "main's head is not in the queue");
-    if (s3fifo(w) ? small_units != s->sp_evict.ev_small_units
-                  : s->sp_evict.ev_main != 0 || queue != HC_QUEUE_SMALL)
+    if (!s3fifo(w) && queue != HC_QUEUE_SMALL)
+        return corrupt(w, "a SIEVE queue has a main half");
+    if (s3fifo(w) && small_units != s->sp_evict.ev_small_units)
         return corrupt(w, "the small queue's size is wrong");
     return HC_OK;
 }

@@ -5,8 +5,9 @@
  *
  * Sections: geometry and access helpers; the free epoch; lock-free reads;
  * finding, linking and unlinking items under the stripe lock; eviction
- * (the policies are evict.c's); the writers; stripe rebuild after a crash; opening; whole-
- * table operations (clear, count, keys, check); statistics.
+ * (the policies are evict.c's); the writers; stripe rebuild after a
+ * crash; opening; whole-table operations (clear, count, keys, check);
+ * statistics.
  *
  *-------------------------------------------------------------------------
  */

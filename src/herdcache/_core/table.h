@@ -45,9 +45,10 @@
  * stripe from the items still reachable from its buckets, validating each
  * one (bounds, alignment, block map, hash-to-bucket, key length, value
  * fits the block), then rebuilds the allocator's bitmaps, the visited map
- * and the eviction queue from them.  An item that was being written or replaced is
- * either the old one or absent, never torn.  The same rebuild runs if a
- * writer ever finds the stripe inconsistent (HC_CORRUPT from alloc.c).
+ * and the eviction queue from them.  An item that was being written or
+ * replaced is either the old one or absent, never torn.  The same
+ * rebuild runs if a writer ever finds the stripe inconsistent (HC_CORRUPT
+ * from alloc.c).
  *
  * Notes on synchronization
  *
@@ -63,7 +64,8 @@
  * visited map (a bit per unit, read with the block-start unit of an
  * item): set by readers with a relaxed fetch-or, only if clear; cleared
  * with a relaxed fetch-and under sp_lock by admission and by eviction
- * (evict.h, which also says how S3-FIFO counts with three bits).  Relaxed: it orders nothing, and a lost, late or stale bit costs
+ * (evict.h, which also says how S3-FIFO counts with three bits).
+ * Relaxed: it orders nothing, and a lost, late or stale bit costs
  * one eviction decision.
  * Everything else in a stripe (the allocator's bitmaps, queue links,
  * counters) is written under sp_lock; the counters are also read without
@@ -171,7 +173,7 @@ typedef struct hc_cache_layout {
     uint32_t cl_nstripes;           /* power of two */
     uint32_t cl_nbuckets;           /* per stripe, power of two */
     uint32_t cl_units;              /* arena units per stripe */
-    uint32_t cl_eviction;           /* hc_eviction: the geometry depends on it */
+    uint32_t cl_eviction;           /* hc_eviction: the geometry needs it */
     uint64_t cl_stripes_off;        /* offsets from the cache base */
     uint64_t cl_stats_off;
     uint64_t cl_buckets_off;        /* stripe s: + s * nbuckets * 4 */
