@@ -87,6 +87,7 @@ def eviction_miss_ratio(plt: Any, data: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7.5, 3.5))
     bars = ax.bar(names, misses, color=colors, width=0.6)
     ax.bar_label(bars, labels=[f"{m:.4f}" for m in misses], padding=3, fontsize=9)
+    ax.set_xticks(range(len(names)), [n.replace("herdcache ", "herdcache\n") for n in names])
     ax.set_ylim(0, max(misses) * 1.2)
     ax.set_ylabel("miss ratio (lower is better)")
     ax.set_title("Zipf(1.0), cache at 10 % of the keys", loc="left")

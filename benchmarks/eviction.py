@@ -23,7 +23,9 @@ directory (libCacheSim's oracleGeneral format, with each request's next
 access time for Belady); it downloads nothing. herdcache is measured, not
 simulated: each request is a get, and a miss is followed by a set; the
 cache's size is found by filling real caches until it keeps the wanted
-number of entries (see herdcache_capacity_bytes). Values are fixed-size
+number of entries (see herdcache_capacity_bytes). herdcache runs with each
+of its policies, ``eviction="sieve"`` and ``eviction="s3fifo"``: the
+second beside libCacheSim's S3-FIFO checks that it is the same policy. Values are fixed-size
 and sized so that even the 1 % cache spans a few MiB.
 
 Run (from the repository root; needs numpy and libcachesim:
@@ -143,25 +145,25 @@ def simulated_miss_ratio(policy, trace_path: str, capacity: int) -> float:
 # --- herdcache, measured ------------------------------------------------------
 
 
-def resident_after_filling(herdcache, size: int, entries: int, value: bytes) -> int:
+def resident_after_filling(herdcache, size: int, entries: int, value: bytes, options: dict) -> int:
     """How many of ``entries`` distinct keys a cache of ``size`` bytes keeps."""
-    with herdcache.Cache(size=size) as cache:
+    with herdcache.Cache(size=size, **options) as cache:
         for i in range(entries):
             cache.set(f"fill:{i}", value)
         return cache.stats()["entries"]
 
 
-def herdcache_capacity_bytes(herdcache, entries: int, value: bytes) -> int:
+def herdcache_capacity_bytes(herdcache, entries: int, value: bytes, options: dict) -> int:
     """The smallest segment size (within 1 %) that keeps ``entries`` entries
     of ``value`` resident, found by filling real caches: the fixed costs
     (segment header, statistics slots, stripes, buckets) are measured, not
-    guessed."""
+    guessed; S3-FIFO's ghost among them)."""
     low, high = 1 << 20, 1 << 20
-    while resident_after_filling(herdcache, high, entries, value) < entries:
+    while resident_after_filling(herdcache, high, entries, value, options) < entries:
         low, high = high, high * 2
     while high - low > high // 100:
         middle = (low + high) // 2
-        if resident_after_filling(herdcache, middle, entries, value) < entries:
+        if resident_after_filling(herdcache, middle, entries, value, options) < entries:
             low = middle
         else:
             high = middle
@@ -188,7 +190,7 @@ class HerdcacheRunner:
         for fraction in fractions:
             entries = capacity_of(keys, fraction)
             value = b"v" * max(100, SEGMENT_FLOOR // entries)
-            self.sizes[fraction] = (herdcache_capacity_bytes(herdcache, entries, value), value)
+            self.sizes[fraction] = (herdcache_capacity_bytes(herdcache, entries, value, options), value)
 
     def miss_ratio(self, stream, fraction: float) -> float:
         size, value = self.sizes[fraction]
@@ -262,7 +264,10 @@ def herdcache_runners(args) -> dict:
     except PeerUnavailable as exc:
         skip("herdcache", exc)
         return {}
-    return {"herdcache": HerdcacheRunner(herdcache, args.keys, args.fractions, {})}
+    return {
+        f"herdcache {policy}": HerdcacheRunner(herdcache, args.keys, args.fractions, {"eviction": policy})
+        for policy in ("sieve", "s3fifo")
+    }
 
 
 def main(argv=None) -> None:

@@ -9,6 +9,11 @@ What it measures, in one run:
    and the TLB as a real workload does). Median of --repeat passes; the
    ratio to the 10k row shows how flat it is. A dict of the same keys is
    measured beside it, passes interleaved, as the reference.
+   With --huge-pages try|on, a second cache of the same entries, made
+   with that huge_pages= (named, in --huge-dir if given: a tmpfs mounted
+   with huge=within_size or a hugetlbfs; else anonymous), is measured
+   beside the first in the same passes; its column says what it got
+   (``segment.info()["huge_pages"]``).
 2. raw get MB/s for 1 KiB, 64 KiB and 1 MiB values (``serializer="raw"``:
    get returns a new bytes object, one copy out of shared memory) beside
    ``bytes(memoryview(buffer))``, a plain memcpy into a new bytes object of
@@ -19,11 +24,14 @@ and take a minute or two to fill):
 
     python benchmarks/scale.py
     python benchmarks/scale.py --sizes 10000,100000 --reads 100000   # quick
+    python benchmarks/scale.py --huge-pages on --huge-dir /mnt/huge  # with and without
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import random
 
 from _common import load_herdcache, machine_header, markdown_table
@@ -48,19 +56,33 @@ def timed_reads(gets, keys: list[str], repeat: int) -> list[float]:
     return [median(timings) for timings in passes]
 
 
-def get_hit_row(herdcache, entries: int, reads: int, repeat: int) -> tuple[float, float]:
-    """(herdcache ns, dict ns) per random get-hit with ``entries`` entries."""
-    size = max(64 << 20, entries * BYTES_PER_ENTRY * 2)
+def filled_cache(herdcache, stack, keys: list[str], **options):
+    """A cache of ``keys`` (value: the key's index), closed by ``stack``."""
+    size = max(64 << 20, len(keys) * BYTES_PER_ENTRY * 2)
+    cache = stack.enter_context(herdcache.Cache(size=size, **options))
+    if options.get("name"):
+        stack.callback(cache.segment.unlink)
+    for i, key in enumerate(keys):
+        cache.set(key, i)
+    assert cache.stats()["entries"] == len(keys), "the cache evicted: size it larger"
+    return cache
+
+
+def get_hit_row(herdcache, entries: int, args) -> tuple[list[float], str]:
+    """ns per random get-hit with ``entries`` entries: herdcache, dict and,
+    with --huge-pages, herdcache on huge pages; and what those got."""
     keys = [f"key:{i}" for i in range(entries)]
-    sample = random.Random(entries).choices(keys, k=reads)
-    reference = {}
-    with herdcache.Cache(size=size) as cache:
-        for i, key in enumerate(keys):
-            cache.set(key, i)
-            reference[key] = i
-        assert cache.stats()["entries"] == entries, "the cache evicted: size it larger"
-        cache_ns, dict_ns = timed_reads([cache.get, reference.get], sample, repeat)
-    return cache_ns, dict_ns
+    sample = random.Random(entries).choices(keys, k=args.reads)
+    reference = dict(zip(keys, range(entries)))
+    with contextlib.ExitStack() as stack:
+        gets = [filled_cache(herdcache, stack, keys).get, reference.get]
+        got = ""
+        if args.huge_pages != "off":
+            named = {"name": f"scale-huge-{os.getpid()}", "dir": args.huge_dir} if args.huge_dir else {}
+            huge = filled_cache(herdcache, stack, keys, huge_pages=args.huge_pages, **named)
+            gets.append(huge.get)
+            got = huge.segment.info()["huge_pages"]
+        return timed_reads(gets, sample, args.repeat), got
 
 
 def raw_get_row(herdcache, nbytes: int, repeat: int) -> tuple[float, float]:
@@ -80,19 +102,27 @@ def main(argv=None) -> None:
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000", help="entry counts")
     parser.add_argument("--reads", type=int, default=200_000, help="random gets per pass (200000)")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes (5)")
+    parser.add_argument("--huge-pages", choices=["off", "try", "on"], default="off",
+                        help="also measure a cache made with this huge_pages= (off)")  # fmt: skip
+    parser.add_argument("--huge-dir", help="make that cache a named one here (a huge= tmpfs or a hugetlbfs)")
     args = parser.parse_args(argv)
     herdcache = load_herdcache("get", "set", "stats")
     print(machine_header("herdcache scaling benchmark"))
 
-    rows, first = [], None
+    rows, first, got = [], None, ""
     for entries in (int(n) for n in args.sizes.split(",")):
         print(f"- filling {entries:,} entries", flush=True)
-        cache_ns, dict_ns = get_hit_row(herdcache, entries, args.reads, args.repeat)
-        first = first or (cache_ns, dict_ns)
-        rows.append([f"{entries:,}", f"{cache_ns:,.0f}", f"{cache_ns / first[0]:.2f}",
-                     f"{dict_ns:,.0f}", f"{dict_ns / first[1]:.2f}"])  # fmt: skip
+        ns, got = get_hit_row(herdcache, entries, args)
+        first = first or ns
+        row = [f"{entries:,}", f"{ns[0]:,.0f}", f"{ns[0] / first[0]:.2f}", f"{ns[1]:,.0f}", f"{ns[1] / first[1]:.2f}"]
+        if len(ns) > 2:
+            row += [f"{ns[2]:,.0f}", f"{ns[2] / ns[0]:.2f}"]
+        rows.append(row)
+    header = ["entries", "herdcache ns", "÷ first row", "dict ns", "÷ first row"]
+    if got:
+        header += [f"huge_pages={args.huge_pages} ({got}) ns", "÷ herdcache ns"]
     print("\n## Random get-hit, ns (lower is better)\n")
-    print(markdown_table(["entries", "herdcache ns", "÷ first row", "dict ns", "÷ first row"], rows))
+    print(markdown_table(header, rows))
 
     rows = []
     for label, nbytes in VALUE_SIZES.items():

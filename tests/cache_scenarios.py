@@ -53,12 +53,12 @@ def race(
     cache.check()
 
 
-def kill_loop(kills: int, size: str, seed: int) -> None:
+def kill_loop(kills: int, size: str, seed: int, eviction: str = "sieve") -> None:
     """Kill ``kills`` writers of a cache of ``size`` under two readers and
     check everything the module docstring promises."""
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(seed)
-    with Cache(size=size, serializer="raw") as cache:
+    with Cache(size=size, serializer="raw", eviction=eviction) as cache:
         keys = [b"kill-%d" % i for i in range(16)]
         pool = cache_workers.value_pool(keys, per_key=8, largest=60_000, seed=seed)
         ref = cache_ref(cache, ctx)

@@ -25,6 +25,9 @@ QUEUE_SINGLE_PRODUCER: int
 QUEUE_SINGLE_CONSUMER: int
 SEGMENT_NAME_MAX: int
 KEY_MAX: int
+EVICTION_SIEVE: int
+EVICTION_S3FIFO: int
+EVICTION_STORED: int
 MIN_SEGMENT_SIZE: int
 DEFAULT_DIR: str
 FILE_PREFIX: str
@@ -48,10 +51,17 @@ class Segment:
     @property
     def hash_seed(self) -> bytes: ...
     @classmethod
-    def _create(cls, name: str, size: int, dir: str | None = None, mode: int = 0o600) -> Self: ...
+    def _create(
+        cls, name: str, size: int, dir: str | None = None, mode: int = 0o600, huge_pages: int = 0
+    ) -> Self: ...
     @classmethod
     def _attach(
-        cls, name: str, dir: str | None = None, allow_shared: bool = False, timeout: float | None = 30.0
+        cls,
+        name: str,
+        dir: str | None = None,
+        allow_shared: bool = False,
+        timeout: float | None = 30.0,
+        huge_pages: int = 0,
     ) -> Self: ...
     @classmethod
     def _open(
@@ -62,9 +72,10 @@ class Segment:
         mode: int = 0o600,
         allow_shared: bool = False,
         timeout: float | None = 30.0,
+        huge_pages: int = 0,
     ) -> tuple[Self, bool]: ...
     @classmethod
-    def _anonymous(cls, size: int, /) -> Self: ...
+    def _anonymous(cls, size: int, huge_pages: int = 0, /) -> Self: ...
     def close(self) -> None: ...
     def alloc(self, name: str, size: int, kind: int, /) -> tuple[int, bool]: ...
     def structs(self) -> Sequence[tuple[str, str, int, int]]: ...
@@ -105,8 +116,16 @@ FlightStart = tuple[str, bytes | None, int, int, int, float | None, int, bool]
 
 class Cache:
     def __init__(
-        self, segment: Segment, offset: int, size: int, max_value: int = ..., evict: bool = True
+        self,
+        segment: Segment,
+        offset: int,
+        size: int,
+        max_value: int = ...,
+        evict: bool = True,
+        eviction: int = ...,
     ) -> None: ...
+    @property
+    def eviction(self) -> str: ...
     # str | bytes (not object, as the other key arguments): Python's
     # Cache.delete overrides this one and takes only those (hcpy_key_bytes
     # raises TypeError for anything else).

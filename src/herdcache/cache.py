@@ -81,6 +81,14 @@ _LOCAL_VALUES = {
 }
 
 
+# The eviction= names and the core's codes for them.
+_EVICTIONS = {
+    None: _core.EVICTION_STORED,
+    "sieve": _core.EVICTION_SIEVE,
+    "s3fifo": _core.EVICTION_S3FIFO,
+}
+
+
 def _cache_bytes(segment: Segment) -> int:
     """The size of the cache structure in a segment: a pure function of the
     segment's size, so every process that opens it asks for the same."""
@@ -99,7 +107,15 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         forever.
     :param serializer: "msgpack" (default), "pickle" (trusted writers only),
         "raw" (bytes), or an object with dumps/loads.
-    :param evict: when full, evict by SIEVE (True) or raise CacheFull.
+    :param evict: when full, evict (True) or raise CacheFull.
+    :param eviction: the eviction policy of a new cache: "sieve" (the
+        default) or "s3fifo" (scan-resistant; 8 bytes of ghost per 128
+        bytes of memory).  None: the policy an existing cache was created
+        with, or "sieve" for a new one; a name that differs from an
+        existing cache's raises StructMismatch.  See README, "Eviction".
+    :param huge_pages: "off" (default), "try" or "on": back a segment this
+        call creates with huge pages (README, "Huge pages");
+        ``cache.segment.info()["huge_pages"]`` says what it got.
     :param max_value_size: the largest serialized value accepted.
     :param segment: an already open Segment to put the cache in, instead of
         name/size.
@@ -131,6 +147,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         default_ttl: float | None = None,
         serializer: Any = "msgpack",
         evict: bool = True,
+        eviction: str | None = None,
+        huge_pages: str = "off",
         max_value_size: int | str = "1MiB",
         dir: str | None = None,
         mode: int = 0o600,
@@ -143,6 +161,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         """Open (or create) the cache; see the class docstring."""
         if default_ttl is not None and not default_ttl > 0:
             raise InvalidArgument(f"default_ttl must be > 0 seconds or None (never), got {default_ttl!r}")
+        if eviction not in _EVICTIONS:
+            raise InvalidArgument(f"eviction must be 'sieve', 's3fifo' or None (the cache's own), got {eviction!r}")
         self._serializer = get_serializer(serializer)
         self._tag = self._serializer.tag
         self._dumps = self._serializer.dumps
@@ -152,19 +172,22 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         if segment is None:
             if name is None:
                 warn_if_worker_private()
-                segment = Segment.anonymous(size)
+                segment = Segment.anonymous(size, huge_pages=huge_pages)
             else:
-                segment = Segment.open(name, size, dir=dir, mode=mode, allow_shared=allow_shared)
+                segment = Segment.open(
+                    name, size, dir=dir, mode=mode, allow_shared=allow_shared, huge_pages=huge_pages
+                )
         self.segment = segment
         self.name = name if name is not None else segment.name
         # What another process needs to open this same cache (pickling).
         self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict,
+                        "eviction": eviction, "huge_pages": huge_pages,
                         "max_value_size": max_value_size, "allow_shared": allow_shared,
                         "local_items": local_items, "local_bytes": local_bytes, "local_values": local_values}
         nbytes = _cache_bytes(segment)
         try:
             offset, _found = segment.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
-            super().__init__(segment, offset, nbytes, parse_size(max_value_size), evict)
+            super().__init__(segment, offset, nbytes, parse_size(max_value_size), evict, _EVICTIONS[eviction])
             self._set_decoder(self._tag, *self._decoder(), self._serializer.name)
             self._open_local_layer(local_items, local_bytes, local_values)
         except BaseException:

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from . import _core
 from .counter import Counter
-from .errors import SegmentNotFound
+from .errors import InvalidArgument, SegmentNotFound
 from .sizes import parse_size
 from .sync import Condition, Lock
 
@@ -57,6 +57,17 @@ def default_dir() -> str:
 
 def _dir(dir: str | None) -> str:
     return dir if dir is not None else default_dir()
+
+
+#: huge_pages= names and the core's modes (hugepage.h).
+_HUGE_PAGES = {"off": 0, "try": 1, "on": 2}
+
+
+def _huge(huge_pages: str) -> int:
+    """The core's mode for a huge_pages= argument."""
+    if huge_pages not in _HUGE_PAGES:
+        raise InvalidArgument(f"huge_pages must be 'off', 'try' or 'on', got {huge_pages!r}")
+    return _HUGE_PAGES[huge_pages]
 
 
 def _name(name: str) -> str:
@@ -90,21 +101,40 @@ class Segment(_core.Segment):
     # -- making and finding segments -------------------------------------
 
     @classmethod
-    def create(cls, name: str, size: int | str = "64MiB", *, dir: str | None = None, mode: int = 0o600) -> Segment:
+    def create(
+        cls,
+        name: str,
+        size: int | str = "64MiB",
+        *,
+        dir: str | None = None,
+        mode: int = 0o600,
+        huge_pages: str = "off",
+    ) -> Segment:
         """Create the named segment; fail if the name exists.
 
         :param name: letters, digits and ``. _ - : @ +``, at most 200 bytes.
         :param size: bytes, or a string such as ``"64MiB"``; reserved in full
             now, so a too-small ``/dev/shm`` fails here, not later.
         :param mode: file mode, exactly (the umask does not apply).
+        :param huge_pages: "off" (default), "try" or "on": back the segment
+            with huge pages (README, "Huge pages"); ``info()["huge_pages"]``
+            says what it got.
         :raises SegmentExists: if a file of that name exists.
-        :raises SegmentFull: if the directory has no room for ``size``.
+        :raises SegmentFull: if the directory has no room for ``size``, or
+            huge_pages="on" finds none.
         """
-        return cls._create(_name(name), parse_size(size), dir=_dir(dir), mode=mode)._named(name, _dir(dir))
+        seg = cls._create(_name(name), parse_size(size), dir=_dir(dir), mode=mode, huge_pages=_huge(huge_pages))
+        return seg._named(name, _dir(dir))
 
     @classmethod
     def attach(
-        cls, name: str, *, dir: str | None = None, allow_shared: bool = False, timeout: float = ATTACH_TIMEOUT
+        cls,
+        name: str,
+        *,
+        dir: str | None = None,
+        allow_shared: bool = False,
+        timeout: float = ATTACH_TIMEOUT,
+        huge_pages: str = "off",
     ) -> Segment:
         """Attach an existing named segment, made by any process of this user.
 
@@ -112,11 +142,15 @@ class Segment(_core.Segment):
             mode has group or other write bits).  Only if you trust them.
         :param timeout: seconds to wait for a segment another process is
             still creating (reserving a large one takes a while).
+        :param huge_pages: "try" or "on" advise this process's mapping to
+            use transparent huge pages (never an error here); "off" leaves it.
         :raises SegmentNotFound: no such segment.
         :raises NotASegment, LayoutMismatch, CorruptSegment, UnsafeSegment:
             the file is not one this process can safely use.
         """
-        seg = cls._attach(_name(name), dir=_dir(dir), allow_shared=allow_shared, timeout=timeout)
+        seg = cls._attach(
+            _name(name), dir=_dir(dir), allow_shared=allow_shared, timeout=timeout, huge_pages=_huge(huge_pages)
+        )
         return seg._named(name, _dir(dir))
 
     @classmethod
@@ -129,24 +163,34 @@ class Segment(_core.Segment):
         mode: int = 0o600,
         allow_shared: bool = False,
         timeout: float = ATTACH_TIMEOUT,
+        huge_pages: str = "off",
     ) -> Segment:
         """Attach the named segment, or create it with ``size`` if absent.
 
         Many processes may call this at once: exactly one creates, the
         others attach.  An existing segment keeps the size it was made with.
+        ``huge_pages`` is as for :meth:`create` and :meth:`attach`.
         """
         seg, _created = cls._open(
-            _name(name), parse_size(size), dir=_dir(dir), mode=mode, allow_shared=allow_shared, timeout=timeout
+            _name(name),
+            parse_size(size),
+            dir=_dir(dir),
+            mode=mode,
+            allow_shared=allow_shared,
+            timeout=timeout,
+            huge_pages=_huge(huge_pages),
         )
         return seg._named(name, _dir(dir))
 
     @classmethod
-    def anonymous(cls, size: int | str = "64MiB") -> Segment:
+    def anonymous(cls, size: int | str = "64MiB", *, huge_pages: str = "off") -> Segment:
         """Create a segment shared with ``fork()`` children only.
 
         It has no name; it is gone when the last process that maps it exits.
+        ``huge_pages`` is as for :meth:`create`: "try" and "on" take
+        reserved (hugetlb) pages first, then transparent ones.
         """
-        return cls._anonymous(parse_size(size))._named(None, None)
+        return cls._anonymous(parse_size(size), _huge(huge_pages))._named(None, None)
 
     # -- named structures --------------------------------------------------
 

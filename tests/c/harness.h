@@ -93,6 +93,9 @@ test_alloc(hc_segment *seg, const char *name, hc_struct_kind kind)
     return seg->sg_base + info.offset;
 }
 
+/* The policy test_cache() gives a new cache (tests may change it). */
+static hc_eviction test_eviction = HC_EVICTION_SIEVE;
+
 /* A cache of size bytes in a fresh anonymous segment (returned in *seg). */
 static inline hc_cache *
 test_cache(hc_segment **seg, uint64_t size, bool evict)
@@ -101,12 +104,31 @@ test_cache(hc_segment **seg, uint64_t size, bool evict)
     hc_cache *c;
     bool found;
 
-    CHECK_ST(hc_segment_anonymous(size + (1 << 20), seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(size + (1 << 20), HC_HUGE_OFF, seg), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(*seg, "cache", 5, size, HC_KIND_CACHE,
                                        &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(*seg, info.offset, size, HC_DEFAULT_MAX_VALUE,
-                           evict, &c), HC_OK);
+                           evict, test_eviction, &c), HC_OK);
     return c;
+}
+
+/* Set key to vlen bytes of value until expires (HC_FOREVER: never). */
+static inline hc_status
+test_put(hc_cache *c, const char *key, const void *value, size_t vlen,
+         uint64_t expires)
+{
+    hc_write wr;
+    uint64_t csn;
+
+    memset(&wr, 0, sizeof(wr));
+    wr.wr_key = key;
+    wr.wr_key_len = (uint32_t) strlen(key);
+    wr.wr_hash = hc_cache_hash(c, key, strlen(key));
+    wr.wr_value = value;
+    wr.wr_value_len = (uint32_t) vlen;
+    wr.wr_format = 1;
+    wr.wr_expires = expires;
+    return hc_cache_set(c, &wr, &csn);
 }
 
 static inline pid_t

@@ -58,6 +58,10 @@ static const char *const points[] = {
 #define PARENT_SEQ UINT32_C(4000000000)
 #define NOT_REACHED 3           /* the child's exit code: point never hit */
 
+/* The policy of the walk's cache: S3-FIFO for evict.c's own points and,
+ * beside SIEVE, for the points its queue operations pass (walk_twice). */
+static hc_eviction walk_eviction = HC_EVICTION_SIEVE;
+
 typedef struct world {
     hc_segment *seg;
     hc_cache *cache;
@@ -178,11 +182,13 @@ world_open(world *wd)
     int i;
 
     memset(wd, 0, sizeof(*wd));
-    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + (2 << 20), &wd->seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + (2 << 20), HC_HUGE_OFF,
+                                  &wd->seg), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(wd->seg, "cache", 5, CACHE_SIZE,
                                        HC_KIND_CACHE, &info, &found), HC_OK);
     CHECK_ST(hc_cache_open(wd->seg, info.offset, CACHE_SIZE,
-                           HC_DEFAULT_MAX_VALUE, true, &wd->cache), HC_OK);
+                           HC_DEFAULT_MAX_VALUE, true, walk_eviction,
+                           &wd->cache), HC_OK);
     wd->cache_offset = info.offset;
     open_queue(wd, "queue", 0, &wd->queue);
     open_queue(wd, "single", HC_QUEUE_SINGLE_PRODUCER
@@ -255,8 +261,26 @@ open_again(world *wd)
     hc_cache *again;
 
     CHECK_ST(hc_cache_open(wd->seg, wd->cache_offset, CACHE_SIZE,
-                           HC_DEFAULT_MAX_VALUE, true, &again), HC_OK);
+                           HC_DEFAULT_MAX_VALUE, true, walk_eviction,
+                           &again), HC_OK);
     hc_cache_close(again);
+}
+
+/*
+ * A lock-free hit, as a get makes (it counts toward eviction), for S3-FIFO
+ * walks only: it reaches promotion and reinsertion there, and SIEVE's
+ * walks keep the workload whose queue tail the sweep points need.
+ */
+static void
+hit(world *wd, const char *key)
+{
+    hc_read rd;
+
+    if (walk_eviction != HC_EVICTION_S3FIFO)
+        return;
+    (void) hc_cache_read_begin(wd->cache, key, (uint32_t) strlen(key),
+                               hc_cache_hash(wd->cache, key, strlen(key)),
+                               hc_now_ns(), &rd);
 }
 
 static void
@@ -270,6 +294,12 @@ cache_workload(world *wd, uint32_t round)
         key_name(key, i);
         (void) put(wd, key, 2 + round, i % 5 == 0 ? hc_now_ns() : HC_FOREVER);
     }
+    /* Hits, twice: S3-FIFO promotes these keys to main (SIEVE spares
+     * them). */
+    for (i = 0; i < 2 * NKEYS; i++) {
+        key_name(key, i % NKEYS);
+        hit(wd, key);
+    }
     for (i = 0; i < NKEYS; i += 3) {
         key_name(key, i);
         hash = hc_cache_hash(wd->cache, key, strlen(key));
@@ -281,6 +311,8 @@ cache_workload(world *wd, uint32_t round)
     for (i = 0; i < 3000; i++) {
         snprintf(key, sizeof(key), "fill-%u-%d", round, i);
         (void) put(wd, key, (uint32_t) i, HC_FOREVER);
+        if (i % 3 == 0)
+            hit(wd, key);       /* S3-FIFO reinserts these in main */
     }
     {
         static uint8_t big[200000];
@@ -540,6 +572,22 @@ check_queue(hc_queue_handle *q, uint32_t last_sent)
                 (unsigned) last, (unsigned) last_sent);
         exit(1);
     }
+}
+
+/* Is point walked under both policies (S3-FIFO's moves pass it)? */
+static bool
+walk_twice(const char *point)
+{
+    static const char *const prefixes[] = {
+        "table.link.", "table.remove.", "table.rebuild.",
+        "table.evict_region.",
+    };
+    size_t i;
+
+    for (i = 0; i < sizeof(prefixes) / sizeof(prefixes[0]); i++)
+        if (strncmp(point, prefixes[i], strlen(prefixes[i])) == 0)
+            return true;
+    return false;
 }
 
 /* Kill a child at the nth hit of point; false if it never got there. */
@@ -828,8 +876,9 @@ walk_point(const char *point, const char *nths, uint64_t *reads,
         worst = recoveries[*kills] > worst ? recoveries[*kills] : worst;
         ++*kills;
     }
-    printf("      %-30s read <= %5.1f ms, recovered <= %5.1f ms\n", point,
-           (double) worst_read / 1e6, (double) worst / 1e6);
+    printf("      %-30s %-6s read <= %5.1f ms, recovered <= %5.1f ms\n",
+           point, hc_eviction_name(walk_eviction), (double) worst_read / 1e6,
+           (double) worst / 1e6);
     return true;
 }
 
@@ -853,9 +902,16 @@ main(void)
     TEST(test_stall_action);
     TEST(test_a_rebuild_killed_twice_loses_nothing);
     printf("    walking %zu injection points\n", NPOINTS);
-    for (i = 0; ok && i < NPOINTS; i++)
-        ok = walk_point(points[i], nths && *nths ? nths : "1,3", reads,
-                        recoveries, &kills, cap);
+    for (i = 0; ok && i < NPOINTS; i++) {
+        nths = nths && *nths ? nths : "1,3";
+        walk_eviction = strncmp(points[i], "evict.", 6) == 0
+            ? HC_EVICTION_S3FIFO : HC_EVICTION_SIEVE;
+        ok = walk_point(points[i], nths, reads, recoveries, &kills, cap);
+        if (ok && walk_twice(points[i])) {
+            walk_eviction = HC_EVICTION_S3FIFO;
+            ok = walk_point(points[i], nths, reads, recoveries, &kills, cap);
+        }
+    }
     if (ok && kills > 0) {
         printf("    %zu kills, each followed by reads of every key and the "
                "recovery of every lock (target < 100 ms):\n", kills);

@@ -66,7 +66,7 @@ new_segment(void)
 {
     hc_segment *seg;
 
-    CHECK_ST(hc_segment_anonymous(4 << 20, &seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(4 << 20, HC_HUGE_OFF, &seg), HC_OK);
     return seg;
 }
 

@@ -435,7 +435,7 @@ test_slot_of_killed_process_is_reclaimed(void)
     uint32_t dead, again, mine;
     pid_t victim, block, late;
 
-    CHECK_ST(hc_segment_anonymous(SEG_SIZE, &seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(SEG_SIZE, HC_HUGE_OFF, &seg), HC_OK);
     CHECK_ST(hc_slot_self_index(seg, &mine), HC_OK);
     victim = attached_child(seg, &dead);
     CHECK(dead != mine && hc_slot_count_live(seg) == 2);
@@ -511,7 +511,7 @@ test_condvar_across_fork_with_killed_waiter(void)
     scene s;
     pid_t doomed, survivor, later;
 
-    CHECK_ST(hc_segment_anonymous(SEG_SIZE, &seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(SEG_SIZE, HC_HUGE_OFF, &seg), HC_OK);
     s.lock = test_alloc(seg, "lock", HC_KIND_LOCK);
     s.cv = test_alloc(seg, "cv", HC_KIND_CONDITION);
     s.waiting = test_alloc(seg, "waiting", HC_KIND_COUNTER);

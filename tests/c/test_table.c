@@ -37,18 +37,7 @@ static hc_status
 put_until(hc_cache *c, const char *key, const char *value, size_t vlen,
           uint64_t expires)
 {
-    hc_write wr;
-    uint64_t csn;
-
-    memset(&wr, 0, sizeof(wr));
-    wr.wr_key = key;
-    wr.wr_key_len = (uint32_t) strlen(key);
-    wr.wr_hash = hc_cache_hash(c, key, strlen(key));
-    wr.wr_value = value;
-    wr.wr_value_len = (uint32_t) vlen;
-    wr.wr_format = 1;
-    wr.wr_expires = expires;
-    return hc_cache_set(c, &wr, &csn);
+    return test_put(c, key, value, vlen, expires);
 }
 
 static hc_status
@@ -590,13 +579,15 @@ test_a_damaged_header_is_reset_only_under_every_stripe_lock(void)
     CHECK(read(pipefd[0], &byte, 1) == 1);
     atomic_store(&c->ca_header->ch_magic, 0xdeadbeef);
     CHECK_ST(hc_cache_open(seg, offset, c->ca_layout.cl_size,
-                           HC_DEFAULT_MAX_VALUE, true, &again), HC_TIMEOUT);
+                           HC_DEFAULT_MAX_VALUE, true, HC_EVICTION_STORED,
+                           &again), HC_TIMEOUT);
     CHECK(hc_lock_is_locked(&s->sp_lock));
     CHECK(get(c, "k", buf, sizeof(buf)));       /* nothing was reset */
     kill(pid, SIGKILL);
     CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
     CHECK_ST(hc_cache_open(seg, offset, c->ca_layout.cl_size,
-                           HC_DEFAULT_MAX_VALUE, true, &again), HC_OK);
+                           HC_DEFAULT_MAX_VALUE, true, HC_EVICTION_STORED,
+                           &again), HC_OK);
     CHECK(hc_cache_generation(again) == 1 && hc_cache_generation(c) == 1);
     CHECK(!get(c, "k", buf, sizeof(buf)));
     CHECK_ST(hc_cache_check(c), HC_OK);

@@ -36,7 +36,7 @@ typedef struct {
 static void
 setup(shared *s)
 {
-    CHECK_ST(hc_segment_anonymous(1 << 20, &s->seg), HC_OK);
+    CHECK_ST(hc_segment_anonymous(1 << 20, HC_HUGE_OFF, &s->seg), HC_OK);
     s->lock = test_alloc(s->seg, "lock", HC_KIND_LOCK);
     s->cv = test_alloc(s->seg, "cv", HC_KIND_CONDITION);
     s->counter = test_alloc(s->seg, "counter", HC_KIND_COUNTER);

@@ -45,6 +45,15 @@ def test_a_killed_writer_never_tears_wedges_or_breaks_the_cache(size: str, kills
     kill_loop(kills, size, seed=1)
 
 
+def test_a_writer_killed_while_s3fifo_evicts_leaves_a_working_cache() -> None:
+    """The same with S3-FIFO in a 1 MiB cache, which evicts on nearly every
+    set, so kills land between its moves (small to main, main's
+    reinsertions, the ghost): no torn value, no hung reader, check() (which
+    checks both halves of the queue and small's size) passes after each
+    kill.  test_inject.c kills at each of those moves exactly."""
+    kill_loop(KILLS // 2, "1MiB", seed=4, eviction="s3fifo")
+
+
 @pytest.mark.stress
 @pytest.mark.timeout(0)
 @pytest.mark.parametrize("size", SOAK_SIZES)

@@ -92,19 +92,35 @@ MUTANTS = [
     ),
     Mutant(
         "table-sieve-evicts-visited",
-        CORE + "table.c",
-        "        if (expired || !visited_test(w->w_visited, cur - 1)) {",
-        "        if (expired || visited_test(w->w_visited, cur - 1)) {",
+        CORE + "evict.c",
+        "        if (expired || !hc_evict_bit(w->w_visited, cur - 1)) {",
+        "        if (expired || hc_evict_bit(w->w_visited, cur - 1)) {",
         (T + "unit/test_cache_eviction.py",),
         "SIEVE evicts the items that were read and spares the others",
     ),
     Mutant(
+        "evict-s3fifo-ghost-ignored",
+        CORE + "evict.c",
+        "    if (ghost_take(w, it->it_hash))",
+        "    if (0 && ghost_take(w, it->it_hash))",
+        (T + "unit/test_eviction_policy.py::test_a_key_back_from_the_ghost_outlives_a_fresh_one",),
+        "S3-FIFO admits a key back from the ghost to small, not main",
+    ),
+    Mutant(
+        "evict-s3fifo-never-promotes",
+        CORE + "evict.c",
+        "    if (freq_of(w, link - 1) >= HC_S3FIFO_MAIN_FROM) {",
+        "    if (freq_of(w, link - 1) > HC_FREQ_BITS) {",
+        (T + "unit/test_eviction_policy.py::test_s3fifo_keeps_keys_read_twice_through_a_scan",),
+        "S3-FIFO evicts from small the keys read twice instead of moving them to main",
+    ),
+    Mutant(
         "table-flight-evictable",
-        CORE + "table.c",
-        "        if (it->it_format == HC_FORMAT_FLIGHT\n"
-        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
-        "        if (it->it_format == HC_FORMAT_FLIGHT && false\n"
-        "            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {\n            flights = true;",
+        CORE + "evict.c",
+        "    return it->it_format == HC_FORMAT_FLIGHT\n"
+        "        && !hc_flight_abandoned(w->w_cache, it, w->w_now);",
+        "    return it->it_format == HC_FORMAT_FLIGHT && false\n"
+        "        && !hc_flight_abandoned(w->w_cache, it, w->w_now);",
         (T + "unit/test_compute_one_process.py::test_a_full_cache_does_not_evict_a_key_being_computed",),
         "eviction may take a key that is being computed",
     ),

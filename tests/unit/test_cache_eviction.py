@@ -1,6 +1,7 @@
 """A full cache, one process: with eviction it keeps accepting values and
-keeps the ones being read (SIEVE); without, it refuses with CacheFull and
-disturbs nothing; and memory of expired keys is reused either way.
+keeps the ones being read (SIEVE and S3-FIFO alike); without, it refuses
+with CacheFull and disturbs nothing; and memory of expired keys is reused
+either way.  What tells the two policies apart is test_eviction_policy.py.
 
 The cache is 8 MiB: one stripe of about 6.5 MiB of items.
 """
@@ -25,10 +26,10 @@ def value_of(i: int, size: int = VALUE) -> bytes:
     return head + bytes([i % 251]) * (size - len(head))
 
 
-@pytest.fixture
-def evicting() -> Iterator[Cache]:
-    """A small raw cache that evicts."""
-    with Cache(size=SIZE, serializer="raw") as cache:
+@pytest.fixture(params=["sieve", "s3fifo"])
+def evicting(request: pytest.FixtureRequest) -> Iterator[Cache]:
+    """A small raw cache that evicts, by each policy."""
+    with Cache(size=SIZE, serializer="raw", eviction=request.param) as cache:
         yield cache
 
 
@@ -92,7 +93,7 @@ def test_eviction_makes_room_for_values_of_any_size(evicting: Cache) -> None:
 
 
 def test_keys_being_read_survive_a_scan(evicting: Cache) -> None:
-    """SIEVE keeps what is read: a hot set read between the inserts of a
+    """Eviction keeps what is read: a hot set read between the inserts of a
     scan of one-hit keys five times the cache's size stays cached (FIFO
     would have evicted all of it)."""
     hot = [f"hot{i}" for i in range(200)]

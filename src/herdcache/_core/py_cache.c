@@ -84,24 +84,26 @@ static int
 Cache_init(CacheObject *self, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"segment", "offset", "size", "max_value",
-                             "evict", NULL};
+                             "evict", "eviction", NULL};
     PyObject *segobj;
     unsigned long long offset, size;
     unsigned int max_value = HC_DEFAULT_MAX_VALUE;
+    unsigned int eviction = HC_EVICTION_STORED;
     int evict = 1;
     hc_segment *seg;
     hc_cache *cache;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!KK|Ip", kwlist,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "O!KK|IpI", kwlist,
                                      &hcpy_Segment_Type, &segobj, &offset,
-                                     &size, &max_value, &evict))
+                                     &size, &max_value, &evict, &eviction))
         return -1;
     seg = hcpy_segment_get((SegmentObject *) segobj);
     if (seg == NULL)
         return -1;
     PINNED_UNLOCKED(seg, st, hc_cache_open(seg, offset, size, max_value,
-                                           evict != 0, &cache));
+                                           evict != 0,
+                                           (hc_eviction) eviction, &cache));
     if (st != HC_OK) {
         hcpy_raise_status("cache", st);
         return -1;
@@ -1381,6 +1383,23 @@ Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_TRUE;
 }
 
+static PyObject *
+Cache_eviction(CacheObject *self, void *closure)
+{
+    hc_cache *c = cache_get(self);
+
+    (void) closure;
+    return c == NULL ? NULL
+                     : PyUnicode_FromString(hc_eviction_name(c->ca_eviction));
+}
+
+static PyGetSetDef Cache_getset[] = {
+    {"eviction", (getter) Cache_eviction, NULL,
+     "The eviction policy, \"sieve\" or \"s3fifo\", as the cache was "
+     "created with.", NULL},
+    {NULL}
+};
+
 static PyMethodDef Cache_methods[] = {
     {"_get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
@@ -1433,9 +1452,11 @@ PyTypeObject hcpy_Cache_Type = {
     .tp_basicsize = sizeof(CacheObject),
     .tp_dealloc = (destructor) Cache_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE,
-    .tp_doc = "Cache(segment, offset, size, max_value=1MiB, evict=True): "
-              "the shared hash table at offset of segment.",
+    .tp_doc = "Cache(segment, offset, size, max_value=1MiB, evict=True, "
+              "eviction=EVICTION_STORED): the shared hash table at offset "
+              "of segment.",
     .tp_methods = Cache_methods,
+    .tp_getset = Cache_getset,
     .tp_init = (initproc) Cache_init,
     .tp_new = PyType_GenericNew,
 };

@@ -89,6 +89,9 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
     [HC_CLOSED] = {"SegmentClosed", "Attach to the segment again"},
     [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
     [HC_CONFLICT] = {"HerdcacheError", "Retry the operation"},
+    [HC_NO_HUGE_PAGES] = {"SegmentFull",
+                          "Reserve huge pages or allow transparent ones as "
+                          "the message says, or pass huge_pages='try'"},
     [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
     [HC_NOT_RETAKEN] = {"LockNotRetaken",
                         "The lock is not held now: acquire it again before "

@@ -225,7 +225,7 @@ Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
         return hcpy_raise_status("info", st);
     PINNED_UNLOCKED(seg, live, hc_slot_count_live(seg));
     return Py_BuildValue(
-        "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I}",
+        "{s:s,s:s,s:O,s:K,s:K,s:K,s:K,s:I,s:I,s:d,s:I,s:I,s:O,s:I,s:I,s:s}",
         "name", seg->sg_name, "path", seg->sg_path,
         "anonymous", seg->sg_anonymous ? Py_True : Py_False,
         "size", (unsigned long long) seg->sg_size,
@@ -237,7 +237,8 @@ Segment_info(SegmentObject *self, PyObject *Py_UNUSED(ignored))
         "layout_version", h->sh_layout_version,
         "attached", live,
         "rebooted", seg->sg_rebooted ? Py_True : Py_False,
-        "slot", slot, "max_processes", (unsigned) HC_MAX_SLOTS);
+        "slot", slot, "max_processes", (unsigned) HC_MAX_SLOTS,
+        "huge_pages", hc_huge_got_name(seg->sg_huge));
 }
 
 static PyObject *
@@ -324,6 +325,7 @@ typedef struct {
     unsigned mode;
     int allow_shared;
     PyObject *timeout;          /* attach: seconds to wait for a creator */
+    unsigned int huge;          /* hc_huge_mode */
 } segment_args;
 
 /* The core's options for a; -1 with an exception (a bad timeout). */
@@ -334,25 +336,28 @@ options_of(const segment_args *a, hc_segment_options *o)
     o->dir = a->dir;
     o->mode = a->mode;
     o->allow_shared = a->allow_shared != 0;
+    o->huge_pages = a->huge <= HC_HUGE_ON ? (hc_huge_mode) a->huge
+                                          : HC_HUGE_ON;
     return hcpy_seconds(a->timeout, "timeout", HCPY_GRACE,
                         &o->attach_wait_ns);
 }
 
 PyDoc_STRVAR(Segment_create_doc,
-"_create(name, size, dir=None, mode=0o600) -> Segment\n\n"
+"_create(name, size, dir=None, mode=0o600, huge_pages=0) -> Segment\n\n"
 "Create a named segment; fail if the name exists.");
 
 static PyObject *
 Segment_create(PyTypeObject *cls, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name", "size", "dir", "mode", NULL};
+    static char *kwlist[] = {"name", "size", "dir", "mode", "huge_pages",
+                             NULL};
     segment_args a = {.mode = 0600};
     hc_segment_options o;
     hc_segment *seg;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zI", kwlist, &a.name,
-                                     &a.size, &a.dir, &a.mode))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zII", kwlist, &a.name,
+                                     &a.size, &a.dir, &a.mode, &a.huge))
         return NULL;
     if (options_of(&a, &o) < 0)
         return NULL;
@@ -363,20 +368,23 @@ Segment_create(PyTypeObject *cls, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Segment_attach_doc,
-"_attach(name, dir=None, allow_shared=False, timeout=30.0) -> Segment\n\n"
+"_attach(name, dir=None, allow_shared=False, timeout=30.0, huge_pages=0)"
+" -> Segment\n\n"
 "Attach an existing named segment.");
 
 static PyObject *
 Segment_attach(PyTypeObject *cls, PyObject *args, PyObject *kw)
 {
-    static char *kwlist[] = {"name", "dir", "allow_shared", "timeout", NULL};
+    static char *kwlist[] = {"name", "dir", "allow_shared", "timeout",
+                             "huge_pages", NULL};
     segment_args a = {0};
     hc_segment_options o;
     hc_segment *seg;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zpO", kwlist, &a.name,
-                                     &a.dir, &a.allow_shared, &a.timeout))
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "s|zpOI", kwlist, &a.name,
+                                     &a.dir, &a.allow_shared, &a.timeout,
+                                     &a.huge))
         return NULL;
     if (options_of(&a, &o) < 0)
         return NULL;
@@ -387,15 +395,15 @@ Segment_attach(PyTypeObject *cls, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Segment_open_doc,
-"_open(name, size, dir=None, mode=0o600, allow_shared=False, timeout=30.0)"
-" -> (Segment, created)\n\n"
+"_open(name, size, dir=None, mode=0o600, allow_shared=False, timeout=30.0,"
+" huge_pages=0) -> (Segment, created)\n\n"
 "Attach the named segment, or create it if absent (race-free).");
 
 static PyObject *
 Segment_open(PyTypeObject *cls, PyObject *args, PyObject *kw)
 {
     static char *kwlist[] = {"name", "size", "dir", "mode", "allow_shared",
-                             "timeout", NULL};
+                             "timeout", "huge_pages", NULL};
     segment_args a = {.mode = 0600};
     hc_segment_options o;
     hc_segment *seg;
@@ -403,9 +411,9 @@ Segment_open(PyTypeObject *cls, PyObject *args, PyObject *kw)
     PyObject *obj;
     hc_status st;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIpO", kwlist, &a.name,
+    if (!PyArg_ParseTupleAndKeywords(args, kw, "sK|zIpOI", kwlist, &a.name,
                                      &a.size, &a.dir, &a.mode,
-                                     &a.allow_shared, &a.timeout))
+                                     &a.allow_shared, &a.timeout, &a.huge))
         return NULL;
     if (options_of(&a, &o) < 0)
         return NULL;
@@ -419,19 +427,22 @@ Segment_open(PyTypeObject *cls, PyObject *args, PyObject *kw)
 }
 
 PyDoc_STRVAR(Segment_anonymous_doc,
-"_anonymous(size) -> Segment\n\n"
+"_anonymous(size, huge_pages=0) -> Segment\n\n"
 "Create a segment shared with fork() children only.");
 
 static PyObject *
 Segment_anonymous(PyTypeObject *cls, PyObject *args)
 {
     unsigned long long size;
+    unsigned int huge = HC_HUGE_OFF;
     hc_segment *seg;
     hc_status st;
 
-    if (!PyArg_ParseTuple(args, "K", &size))
+    if (!PyArg_ParseTuple(args, "K|I", &size, &huge))
         return NULL;
-    UNLOCKED(st, hc_segment_anonymous(size, &seg));
+    UNLOCKED(st, hc_segment_anonymous(size, huge <= HC_HUGE_ON
+                                      ? (hc_huge_mode) huge : HC_HUGE_ON,
+                                      &seg));
     if (st != HC_OK)
         return hcpy_raise_in(HCPY_IN_SEGMENT_CREATE, "anonymous", st);
     return hcpy_segment_wrap(cls, seg);

@@ -373,7 +373,8 @@ list_find(dev_t dev, ino_t ino)
  * publish the magic.  On failure the caller removes the file.
  */
 static hc_status
-initialise(int fd, uint64_t size, hc_segment **out)
+initialise(int fd, uint64_t size, hc_huge_mode huge, hc_huge_got got,
+           hc_segment **out)
 {
     uint8_t *base;
     hc_segment *seg;
@@ -384,6 +385,11 @@ initialise(int fd, uint64_t size, hc_segment **out)
     base = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
     if (base == MAP_FAILED)
         return HC_SYSTEM;
+    st = hc_huge_advise(base, size, huge, &got);
+    if (st != HC_OK) {
+        munmap(base, size);
+        return st;
+    }
     init_header((hc_segment_header *) base, size);
     seg = new_handle(fd, base, size);
     if (seg == NULL) {
@@ -405,6 +411,7 @@ initialise(int fd, uint64_t size, hc_segment **out)
     atomic_store_explicit(&seg->sg_header->sh_magic, HC_SEGMENT_MAGIC,
                           memory_order_release);
     seg->sg_creator = true;
+    seg->sg_huge = got;
     *out = seg;
     return HC_OK;
 }
@@ -513,7 +520,8 @@ create_locked(const char *name, uint64_t size, const hc_segment_options *opts,
     if (st == HC_OK)
         st = reserve(fd, size, dir);
     if (st == HC_OK)
-        st = initialise(fd, size, out);
+        st = initialise(fd, size, opts ? opts->huge_pages : HC_HUGE_OFF,
+                        HC_HUGE_NOT_ASKED, out);
     if (st != HC_OK) {
         int saved = errno;
 
@@ -816,6 +824,11 @@ attach_locked(const char *name, const hc_segment_options *opts,
     }
     snprintf((*out)->sg_path, sizeof((*out)->sg_path), "%s", path);
     snprintf((*out)->sg_name, sizeof((*out)->sg_name), "%s", name);
+    /* Advise and report; only a creation fails for huge_pages="on". */
+    (void) hc_huge_advise((*out)->sg_base, (*out)->sg_size,
+                          opts && opts->huge_pages ? HC_HUGE_TRY
+                                                   : HC_HUGE_OFF,
+                          &(*out)->sg_huge);
     return HC_OK;               /* listed by map_and_validate() */
 }
 
@@ -871,11 +884,29 @@ hc_segment_open(const char *name, uint64_t size,
     return HC_BUSY;
 }
 
-hc_status
-hc_segment_anonymous(uint64_t size, hc_segment **out)
+/* A reserved memfd for an anonymous segment: of huge pages if asked and
+ * to be had (*got says), else of ordinary ones. */
+static hc_status
+anonymous_memfd(uint64_t *size, hc_huge_mode huge, hc_huge_got *got,
+                int *fd)
 {
+    *got = HC_HUGE_NOT_ASKED;
+    if (huge != HC_HUGE_OFF && (*fd = hc_huge_memfd(size)) >= 0) {
+        *got = HC_HUGE_HUGETLB;
+        return HC_OK;
+    }
+    *fd = memfd_create("herdcache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (*fd < 0)
+        return HC_SYSTEM;
+    return reserve(*fd, *size, "memory (memfd)");
+}
+
+hc_status
+hc_segment_anonymous(uint64_t size, hc_huge_mode huge, hc_segment **out)
+{
+    hc_huge_got got;
     hc_status st;
-    int fd;
+    int fd = -1;
 
     pthread_once(&atfork_once, register_atfork);
     st = hc_kernel_check();
@@ -884,17 +915,14 @@ hc_segment_anonymous(uint64_t size, hc_segment **out)
     if (st != HC_OK)
         return st;
     size = round_up(size, PAGE_ALIGN);
-    fd = memfd_create("herdcache", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return HC_SYSTEM;
-    st = reserve(fd, size, "memory (memfd)");
+    st = anonymous_memfd(&size, huge, &got, &fd);
     /* Nobody can shrink it under a mapping, so no access can SIGBUS. */
     if (st == HC_OK
         && fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW) < 0)
         st = HC_SYSTEM;
     if (st == HC_OK) {
         pthread_mutex_lock(&open_mutex);
-        st = initialise(fd, size, out);     /* lists the handle */
+        st = initialise(fd, size, huge, got, out);  /* lists the handle */
         if (st == HC_OK) {
             (*out)->sg_anonymous = true;
             snprintf((*out)->sg_name, sizeof((*out)->sg_name),

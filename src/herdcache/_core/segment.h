@@ -44,6 +44,7 @@
 #include <sys/stat.h>
 #include <sys/types.h>
 
+#include "hugepage.h"
 #include "lock.h"
 #include "status.h"
 
@@ -111,6 +112,7 @@ typedef struct hc_segment_options {
     unsigned mode;                  /* create: file mode; 0 means 0600 */
     bool allow_shared;              /* attach: accept group/other write */
     uint64_t attach_wait_ns;        /* attach: wait for a creator; 0: 30 s */
+    hc_huge_mode huge_pages;        /* hugepage.h; "on" fails a create only */
 } hc_segment_options;
 
 /*
@@ -128,6 +130,7 @@ typedef struct hc_segment {
     bool sg_anonymous;
     bool sg_creator;                /* this handle created the file */
     bool sg_rebooted;               /* the boot id differs: times are void */
+    hc_huge_got sg_huge;            /* the pages this mapping got */
     dev_t sg_dev;                   /* the file's identity, which sg_fd and */
     ino_t sg_ino;                   /* sg_lock_fd are checked against */
     char sg_path[4096];
@@ -155,7 +158,8 @@ hc_status hc_segment_attach(const char *name,
 hc_status hc_segment_open(const char *name, uint64_t size,
                           const hc_segment_options *opts,
                           hc_segment **out, bool *created);
-hc_status hc_segment_anonymous(uint64_t size, hc_segment **out);
+hc_status hc_segment_anonymous(uint64_t size, hc_huge_mode huge_pages,
+                               hc_segment **out);
 
 /*
  * Attach's checks of the open file (fstat'ed into sb): a regular file,

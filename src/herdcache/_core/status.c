@@ -45,6 +45,7 @@ static const char *const messages[HC_STATUS_COUNT] = {
     [HC_CLOSED] = "closed",
     [HC_PEER_DIED] = "the process on the other side died",
     [HC_CONFLICT] = "the value changed in between",
+    [HC_NO_HUGE_PAGES] = "no huge pages for the segment",
     [HC_SYSTEM] = "system error",
     [HC_NOT_RETAKEN] = "the timeout passed before the lock could be taken "
                        "back: the lock is not held",

@@ -49,6 +49,7 @@ typedef enum hc_status {
     HC_CLOSED,              /* the handle (or queue) was closed */
     HC_PEER_DIED,           /* the process on the other side died */
     HC_CONFLICT,            /* a compare-and-set found another version */
+    HC_NO_HUGE_PAGES,       /* huge_pages="on" and the system has none */
     HC_SYSTEM,              /* a system call failed; errno tells which way */
     HC_NOT_RETAKEN,         /* a condition wait's deadline passed before it
                              * took its lock back: the lock is not held */

@@ -4,9 +4,10 @@
  *	  The striped shared hash table described in table.h.
  *
  * Sections: geometry and access helpers; the free epoch; lock-free reads;
- * finding, linking and unlinking items under the stripe lock; SIEVE
- * eviction; the writers; stripe rebuild after a crash; opening; whole-
- * table operations (clear, count, keys, check); statistics.
+ * finding, linking and unlinking items under the stripe lock; eviction
+ * (the policies are evict.c's); the writers; stripe rebuild after a
+ * crash; opening; whole-table operations (clear, count, keys, check);
+ * statistics.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,7 +32,7 @@
 #define HC_STRIPE_LOCK_WAIT_NS (UINT64_C(10) * HC_NS_PER_SEC)
 #endif
 #define STRIPE_LOCK_WAIT_NS HC_STRIPE_LOCK_WAIT_NS
-/* SIEVE victims tried before evicting a whole region for a large block. */
+/* Victims tried before evicting a whole region for a large block. */
 #define SIEVE_TRIES 32
 /* Expired items the write path removes from the queue tail per set. */
 #define SWEEP_PER_WRITE 2
@@ -62,9 +63,12 @@ pow2_floor(uint64_t n)
  * than trust the copy in shared memory; the copy is only compared.
  */
 static bool
-compute_layout(uint64_t size, hc_cache_layout *l)
+compute_layout(uint64_t size, hc_eviction eviction, hc_cache_layout *l)
 {
-    uint64_t head = round64(sizeof(hc_cache_header));
+    /* S3-FIFO's ghost: an 8-byte entry per bucket, a byte per unit. */
+    uint64_t ghost = eviction == HC_EVICTION_S3FIFO ? 8 : 0;
+    /* The statistics slots after it are 128-byte aligned. */
+    uint64_t head = (sizeof(hc_cache_header) + 127) & ~(uint64_t) 127;
     uint64_t stats = (uint64_t) (HC_MAX_SLOTS + 1) * sizeof(hc_stats_slot);
     uint64_t avail, per, units;
     uint32_t n = HC_MAX_STRIPES, nb;
@@ -83,9 +87,9 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     /*
      * Per stripe: a 4-byte bucket per 8 units (one per 128 bytes of
      * arena), three bitmaps of a bit per unit (the allocator's two and
-     * the visited map), 16 bytes per unit.
+     * the visited map), 16 bytes per unit, and the ghost's share.
      */
-    units = per * 8 / (8 * HC_UNIT + 4 + 3);
+    units = per * 8 / (8 * HC_UNIT + 4 + 3 + ghost);
     nb = pow2_floor(units / 8 < 16 ? 16 : units / 8);
     if (units < MIN_UNITS)
         return false;
@@ -96,22 +100,27 @@ compute_layout(uint64_t size, hc_cache_layout *l)
     l->cl_nstripes = n;
     l->cl_nbuckets = nb;
     l->cl_units = (uint32_t) units;
+    l->cl_eviction = eviction;
+    l->cl_nghost = ghost ? nb : 0;
     l->cl_stats_off = head;
     l->cl_stripes_off = head + stats;
     l->cl_buckets_off = l->cl_stripes_off + (uint64_t) n * sizeof(hc_stripe);
     l->cl_maps_off = round64(l->cl_buckets_off + (uint64_t) n * nb * 4);
-    l->cl_arenas_off = round64(l->cl_maps_off
-                               + (uint64_t) n * 3 * (units / 64) * 8);
+    l->cl_ghost_off = round64(l->cl_maps_off
+                              + (uint64_t) n * 3 * (units / 64) * 8);
+    l->cl_arenas_off = round64(l->cl_ghost_off
+                               + (uint64_t) n * l->cl_nghost
+                               * sizeof(hc_ghost));
     return l->cl_arenas_off + (uint64_t) n * units * HC_UNIT <= size;
 }
 
 uint64_t
-hc_cache_min_size(void)
+hc_cache_min_size(hc_eviction e)
 {
     hc_cache_layout l;
     uint64_t size = 1 << 16;
 
-    while (!compute_layout(size, &l))
+    while (!compute_layout(size, e, &l))
         size += 1 << 16;
     return size;
 }
@@ -146,7 +155,8 @@ view_of(const hc_cache *c, uint32_t i)
     return av;
 }
 
-/* The stripe's SIEVE visited map: the third bitmap, after the allocator's. */
+/* The stripe's visited map (evict.h): the third bitmap, after the
+ * allocator's. */
 static _Atomic uint64_t *
 visited_of(const hc_cache *c, uint32_t i)
 {
@@ -156,27 +166,12 @@ visited_of(const hc_cache *c, uint32_t i)
         + (uint64_t) i * 3 * words + 2 * words;
 }
 
-/* relaxed throughout: see "visited map" in table.h */
-static bool
-visited_test(_Atomic uint64_t *map, uint32_t unit)
+/* The stripe's S3-FIFO ghost (no entries under SIEVE). */
+static hc_ghost *
+ghost_of(const hc_cache *c, uint32_t i)
 {
-    return (atomic_load_explicit(&map[unit >> 6], memory_order_relaxed)
-            >> (unit & 63)) & 1;
-}
-
-static void
-visited_mark(_Atomic uint64_t *map, uint32_t unit)
-{
-    if (!visited_test(map, unit))
-        atomic_fetch_or_explicit(&map[unit >> 6], UINT64_C(1) << (unit & 63),
-                                 memory_order_relaxed);
-}
-
-static void
-visited_clear(_Atomic uint64_t *map, uint32_t unit)
-{
-    atomic_fetch_and_explicit(&map[unit >> 6], ~(UINT64_C(1) << (unit & 63)),
-                              memory_order_relaxed);
+    return (hc_ghost *) (c->ca_base + c->ca_layout.cl_ghost_off)
+        + (uint64_t) i * c->ca_layout.cl_nghost;
 }
 
 static uint32_t
@@ -318,7 +313,7 @@ hc_cache_hash(const hc_cache *c, const void *key, size_t len)
  */
 static bool
 fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
-          _Atomic uint64_t *visited, uint32_t unit)
+          const hc_cache *c, _Atomic uint64_t *visited, uint32_t unit)
 {
     uint8_t key_len = *(volatile uint8_t *) &it->it_key_len;
     uint32_t value_len = *(volatile uint32_t *) &it->it_value_len;
@@ -336,12 +331,12 @@ fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
     rd->rd_delta_ms = it->it_delta_ms;
     rd->rd_expired = is_expired(it, now, false);
     /*
-     * The one bit a hit writes, and only when it is clear (SIEVE).  The
+     * The one bit a hit writes, and only when it is clear (evict.h).  The
      * block may have been freed and reused since item_at() looked; the
-     * map is outside the arena, so the bit can mislead SIEVE, not tear.
+     * map is outside the arena, so the bit can mislead eviction, not tear.
      */
     if (!rd->rd_expired)
-        visited_mark(visited, unit);
+        hc_evict_hit(c->ca_eviction, visited, unit);
     return true;
 }
 
@@ -368,7 +363,8 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
         if (key_matches(it, it_key_len, hash, key, key_len))
-            return fill_read(rd, &av, it, now, visited_of(c, si), link - 1)
+            return fill_read(rd, &av, it, now, c, visited_of(c, si),
+                             link - 1)
                 ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
     }
@@ -440,7 +436,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_expiry_now_ns(), UINT32_MAX};
+                ghost_of(c, si), hc_expiry_now_ns(), UINT32_MAX};
 
     return w;
 }
@@ -505,7 +501,7 @@ link_to(writer *w, uint32_t unit)
 }
 
 /*
- * The item a SIEVE queue link (unit + 1) names, or NULL if it names no
+ * The item a queue link (unit + 1) names, or NULL if it names no
  * well-formed item at the start of an allocated block.  Only writers
  * follow queue links, under the lock, but the links come from shared
  * memory like everything else: a damaged one must make the caller report
@@ -517,50 +513,6 @@ queue_item(const writer *w, uint32_t link)
     if (link == 0 || !hc_alloc_is_block(&w->w_av, link - 1, 1))
         return NULL;
     return item_at(&w->w_av, link - 1);
-}
-
-static void
-queue_push_head(writer *w, uint32_t unit, hc_item *head)
-{
-    hc_stripe *s = w->w_stripe;
-    hc_item *it = hc_alloc_ptr(&w->w_av, unit);
-
-    it->it_qprev = 0;
-    it->it_qnext = s->sp_qhead;
-    if (head != NULL)
-        head->it_qprev = unit + 1;
-    else
-        s->sp_qtail = unit + 1;
-    s->sp_qhead = unit + 1;
-}
-
-/* Take unit's item out of the queue; HC_CORRUPT (nothing changed) if one
- * of its neighbour links is damaged. */
-static hc_status
-queue_remove(writer *w, uint32_t unit)
-{
-    hc_stripe *s = w->w_stripe;
-    hc_item *it = item_at(&w->w_av, unit);     /* a header checked first */
-    hc_item *prev, *next;
-
-    if (it == NULL)
-        return HC_CORRUPT;
-    prev = queue_item(w, it->it_qprev);
-    next = queue_item(w, it->it_qnext);
-    if ((prev == NULL && it->it_qprev != 0)
-        || (next == NULL && it->it_qnext != 0))
-        return HC_CORRUPT;
-    if (s->sp_hand == unit + 1)
-        s->sp_hand = it->it_qprev;      /* the hand moves toward the head */
-    if (prev != NULL)
-        prev->it_qnext = it->it_qnext;
-    else
-        s->sp_qhead = it->it_qnext;
-    if (next != NULL)
-        next->it_qprev = it->it_qprev;
-    else
-        s->sp_qtail = it->it_qprev;
-    return HC_OK;
 }
 
 static void
@@ -580,29 +532,27 @@ count_item(hc_stripe *s, const hc_item *it, int sign)
 }
 
 /*
- * Publish a complete item at the head of its bucket (and of the queue);
- * HC_CORRUPT, before anything is changed, if the queue's head is damaged.
+ * Publish a complete item at the head of its bucket, and queue it for
+ * eviction (old: the key's item it replaces, or NULL); HC_CORRUPT, before
+ * anything is changed, if the queue is damaged.
  */
 static hc_status
-link_item(writer *w, uint32_t unit)
+link_item(writer *w, uint32_t unit, const hc_item *old)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
     _Atomic uint32_t *head = &buckets_of(w->w_cache, w->w_si)
         [bucket_of(w->w_cache, it->it_hash)];
-    hc_item *qhead = queue_item(w, w->w_stripe->sp_qhead);
 
-    if (qhead == NULL && w->w_stripe->sp_qhead != 0)
+    /* Queued first (and unvisited) while no reader can see it: if the
+     * queue is damaged, nothing is published. */
+    if (hc_evict_admit(w, unit, old) != HC_OK)
         return HC_CORRUPT;
     atomic_store_explicit(&it->it_next,
                           atomic_load_explicit(head, memory_order_relaxed),
                           memory_order_relaxed);
-    /* A new item starts unvisited, whatever a reader of the unit's last
-     * block set. */
-    visited_clear(w->w_visited, unit);
     /* Publish: pairs with the acquire loads of links by readers. */
     atomic_store_explicit(head, unit + 1, memory_order_release);
     HC_INJECT("table.link.published");
-    queue_push_head(w, unit, qhead);
     count_item(w->w_stripe, it, 1);
     return HC_OK;
 }
@@ -617,7 +567,7 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
     /* The queue first: if its links are damaged, nothing has changed. */
-    if (queue_remove(w, unit) != HC_OK)
+    if (hc_evict_forget(w, unit) != HC_OK)
         return HC_CORRUPT;
     HC_INJECT("table.remove.dequeued");
     atomic_store_explicit(linkp,
@@ -646,59 +596,8 @@ remove_unit(writer *w, uint32_t unit)
 }
 
 /* ---------------------------------------------------------------------- */
-/* SIEVE eviction                                                         */
+/* Eviction (the policies: evict.c)                                       */
 /* ---------------------------------------------------------------------- */
-
-/*
- * Evict one item by SIEVE (Zhang et al., NSDI 2024): the hand walks from
- * the oldest item toward the newest; a visited item is spared (its flag
- * cleared) and stays in place, the first unvisited one goes.  An item
- * past its expiry (and stale window) goes whatever its flag.  A key being
- * computed (a FLIGHT) never goes while its owner lives and holds its
- * lease (its waiters would compute it again); an abandoned one is expired.
- */
-static hc_status
-evict_one(writer *w)
-{
-    hc_stripe *s = w->w_stripe;
-    uint32_t cur = s->sp_hand ? s->sp_hand : s->sp_qtail;
-    uint64_t steps, items = atomic_load_explicit(&s->sp_items,
-                                                 memory_order_relaxed);
-    /* Twice round the queue; the arena bounds a damaged count. */
-    uint64_t limit = 2 * (items < w->w_av.av_units ? items
-                                                   : w->w_av.av_units) + 2;
-
-    bool flights = false;
-
-    for (steps = 0; cur != 0 && steps < limit; steps++) {
-        hc_item *it = queue_item(w, cur);
-        bool expired;
-
-        if (it == NULL)
-            return HC_CORRUPT;
-        if (it->it_format == HC_FORMAT_FLIGHT
-            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {
-            flights = true;
-            cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
-            continue;
-        }
-        /* here a flight is an abandoned one: it goes like an expired item */
-        expired = it->it_format == HC_FORMAT_FLIGHT
-            || is_expired(it, w->w_now, true);
-
-        if (expired || !visited_test(w->w_visited, cur - 1)) {
-            s->sp_hand = it->it_qprev;
-            HC_INJECT("table.evict.victim");
-            hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
-                                                    : HC_STAT_EVICTIONS, 1);
-            return remove_unit(w, cur - 1);
-        }
-        visited_clear(w->w_visited, cur - 1);
-        cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
-    }
-    /* Twice round without a victim: only keys in flight are left. */
-    return cur == 0 || flights ? HC_NO_SPACE : HC_CORRUPT;
-}
 
 /* The unit starting the block that covers unit u, if any. */
 static bool
@@ -723,14 +622,6 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
     return false;
 }
 
-/* A flight that must stay where it is: its owner lives and holds its lease. */
-static bool
-pinned(writer *w, const hc_item *it)
-{
-    return it->it_format == HC_FORMAT_FLIGHT
-        && !hc_flight_abandoned(w->w_cache, it, w->w_now);
-}
-
 /*
  * The first unit from which n units hold no pinned flight, looking from
  * unit from on and wrapping once.  HC_NO_SPACE if the live flights leave
@@ -753,7 +644,7 @@ flight_free_window(writer *w, uint32_t n, uint32_t from, uint32_t *start)
             it = item_at(&w->w_av, block);
             if (it == NULL)
                 return HC_CORRUPT;
-            if (pinned(w, it)) {
+            if (hc_evict_pinned(w, it)) {
                 scanned += block + hc_item_units(it) - s;
                 s = block + hc_item_units(it);
                 continue;
@@ -765,7 +656,7 @@ flight_free_window(writer *w, uint32_t n, uint32_t from, uint32_t *start)
             it = item_at(&w->w_av, u);
             if (it == NULL)
                 return HC_CORRUPT;
-            if (pinned(w, it))
+            if (hc_evict_pinned(w, it))
                 break;
         }
         if (u == s + n) {
@@ -787,7 +678,7 @@ evict_unit(writer *w, uint32_t unit)
 }
 
 /*
- * Make room for n units when SIEVE's victims are scattered: from the
+ * Make room for n units when the policy's victims are scattered: from the
  * hand's item on, find n units that hold no live key in flight (those
  * must stay: their waiters would compute again) and evict every item
  * overlapping them, after which they form one free run (the writer's hint
@@ -925,7 +816,7 @@ alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
                 return st;      /* a damaged queue: rebuild, not CacheFull */
             continue;
         }
-        st = tries < SIEVE_TRIES ? evict_one(w) : evict_region(w, n);
+        st = tries < SIEVE_TRIES ? hc_evict_one(w) : evict_region(w, n);
         if (st != HC_OK)
             return st;
     }
@@ -947,7 +838,7 @@ no_room(writer *w, uint32_t n)
 }
 
 /*
- * A free block of n units, evicting as needed: SIEVE victims first, then,
+ * A free block of n units, evicting as needed: the policy's victims, then,
  * if they never coalesce into a block that large, one region.
  */
 static hc_status
@@ -1124,19 +1015,15 @@ static void
 rebuild_queue(writer *w, const uint32_t *kept, uint32_t n)
 {
     hc_stripe *s = w->w_stripe;
-    hc_item *head = NULL;
     uint32_t i;
 
-    s->sp_qhead = s->sp_qtail = s->sp_hand = 0;
+    hc_evict_reset(w, false);       /* the ghost's hints stay */
     atomic_store_explicit(&s->sp_items, 0, memory_order_relaxed);
     atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
     for (i = 0; i < n; i++) {
-        hc_item *it = hc_alloc_ptr(&w->w_av, kept[i]);
-
-        visited_clear(w->w_visited, kept[i]);   /* as link_item() does */
-        queue_push_head(w, kept[i], head);
-        count_item(s, it, 1);
-        head = it;
+        /* cannot fail: the queue holds only items admitted here */
+        (void) hc_evict_admit(w, kept[i], NULL);
+        count_item(s, hc_alloc_ptr(&w->w_av, kept[i]), 1);
         HC_INJECT("table.rebuild.relinked");
     }
 }
@@ -1151,7 +1038,7 @@ stripe_reset(writer *w)
     for (b = 0; b < w->w_cache->ca_layout.cl_nbuckets; b++)
         atomic_store_explicit(&buckets[b], 0, memory_order_relaxed);
     hc_alloc_reset(&w->w_av);
-    s->sp_qhead = s->sp_qtail = s->sp_hand = 0;
+    hc_evict_reset(w, true);
     atomic_store_explicit(&s->sp_items, 0, memory_order_relaxed);
     atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
 }
@@ -1419,7 +1306,8 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * old one, inside the epoch.  A crash in between leaves both linked;
      * the rebuild keeps the first of a key (the new one).
      */
-    st = link_item(w, unit);
+    st = link_item(w, unit, found == HC_OK ? hc_alloc_ptr(&w->w_av, old)
+                                           : NULL);
     HC_INJECT("table.set.linked");
     if (st == HC_OK && found == HC_OK) {
         st = remove_unit(w, old);       /* a flight's waiters wake there */
@@ -1724,6 +1612,22 @@ reset_cache(hc_cache *c, bool wipe_stats)
     return HC_OK;
 }
 
+/*
+ * Is the recorded geometry what this size makes under the eviction policy
+ * it records?  (The policy is the cache's own, whatever this open asked
+ * for: adopt_eviction() judges that later.)
+ */
+static bool
+layout_sound(const hc_cache *c, const hc_cache_layout *recorded)
+{
+    hc_cache_layout seen = *recorded, expect;   /* read shared memory once */
+
+    return hc_eviction_name((hc_eviction) seen.cl_eviction) != NULL
+        && compute_layout(c->ca_layout.cl_size,
+                          (hc_eviction) seen.cl_eviction, &expect)
+        && memcmp(&seen, &expect, sizeof(expect)) == 0;
+}
+
 /* Does the header say what this size and this boot make? */
 static bool
 header_sound(const hc_cache *c, const char *boot_id)
@@ -1735,8 +1639,7 @@ header_sound(const hc_cache *c, const char *boot_id)
         == HC_CACHE_MAGIC
         && strncmp(h->ch_boot_id, boot_id, sizeof(h->ch_boot_id)) == 0
         && (h->ch_version != HC_CACHE_VERSION
-            || memcmp(&h->ch_layout, &c->ca_layout, sizeof(c->ca_layout))
-               == 0);
+            || layout_sound(c, &h->ch_layout));
 }
 
 /* Reset the cache unless its header is sound (checked again, locked). */
@@ -1774,16 +1677,53 @@ reset_if_unsound(hc_cache *c)
     return st;
 }
 
+/*
+ * Take the policy the cache was made with (its geometry depends on it),
+ * unless the caller asked for another one.
+ */
 static hc_status
-validate_header(const hc_cache *c)
+adopt_eviction(hc_cache *c, hc_eviction asked)
+{
+    uint32_t stored = c->ca_header->ch_layout.cl_eviction;
+
+    if (hc_eviction_name((hc_eviction) stored) == NULL) {
+        hc_set_detail("the cache's eviction policy %u is unknown", stored);
+        return HC_CORRUPT;
+    }
+    if (asked != HC_EVICTION_STORED && asked != stored) {
+        hc_set_detail("the cache evicts by %s, this open asked for %s: pass "
+                      "eviction=None to use the cache's own, or another "
+                      "name for a new cache",
+                      hc_eviction_name((hc_eviction) stored),
+                      hc_eviction_name(asked));
+        return HC_KIND_MISMATCH;
+    }
+    c->ca_eviction = (hc_eviction) stored;
+    if (stored != c->ca_layout.cl_eviction
+        && !compute_layout(c->ca_layout.cl_size, c->ca_eviction,
+                           &c->ca_layout)) {
+        hc_set_detail("a cache evicting by %s needs at least %llu bytes",
+                      hc_eviction_name(c->ca_eviction),
+                      (unsigned long long) hc_cache_min_size(c->ca_eviction));
+        return HC_CORRUPT;
+    }
+    return HC_OK;
+}
+
+static hc_status
+validate_header(hc_cache *c, hc_eviction asked)
 {
     const hc_cache_header *h = c->ca_header;
+    hc_status st;
 
     if (h->ch_version != HC_CACHE_VERSION) {
         hc_set_detail("the cache has version %u, this herdcache reads %u",
                       h->ch_version, HC_CACHE_VERSION);
         return HC_VERSION_MISMATCH;
     }
+    st = adopt_eviction(c, asked);
+    if (st != HC_OK)
+        return st;
     if (memcmp(&h->ch_layout, &c->ca_layout, sizeof(c->ca_layout)) != 0) {
         hc_set_detail("the cache's recorded geometry does not match its "
                       "size");
@@ -1794,14 +1734,22 @@ validate_header(const hc_cache *c)
 
 hc_status
 hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
-              uint32_t max_value, bool evict, hc_cache **out)
+              uint32_t max_value, bool evict, hc_eviction eviction,
+              hc_cache **out)
 {
+    /* What a new cache gets: asked for, or SIEVE. */
+    hc_eviction fresh = eviction == HC_EVICTION_STORED ? HC_EVICTION_SIEVE
+                                                       : eviction;
     hc_cache *c;
     uint64_t largest;
     hc_status st;
 
     if (hc_segment_ptr(seg, offset, size) == NULL || offset % 64 != 0)
         return HC_CORRUPT;
+    if (hc_eviction_name(fresh) == NULL) {
+        hc_set_detail("no eviction policy %u", (unsigned) eviction);
+        return HC_BAD_ARGUMENT;
+    }
     c = calloc(1, sizeof(*c));
     if (c == NULL)
         return HC_SYSTEM;
@@ -1809,16 +1757,17 @@ hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
     c->ca_base = hc_segment_ptr(seg, offset, size);
     c->ca_header = (hc_cache_header *) c->ca_base;
     memcpy(c->ca_seed, seg->sg_header->sh_hash_seed, sizeof(c->ca_seed));
-    if (!compute_layout(size, &c->ca_layout)) {
+    c->ca_eviction = fresh;
+    if (!compute_layout(size, fresh, &c->ca_layout)) {
         hc_set_detail("a cache needs at least %llu bytes, got %llu",
-                      (unsigned long long) hc_cache_min_size(),
+                      (unsigned long long) hc_cache_min_size(fresh),
                       (unsigned long long) size);
         free(c);
         return HC_BAD_ARGUMENT;
     }
     st = reset_if_unsound(c);
     if (st == HC_OK)
-        st = validate_header(c);
+        st = validate_header(c, eviction);
     if (st != HC_OK) {
         free(c);
         return st;
@@ -2087,30 +2036,6 @@ check_chains(writer *w, uint8_t *seen, uint64_t *items, uint64_t *units)
     return HC_OK;
 }
 
-/* The queue holds exactly the linked items, with consistent back links. */
-static hc_status
-check_queue(writer *w, const uint8_t *seen, uint64_t items)
-{
-    uint32_t cur = w->w_stripe->sp_qhead, prev = 0;
-    uint64_t n = 0;
-
-    while (cur != 0) {
-        hc_item *it;
-
-        if (cur - 1 >= w->w_av.av_units || seen[cur - 1] != 1
-            || ++n > items)
-            return corrupt(w->w_si, "the queue holds an unlinked item");
-        it = hc_alloc_ptr(&w->w_av, cur - 1);
-        if (it->it_qprev != prev)
-            return corrupt(w->w_si, "a queue back link is wrong");
-        prev = cur;
-        cur = it->it_qnext;
-    }
-    if (n != items || w->w_stripe->sp_qtail != prev)
-        return corrupt(w->w_si, "the queue and the chains disagree");
-    return HC_OK;
-}
-
 static hc_status
 check_stripe(writer *w, uint8_t *seen)
 {
@@ -2122,7 +2047,7 @@ check_stripe(writer *w, uint8_t *seen)
         return corrupt(w->w_si, "the epoch is odd");
     st = check_chains(w, seen, &items, &units);
     if (st == HC_OK)
-        st = check_queue(w, seen, items);
+        st = hc_evict_check(w, seen, items);
     if (st != HC_OK)
         return st;
     if (items != atomic_load_explicit(&w->w_stripe->sp_items,
@@ -2349,4 +2274,10 @@ bool
 hc_table_expired(const hc_item *it, uint64_t now, bool with_stale)
 {
     return is_expired(it, now, with_stale);
+}
+
+hc_item *
+hc_table_queue_item(const hc_writer *w, uint32_t link)
+{
+    return queue_item(w, link);
 }

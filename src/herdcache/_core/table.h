@@ -7,7 +7,8 @@
  * The table is split into stripes by the low bits of the key's keyed
  * hash.  A stripe owns everything its keys need: a lock, a bucket array,
  * an arena of 16-byte units holding the items (a next-fit bitmap
- * allocator, alloc.h), a SIEVE eviction queue with its visited map, and a
+ * allocator, alloc.h), an eviction queue with its visited map (evict.h:
+ * SIEVE or S3-FIFO), and a
  * free epoch.  No operation touches two stripes, so writers
  * of different stripes never meet, and a writer that dies can damage only
  * its own stripe, which the next lock holder rebuilds (see "Crashes").
@@ -20,7 +21,7 @@
  * writer that dies mid-copy leaves the old value intact.
  *
  * Readers.  A lookup writes nothing shared except, on a hit, the item's
- * bit in the stripe's SIEVE visited map, and only if it was clear.  The
+ * bit in the stripe's visited map, and only if it was clear.  The
  * bit lives in a bitmap beside the allocator's, not in the item: a reader
  * may set it after the block was freed and reused (its read then fails
  * validation, but the store is done), and a stray bit in the map costs
@@ -44,9 +45,10 @@
  * stripe from the items still reachable from its buckets, validating each
  * one (bounds, alignment, block map, hash-to-bucket, key length, value
  * fits the block), then rebuilds the allocator's bitmaps, the visited map
- * and the SIEVE queue from them.  An item that was being written or replaced is
- * either the old one or absent, never torn.  The same rebuild runs if a
- * writer ever finds the stripe inconsistent (HC_CORRUPT from alloc.c).
+ * and the eviction queue from them.  An item that was being written or
+ * replaced is either the old one or absent, never torn.  The same
+ * rebuild runs if a writer ever finds the stripe inconsistent (HC_CORRUPT
+ * from alloc.c).
  * The rebuild is itself restartable: it cuts dropped items out of their
  * chains in place (never empties a bucket), builds the new bitmaps in
  * private memory and copies them over, and only then rebuilds the queue,
@@ -66,8 +68,9 @@
  * a reader sees the old or the new deadline, both valid.
  * visited map (a bit per unit, read with the block-start unit of an
  * item): set by readers with a relaxed fetch-or, only if clear; cleared
- * with a relaxed fetch-and under sp_lock by link_item() and by the SIEVE
- * hand.  Relaxed: it orders nothing, and a lost, late or stale bit costs
+ * with a relaxed fetch-and under sp_lock by admission and by eviction
+ * (evict.h, which also says how S3-FIFO counts with three bits).
+ * Relaxed: it orders nothing, and a lost, late or stale bit costs
  * one eviction decision.
  * Everything else in a stripe (the allocator's bitmaps, queue links,
  * counters) is written under sp_lock; the counters are also read without
@@ -83,12 +86,14 @@
 #include <stdint.h>
 
 #include "alloc.h"
+#include "evict.h"
 #include "lock.h"
 #include "segment.h"
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 4          /* 4: a flight wake word per key hash */
+#define HC_CACHE_VERSION 4          /* 4: eviction policy and S3-FIFO state;
+                                     * a flight wake word per key hash */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -125,13 +130,14 @@ typedef struct hc_item {
     uint64_t it_csn;                /* commit sequence number of the write */
     _Atomic uint32_t it_next;       /* bucket chain: unit + 1, 0 = end */
     uint32_t it_value_len;
-    uint32_t it_qprev;              /* SIEVE queue, toward the head */
-    uint32_t it_qnext;              /* SIEVE queue, toward the tail */
+    uint32_t it_qprev;              /* eviction queue, toward the head */
+    uint32_t it_qnext;              /* eviction queue, toward the tail */
     uint16_t it_stale_s;            /* seconds past expiry it may be served */
     uint16_t it_delta_ms;           /* how long computing it took (XFetch) */
     uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
-    uint8_t it_pad[2];              /* (the visited flag is in a map) */
+    uint8_t it_queue;               /* S3-FIFO: small or main (evict.h) */
+    uint8_t it_pad;                 /* (the visited flag is in a map) */
 } hc_item;
 
 _Static_assert(sizeof(hc_item) == 48, "hc_item is the 48-byte header");
@@ -158,12 +164,13 @@ hc_item_units(const hc_item *it)
 typedef struct hc_stripe {
     hc_lock sp_lock;
     _Atomic uint32_t sp_epoch;      /* odd while blocks are being freed */
-    uint32_t sp_qhead;              /* SIEVE: newest item, unit + 1 */
-    uint32_t sp_qtail;              /* SIEVE: oldest item */
+    uint32_t sp_qhead;              /* queue: newest item, unit + 1 */
+    uint32_t sp_qtail;              /* queue: oldest item */
     uint32_t sp_hand;               /* SIEVE: next eviction candidate */
     _Atomic uint64_t sp_items;      /* items linked, expired ones included */
     _Atomic uint64_t sp_bytes;      /* key + value bytes of those items */
     hc_arena sp_arena;
+    hc_evict_state sp_evict;        /* S3-FIFO's halves and ghost clock */
     /* Flight wake-ups (flight.h), on a line of their own: one futex word
      * per class of key hashes, and what the wakes did (under sp_lock). */
     _Alignas(HC_CACHE_LINE) _Atomic uint32_t sp_flight_words[HC_FLIGHT_WORDS];
@@ -184,11 +191,15 @@ typedef struct hc_cache_layout {
     uint32_t cl_nstripes;           /* power of two */
     uint32_t cl_nbuckets;           /* per stripe, power of two */
     uint32_t cl_units;              /* arena units per stripe */
+    uint32_t cl_eviction;           /* hc_eviction: the geometry needs it */
     uint64_t cl_stripes_off;        /* offsets from the cache base */
     uint64_t cl_stats_off;
     uint64_t cl_buckets_off;        /* stripe s: + s * nbuckets * 4 */
     uint64_t cl_maps_off;           /* stripe s: + s * 3 * words * 8 */
     uint64_t cl_arenas_off;         /* stripe s: + s * units * 16 */
+    uint64_t cl_ghost_off;          /* stripe s: + s * nghost * 8 */
+    uint32_t cl_nghost;             /* S3-FIFO ghost entries per stripe */
+    uint32_t cl_pad;
 } hc_cache_layout;
 
 typedef struct hc_cache_header {
@@ -209,6 +220,7 @@ typedef struct hc_cache {
     uint64_t ca_seed[2];
     uint32_t ca_max_value;          /* bytes of a value, at most */
     bool ca_evict;                  /* false: a full cache refuses sets */
+    hc_eviction ca_eviction;        /* the header's, checked at open */
 } hc_cache;
 
 /* What a lock-free lookup found; valid only if hc_cache_read_valid(). */
@@ -250,15 +262,19 @@ typedef struct hc_write {
     uint64_t wr_expect_csn;         /* HC_SET_CAS and HC_SET_SWAP only */
 } hc_write;
 
-/* The bytes a cache of this many bytes needs at least. */
-uint64_t hc_cache_min_size(void);
+/* The bytes a cache evicting by e needs at least. */
+uint64_t hc_cache_min_size(hc_eviction e);
 
 /*
  * Open the cache structure at [offset, offset + size) of the segment,
- * initialising it if nobody has (or its initialiser died).
+ * initialising it if nobody has (or its initialiser died).  eviction is
+ * the policy a new cache gets; opening an existing cache with another
+ * policy than its own is HC_KIND_MISMATCH, and HC_EVICTION_STORED takes
+ * whichever it has (SIEVE for a new one).
  */
 hc_status hc_cache_open(hc_segment *seg, uint64_t offset, uint64_t size,
-                        uint32_t max_value, bool evict, hc_cache **out);
+                        uint32_t max_value, bool evict, hc_eviction eviction,
+                        hc_cache **out);
 void hc_cache_close(hc_cache *c);
 
 uint64_t hc_cache_hash(const hc_cache *c, const void *key, size_t len);

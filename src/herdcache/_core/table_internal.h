@@ -21,7 +21,8 @@ typedef struct hc_writer {
     uint32_t w_si;
     hc_stripe *w_stripe;
     hc_arena_view w_av;
-    _Atomic uint64_t *w_visited;    /* the stripe's SIEVE visited map */
+    _Atomic uint64_t *w_visited;    /* the stripe's visited map (evict.h) */
+    hc_ghost *w_ghost;              /* the stripe's S3-FIFO ghost */
     uint64_t w_now;
     uint32_t w_freed;           /* unit of the last block freed: a hint */
 } hc_writer;
@@ -44,5 +45,9 @@ hc_status hc_table_store(hc_writer *w, const hc_write *wr, uint64_t *csn);
 hc_status hc_table_remove(hc_writer *w, hc_item *it);
 
 bool hc_table_expired(const hc_item *it, uint64_t now, bool with_stale);
+
+/* The item a queue link (unit + 1) names, or NULL if it names no
+ * well-formed item at the start of an allocated block. */
+hc_item *hc_table_queue_item(const hc_writer *w, uint32_t link);
 
 #endif /* HC_TABLE_INTERNAL_H */
