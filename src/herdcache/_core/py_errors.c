@@ -90,6 +90,10 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
     [HC_PEER_DIED] = {"PeerDied", "Start a new peer"},
     [HC_CONFLICT] = {"HerdcacheError", "Retry the operation"},
     [HC_SYSTEM] = {"HerdcacheOSError", "See the system error above"},
+    [HC_TOO_OLD] = {"SnapshotTooOld",
+                    "Take a new snapshot and read again; keep snapshots "
+                    "short (max_snapshot_age), or give the cache more "
+                    "memory"},
 },
 [HCPY_IN_SEGMENT_CREATE] = {
     [HC_NO_SPACE] = {"SegmentFull",

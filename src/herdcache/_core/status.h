@@ -50,6 +50,7 @@ typedef enum hc_status {
     HC_PEER_DIED,           /* the process on the other side died */
     HC_CONFLICT,            /* a compare-and-set found another version */
     HC_SYSTEM,              /* a system call failed; errno tells which way */
+    HC_TOO_OLD,             /* a snapshot lost a version it needed */
     HC_STATUS_COUNT
 } hc_status;
 

@@ -335,9 +335,29 @@ fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
     return true;
 }
 
+/*
+ * Is this version of the key the one a reader at horizon sees?  Not if
+ * it is newer than the horizon or dead (commit.h).  Read racily, like
+ * the rest of the item: the caller's epoch check validates it.
+ */
+static bool
+version_visible(const hc_item *it, uint64_t horizon)
+{
+    return *(volatile const uint64_t *) &it->it_csn <= horizon
+        && !(hc_version_flags(&it->it_pad[0]) & HC_VERSION_DEAD);
+}
+
 hc_status
 hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
                     uint64_t hash, uint64_t now, hc_read *rd)
+{
+    return hc_cache_read_begin_at(c, key, key_len, hash, now, UINT64_MAX, rd);
+}
+
+hc_status
+hc_cache_read_begin_at(hc_cache *c, const void *key, uint32_t key_len,
+                       uint64_t hash, uint64_t now, uint64_t horizon,
+                       hc_read *rd)
 {
     uint32_t si = stripe_of(c, hash), link, steps;
     hc_arena_view av = view_of(c, si);
@@ -357,7 +377,8 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
 
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
-        if (key_matches(it, it_key_len, hash, key, key_len))
+        if (key_matches(it, it_key_len, hash, key, key_len)
+            && version_visible(it, horizon))
             return fill_read(rd, &av, it, now, visited_of(c, si), link - 1)
                 ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
         link = atomic_load_explicit(&it->it_next, memory_order_acquire);
@@ -380,14 +401,23 @@ hc_status
 hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
                      uint64_t hash, uint64_t now, hc_read *rd, uint8_t **copy)
 {
+    return hc_cache_read_locked_at(c, key, key_len, hash, now, UINT64_MAX, rd,
+                                   copy);
+}
+
+hc_status
+hc_cache_read_locked_at(hc_cache *c, const void *key, uint32_t key_len,
+                        uint64_t hash, uint64_t now, uint64_t horizon,
+                        hc_read *rd, uint8_t **copy)
+{
     hc_status st = hc_cache_lock_stripe(c, hash);
 
     if (st != HC_OK)
         return st;
-    st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    st = hc_cache_read_begin_at(c, key, key_len, hash, now, horizon, rd);
     if (st == HC_CORRUPT) {
         hc_cache_rebuild_locked(c, hash);
-        st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+        st = hc_cache_read_begin_at(c, key, key_len, hash, now, horizon, rd);
     }
     if (st == HC_CORRUPT)
         st = HC_NOT_FOUND;      /* the rebuild dropped what was torn */
@@ -430,7 +460,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_expiry_now_ns(), UINT32_MAX};
+                hc_expiry_now_ns(), UINT32_MAX, 0};
 
     return w;
 }
@@ -457,7 +487,8 @@ find_item(writer *w, uint64_t hash, const void *key, uint32_t key_len,
         it = item_at_len(&w->w_av, next - 1, &it_key_len);
         if (it == NULL || ++steps > MAX_CHAIN)
             return HC_CORRUPT;
-        if (key_matches(it, it_key_len, hash, key, key_len)) {
+        if (key_matches(it, it_key_len, hash, key, key_len)
+            && version_visible(it, UINT64_MAX)) {
             *linkp = link;
             *unit = next - 1;
             return HC_OK;
@@ -602,7 +633,7 @@ link_item(writer *w, uint32_t unit)
  * The caller has opened the epoch: readers of the block will retry.
  */
 static hc_status
-remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
+unlink_free(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
@@ -622,6 +653,14 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
         hc_flight_wake(w->w_stripe);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
+}
+
+/* unlink_free(), after the versions behind it are seen to (commit.h). */
+static hc_status
+remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
+{
+    hc_versions_removing(w, hc_alloc_ptr(&w->w_av, unit));
+    return unlink_free(w, linkp, unit);
 }
 
 static hc_status
@@ -822,7 +861,7 @@ sweepable(writer *w, const hc_item *it)
         return false;
     if (it->it_format == HC_FORMAT_FLIGHT)
         return hc_flight_abandoned(w->w_cache, it, w->w_now);
-    return is_expired(it, w->w_now, true);
+    return is_expired(it, w->w_now, true) || hc_versions_sweepable(w, it);
 }
 
 /*
@@ -1050,8 +1089,14 @@ rebuild_collect(writer *w, uint32_t *kept, uint8_t *seen)
             if (it == NULL || seen[link - 1])
                 break;          /* drop the rest of a broken chain */
             seen[link - 1] = 1;
-            if (!shadowed(w, kept + first, n - first, it))
+            /* An item of a batch that never committed goes (commit.h);
+             * the version it superseded is then the first of its key. */
+            if (hc_commit_aborted(w->w_cache, it))
+                ;
+            else if (!shadowed(w, kept + first, n - first, it))
                 kept[n++] = link - 1;
+            else
+                hc_versions_dropped(w);
             link = atomic_load_explicit(&it->it_next, memory_order_relaxed);
         }
         atomic_store_explicit(&buckets[b], 0, memory_order_relaxed);
@@ -1094,6 +1139,7 @@ stripe_rebuild(hc_cache *c, uint32_t si)
         goto done;
     }
     HC_INJECT("table.rebuild.opened");
+    hc_versions_rebuild_begin(&w);
     n = rebuild_collect(&w, kept, seen);
     HC_INJECT("table.rebuild.collected");
     hc_alloc_reset(&w.w_av);
@@ -1107,6 +1153,7 @@ stripe_rebuild(hc_cache *c, uint32_t si)
             continue;           /* overlaps an item kept before it */
         /* cannot fail: the queue holds only items linked here */
         (void) link_item(&w, kept[i]);
+        hc_versions_relinked(&w, it);
         HC_INJECT("table.rebuild.relinked");
     }
 done:
@@ -1167,9 +1214,6 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     it->it_hash = wr->wr_hash;
     atomic_store_explicit(&it->it_expires, wr->wr_expires,
                           memory_order_relaxed);
-    /* relaxed: the number only orders writes; link_item() publishes it */
-    it->it_csn = atomic_fetch_add_explicit(&w->w_cache->ca_header->ch_csn,
-                                           1, memory_order_relaxed) + 1;
     it->it_value_len = wr->wr_value_len;
     it->it_stale_s = wr->wr_stale_s;
     it->it_delta_ms = wr->wr_delta_ms;
@@ -1178,6 +1222,16 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     memcpy(it + 1, wr->wr_key, wr->wr_key_len);
     memcpy((uint8_t *) (it + 1) + wr->wr_key_len, wr->wr_value,
            wr->wr_value_len);
+    /*
+     * The csn last, drawn with the stripe's epoch open; it stays open
+     * until the unlock, after link_item().  A snapshot that counted this
+     * csn (commit.h) so finds the item linked, or the epoch odd and
+     * retries: never the item missing, then present (barriers.md, 16).
+     * A batch's items all carry its one csn.
+     */
+    epoch_enter(w->w_stripe);
+    it->it_csn = w->w_batch_csn ? w->w_batch_csn
+                                : hc_commit_draw(w->w_cache);
 }
 
 /* Does the mode allow writing, given what is stored now? */
@@ -1233,7 +1287,9 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     uint32_t unit;
     hc_status st;
 
-    if (wr->wr_mode != HC_SET_ALWAYS || wr->wr_format >= HC_FORMAT_INTERNAL)
+    /* (A batch that fails changes nothing: commit.c aborts it whole.) */
+    if (wr->wr_mode != HC_SET_ALWAYS || wr->wr_format >= HC_FORMAT_INTERNAL
+        || w->w_batch_csn != 0)
         return why;
     st = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                    &unit);
@@ -1299,6 +1355,13 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      */
     st = link_item(w, unit);
     HC_INJECT("table.set.linked");
+    /* A live snapshot may still read the old item: then it stays, as a
+     * version behind the new one (commit.h). */
+    if (st == HC_OK
+        && hc_versions_published(w, hc_alloc_ptr(&w->w_av, unit),
+                                 found == HC_OK ? hc_alloc_ptr(&w->w_av, old)
+                                                : NULL))
+        found = HC_NOT_FOUND;
     if (st == HC_OK && found == HC_OK) {
         st = remove_unit(w, old);       /* a flight's waiters wake there */
         if (st == HC_CORRUPT) {
@@ -1312,10 +1375,29 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
             stripe_rebuild(w->w_cache, w->w_si);
             hc_cache_count_stat(w->w_cache, HC_STAT_RECOVERIES, 1);
             *w = writer_for(w->w_cache, w->w_si);  /* (it woke flights) */
-            st = HC_OK;
+            return HC_OK;
         }
     }
+    if (st == HC_OK)
+        hc_versions_prune(w, hc_alloc_ptr(&w->w_av, unit));
     return st;
+}
+
+/*
+ * Delete by linking a tombstone, so that the item stays readable to the
+ * snapshots that need it (commit.h); HC_NO_SPACE if there is no room.
+ */
+static hc_status
+link_tombstone(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+{
+    hc_write tomb = {.wr_key = key, .wr_key_len = key_len, .wr_hash = hash,
+                     .wr_value = "", .wr_format = HC_FORMAT_TOMBSTONE,
+                     .wr_expires = HC_FOREVER, .wr_mode = HC_SET_ALWAYS};
+    uint64_t csn;
+
+    return set_locked(w, &tomb, hc_alloc_units_for(sizeof(hc_item)
+                                                   + (uint64_t) key_len),
+                      &csn);
 }
 
 /*
@@ -1385,6 +1467,17 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
             return HC_CONFLICT;
     }
     HC_INJECT("table.delete.found");
+    if (hc_versions_delete_keeps(w)) {
+        st = link_tombstone(w, hash, key, key_len);
+        if (st == HC_OK || st == HC_CORRUPT)
+            return st == HC_OK && !live ? HC_NOT_FOUND : st;
+        /* No room even for a tombstone: remove it, and the snapshots
+         * that could read it are too old (commit.h). */
+        hc_versions_dropped(w);
+        st = find_item(w, hash, key, key_len, &linkp, &unit);
+        if (st != HC_OK)
+            return st == HC_NOT_FOUND && live ? HC_OK : st;
+    }
     epoch_enter(w->w_stripe);
     st = remove_item(w, linkp, unit);
     if (st == HC_OK && !live)
@@ -2007,4 +2100,69 @@ bool
 hc_table_expired(const hc_item *it, uint64_t now, bool with_stale)
 {
     return is_expired(it, now, with_stale);
+}
+
+hc_status
+hc_table_lock_index(hc_cache *c, uint32_t si, hc_writer *w)
+{
+    hc_status st = stripe_lock_at(c, si, false);
+
+    if (st == HC_OK)
+        *w = writer_for(c, si);
+    return st;
+}
+
+uint32_t
+hc_table_stripe_of(const hc_cache *c, uint64_t hash)
+{
+    return stripe_of(c, hash);
+}
+
+hc_status
+hc_table_check_write(const hc_cache *c, const hc_write *wr)
+{
+    uint32_t units;
+
+    return check_write_size(c, wr, &units);
+}
+
+_Atomic uint32_t *
+hc_table_chain(hc_writer *w, uint64_t hash)
+{
+    return &buckets_of(w->w_cache, w->w_si)[bucket_of(w->w_cache, hash)];
+}
+
+hc_item *
+hc_table_item_at(hc_writer *w, uint32_t link)
+{
+    return link == 0 ? NULL : item_at(&w->w_av, link - 1);
+}
+
+bool
+hc_table_same_key(const hc_item *a, const hc_item *b)
+{
+    return key_matches(a, a->it_key_len, b->it_hash, b + 1, b->it_key_len);
+}
+
+bool
+hc_table_user_visible(const hc_item *it, uint64_t now)
+{
+    return user_visible(it, now);
+}
+
+void
+hc_table_open_epoch(hc_writer *w)
+{
+    epoch_enter(w->w_stripe);
+}
+
+hc_status
+hc_table_unlink_free(hc_writer *w, _Atomic uint32_t *linkp)
+{
+    uint32_t link = atomic_load_explicit(linkp, memory_order_relaxed);
+
+    if (link == 0 || item_at(&w->w_av, link - 1) == NULL)
+        return HC_CORRUPT;
+    epoch_enter(w->w_stripe);
+    return unlink_free(w, linkp, link - 1);
 }

@@ -24,6 +24,7 @@ typedef struct hc_writer {
     _Atomic uint64_t *w_visited;    /* the stripe's SIEVE visited map */
     uint64_t w_now;
     uint32_t w_freed;           /* unit of the last block freed: a hint */
+    uint64_t w_batch_csn;       /* an atomic batch's csn (commit.h), or 0 */
 } hc_writer;
 
 /* Lock the stripe of hash (rebuilding it after a dead owner). */
@@ -44,5 +45,19 @@ hc_status hc_table_store(hc_writer *w, const hc_write *wr, uint64_t *csn);
 hc_status hc_table_remove(hc_writer *w, hc_item *it);
 
 bool hc_table_expired(const hc_item *it, uint64_t now, bool with_stale);
+
+/* For commit.c: the chain, items and raw removal of the locked stripe. */
+hc_status hc_table_lock_index(hc_cache *c, uint32_t si, hc_writer *w);
+uint32_t hc_table_stripe_of(const hc_cache *c, uint64_t hash);
+hc_status hc_table_check_write(const hc_cache *c, const hc_write *wr);
+_Atomic uint32_t *hc_table_chain(hc_writer *w, uint64_t hash);
+/* The item a chain link (unit + 1) names, or NULL if it is malformed. */
+hc_item *hc_table_item_at(hc_writer *w, uint32_t link);
+bool hc_table_same_key(const hc_item *a, const hc_item *b);
+bool hc_table_user_visible(const hc_item *it, uint64_t now);
+/* Open the stripe's free epoch (it closes when the stripe is unlocked). */
+void hc_table_open_epoch(hc_writer *w);
+/* Unlink and free the item *linkp names, without version bookkeeping. */
+hc_status hc_table_unlink_free(hc_writer *w, _Atomic uint32_t *linkp);
 
 #endif /* HC_TABLE_INTERNAL_H */
