@@ -201,7 +201,7 @@ xmin(hc_cache *c, uint64_t now)
                                               memory_order_seq_cst);
 
             bits &= bits - 1;
-            if (h == 0 || h >= min || h < too_old
+            if (h-- == 0 || h >= min || h < too_old
                 || now > atomic_load_explicit(&hz->hz_deadline,
                                               memory_order_seq_cst))
                 continue;
@@ -280,7 +280,7 @@ register_horizon(hc_cache *c, hc_horizon *hz, uint64_t *bits, uint64_t bit,
         atomic_store_explicit(&hz->hz_token, token, memory_order_seq_cst);
         atomic_store_explicit(&hz->hz_deadline, deadline,
                               memory_order_seq_cst);
-        atomic_store_explicit(&hz->hz_csn, h < csn ? h : csn,
+        atomic_store_explicit(&hz->hz_csn, (h < csn ? h : csn) + 1,
                               memory_order_seq_cst);
         atomic_fetch_or_explicit((_Atomic uint64_t *) bits, bit,
                                  memory_order_seq_cst);
@@ -357,8 +357,8 @@ hc_snapshot_close(hc_cache *c, uint64_t csn)
             ls->ls_deadline = 0;
     }
     else
-        atomic_store_explicit(&a->cm_horizons[slot].hz_csn, local_min(ls),
-                              memory_order_release);
+        atomic_store_explicit(&a->cm_horizons[slot].hz_csn,
+                              local_min(ls) + 1, memory_order_release);
     pthread_mutex_unlock(&local_mutex);
 }
 
@@ -755,9 +755,17 @@ resolve_stale(hc_cache *c, hc_batch_record *br, uint32_t slot)
 static hc_status
 batch_op(hc_writer *w, const hc_write *op, uint64_t csn, uint8_t *existed)
 {
+    hc_write tomb;
     int attempt;
     hc_status st = HC_OK;
 
+    if (op->wr_format == HC_FORMAT_TOMBSTONE) {
+        tomb = *op;             /* a tombstone lives until pruned */
+        tomb.wr_value_len = 0;
+        tomb.wr_expires = HC_FOREVER;
+        tomb.wr_mode = HC_SET_ALWAYS;
+        op = &tomb;
+    }
     for (attempt = 0; attempt < 2; attempt++) {
         uint64_t ignored;
 

@@ -78,7 +78,7 @@ typedef enum hc_too_old_why {
 } hc_too_old_why;
 
 typedef struct hc_horizon {
-    _Atomic uint64_t hz_csn;        /* oldest open snapshot; 0: none */
+    _Atomic uint64_t hz_csn;        /* oldest open snapshot + 1; 0: none */
     _Atomic uint64_t hz_deadline;   /* monotonic ns after which ignored */
     _Atomic uint32_t hz_token;      /* the slot token that registered it */
     uint32_t hz_pad;

@@ -60,7 +60,8 @@ pow2_floor(uint64_t n)
 static bool
 compute_layout(uint64_t size, hc_cache_layout *l)
 {
-    uint64_t head = round64(sizeof(hc_cache_header));
+    /* the stats slots that follow are 128-byte aligned */
+    uint64_t head = (sizeof(hc_cache_header) + 127) & ~(uint64_t) 127;
     uint64_t stats = (uint64_t) (HC_MAX_SLOTS + 1) * sizeof(hc_stats_slot);
     uint64_t avail, per, units;
     uint32_t n = HC_MAX_STRIPES, nb;
@@ -1224,7 +1225,7 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
            wr->wr_value_len);
     /*
      * The csn last, drawn with the stripe's epoch open; it stays open
-     * until the unlock, after link_item().  A snapshot that counted this
+     * until set_locked() has linked the item.  A snapshot that counted this
      * csn (commit.h) so finds the item linked, or the epoch odd and
      * retries: never the item missing, then present (barriers.md, 16).
      * A batch's items all carry its one csn.
@@ -1354,6 +1355,10 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      * the rebuild keeps the first of a key (the new one).
      */
     st = link_item(w, unit);
+    /* Linked: close the epoch fill_item() opened (a batch keeps its own
+     * open until it commits), so readers see the new item at once. */
+    if (w->w_batch_csn == 0)
+        epoch_exit(w->w_stripe);
     HC_INJECT("table.set.linked");
     /* A live snapshot may still read the old item: then it stays, as a
      * version behind the new one (commit.h). */
