@@ -665,8 +665,18 @@ hc_versions_rebuild_begin(hc_writer *w)
 void
 hc_versions_dropped(hc_writer *w)
 {
+    /* What a rebuild drops is shadowed by a newer item, whose csn is
+     * drawn already: a snapshot at the counter's value needs none of it. */
+    raise_too_old(w->w_cache, hc_cache_csn(w->w_cache), HC_TOO_OLD_REBUILT);
+}
+
+void
+hc_versions_lost(hc_writer *w)
+{
+    /* The newest version itself went: every snapshot so far could read
+     * it, including one at the counter's value. */
     raise_too_old(w->w_cache, hc_cache_csn(w->w_cache) + 1,
-                  HC_TOO_OLD_REBUILT);
+                  HC_TOO_OLD_MEMORY);
 }
 
 void

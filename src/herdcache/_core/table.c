@@ -1478,7 +1478,7 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
             return st == HC_OK && !live ? HC_NOT_FOUND : st;
         /* No room even for a tombstone: remove it, and the snapshots
          * that could read it are too old (commit.h). */
-        hc_versions_dropped(w);
+        hc_versions_lost(w);
         st = find_item(w, hash, key, key_len, &linkp, &unit);
         if (st != HC_OK)
             return st == HC_NOT_FOUND && live ? HC_OK : st;
