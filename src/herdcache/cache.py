@@ -51,7 +51,7 @@ from .prefork import warn_if_worker_private
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
-from .snapshot import Snapshot
+from .snapshot import Snapshot, present_values
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -446,13 +446,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         if consistent:
             with self.snapshot() as snap:
                 return snap.get_many(keys)
-        found: dict[Key, Any] = {}
-        get = self.get
-        for key in keys:
-            value = get(key, _MISSING)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        return present_values(self.get, keys)
 
     def set_many(self, mapping: Mapping[Key, Any], ttl: float | None = None, atomic: bool = False) -> None:
         """Store every item of ``mapping``, each serialized before any is

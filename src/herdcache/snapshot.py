@@ -22,7 +22,7 @@ inside a snapshot stops pinning memory at once.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidArgument
@@ -31,6 +31,16 @@ if TYPE_CHECKING:
     from .cache import Cache, Key
 
 _MISSING = object()
+
+
+def present_values(get: Callable[[Any, Any], Any], keys: Iterable[Key]) -> dict[Key, Any]:
+    """{key: get(key)} for the ``keys`` that ``get`` finds (get_many's body)."""
+    found: dict[Key, Any] = {}
+    for key in keys:
+        value = get(key, _MISSING)
+        if value is not _MISSING:
+            found[key] = value
+    return found
 
 
 class Snapshot:
@@ -82,12 +92,7 @@ class Snapshot:
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
         """The values of those ``keys`` present at the snapshot, as a dict."""
-        found: dict[Key, Any] = {}
-        for key in keys:
-            value = self.get(key, _MISSING)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+        return present_values(self.get, keys)
 
     def __getitem__(self, key: Key) -> Any:
         value = self.get(key, _MISSING)

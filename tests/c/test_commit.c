@@ -27,17 +27,7 @@ static hc_segment *seg;
 static hc_write
 write_of(hc_cache *c, const char *key, const void *value, uint32_t len)
 {
-    hc_write wr;
-
-    memset(&wr, 0, sizeof(wr));
-    wr.wr_key = key;
-    wr.wr_key_len = (uint32_t) strlen(key);
-    wr.wr_hash = hc_cache_hash(c, key, strlen(key));
-    wr.wr_value = value;
-    wr.wr_value_len = len;
-    wr.wr_format = 1;
-    wr.wr_expires = HC_FOREVER;
-    return wr;
+    return test_write(c, key, value, len, HC_FOREVER);
 }
 
 static hc_write

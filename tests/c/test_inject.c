@@ -120,17 +120,7 @@ static hc_write
 write_of(world *wd, const char *key, const void *value, uint32_t len,
          uint64_t expires)
 {
-    hc_write wr;
-
-    memset(&wr, 0, sizeof(wr));
-    wr.wr_key = key;
-    wr.wr_key_len = (uint32_t) strlen(key);
-    wr.wr_hash = hc_cache_hash(wd->cache, key, strlen(key));
-    wr.wr_value = value;
-    wr.wr_value_len = len;
-    wr.wr_format = 1;
-    wr.wr_expires = expires;
-    return wr;
+    return test_write(wd->cache, key, value, len, expires);
 }
 
 static hc_status
@@ -315,8 +305,7 @@ batch_workload(world *wd, uint32_t round)
         v = (uint64_t) round * 100 + (uint64_t) i + 1;
         for (k = 0; k < NPAIRS; k++) {
             snprintf(keys[k], sizeof(keys[k]), "pair-%d", k);
-            ops[k] = write_of(wd, keys[k], &v, sizeof(v), HC_FOREVER);
-            ops[k].wr_hash = hc_cache_hash(c, keys[k], strlen(keys[k]));
+            ops[k] = test_write(c, keys[k], &v, sizeof(v), HC_FOREVER);
             if (i % 4 == 3)
                 ops[k].wr_format = HC_FORMAT_TOMBSTONE;
         }

@@ -37,17 +37,9 @@ static hc_status
 put_until(hc_cache *c, const char *key, const char *value, size_t vlen,
           uint64_t expires)
 {
-    hc_write wr;
+    hc_write wr = test_write(c, key, value, (uint32_t) vlen, expires);
     uint64_t csn;
 
-    memset(&wr, 0, sizeof(wr));
-    wr.wr_key = key;
-    wr.wr_key_len = (uint32_t) strlen(key);
-    wr.wr_hash = hc_cache_hash(c, key, strlen(key));
-    wr.wr_value = value;
-    wr.wr_value_len = (uint32_t) vlen;
-    wr.wr_format = 1;
-    wr.wr_expires = expires;
     return hc_cache_set(c, &wr, &csn);
 }
 
