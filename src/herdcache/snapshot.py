@@ -25,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidArgument
+from .errors import InvalidArgument, ValueTooLarge
 
 if TYPE_CHECKING:
     from .cache import Cache, Key
@@ -82,12 +82,22 @@ class Snapshot:
 
         :raises SnapshotTooOld: the snapshot can no longer be read exactly.
         """
+        csn = self._csn
+        if csn is None:
+            csn = self.csn  # raises the message saying how to open it
+        try:
+            return self._cache._get_value_at(key, default, csn, self._deadline)
+        except ValueTooLarge:
+            return self._get_long(key, default, csn)
+
+    def _get_long(self, key: Key, default: Any, csn: int) -> Any:
+        """get() of a key over the table's limit (see herdcache.longkeys)."""
         cache = self._cache
         where, raw = cache._where(key)
-        found = cache._get_at(where, self.csn, self._deadline)
-        if found is None:
-            return default
-        sealed = cache._unseal(raw, *found)
+        if raw is None:
+            raise  # noqa: PLE0704 - the empty key's ValueTooLarge, unchanged
+        found = cache._get_at(where, csn, self._deadline)
+        sealed = None if found is None else cache._unseal(raw, *found)
         return default if sealed is None else cache._decode(key, *sealed)
 
     def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:

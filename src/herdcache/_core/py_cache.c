@@ -1362,6 +1362,59 @@ Cache_get_at(CacheObject *self, PyObject *args)
     return Py_BuildValue("(Ni)", res.bytes, (int) res.rd.rd_format);
 }
 
+PyDoc_STRVAR(Cache_get_value_at_doc,
+"_get_value_at(key, default, csn, deadline) -> object\n\n"
+"get_value() as of the snapshot at csn: the decoded value key had then,\n"
+"or default.  Raises SnapshotTooOld if the snapshot cannot be read.");
+
+static PyObject *
+Cache_get_value_at(CacheObject *self, PyObject *const *args,
+                   Py_ssize_t nargs)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long csn, deadline;
+    const char *key;
+    Py_ssize_t len;
+    cache_result res;
+    PyObject *value;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_get_value_at(key, default, csn, deadline)");
+        return NULL;
+    }
+    csn = PyLong_AsUnsignedLongLong(args[2]);
+    deadline = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred() || hcpy_key_bytes(args[0], &key, &len) < 0
+        || cache_lookup_at(c, key, len, hc_expiry_now_ns(), csn, &res) < 0)
+        return NULL;
+    /* After the read: a version it needed may have gone meanwhile. */
+    st = hc_snapshot_check(c, csn, deadline);
+    if (st != HC_OK) {
+        Py_XDECREF(res.bytes);
+        return hcpy_raise_status("snapshot get", st);
+    }
+    hc_cache_count_stat(c, res.found && !res.rd.rd_expired ? HC_STAT_HITS
+                                                           : HC_STAT_MISSES,
+                        1);
+    if (!res.found || res.rd.rd_expired
+        || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
+        return Py_NewRef(args[1]);
+    }
+    if (res.rd.rd_format != self->decode_format) {
+        Py_DECREF(res.bytes);
+        return format_mismatch(args[0], res.rd.rd_format,
+                               self->decode_format);
+    }
+    value = decode_value(self, res.bytes);
+    Py_DECREF(res.bytes);
+    return value;
+}
+
 /* One op of _batch(): (key, bytes, format, ttl), or (key, None) to delete. */
 static int
 batch_op_of(hc_cache *c, PyObject *op, Py_buffer *value, hc_write *wr)
@@ -1457,6 +1510,8 @@ static PyMethodDef Cache_methods[] = {
     {"_snapshot_close", (PyCFunction) Cache_snapshot_close, METH_O,
      Cache_snapshot_close_doc},
     {"_get_at", (PyCFunction) Cache_get_at, METH_VARARGS, Cache_get_at_doc},
+    {"_get_value_at", (PyCFunction) (void (*)(void)) Cache_get_value_at,
+     METH_FASTCALL, Cache_get_value_at_doc},
     {"_batch", (PyCFunction) Cache_batch, METH_O, Cache_batch_doc},
     {"_retained_bytes", (PyCFunction) Cache_retained_bytes, METH_NOARGS,
      Cache_retained_bytes_doc},
