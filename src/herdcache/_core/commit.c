@@ -189,6 +189,9 @@ xmin(hc_cache *c, uint64_t now)
     uint64_t min = UINT64_MAX;
     uint32_t wi;
 
+    /* seq_cst: pair 17; the common case, no snapshot anywhere, in one load */
+    if (atomic_load_explicit(&a->cm_horizon_slots, memory_order_seq_cst) == 0)
+        return UINT64_MAX;
     for (wi = 0; wi < BIT_WORDS; wi++) {
         /* seq_cst: the writer's side of pair 17 */
         uint64_t bits = atomic_load_explicit(&a->cm_horizon_bits[wi],
@@ -271,6 +274,7 @@ static uint64_t
 register_horizon(hc_cache *c, hc_horizon *hz, uint64_t *bits, uint64_t bit,
                  uint32_t token, local_snapshots *ls, uint64_t deadline)
 {
+    _Atomic uint32_t *slots = &area(c)->cm_horizon_slots;
     uint64_t csn = hc_cache_csn(c), again;
 
     for (;; csn = again) {
@@ -282,8 +286,9 @@ register_horizon(hc_cache *c, hc_horizon *hz, uint64_t *bits, uint64_t bit,
                               memory_order_seq_cst);
         atomic_store_explicit(&hz->hz_csn, (h < csn ? h : csn) + 1,
                               memory_order_seq_cst);
-        atomic_fetch_or_explicit((_Atomic uint64_t *) bits, bit,
-                                 memory_order_seq_cst);
+        if (!(atomic_fetch_or_explicit((_Atomic uint64_t *) bits, bit,
+                                       memory_order_seq_cst) & bit))
+            atomic_fetch_add_explicit(slots, 1, memory_order_seq_cst);
         again = hc_cache_csn(c);
         if (again == csn)
             return csn;
@@ -350,9 +355,12 @@ hc_snapshot_close(hc_cache *c, uint64_t csn)
     if (ls == NULL || ls->ls_n == 0) {
         atomic_store_explicit(&a->cm_horizons[slot].hz_csn, 0,
                               memory_order_release);
-        atomic_fetch_and_explicit(&a->cm_horizon_bits[slot / 64],
-                                  ~(UINT64_C(1) << (slot % 64)),
-                                  memory_order_release);
+        if (atomic_fetch_and_explicit(&a->cm_horizon_bits[slot / 64],
+                                      ~(UINT64_C(1) << (slot % 64)),
+                                      memory_order_release)
+            & (UINT64_C(1) << (slot % 64)))
+            atomic_fetch_sub_explicit(&a->cm_horizon_slots, 1,
+                                      memory_order_release);
         if (ls != NULL)
             ls->ls_deadline = 0;
     }

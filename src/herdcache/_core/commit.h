@@ -99,6 +99,8 @@ typedef struct hc_commit_area {
     /* Units of retained, dead and tombstone items per stripe (under its
      * lock; read relaxed for the memory share). */
     _Atomic uint64_t cm_retained[HC_COMMIT_STRIPES];
+    _Atomic uint32_t cm_horizon_slots;  /* bits set in cm_horizon_bits */
+    uint32_t cm_pad2;
     _Atomic uint64_t cm_horizon_bits[HC_MAX_SLOTS / 64];
     _Atomic uint64_t cm_batch_bits[HC_MAX_SLOTS / 64];
     hc_horizon cm_horizons[HC_MAX_SLOTS];
