@@ -104,6 +104,20 @@ class SnapshotModel(RuleBasedStateMachine):
             want = self.state.get(key, MISSING)
             assert got == want or (self.evicted and got is MISSING), (key, got, want)
 
+    @invariant()
+    def kept_versions_are_not_listed(self) -> None:
+        if not self.evicted:
+            assert len(self.cache) == len(self.state)
+            assert sorted(self.cache.keys()) == sorted(self.state)
+
+    @rule(key=KEYS, value=VALUES)
+    def compute(self, key: str, value: Any) -> None:
+        """get_or_compute over a deleted key (a tombstone) computes."""
+        got = self.cache.get_or_compute(key, lambda: value)
+        if key not in self.state or self.evicted:
+            self.commit({**self.state, key: got})
+        assert got == self.state[key]
+
     def teardown(self) -> None:
         for snap in self.snapshots:
             snap.__exit__(None, None, None)

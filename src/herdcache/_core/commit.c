@@ -509,6 +509,32 @@ kill_behind(hc_writer *w, hc_item *head)
     }
 }
 
+/* The flight head goes: the version behind it is the newest again. */
+static void
+promote_behind(hc_writer *w, hc_item *head)
+{
+    uint32_t link = atomic_load_explicit(&head->it_next, memory_order_relaxed);
+    int steps;
+
+    for (steps = 0; link != 0 && steps < MAX_CHAIN; steps++) {
+        hc_item *v = hc_table_item_at(w, link);
+
+        if (v == NULL)
+            return;
+        if (hc_table_same_key(v, head) && !(flags_of(v) & HC_VERSION_DEAD)) {
+            if (flags_of(v) & HC_VERSION_RETAINED) {
+                count_units(w, v, false);
+                __atomic_store_n(&v->it_pad[0], (uint8_t) (flags_of(v)
+                                 & ~HC_VERSION_RETAINED), __ATOMIC_RELAXED);
+                if (counted(v))
+                    count_units(w, v, true);    /* a tombstone stays counted */
+            }
+            return;
+        }
+        link = atomic_load_explicit(&v->it_next, memory_order_relaxed);
+    }
+}
+
 void
 hc_versions_removing(hc_writer *w, hc_item *it)
 {
@@ -521,6 +547,16 @@ hc_versions_removing(hc_writer *w, hc_item *it)
         || (stripe_retained(w) == 0 && !(f & HC_VERSION_RETAINED)))
         return;                 /* no version of anything in the stripe */
     newer = newer_version(w, it);
+    /*
+     * A flight (or error) is never kept and reads as what is behind it:
+     * it starts only over an absent, expired or refreshing value, which
+     * it carries.  Its going loses no snapshot anything.
+     */
+    if (it->it_format == HC_FORMAT_FLIGHT || it->it_format == HC_FORMAT_ERROR) {
+        if (newer == NULL)
+            promote_behind(w, it);
+        return;
+    }
     if (newer == NULL)
         kill_behind(w, it);
     else if (xmin(w->w_cache, w->w_now) < newer->it_csn)
@@ -685,6 +721,13 @@ hc_versions_lost(hc_writer *w)
      * it, including one at the counter's value. */
     raise_too_old(w->w_cache, hc_cache_csn(w->w_cache) + 1,
                   HC_TOO_OLD_MEMORY);
+}
+
+void
+hc_versions_cleared(hc_writer *w)
+{
+    hc_versions_rebuild_begin(w);
+    hc_versions_lost(w);
 }
 
 void

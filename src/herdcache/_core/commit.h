@@ -179,6 +179,8 @@ bool hc_commit_aborted(struct hc_cache *c, const struct hc_item *it);
 /* Rebuild: versions were dropped (the stripe's retained count restarts). */
 void hc_versions_rebuild_begin(struct hc_writer *w);
 void hc_versions_dropped(struct hc_writer *w);
+/* clear() emptied the stripe: no versions left, snapshots too old. */
+void hc_versions_cleared(struct hc_writer *w);
 /* A delete found no room for its tombstone: the item went anyway. */
 void hc_versions_lost(struct hc_writer *w);
 void hc_versions_relinked(struct hc_writer *w, struct hc_item *it);

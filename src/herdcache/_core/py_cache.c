@@ -1400,6 +1400,17 @@ Cache_get_value_at(CacheObject *self, PyObject *const *args,
     hc_cache_count_stat(c, res.found && !res.rd.rd_expired ? HC_STAT_HITS
                                                            : HC_STAT_MISSES,
                         1);
+    /* A key being computed reads as a plain get reads it: during an
+     * early refresh, the value being refreshed. */
+    if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT) {
+        res.bytes = refreshing_value(&res, self->decode_format);
+        if (res.bytes == NULL || res.bytes == Py_None) {
+            Py_XDECREF(res.bytes);
+            return res.bytes == NULL ? NULL : Py_NewRef(args[1]);
+        }
+        res.rd.rd_format = (uint8_t) self->decode_format;
+        res.rd.rd_expired = false;
+    }
     if (!res.found || res.rd.rd_expired
         || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
         Py_XDECREF(res.bytes);

@@ -1703,6 +1703,7 @@ hc_cache_clear(hc_cache *c)
         w = writer_for(c, i);
         epoch_enter(w.w_stripe);
         stripe_reset(&w);
+        hc_versions_cleared(&w);    /* old versions went too (commit.h) */
         /* Every flight of the stripe went: its waiters must look again. */
         hc_flight_wake(w.w_stripe);
         stripe_unlock_at(c, i);
@@ -1729,10 +1730,19 @@ walk_queue(writer *w, bool (*visit)(writer *, hc_item *, void *), void *arg)
     return HC_OK;
 }
 
+/* Is it a key's live value, to count and list (not a kept old version)? */
+static bool
+listed(const hc_item *it, uint64_t now)
+{
+    return user_visible(it, now)
+        && !(hc_version_flags(&it->it_pad[0])
+             & (HC_VERSION_RETAINED | HC_VERSION_DEAD));
+}
+
 static bool
 count_live(writer *w, hc_item *it, void *arg)
 {
-    if (!is_expired(it, w->w_now, false) && it->it_format < HC_FORMAT_INTERNAL)
+    if (listed(it, w->w_now))
         ++*(uint64_t *) arg;
     return true;
 }
@@ -1771,7 +1781,7 @@ collect_key(writer *w, hc_item *it, void *arg)
     key_buffer *kb = arg;
     size_t need = kb->kb_len + 2 + it->it_key_len;
 
-    if (is_expired(it, w->w_now, false) || it->it_format >= HC_FORMAT_INTERNAL)
+    if (!listed(it, w->w_now))
         return true;
     if (need > kb->kb_cap) {
         size_t cap = kb->kb_cap ? kb->kb_cap * 2 : 4096;
