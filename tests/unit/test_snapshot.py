@@ -67,6 +67,18 @@ def test_an_atomic_delete_many_counts_and_removes_together(cache: Cache) -> None
         assert snap.get_many(["a", "b", "c"]) == {"a": 1, "b": 2, "c": 3}
 
 
+def test_a_failed_set_or_a_delete_keeps_the_value_for_a_snapshot(cache: Cache) -> None:
+    cache.set_many({"a": 1, "b": 2})
+    before = cache.csn
+    with cache.snapshot() as snap:
+        with pytest.raises(errors.ValueTooLarge):
+            cache.set("a", b"x" * (2 << 20))  # a failed set removes the key...
+        assert cache.delete("b")
+        assert cache.get_many(["a", "b"]) == {}
+        assert snap.get_many(["a", "b"]) == {"a": 1, "b": 2}  # ...not for the snapshot
+    assert cache.csn > before + 1  # each removal is a commit
+
+
 def test_a_refused_atomic_set_many_changes_nothing(cache: Cache) -> None:
     cache.set_many({"a": 1, "b": 2})
     with pytest.raises(errors.ValueTooLarge):

@@ -126,7 +126,7 @@ hc_snapshot_check(hc_cache *c, uint64_t csn, uint64_t deadline)
                           &a->cm_too_old_why, memory_order_relaxed)));
         return HC_TOO_OLD;
     }
-    if (deadline != HC_FOREVER && hc_expiry_now_ns() > deadline) {
+    if (deadline != HC_FOREVER && hc_now_ns() > deadline) {
         hc_set_detail("snapshot at csn %llu is older than max_snapshot_age",
                       (unsigned long long) csn);
         return HC_TOO_OLD;
@@ -140,6 +140,7 @@ hc_snapshot_check(hc_cache *c, uint64_t csn, uint64_t deadline)
 
 /* What this thread last learned of a horizon's process. */
 typedef struct liveness_memo {
+    const hc_segment *lm_seg;
     uint32_t lm_slot, lm_token;
     uint64_t lm_checked;
     bool lm_alive;
@@ -160,7 +161,8 @@ horizon_alive(hc_cache *c, uint32_t slot, uint32_t token, uint64_t now)
 
     for (i = 0; i < 8; i++) {
         m = &memo[i];
-        if (m->lm_slot == slot && m->lm_token == token && m->lm_checked) {
+        if (m->lm_seg == c->ca_seg && m->lm_slot == slot
+            && m->lm_token == token && m->lm_checked) {
             if (!m->lm_alive || now - m->lm_checked < LIVENESS_RECHECK_NS)
                 return m->lm_alive;
             oldest = m;
@@ -169,6 +171,7 @@ horizon_alive(hc_cache *c, uint32_t slot, uint32_t token, uint64_t now)
         if (m->lm_checked < oldest->lm_checked)
             oldest = m;
     }
+    oldest->lm_seg = c->ca_seg;
     oldest->lm_slot = slot;
     oldest->lm_token = token;
     oldest->lm_checked = now ? now : 1;
@@ -181,7 +184,7 @@ horizon_alive(hc_cache *c, uint32_t slot, uint32_t token, uint64_t now)
  * horizons past their deadline, below the watermark, or of dead processes.
  */
 static uint64_t
-xmin(hc_cache *c, uint64_t now)
+xmin(hc_cache *c, uint64_t expiry_now)
 {
     hc_commit_area *a = area(c);
     uint64_t too_old = atomic_load_explicit(&a->cm_too_old,
@@ -189,9 +192,13 @@ xmin(hc_cache *c, uint64_t now)
     uint64_t min = UINT64_MAX;
     uint32_t wi;
 
+    uint64_t now;
+
+    (void) expiry_now;  /* deadlines are real time: clock.advance() is local */
     /* seq_cst: pair 17; the common case, no snapshot anywhere, in one load */
     if (atomic_load_explicit(&a->cm_horizon_slots, memory_order_seq_cst) == 0)
         return UINT64_MAX;
+    now = hc_now_ns();
     for (wi = 0; wi < BIT_WORDS; wi++) {
         /* seq_cst: the writer's side of pair 17 */
         uint64_t bits = atomic_load_explicit(&a->cm_horizon_bits[wi],
@@ -223,6 +230,7 @@ typedef struct local_snapshots {
     uint64_t *ls_csns;
     size_t ls_n, ls_cap;
     uint64_t ls_deadline;       /* the latest of the open ones */
+    bool ls_counted;            /* this slot is in cm_horizon_slots */
 } local_snapshots;
 
 #define MAX_HANDLES 16
@@ -237,10 +245,11 @@ local_for(hc_segment *seg, uint32_t token)
 
     for (i = 0; i < MAX_HANDLES; i++) {
         if (locals[i].ls_seg == seg) {
-            if (locals[i].ls_token != token) {
+            if (locals[i].ls_token != token) {  /* forked: a new slot */
                 locals[i].ls_n = 0;
                 locals[i].ls_token = token;
                 locals[i].ls_deadline = 0;
+                locals[i].ls_counted = false;
             }
             return &locals[i];
         }
@@ -253,8 +262,26 @@ local_for(hc_segment *seg, uint32_t token)
         free_one->ls_token = token;
         free_one->ls_n = 0;
         free_one->ls_deadline = 0;
+        free_one->ls_counted = false;
     }
     return free_one;
+}
+
+/* Room for one more snapshot in the list (false: out of memory). */
+static bool
+local_room(local_snapshots *ls)
+{
+    size_t cap = ls->ls_cap ? 2 * ls->ls_cap : 8;
+    uint64_t *grown;
+
+    if (ls->ls_n < ls->ls_cap)
+        return true;
+    grown = realloc(ls->ls_csns, cap * sizeof(uint64_t));
+    if (grown == NULL)
+        return false;           /* the list as it was stays */
+    ls->ls_csns = grown;
+    ls->ls_cap = cap;
+    return true;
 }
 
 static uint64_t
@@ -286,9 +313,14 @@ register_horizon(hc_cache *c, hc_horizon *hz, uint64_t *bits, uint64_t bit,
                               memory_order_seq_cst);
         atomic_store_explicit(&hz->hz_csn, (h < csn ? h : csn) + 1,
                               memory_order_seq_cst);
-        if (!(atomic_fetch_or_explicit((_Atomic uint64_t *) bits, bit,
-                                       memory_order_seq_cst) & bit))
+        /* Counted on this process's first snapshot, before its bit: a
+         * crash can only leave the count too high (a slower scan). */
+        if (ls->ls_n == 0 && !ls->ls_counted) {
             atomic_fetch_add_explicit(slots, 1, memory_order_seq_cst);
+            ls->ls_counted = true;
+        }
+        atomic_fetch_or_explicit((_Atomic uint64_t *) bits, bit,
+                                 memory_order_seq_cst);
         again = hc_cache_csn(c);
         if (again == csn)
             return csn;
@@ -307,18 +339,16 @@ hc_snapshot_open(hc_cache *c, uint64_t max_age_ns, uint64_t *csn,
     if (st != HC_OK)
         return st;
     slot = token & HC_TOKEN_INDEX_MASK;
-    *deadline = max_age_ns ? hc_expiry_now_ns() + max_age_ns : HC_FOREVER;
+    /* Real time, as xmin() judges it (the test clock's skew is local). */
+    *deadline = max_age_ns ? hc_now_ns() + max_age_ns : HC_FOREVER;
     pthread_mutex_lock(&local_mutex);
     ls = local_for(c->ca_seg, token);
-    if (ls == NULL || (ls->ls_n == ls->ls_cap
-                       && (ls->ls_cap = ls->ls_cap ? 2 * ls->ls_cap : 8,
-                           ls->ls_csns = realloc(ls->ls_csns, ls->ls_cap
-                                                 * sizeof(uint64_t)))
-                          == NULL)) {
-        if (ls != NULL)
-            ls->ls_n = ls->ls_cap = 0;
+    if (ls == NULL || !local_room(ls)) {
         pthread_mutex_unlock(&local_mutex);
-        hc_set_detail("too many cache handles with open snapshots");
+        hc_set_detail(ls == NULL ? "snapshots are open on more than %d "
+                                   "cache handles in this process"
+                                 : "no memory for one more snapshot (of %d)",
+                      ls == NULL ? MAX_HANDLES : (int) ls->ls_n);
         return HC_SYSTEM;
     }
     if (*deadline > ls->ls_deadline)
@@ -355,12 +385,14 @@ hc_snapshot_close(hc_cache *c, uint64_t csn)
     if (ls == NULL || ls->ls_n == 0) {
         atomic_store_explicit(&a->cm_horizons[slot].hz_csn, 0,
                               memory_order_release);
-        if (atomic_fetch_and_explicit(&a->cm_horizon_bits[slot / 64],
-                                      ~(UINT64_C(1) << (slot % 64)),
-                                      memory_order_release)
-            & (UINT64_C(1) << (slot % 64)))
+        atomic_fetch_and_explicit(&a->cm_horizon_bits[slot / 64],
+                                  ~(UINT64_C(1) << (slot % 64)),
+                                  memory_order_release);
+        if (ls != NULL && ls->ls_counted) {     /* after the bit: see open */
             atomic_fetch_sub_explicit(&a->cm_horizon_slots, 1,
                                       memory_order_release);
+            ls->ls_counted = false;
+        }
         if (ls != NULL)
             ls->ls_deadline = 0;
     }
@@ -539,13 +571,18 @@ void
 hc_versions_removing(hc_writer *w, hc_item *it)
 {
     uint8_t f = flags_of(it);
+    /* A live value going, not by a delete: eviction (or a rebuild). */
+    bool evicted = !w->w_deleting && !(f & HC_VERSION_RETAINED)
+        && it->it_format < HC_FORMAT_INTERNAL
+        && !hc_table_expired(it, w->w_now, false);
     hc_item *newer;
 
     if (counted(it))
         count_units(w, it, false);
     if ((f & HC_VERSION_DEAD)
-        || (stripe_retained(w) == 0 && !(f & HC_VERSION_RETAINED)))
-        return;                 /* no version of anything in the stripe */
+        || (stripe_retained(w) == 0 && !(f & HC_VERSION_RETAINED)
+            && (!evicted || xmin(w->w_cache, w->w_now) == UINT64_MAX)))
+        return;                 /* nothing any live snapshot could read */
     newer = newer_version(w, it);
     /*
      * A flight (or error) is never kept and reads as what is behind it:
@@ -557,10 +594,34 @@ hc_versions_removing(hc_writer *w, hc_item *it)
             promote_behind(w, it);
         return;
     }
-    if (newer == NULL)
+    if (newer == NULL) {
+        /* The newest value itself goes: every snapshot so far may read
+         * it, so all of them are too old (they never read it as absent). */
+        if (evicted && xmin(w->w_cache, w->w_now) != UINT64_MAX)
+            raise_too_old(w->w_cache, hc_cache_csn(w->w_cache) + 1,
+                          HC_TOO_OLD_EVICTED);
         kill_behind(w, it);
-    else if (xmin(w->w_cache, w->w_now) < newer->it_csn)
+    }
+    else if (newer->it_csn != it->it_csn      /* a batch, twice a key */
+             && xmin(w->w_cache, w->w_now) < newer->it_csn)
         raise_too_old(w->w_cache, newer->it_csn, HC_TOO_OLD_EVICTED);
+}
+
+bool
+hc_versions_pinned(hc_writer *w, const hc_item *it)
+{
+    /* Until a batch commits, its items and the versions they supersede
+     * must stay: an abort (or its writer's death) restores those. */
+    const hc_item *newer;
+
+    if (w->w_batch_csn == 0)
+        return false;
+    if (it->it_csn == w->w_batch_csn)
+        return true;
+    if (!(flags_of(it) & HC_VERSION_RETAINED))
+        return false;
+    newer = newer_version(w, it);
+    return newer != NULL && newer->it_csn == w->w_batch_csn;
 }
 
 bool
@@ -570,7 +631,7 @@ hc_versions_sweepable(hc_writer *w, const hc_item *it)
 
     if (flags_of(it) & HC_VERSION_DEAD)
         return true;
-    if (!counted(it))
+    if (!counted(it) || hc_versions_pinned(w, it))
         return false;
     /* A retained version, or a tombstone heading its versions: needed
      * while a live snapshot is older than the version above it. */
@@ -580,9 +641,9 @@ hc_versions_sweepable(hc_writer *w, const hc_item *it)
 }
 
 bool
-hc_versions_delete_keeps(hc_writer *w)
+hc_versions_delete_keeps(hc_writer *w, uint64_t csn)
 {
-    return xmin(w->w_cache, w->w_now) != UINT64_MAX;
+    return xmin(w->w_cache, w->w_now) < csn;
 }
 
 /* The link word that names it, or NULL. */
@@ -618,18 +679,20 @@ hc_versions_prune(hc_writer *w, hc_item *key)
     _Atomic uint32_t *lp = hc_table_chain(w, key->it_hash);
     hc_item *head = NULL;
     uint64_t succ = 0, xm = 0;
-    bool behind = false;
+    bool behind = false, complete = false;
     int steps;
 
     if (w->w_batch_csn != 0 || stripe_retained(w) == 0)
         return;
     for (steps = 0; steps < MAX_CHAIN; steps++) {
-        hc_item *v = hc_table_item_at(w, atomic_load_explicit(
-                                          lp, memory_order_relaxed));
+        uint32_t link = atomic_load_explicit(lp, memory_order_relaxed);
+        hc_item *v = hc_table_item_at(w, link);
         bool dead;
 
-        if (v == NULL)
+        if (v == NULL) {
+            complete = link == 0;
             break;
+        }
         dead = flags_of(v) & HC_VERSION_DEAD;
         if (!hc_table_same_key(v, key) || v->it_format == HC_FORMAT_FLIGHT
             || (head == NULL && !dead)) {
@@ -651,7 +714,8 @@ hc_versions_prune(hc_writer *w, hc_item *key)
             return;             /* lp now names the next item */
     }
     /* A tombstone with nothing behind it says nothing any more. */
-    if (head != NULL && !behind && head->it_format == HC_FORMAT_TOMBSTONE
+    if (complete && head != NULL && !behind
+        && head->it_format == HC_FORMAT_TOMBSTONE
         && (lp = link_of(w, head)) != NULL)
         (void) free_version(w, lp, head);
 }
@@ -803,7 +867,11 @@ resolve_stale(hc_cache *c, hc_batch_record *br, uint32_t slot)
 
     if (atomic_load_explicit(&br->br_csn, memory_order_relaxed) == 0)
         return HC_OK;
-    mask = atomic_load_explicit(&br->br_stripes, memory_order_relaxed);
+    /* From shared memory: only stripes that exist (a damaged mask would
+     * name others). */
+    mask = atomic_load_explicit(&br->br_stripes, memory_order_relaxed)
+        & (c->ca_layout.cl_nstripes >= 64 ? UINT64_MAX
+           : (UINT64_C(1) << c->ca_layout.cl_nstripes) - 1);
     st = lock_all(c, mask, ws);
     if (st != HC_OK)
         return st;
@@ -817,7 +885,6 @@ static hc_status
 batch_op(hc_writer *w, const hc_write *op, uint64_t csn, uint8_t *existed)
 {
     hc_write tomb;
-    int attempt;
     hc_status st = HC_OK;
 
     if (op->wr_format == HC_FORMAT_TOMBSTONE) {
@@ -827,25 +894,23 @@ batch_op(hc_writer *w, const hc_write *op, uint64_t csn, uint8_t *existed)
         tomb.wr_mode = HC_SET_ALWAYS;
         op = &tomb;
     }
-    for (attempt = 0; attempt < 2; attempt++) {
-        uint64_t ignored;
+    uint64_t ignored;
 
-        w->w_batch_csn = csn;
-        if (op->wr_format == HC_FORMAT_TOMBSTONE) {
-            hc_item *it = hc_table_find(w, op->wr_hash, op->wr_key,
-                                        op->wr_key_len, &st);
+    /*
+     * A stripe found inconsistent is not rebuilt here: a rebuild closes
+     * its epoch and drops superseded versions.  The caller aborts the
+     * batch instead, whose rebuilds drop the batch's items first.
+     */
+    w->w_batch_csn = csn;
+    if (op->wr_format == HC_FORMAT_TOMBSTONE) {
+        hc_item *it = hc_table_find(w, op->wr_hash, op->wr_key,
+                                    op->wr_key_len, &st);
 
-            *existed = it != NULL && hc_table_user_visible(it, w->w_now);
-            if (it == NULL && st != HC_CORRUPT)
-                return HC_OK;   /* nothing to delete */
-        }
-        if (st != HC_CORRUPT)
-            st = hc_table_store(w, op, &ignored);
-        if (st != HC_CORRUPT)
-            return st;
-        hc_table_rebuild(w);
+        *existed = it != NULL && hc_table_user_visible(it, w->w_now);
+        if (it == NULL)
+            return st == HC_CORRUPT ? st : HC_OK;   /* nothing to delete */
     }
-    return st;
+    return hc_table_store(w, op, &ignored);
 }
 
 /* Undo a batch its writer gives up: its items go, the old ones stay. */

@@ -165,8 +165,14 @@ bool hc_versions_published(struct hc_writer *w, struct hc_item *new_it,
 /* Free the versions of new_it's key that no live snapshot needs. */
 void hc_versions_prune(struct hc_writer *w, struct hc_item *head);
 
-/* Must a delete of this key link a tombstone (a snapshot is open)? */
-bool hc_versions_delete_keeps(struct hc_writer *w);
+/*
+ * Must a delete whose csn (drawn, epoch open) is csn link a tombstone,
+ * because a live snapshot may still read the item?
+ */
+bool hc_versions_delete_keeps(struct hc_writer *w, uint64_t csn);
+
+/* Must eviction spare it (an open batch's item or kept version)? */
+bool hc_versions_pinned(struct hc_writer *w, const struct hc_item *it);
 
 /* it is about to be unlinked and freed (the epoch is open). */
 void hc_versions_removing(struct hc_writer *w, struct hc_item *it);

@@ -461,7 +461,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_expiry_now_ns(), UINT32_MAX, 0};
+                hc_expiry_now_ns(), UINT32_MAX, 0, 0, false};
 
     return w;
 }
@@ -706,8 +706,9 @@ evict_one(writer *w)
 
         if (it == NULL)
             return HC_CORRUPT;
-        if (it->it_format == HC_FORMAT_FLIGHT
-            && !hc_flight_abandoned(w->w_cache, it, w->w_now)) {
+        if ((it->it_format == HC_FORMAT_FLIGHT
+             && !hc_flight_abandoned(w->w_cache, it, w->w_now))
+            || hc_versions_pinned(w, it)) {     /* an open batch's: stays */
             flights = true;
             cur = it->it_qprev ? it->it_qprev : s->sp_qtail;
             continue;
@@ -757,8 +758,9 @@ covering_block(writer *w, uint32_t u, uint32_t *start)
 static bool
 pinned(writer *w, const hc_item *it)
 {
-    return it->it_format == HC_FORMAT_FLIGHT
-        && !hc_flight_abandoned(w->w_cache, it, w->w_now);
+    return (it->it_format == HC_FORMAT_FLIGHT
+            && !hc_flight_abandoned(w->w_cache, it, w->w_now))
+        || hc_versions_pinned(w, it);   /* an open batch's (commit.h) */
 }
 
 /*
@@ -1232,7 +1234,8 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
      */
     epoch_enter(w->w_stripe);
     it->it_csn = w->w_batch_csn ? w->w_batch_csn
-                                : hc_commit_draw(w->w_cache);
+        : w->w_drawn_csn ? w->w_drawn_csn : hc_commit_draw(w->w_cache);
+    w->w_drawn_csn = 0;
 }
 
 /* Does the mode allow writing, given what is stored now? */
@@ -1273,6 +1276,62 @@ keep_lifetime(const hc_write *wr, const hc_item *old, hc_write *kept)
     return kept;
 }
 
+static hc_status set_locked(writer *w, const hc_write *wr, uint32_t units,
+                            uint64_t *csn);
+
+/*
+ * Delete by linking a tombstone, so that the item stays readable to the
+ * snapshots that need it (commit.h); HC_NO_SPACE if there is no room.
+ */
+static hc_status
+link_tombstone(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+{
+    hc_write tomb = {.wr_key = key, .wr_key_len = key_len, .wr_hash = hash,
+                     .wr_value = "", .wr_format = HC_FORMAT_TOMBSTONE,
+                     .wr_expires = HC_FOREVER, .wr_mode = HC_SET_ALWAYS};
+    uint64_t csn;
+
+    return set_locked(w, &tomb, hc_alloc_units_for(sizeof(hc_item)
+                                                   + (uint64_t) key_len),
+                      &csn);
+}
+
+/*
+ * Remove the newest version of a key (unit, which *linkp names): a delete,
+ * or a set that failed.  The delete's csn is drawn first, with the epoch
+ * open, and only then are the horizons read (barriers.md, pairs 16 and
+ * 17): if a live snapshot may still read the item, a tombstone carrying
+ * that csn supersedes it instead.  The delete advances cache.csn either way.
+ */
+static hc_status
+remove_newest(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+              _Atomic uint32_t *linkp, uint32_t unit)
+{
+    hc_status st;
+
+    epoch_enter(w->w_stripe);
+    w->w_drawn_csn = hc_commit_draw(w->w_cache);
+    HC_INJECT("table.delete.drawn");
+    if (hc_versions_delete_keeps(w, w->w_drawn_csn)) {
+        st = link_tombstone(w, hash, key, key_len);
+        w->w_drawn_csn = 0;
+        if (st != HC_NO_SPACE)
+            return st;
+        /* No room even for a tombstone: it goes, and the snapshots that
+         * could read it are too old (commit.h). */
+        hc_versions_lost(w);
+        st = find_item(w, hash, key, key_len, &linkp, &unit);
+        if (st != HC_OK)
+            return st == HC_NOT_FOUND ? HC_OK : st;
+        epoch_enter(w->w_stripe);
+    }
+    w->w_drawn_csn = 0;
+    w->w_deleting = true;
+    st = remove_item(w, linkp, unit);
+    w->w_deleting = false;
+    return st;
+}
+
 /*
  * A set that cannot store its value leaves no old value behind either
  * (memcached's rule, which Django's tests check): a reader must not take
@@ -1299,8 +1358,8 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     if (st != HC_OK || ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
                        == HC_FORMAT_FLIGHT)
         return why;
-    epoch_enter(w->w_stripe);
-    st = remove_item(w, linkp, unit);
+    st = remove_newest(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, linkp,
+                       unit);
     return st == HC_OK ? why : st;
 }
 
@@ -1389,23 +1448,6 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 }
 
 /*
- * Delete by linking a tombstone, so that the item stays readable to the
- * snapshots that need it (commit.h); HC_NO_SPACE if there is no room.
- */
-static hc_status
-link_tombstone(writer *w, uint64_t hash, const void *key, uint32_t key_len)
-{
-    hc_write tomb = {.wr_key = key, .wr_key_len = key_len, .wr_hash = hash,
-                     .wr_value = "", .wr_format = HC_FORMAT_TOMBSTONE,
-                     .wr_expires = HC_FOREVER, .wr_mode = HC_SET_ALWAYS};
-    uint64_t csn;
-
-    return set_locked(w, &tomb, hc_alloc_units_for(sizeof(hc_item)
-                                                   + (uint64_t) key_len),
-                      &csn);
-}
-
-/*
  * Run op under the stripe lock of hash; if it finds the stripe
  * inconsistent, rebuild the stripe and run it once more.
  */
@@ -1472,19 +1514,7 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
             return HC_CONFLICT;
     }
     HC_INJECT("table.delete.found");
-    if (hc_versions_delete_keeps(w)) {
-        st = link_tombstone(w, hash, key, key_len);
-        if (st == HC_OK || st == HC_CORRUPT)
-            return st == HC_OK && !live ? HC_NOT_FOUND : st;
-        /* No room even for a tombstone: remove it, and the snapshots
-         * that could read it are too old (commit.h). */
-        hc_versions_lost(w);
-        st = find_item(w, hash, key, key_len, &linkp, &unit);
-        if (st != HC_OK)
-            return st == HC_NOT_FOUND && live ? HC_OK : st;
-    }
-    epoch_enter(w->w_stripe);
-    st = remove_item(w, linkp, unit);
+    st = remove_newest(w, hash, key, key_len, linkp, unit);
     if (st == HC_OK && !live)
         st = HC_NOT_FOUND;      /* it was gone already, by its expiry */
     return st;

@@ -25,6 +25,8 @@ typedef struct hc_writer {
     uint64_t w_now;
     uint32_t w_freed;           /* unit of the last block freed: a hint */
     uint64_t w_batch_csn;       /* an atomic batch's csn (commit.h), or 0 */
+    uint64_t w_drawn_csn;       /* a csn drawn ahead for the next fill, or 0 */
+    bool w_deleting;            /* removing a newest version on purpose */
 } hc_writer;
 
 /* Lock the stripe of hash (rebuilding it after a dead owner). */
