@@ -13,7 +13,8 @@
  * is open (after epoch_enter()'s release fence); a snapshot loads it
  * seq_cst.  A snapshot that counts a csn therefore sees that stripe's
  * epoch odd, or the item linked (pair 16).
- * Horizons against retention: the reader stores hz_deadline, hz_csn and
+ * Horizons against retention: the reader stores hz_deadline, hz_csn, the
+ * slot count (first snapshot only) and
  * its bit (seq_cst), then reloads ch_csn (seq_cst) and retries if it
  * moved; the writer draws (seq_cst), then loads the bits and horizons
  * (seq_cst).  One of them sees the other: the writer keeps the version,
@@ -236,6 +237,31 @@ typedef struct local_snapshots {
 #define MAX_HANDLES 16
 static pthread_mutex_t local_mutex = PTHREAD_MUTEX_INITIALIZER;
 static local_snapshots locals[MAX_HANDLES];
+/* One batch at a time per process: the record is the process slot's. */
+static pthread_mutex_t batch_mutex = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork() while another thread holds a mutex must not leave it held in
+ * the child: hold both across the fork (batch first, as everywhere). */
+static void
+fork_prepare(void)
+{
+    pthread_mutex_lock(&batch_mutex);
+    pthread_mutex_lock(&local_mutex);
+}
+
+static void
+fork_done(void)
+{
+    pthread_mutex_unlock(&local_mutex);
+    pthread_mutex_unlock(&batch_mutex);
+}
+
+static void
+register_atfork(void)
+{
+    (void) pthread_atfork(fork_prepare, fork_done, fork_done);
+}
 
 static local_snapshots *
 local_for(hc_segment *seg, uint32_t token)
@@ -339,6 +365,7 @@ hc_snapshot_open(hc_cache *c, uint64_t max_age_ns, uint64_t *csn,
     if (st != HC_OK)
         return st;
     slot = token & HC_TOKEN_INDEX_MASK;
+    pthread_once(&atfork_once, register_atfork);
     /* Real time, as xmin() judges it (the test clock's skew is local). */
     *deadline = max_age_ns ? hc_now_ns() + max_age_ns : HC_FOREVER;
     pthread_mutex_lock(&local_mutex);
@@ -809,8 +836,6 @@ hc_versions_relinked(hc_writer *w, hc_item *it)
 /* Batches                                                                */
 /* ---------------------------------------------------------------------- */
 
-/* One batch at a time per process: the record is the process slot's. */
-static pthread_mutex_t batch_mutex = PTHREAD_MUTEX_INITIALIZER;
 
 static void
 unlock_all(hc_writer *ws, uint64_t mask)
@@ -1004,6 +1029,7 @@ hc_cache_batch(hc_cache *c, const hc_write *ops, size_t n, uint8_t *existed,
     }
     slot = token & HC_TOKEN_INDEX_MASK;
     br = &a->cm_batches[slot];
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&batch_mutex);
     st = resolve_stale(c, br, slot);
     if (st == HC_OK)

@@ -34,9 +34,11 @@
  *
  * Too old.  cm_too_old is a watermark: a snapshot with S below it may have
  * lost a version it needed, and its next read raises SnapshotTooOld.  It
- * rises when eviction takes a needed version, when retained versions would
- * pass 1/HC_RETAIN_SHARE of the arena, and when a stripe rebuild drops
- * versions.  A snapshot past its own deadline is too old as well.
+ * rises when eviction takes a needed version or a key's live newest value
+ * (while any snapshot is open), when retained versions would pass
+ * 1/HC_RETAIN_SHARE of the arena, on clear(), and when a stripe rebuild
+ * drops versions.  A snapshot past its own deadline (real monotonic time)
+ * is too old as well.
  *
  * Batches.  hc_cache_batch() locks every stripe of its keys in ascending
  * order, opens their epochs, draws ONE csn for all its items, and closes
