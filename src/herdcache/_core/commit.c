@@ -598,17 +598,23 @@ void
 hc_versions_removing(hc_writer *w, hc_item *it)
 {
     uint8_t f = flags_of(it);
-    /* A live value going, not by a delete: eviction (or a rebuild). */
-    bool evicted = !w->w_deleting && !(f & HC_VERSION_RETAINED)
-        && it->it_format < HC_FORMAT_INTERNAL
-        && !hc_table_expired(it, w->w_now, false);
+    bool plain = stripe_retained(w) == 0 && !(f & HC_VERSION_RETAINED);
+    bool evicted;
     hc_item *newer;
 
     if (counted(it))
         count_units(w, it, false);
+    /* The plain path: no version in the stripe and no snapshot anywhere
+     * (one relaxed load; a stale zero is pair 17's to settle, above). */
     if ((f & HC_VERSION_DEAD)
-        || (stripe_retained(w) == 0 && !(f & HC_VERSION_RETAINED)
-            && (!evicted || xmin(w->w_cache, w->w_now) == UINT64_MAX)))
+        || (plain && atomic_load_explicit(&area(w->w_cache)->cm_horizon_slots,
+                                          memory_order_relaxed) == 0))
+        return;
+    /* A live value going, not by a delete: eviction (or a rebuild). */
+    evicted = !w->w_deleting && !(f & HC_VERSION_RETAINED)
+        && it->it_format < HC_FORMAT_INTERNAL
+        && !hc_table_expired(it, w->w_now, false);
+    if (plain && !evicted)
         return;                 /* nothing any live snapshot could read */
     newer = newer_version(w, it);
     /*
@@ -632,6 +638,16 @@ hc_versions_removing(hc_writer *w, hc_item *it)
     else if (newer->it_csn != it->it_csn      /* a batch, twice a key */
              && xmin(w->w_cache, w->w_now) < newer->it_csn)
         raise_too_old(w->w_cache, newer->it_csn, HC_TOO_OLD_EVICTED);
+}
+
+void
+hc_versions_evicted_before(hc_writer *w, uint64_t csn)
+{
+    /* Pair 17 with the eviction's write as the writer: a snapshot the
+     * scan misses started at or after csn, when the value was gone. */
+    if (xmin(w->w_cache, w->w_now) < csn)
+        raise_too_old(w->w_cache, csn, HC_TOO_OLD_EVICTED);
+    w->w_evicted_live = false;
 }
 
 bool

@@ -179,6 +179,12 @@ bool hc_versions_pinned(struct hc_writer *w, const struct hc_item *it);
 /* it is about to be unlinked and freed (the epoch is open). */
 void hc_versions_removing(struct hc_writer *w, struct hc_item *it);
 
+/*
+ * The write that evicted a live newest value drew csn (epoch open): any
+ * live snapshot below it, even one that registered meanwhile, is too old.
+ */
+void hc_versions_evicted_before(struct hc_writer *w, uint64_t csn);
+
 /* Is it garbage a sweep may take (a dead or unneeded version)? */
 bool hc_versions_sweepable(struct hc_writer *w, const struct hc_item *it);
 

@@ -461,7 +461,7 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                hc_expiry_now_ns(), UINT32_MAX, 0, 0, false};
+                hc_expiry_now_ns(), UINT32_MAX, 0, 0, false, false};
 
     return w;
 }
@@ -719,6 +719,8 @@ evict_one(writer *w)
 
         if (expired || !visited_test(w->w_visited, cur - 1)) {
             s->sp_hand = it->it_qprev;
+            /* a snapshot registering meanwhile: see fill_item() */
+            w->w_evicted_live = w->w_evicted_live || !expired;
             HC_INJECT("table.evict.victim");
             hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
                                                     : HC_STAT_EVICTIONS, 1);
@@ -814,6 +816,7 @@ static hc_status
 evict_unit(writer *w, uint32_t unit)
 {
     HC_INJECT("table.evict_region.victim");
+    w->w_evicted_live = true;       /* see fill_item() */
     hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
     return remove_unit(w, unit);
 }
@@ -1236,6 +1239,8 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     it->it_csn = w->w_batch_csn ? w->w_batch_csn
         : w->w_drawn_csn ? w->w_drawn_csn : hc_commit_draw(w->w_cache);
     w->w_drawn_csn = 0;
+    if (w->w_evicted_live)          /* this write's eviction: commit.h */
+        hc_versions_evicted_before(w, it->it_csn);
 }
 
 /* Does the mode allow writing, given what is stored now? */

@@ -27,6 +27,7 @@ typedef struct hc_writer {
     uint64_t w_batch_csn;       /* an atomic batch's csn (commit.h), or 0 */
     uint64_t w_drawn_csn;       /* a csn drawn ahead for the next fill, or 0 */
     bool w_deleting;            /* removing a newest version on purpose */
+    bool w_evicted_live;        /* evicted a key's live newest value */
 } hc_writer;
 
 /* Lock the stripe of hash (rebuilding it after a dead owner). */
