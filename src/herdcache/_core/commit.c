@@ -544,27 +544,40 @@ newer_version(hc_writer *w, const hc_item *it)
  * come back, so they are flagged dead; the snapshots that needed one
  * are too old.
  */
+/* The next live version of head's key behind v (NULL: none). */
+static hc_item *
+next_version(hc_writer *w, const hc_item *v, const hc_item *head)
+{
+    uint32_t link = atomic_load_explicit(&((hc_item *) v)->it_next,
+                                         memory_order_relaxed);
+    int steps;
+
+    for (steps = 0; link != 0 && steps < MAX_CHAIN; steps++) {
+        hc_item *next = hc_table_item_at(w, link);
+
+        if (next == NULL)
+            return NULL;
+        if (hc_table_same_key(next, head)
+            && !(flags_of(next) & HC_VERSION_DEAD))
+            return next;
+        link = atomic_load_explicit(&next->it_next, memory_order_relaxed);
+    }
+    return NULL;
+}
+
 static void
 kill_behind(hc_writer *w, hc_item *head)
 {
     uint64_t succ = head->it_csn, xm = 0;
-    uint32_t link = atomic_load_explicit(&head->it_next, memory_order_relaxed);
-    int steps;
+    hc_item *v = head;
 
-    for (steps = 0; link != 0 && steps < MAX_CHAIN; steps++) {
-        hc_item *v = hc_table_item_at(w, link);
-
-        if (v == NULL)
-            return;
-        if (hc_table_same_key(v, head) && !(flags_of(v) & HC_VERSION_DEAD)) {
-            if (xm == 0)
-                xm = xmin(w->w_cache, w->w_now);
-            if (xm < succ)
-                raise_too_old(w->w_cache, succ, HC_TOO_OLD_EVICTED);
-            set_flag(w, v, HC_VERSION_DEAD);
-            succ = v->it_csn;
-        }
-        link = atomic_load_explicit(&v->it_next, memory_order_relaxed);
+    while ((v = next_version(w, v, head)) != NULL) {
+        if (xm == 0)
+            xm = xmin(w->w_cache, w->w_now);
+        if (xm < succ)
+            raise_too_old(w->w_cache, succ, HC_TOO_OLD_EVICTED);
+        set_flag(w, v, HC_VERSION_DEAD);
+        succ = v->it_csn;
     }
 }
 
@@ -572,25 +585,15 @@ kill_behind(hc_writer *w, hc_item *head)
 static void
 promote_behind(hc_writer *w, hc_item *head)
 {
-    uint32_t link = atomic_load_explicit(&head->it_next, memory_order_relaxed);
-    int steps;
+    hc_item *v = next_version(w, head, head);
 
-    for (steps = 0; link != 0 && steps < MAX_CHAIN; steps++) {
-        hc_item *v = hc_table_item_at(w, link);
-
-        if (v == NULL)
-            return;
-        if (hc_table_same_key(v, head) && !(flags_of(v) & HC_VERSION_DEAD)) {
-            if (flags_of(v) & HC_VERSION_RETAINED) {
-                count_units(w, v, false);
-                __atomic_store_n(&v->it_pad[0], (uint8_t) (flags_of(v)
-                                 & ~HC_VERSION_RETAINED), __ATOMIC_RELAXED);
-                if (counted(v))
-                    count_units(w, v, true);    /* a tombstone stays counted */
-            }
-            return;
-        }
-        link = atomic_load_explicit(&v->it_next, memory_order_relaxed);
+    if (v != NULL && (flags_of(v) & HC_VERSION_RETAINED)) {
+        count_units(w, v, false);
+        __atomic_store_n(&v->it_pad[0],
+                         (uint8_t) (flags_of(v) & ~HC_VERSION_RETAINED),
+                         __ATOMIC_RELAXED);
+        if (counted(v))
+            count_units(w, v, true);    /* a tombstone stays counted */
     }
 }
 

@@ -1325,6 +1325,33 @@ Cache_snapshot_close(CacheObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/*
+ * Look key up as of the snapshot at csn, then check that the snapshot
+ * could read it exactly (after the read: a version it needed may have
+ * gone meanwhile) and count the hit or miss.  -1 with an exception.
+ */
+static int
+snapshot_lookup(hc_cache *c, PyObject *keyobj, uint64_t csn,
+                uint64_t deadline, cache_result *res)
+{
+    const char *key;
+    Py_ssize_t len;
+    hc_status st;
+
+    if (hcpy_key_bytes(keyobj, &key, &len) < 0
+        || cache_lookup_at(c, key, len, hc_expiry_now_ns(), csn, res) < 0)
+        return -1;
+    st = hc_snapshot_check(c, csn, deadline);
+    if (st != HC_OK) {
+        Py_CLEAR(res->bytes);
+        hcpy_raise_status("snapshot get", st);
+        return -1;
+    }
+    hc_cache_count_stat(c, res->found && !res->rd.rd_expired
+                           ? HC_STAT_HITS : HC_STAT_MISSES, 1);
+    return 0;
+}
+
 PyDoc_STRVAR(Cache_get_at_doc,
 "_get_at(key, csn, deadline) -> (bytes, format) | None\n\n"
 "The value key had in the snapshot at csn; None if absent then (or\n"
@@ -1336,24 +1363,11 @@ Cache_get_at(CacheObject *self, PyObject *args)
     hc_cache *c = cache_get(self);
     unsigned long long csn, deadline;
     PyObject *keyobj;
-    const char *key;
-    Py_ssize_t len;
     cache_result res;
-    hc_status st;
 
     if (c == NULL || !PyArg_ParseTuple(args, "OKK", &keyobj, &csn, &deadline)
-        || hcpy_key_bytes(keyobj, &key, &len) < 0
-        || cache_lookup_at(c, key, len, hc_expiry_now_ns(), csn, &res) < 0)
+        || snapshot_lookup(c, keyobj, csn, deadline, &res) < 0)
         return NULL;
-    /* After the read: a version it needed may have gone meanwhile. */
-    st = hc_snapshot_check(c, csn, deadline);
-    if (st != HC_OK) {
-        Py_XDECREF(res.bytes);
-        return hcpy_raise_status("snapshot get", st);
-    }
-    hc_cache_count_stat(c, res.found && !res.rd.rd_expired ? HC_STAT_HITS
-                                                           : HC_STAT_MISSES,
-                        1);
     if (!res.found || res.rd.rd_expired
         || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
         Py_XDECREF(res.bytes);
@@ -1373,11 +1387,8 @@ Cache_get_value_at(CacheObject *self, PyObject *const *args,
 {
     hc_cache *c = cache_get(self);
     unsigned long long csn, deadline;
-    const char *key;
-    Py_ssize_t len;
     cache_result res;
     PyObject *value;
-    hc_status st;
 
     if (c == NULL)
         return NULL;
@@ -1388,18 +1399,9 @@ Cache_get_value_at(CacheObject *self, PyObject *const *args,
     }
     csn = PyLong_AsUnsignedLongLong(args[2]);
     deadline = PyLong_AsUnsignedLongLong(args[3]);
-    if (PyErr_Occurred() || hcpy_key_bytes(args[0], &key, &len) < 0
-        || cache_lookup_at(c, key, len, hc_expiry_now_ns(), csn, &res) < 0)
+    if (PyErr_Occurred()
+        || snapshot_lookup(c, args[0], csn, deadline, &res) < 0)
         return NULL;
-    /* After the read: a version it needed may have gone meanwhile. */
-    st = hc_snapshot_check(c, csn, deadline);
-    if (st != HC_OK) {
-        Py_XDECREF(res.bytes);
-        return hcpy_raise_status("snapshot get", st);
-    }
-    hc_cache_count_stat(c, res.found && !res.rd.rd_expired ? HC_STAT_HITS
-                                                           : HC_STAT_MISSES,
-                        1);
     /* A key being computed reads as a plain get reads it: during an
      * early refresh, the value being refreshed. */
     if (res.found && res.rd.rd_format == HC_FORMAT_FLIGHT) {
