@@ -241,26 +241,24 @@ static local_snapshots locals[MAX_HANDLES];
 static pthread_mutex_t batch_mutex = PTHREAD_MUTEX_INITIALIZER;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
-/* fork() while another thread holds a mutex must not leave it held in
- * the child: hold both across the fork (batch first, as everywhere). */
+/*
+ * fork() while another thread holds one of these leaves it held in the
+ * child, whose copy no thread would unlock: the child starts them afresh.
+ * (What they guard is this process's slot's, and a child takes a new
+ * slot, so nothing it guarded carries over.  Holding them across the
+ * fork instead would order them against segment.c's fork guard.)
+ */
 static void
-fork_prepare(void)
+fork_child(void)
 {
-    pthread_mutex_lock(&batch_mutex);
-    pthread_mutex_lock(&local_mutex);
-}
-
-static void
-fork_done(void)
-{
-    pthread_mutex_unlock(&local_mutex);
-    pthread_mutex_unlock(&batch_mutex);
+    pthread_mutex_init(&batch_mutex, NULL);
+    pthread_mutex_init(&local_mutex, NULL);
 }
 
 static void
 register_atfork(void)
 {
-    (void) pthread_atfork(fork_prepare, fork_done, fork_done);
+    (void) pthread_atfork(NULL, NULL, fork_child);
 }
 
 static local_snapshots *
