@@ -20,7 +20,11 @@ What it measures, in one run, side by side:
    one more process overwriting the same keys all along (on 2 cores the
    writer takes CPU from the readers, whatever the cache does).
 3. herdcache's segment bytes per entry (cache.stats(): bytes_used / entries).
-4. The per-process decoded layer (``Cache(local_items=...)``) against
+4. Snapshots and atomic writes (herdcache only): a get inside a
+   ``snapshot()`` against a plain get, an atomic ``set_many`` of 10 keys
+   against a plain one, and the bytes of old versions kept while a
+   snapshot stays open under a write load (``snapshot_section``).
+5. The per-process decoded layer (``Cache(local_items=...)``) against
    lru_cache, cachetools, cachebox, theine and herdcache without it: hot
    keys, Zipf(0.99) over --zipf-keys keys, a write-heavy mix (see
    benchmarks/local.py, which also runs alone).
@@ -204,6 +208,49 @@ def _read_for(op, args: list, duration_ns: int) -> float:
                 return calls * 1e9 / (now - start)
 
 
+def snapshot_section(keys: list[str], values: list[dict], repeat: int) -> None:
+    """Snapshot reads and atomic batches against their plain forms, and
+    the memory a long snapshot keeps (herdcache only, one process)."""
+    import herdcache
+
+    cache = herdcache.Cache(size="256MiB", max_snapshot_age=None)
+    cache.set_many(dict(zip(keys, values)))
+    plain_get = ns_per_op(cache.get, keys, repeat)
+    with cache.snapshot() as snap:
+        snap_get = ns_per_op(snap.get, keys, repeat)
+    batches = [dict(zip(keys[i : i + 10], values[i : i + 10])) for i in range(0, len(keys) - 9, 10)]
+    names = [str(i) for i in range(len(batches))]
+    by_name = dict(zip(names, batches))
+    plain_many = ns_per_op(lambda n: cache.set_many(by_name[n]), names, repeat)
+    atomic_many = ns_per_op(lambda n: cache.set_many(by_name[n], atomic=True), names, repeat)
+    rows = [
+        ["get", fmt_ns(plain_get), "get inside a snapshot", fmt_ns(snap_get), fmt_ratio(snap_get, plain_get)],
+        [
+            "set_many of 10",
+            fmt_ns(plain_many),
+            "set_many(atomic=True) of 10",
+            fmt_ns(atomic_many),
+            fmt_ratio(atomic_many, plain_many),
+        ],
+    ]
+    print("\n## Snapshots and atomic writes: median ns per call (lower is better)\n")
+    print(markdown_table(["plain", "ns", "snapshot / atomic", "ns", "÷ plain"], rows))
+    payload = cache.stats()["payload_bytes"]
+    with cache.snapshot():
+        for key, value in zip(keys, values):
+            cache.set(key, value)
+        kept = cache.stats()["snapshot_retained_bytes"]
+    for key, value in zip(keys, values):
+        cache.set(key, value)
+    after = cache.stats()["snapshot_retained_bytes"]
+    print(
+        f"\nA snapshot open while every key is overwritten once keeps {kept:,} bytes of old "
+        f"versions (payload {payload:,} bytes); once it is closed, the next pass of writes "
+        f"leaves {after:,}."
+    )
+    cache.close()
+
+
 def latency_table(results: dict[str, Result]) -> str:
     floor = results.get(FLOOR)
     herd = results.get(HERDCACHE)
@@ -284,6 +331,7 @@ def main(argv=None) -> None:
             f"(values of ~{median(sizes):.0f} bytes msgpack'd)"
         )
     if not args.only or "herdcache" in args.only:
+        snapshot_section(keys, values, args.repeat)
         local.section(args)
 
 

@@ -33,6 +33,7 @@ from .errors import HerdcacheError
 from .queue import Queue
 from .segment import Segment, StructInfo, gc, is_orphan, list_segments, remove
 from .sizes import parse_size
+from .snapshot import Snapshot
 from .sync import Condition, Lock
 
 
@@ -56,6 +57,7 @@ __all__ = [
     "Lock",
     "Queue",
     "Segment",
+    "Snapshot",
     "StructInfo",
     "TieredCache",
     "gc",

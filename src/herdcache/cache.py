@@ -51,6 +51,7 @@ from .prefork import warn_if_worker_private
 from .segment import Segment
 from .serializers import TAG_RAW, get_serializer
 from .sizes import parse_size
+from .snapshot import Snapshot, present_values
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -137,6 +138,10 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         bytes, datetime, date, time, timedelta, Decimal, UUID, and tuples
         and frozensets of them): mutable ones are decoded afresh on every
         get.
+    :param max_snapshot_age: seconds a :meth:`snapshot` may stay readable
+        (default 60; None: no limit but memory).  An older one raises
+        :class:`~herdcache.errors.SnapshotTooOld` on its next read, and
+        writers stop keeping old versions for it.
     """
 
     def __init__(
@@ -157,6 +162,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         local_items: int = 0,
         local_bytes: int | str = "16MiB",
         local_values: str = "any",
+        max_snapshot_age: float | None = 60.0,
     ):
         """Open (or create) the cache; see the class docstring."""
         if default_ttl is not None and not default_ttl > 0:
@@ -168,6 +174,11 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         self._dumps = self._serializer.dumps
         self._loads = self._serializer.loads
         self.default_ttl = default_ttl
+        if max_snapshot_age is not None and (
+            isinstance(max_snapshot_age, bool) or not isinstance(max_snapshot_age, (int, float)) or not max_snapshot_age > 0
+        ):
+            raise InvalidArgument(f"max_snapshot_age must be > 0 seconds or None (no limit), got {max_snapshot_age!r}")
+        self._max_snapshot_age_ns = 0 if max_snapshot_age is None else max(1, int(max_snapshot_age * 1e9))
         self._owns_segment = segment is None
         if segment is None:
             if name is None:
@@ -183,7 +194,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         self._reopen = {"serializer": serializer, "default_ttl": default_ttl, "evict": evict,
                         "eviction": eviction, "huge_pages": huge_pages,
                         "max_value_size": max_value_size, "allow_shared": allow_shared,
-                        "local_items": local_items, "local_bytes": local_bytes, "local_values": local_values}
+                        "local_items": local_items, "local_bytes": local_bytes, "local_values": local_values,
+                        "max_snapshot_age": max_snapshot_age}
         nbytes = _cache_bytes(segment)
         try:
             offset, _found = segment.alloc(STRUCT_NAME, nbytes, _core.KIND_CACHE)
@@ -453,21 +465,31 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         """Subtract ``delta`` (see :meth:`incr`)."""
         return self.incr(key, -delta, default=default)
 
-    def get_many(self, keys: Iterable[Key]) -> dict[Key, Any]:
-        """The values of those ``keys`` that are present, as a dict."""
-        found: dict[Key, Any] = {}
-        get = self.get
-        for key in keys:
-            value = get(key, _MISSING)
-            if value is not _MISSING:
-                found[key] = value
-        return found
+    def get_many(self, keys: Iterable[Key], consistent: bool = False) -> dict[Key, Any]:
+        """The values of those ``keys`` that are present, as a dict.
 
-    def set_many(self, mapping: Mapping[Key, Any], ttl: float | None = None) -> None:
+        With ``consistent=True`` they are read in one :meth:`snapshot`: all
+        as of the same moment (an atomic ``set_many`` is wholly in or out).
+        """
+        if consistent:
+            with self.snapshot() as snap:
+                return snap.get_many(keys)
+        return present_values(self.get, keys)
+
+    def set_many(self, mapping: Mapping[Key, Any], ttl: float | None = None, atomic: bool = False) -> None:
         """Store every item of ``mapping``, each serialized before any is
         stored: if one value is refused, nothing is stored and that key is
-        removed (as :meth:`set` does).  A ttl of 0 or less removes them all."""
+        removed (as :meth:`set` does).  A ttl of 0 or less removes them all.
+
+        With ``atomic=True`` the items are one commit: every reader (a
+        plain get, a :meth:`snapshot`) sees all of them or none, even if
+        this process dies half-way.  If any value is refused (serializer,
+        size, a full cache), nothing changes at all.
+        """
         effective = self._ttl(ttl)
+        if atomic:
+            self._set_many_atomic(mapping, effective)
+            return
         encoded = []
         for key, value in mapping.items():
             try:
@@ -481,9 +503,34 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
             else:
                 self._put(key, data, effective)
 
-    def delete_many(self, keys: Iterable[Key]) -> int:
-        """Remove ``keys``; return how many were there."""
+    def _set_many_atomic(self, mapping: Mapping[Key, Any], effective: float | None) -> None:
+        """set_many(atomic=True): serialize all, then one batch."""
+        if effective is not None and effective <= 0:
+            self.delete_many(mapping, atomic=True)
+            return
+        ops = []
+        for key, value in mapping.items():
+            where, raw = self._where(key)
+            ops.append((where, *self._seal(raw, self._dumps(value)), effective))
+        self._batch(ops)
+
+    def delete_many(self, keys: Iterable[Key], atomic: bool = False) -> int:
+        """Remove ``keys``; return how many were there.  With
+        ``atomic=True`` the deletes are one commit (see :meth:`set_many`)."""
+        if atomic:
+            return int(self._batch([(self._where(key)[0], None) for key in dict.fromkeys(keys)])[1])
         return sum(1 for key in keys if self.delete(key))
+
+    @property
+    def csn(self) -> int:
+        """The current commit sequence number: it grows with every write,
+        so an unchanged csn means nothing changed (one load, no lock)."""
+        return int(self._csn())
+
+    def snapshot(self) -> Snapshot:
+        """A consistent view of the whole cache as of now, for a ``with``
+        block: see :class:`~herdcache.snapshot.Snapshot`."""
+        return Snapshot(self)
 
     def keys(self) -> list[Key]:  # type: ignore[override]
         """The unexpired keys: str where they are valid UTF-8, else bytes."""
@@ -592,7 +639,8 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         """Counters summed over every process (hits, misses, sets, deletes,
         evictions, expirations, ...), usage (entries, bytes_used, bytes_free,
         payload_bytes), ``generation``: how many times a damaged header made
-        an opener reset the cache, ``flight_wakes`` and ``flight_woken``
+        an opener reset the cache, ``snapshot_retained_bytes`` (old
+        versions kept for open snapshots), ``flight_wakes`` and ``flight_woken``
         (wake-up calls at the ends of computations, and the waiters they
         woke: a computation's end wakes only its key's waiters, and those
         sharing its hashed wake word), ``per_process``: the counters of each
@@ -601,6 +649,7 @@ class Cache(_core.Cache, MutableMapping[Key, Any]):
         max_bytes, and its own hits and misses; its hits are not in
         ``hits``, which counts reads of the shared table)."""
         stats = self._stats()
+        stats["snapshot_retained_bytes"] = self._retained_bytes()
         stats["per_process"] = self._stats_by_process()
         stats["local"] = self._local_stats()
         return stats

@@ -29,6 +29,7 @@ or ``except FileNotFoundError`` keep working::
     ├── SerializationError       (TypeError)          the serializer refused a value
     │   └── UnpicklableValue     (pickle.PicklingError) serializer="pickle" refused it
     ├── ComputeError                                   a computation raised in another process
+    ├── SnapshotTooOld           (RuntimeError)       a snapshot lost a version it needed
     ├── QueueClosed                                    the queue was closed
     ├── PeerDied                                       the process on the other side died
     ├── RemoteUnavailable        (ConnectionError)    the tier's Redis/Valkey did not answer
@@ -157,6 +158,13 @@ class ComputeError(HerdcacheError):
         super().__init__(message)
         self.original_type = original_type
         self.original_traceback = original_traceback
+
+
+class SnapshotTooOld(HerdcacheError, RuntimeError):
+    """A snapshot can no longer be read exactly: it is older than
+    ``max_snapshot_age``, or a version it needed was freed (the versions
+    kept for snapshots reached their share of memory, or eviction took
+    one).  Take a new snapshot and read again."""
 
 
 class QueueClosed(HerdcacheError):

@@ -71,6 +71,7 @@ from .errors import (
     RemoteUnavailable,
     SerializationError,
 )
+from .snapshot import Snapshot
 
 _T = TypeVar("_T")
 
@@ -116,6 +117,13 @@ def _no_compare_and_set() -> NotSupported:
         "TieredCache has no gets/compare_and_set/compare_and_delete: the token of an L1 copy "
         "says nothing of the value in Redis. Use get_or_compute (one computation fleet-wide) "
         "or incr (atomic in Redis), or a plain Cache on one host"
+    )
+
+
+def _no_snapshots() -> NotSupported:
+    return NotSupported(
+        "TieredCache has no snapshots, consistent=True or atomic=True: they follow one host's "
+        "commit order, not the fleet's in Redis. Use a plain Cache on one host for them"
     )
 
 
@@ -651,14 +659,17 @@ class TieredCache(Cache):
     def __contains__(self, key: object) -> bool:
         return self.get(key, _MISSING) is not _MISSING
 
-    def get_many(self, keys: Iterable[Any]) -> dict[Any, Any]:
+    def get_many(self, keys: Iterable[Any], consistent: bool = False) -> dict[Any, Any]:
         """The values of those ``keys`` that are present: from the L1, and
         the rest from Redis in one round trip (without the L1's single
         flight: each process asks for its own misses).
 
         :raises RemoteUnavailable: some keys are not in the L1, and Redis
             did not answer.
+        :raises NotSupported: with ``consistent=True`` (see :meth:`snapshot`).
         """
+        if consistent:
+            raise _no_snapshots()
         found, missing = {}, []
         for key in keys:
             value = self._get_value(key, _MISSING)
@@ -713,6 +724,14 @@ class TieredCache(Cache):
     # Cache.compare_and_set (via _encode_and_store) reaches this method with
     # mode/csn as nx/xx and redis-py refuses the SET (DataError); renamed, it
     # would store in the L1 alone.  Left as is until that is decided.
+    def snapshot(self) -> Snapshot:
+        """Not offered: a snapshot is one host's commit order, not the
+        fleet's in Redis.
+
+        :raises NotSupported: always.
+        """
+        raise _no_snapshots()
+
     def gets(self, key: Any, default: Any = None) -> tuple[Any, int | None]:
         """Not offered: a token would name one host's L1 copy, not the
         fleet's value in Redis.
@@ -772,8 +791,13 @@ class TieredCache(Cache):
         """Store only if ``key`` is present in Redis; True if stored."""
         return self._put_remote(key, value, ttl, xx=True)
 
-    def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None) -> None:
-        """Store every item (each serialized before any is stored)."""
+    def set_many(self, mapping: Mapping[Any, Any], ttl: float | None = None, atomic: bool = False) -> None:
+        """Store every item (each serialized before any is stored).
+
+        :raises NotSupported: with ``atomic=True`` (see :meth:`snapshot`).
+        """
+        if atomic:
+            raise _no_snapshots()
         for key, value in mapping.items():
             self._dumps(value)
         for key, value in mapping.items():
@@ -796,8 +820,13 @@ class TieredCache(Cache):
         if not self.delete(key):
             raise KeyError(key)
 
-    def delete_many(self, keys: Iterable[Any]) -> int:
-        """Remove ``keys`` (one round trip); how many Redis had."""
+    def delete_many(self, keys: Iterable[Any], atomic: bool = False) -> int:
+        """Remove ``keys`` (one round trip); how many Redis had.
+
+        :raises NotSupported: with ``atomic=True`` (see :meth:`snapshot`).
+        """
+        if atomic:
+            raise _no_snapshots()
         keys = list(keys)
         if not keys:
             return 0

@@ -112,22 +112,32 @@ test_cache(hc_segment **seg, uint64_t size, bool evict)
     return c;
 }
 
-/* Set key to vlen bytes of value until expires (HC_FOREVER: never). */
-static inline hc_status
-test_put(hc_cache *c, const char *key, const void *value, size_t vlen,
-         uint64_t expires)
+/* A plain write of value under key (format 1), expiring at expires. */
+static inline hc_write
+test_write(hc_cache *c, const char *key, const void *value, uint32_t len,
+           uint64_t expires)
 {
     hc_write wr;
-    uint64_t csn;
 
     memset(&wr, 0, sizeof(wr));
     wr.wr_key = key;
     wr.wr_key_len = (uint32_t) strlen(key);
     wr.wr_hash = hc_cache_hash(c, key, strlen(key));
     wr.wr_value = value;
-    wr.wr_value_len = (uint32_t) vlen;
+    wr.wr_value_len = len;
     wr.wr_format = 1;
     wr.wr_expires = expires;
+    return wr;
+}
+
+/* Set key to vlen bytes of value until expires (HC_FOREVER: never). */
+static inline hc_status
+test_put(hc_cache *c, const char *key, const void *value, size_t vlen,
+         uint64_t expires)
+{
+    hc_write wr = test_write(c, key, value, (uint32_t) vlen, expires);
+    uint64_t csn;
+
     return hc_cache_set(c, &wr, &csn);
 }
 

@@ -45,6 +45,7 @@
 #include "registry.h"
 #include "segment.h"
 #include "table.h"
+#include "commit.h"
 
 static const char *const points[] = {
 #include "inject_points.h"
@@ -52,6 +53,8 @@ static const char *const points[] = {
 #define NPOINTS (sizeof(points) / sizeof(points[0]))
 
 #define CACHE_SIZE (UINT64_C(2) << 20)
+#define BATCH_CACHE_SIZE (UINT64_C(16) << 20)   /* 4 stripes */
+#define NPAIRS 4                /* keys every batch writes together */
 #define RING_SIZE 4096
 #define NKEYS 64
 #define WALK_DEADLINE_NS (UINT64_C(5) * HC_NS_PER_SEC)
@@ -65,6 +68,7 @@ static hc_eviction walk_eviction = HC_EVICTION_SIEVE;
 typedef struct world {
     hc_segment *seg;
     hc_cache *cache;
+    hc_cache *batches;          /* atomic batches under snapshots */
     hc_queue_handle *queue;     /* many producers and consumers */
     hc_queue_handle *single;    /* single producer, single consumer */
     hc_lock *lock;
@@ -123,17 +127,7 @@ static hc_write
 write_of(world *wd, const char *key, const void *value, uint32_t len,
          uint64_t expires)
 {
-    hc_write wr;
-
-    memset(&wr, 0, sizeof(wr));
-    wr.wr_key = key;
-    wr.wr_key_len = (uint32_t) strlen(key);
-    wr.wr_hash = hc_cache_hash(wd->cache, key, strlen(key));
-    wr.wr_value = value;
-    wr.wr_value_len = len;
-    wr.wr_format = 1;
-    wr.wr_expires = expires;
-    return wr;
+    return test_write(wd->cache, key, value, len, expires);
 }
 
 static hc_status
@@ -182,7 +176,8 @@ world_open(world *wd)
     int i;
 
     memset(wd, 0, sizeof(*wd));
-    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + (2 << 20), HC_HUGE_OFF,
+    CHECK_ST(hc_segment_anonymous(CACHE_SIZE + BATCH_CACHE_SIZE + (2 << 20),
+                                  HC_HUGE_OFF,
                                   &wd->seg), HC_OK);
     CHECK_ST(hc_registry_find_or_alloc(wd->seg, "cache", 5, CACHE_SIZE,
                                        HC_KIND_CACHE, &info, &found), HC_OK);
@@ -190,6 +185,12 @@ world_open(world *wd)
                            HC_DEFAULT_MAX_VALUE, true, walk_eviction,
                            &wd->cache), HC_OK);
     wd->cache_offset = info.offset;
+    CHECK_ST(hc_registry_find_or_alloc(wd->seg, "batches", 7,
+                                       BATCH_CACHE_SIZE, HC_KIND_CACHE,
+                                       &info, &found), HC_OK);
+    CHECK_ST(hc_cache_open(wd->seg, info.offset, BATCH_CACHE_SIZE,
+                           HC_DEFAULT_MAX_VALUE, true, walk_eviction,
+                           &wd->batches), HC_OK);
     open_queue(wd, "queue", 0, &wd->queue);
     open_queue(wd, "single", HC_QUEUE_SINGLE_PRODUCER
                | HC_QUEUE_SINGLE_CONSUMER, &wd->single);
@@ -212,6 +213,7 @@ world_close(world *wd)
     hc_queue_free(wd->queue);
     hc_queue_free(wd->single);
     hc_cache_close(wd->cache);
+    hc_cache_close(wd->batches);
     CHECK_ST(hc_segment_close(wd->seg), HC_OK);
 }
 
@@ -336,6 +338,34 @@ cache_workload(world *wd, uint32_t round)
     open_again(wd);
 }
 
+/*
+ * Batches that write (or delete) NPAIRS keys together, each under an
+ * open snapshot so that the versions they supersede are kept: the parent
+ * must find all of the keys with one version, or all absent.
+ */
+static void
+batch_workload(world *wd, uint32_t round)
+{
+    hc_cache *c = wd->batches;
+    char keys[NPAIRS][24];
+    hc_write ops[NPAIRS];
+    uint64_t v, s, deadline, csn;
+    int i, k;
+
+    for (i = 0; i < 12; i++) {
+        v = (uint64_t) round * 100 + (uint64_t) i + 1;
+        for (k = 0; k < NPAIRS; k++) {
+            snprintf(keys[k], sizeof(keys[k]), "pair-%d", k);
+            ops[k] = test_write(c, keys[k], &v, sizeof(v), HC_FOREVER);
+            if (i % 4 == 3)
+                ops[k].wr_format = HC_FORMAT_TOMBSTONE;
+        }
+        (void) hc_snapshot_open(c, 0, &s, &deadline);
+        (void) hc_cache_batch(c, ops, NPAIRS, NULL, &csn);
+        hc_snapshot_close(c, s);
+    }
+}
+
 static void
 queue_workload(world *wd, uint32_t round)
 {
@@ -420,6 +450,7 @@ child(world *wd, const char *point, uint32_t nth)
     for (round = 0; round < 3; round++) {
         sync_workload(wd, round);
         queue_workload(wd, round);
+        batch_workload(wd, round);
         cache_workload(wd, round);
     }
     _exit(NOT_REACHED);
@@ -528,6 +559,42 @@ read_all(world *wd)
     return worst;
 }
 
+/* The batch keys: all with one version, or all absent (never a part). */
+static void
+check_pairs(world *wd)
+{
+    uint64_t first = 0;
+    int k;
+
+    for (k = 0; k < NPAIRS; k++) {
+        char key[24];
+        uint8_t *copy = NULL;
+        uint64_t v = 0;
+        hc_read rd;
+        hc_status st;
+
+        snprintf(key, sizeof(key), "pair-%d", k);
+        st = hc_cache_read_locked(wd->batches, key, (uint32_t) strlen(key),
+                                  hc_cache_hash(wd->batches, key,
+                                                strlen(key)),
+                                  hc_now_ns(), &rd, &copy);
+        CHECK(st == HC_OK || st == HC_NOT_FOUND);
+        if (st == HC_OK && rd.rd_format < HC_FORMAT_INTERNAL) {
+            CHECK(rd.rd_value_len == sizeof(v));
+            memcpy(&v, copy, sizeof(v));
+        }
+        free(copy);
+        if (k == 0)
+            first = v;
+        if (v != first) {
+            fprintf(stderr, "batch keys disagree: pair-0 %llu, %s %llu\n",
+                    (unsigned long long) first, key, (unsigned long long) v);
+            exit(1);
+        }
+    }
+    CHECK_ST(hc_cache_check(wd->batches), HC_OK);
+}
+
 /* The dead child's flight must not make us wait out its lease. */
 static void
 check_flight(world *wd)
@@ -620,6 +687,7 @@ walk_one(const char *point, uint32_t nth, uint64_t *read_ns,
     *recovery_ns = recover(&wd);
     (void) read_all(&wd);
     check_flight(&wd);
+    check_pairs(&wd);
     check_queue(wd.queue, wd.next_seq);
     check_queue(wd.single, wd.next_seq);
     CHECK_ST(hc_cache_check(wd.cache), HC_OK);

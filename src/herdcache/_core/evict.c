@@ -297,10 +297,11 @@ hc_evict_admit(writer *w, uint32_t unit, const hc_item *old)
 /* ---------------------------------------------------------------------- */
 
 bool
-hc_evict_pinned(const writer *w, const hc_item *it)
+hc_evict_pinned(writer *w, const hc_item *it)
 {
-    return it->it_format == HC_FORMAT_FLIGHT
-        && !hc_flight_abandoned(w->w_cache, it, w->w_now);
+    return (it->it_format == HC_FORMAT_FLIGHT
+            && !hc_flight_abandoned(w->w_cache, it, w->w_now))
+        || hc_versions_pinned(w, it);   /* an open batch's (commit.h) */
 }
 
 /* Remove a victim; an abandoned flight goes as an expired item does. */
@@ -311,6 +312,9 @@ remove_victim(writer *w, hc_item *it, bool expired)
         HC_INJECT("evict.expired");
     hc_cache_count_stat(w->w_cache, expired ? HC_STAT_EXPIRATIONS
                                             : HC_STAT_EVICTIONS, 1);
+    /* a live value gone: a snapshot registering meanwhile may have needed
+     * it (fill_item() settles that, commit.h) */
+    w->w_evicted_live = w->w_evicted_live || !expired;
     return hc_table_remove(w, it);
 }
 

@@ -148,9 +148,10 @@ hc_status hc_evict_forget(struct hc_writer *w, uint32_t unit);
 /* Remove one item: a victim of the policy, or one past its expiry.
  * HC_NO_SPACE if only live flights are left. */
 hc_status hc_evict_one(struct hc_writer *w);
-/* A key being computed whose owner lives and holds its lease: no
- * eviction may take it (its waiters would compute it again). */
-bool hc_evict_pinned(const struct hc_writer *w, const struct hc_item *it);
+/* A key being computed whose owner lives and holds its lease (its
+ * waiters would compute it again), or an open batch's item or a version
+ * it supersedes (commit.h): no eviction may take it. */
+bool hc_evict_pinned(struct hc_writer *w, const struct hc_item *it);
 /* Empty the queues (and the ghost, if forget_ghost). */
 void hc_evict_reset(struct hc_writer *w, bool forget_ghost);
 /* The queue holds exactly the items seen[] marks (items of them), with

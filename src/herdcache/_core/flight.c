@@ -350,7 +350,8 @@ begin_locked(hc_writer *w, const hc_flight_request *rq, hc_flight_result *res)
                                             memory_order_acquire);
     if (st == HC_CORRUPT)
         return st;
-    if (it == NULL)
+    /* A tombstone (commit.h) is a delete kept for snapshots: absent. */
+    if (it == NULL || it->it_format == HC_FORMAT_TOMBSTONE)
         return start_flight(w, rq, &nothing_carried, res);
     if (it->it_format == HC_FORMAT_FLIGHT)
         return begin_on_flight(w, rq, it, res);

@@ -143,23 +143,24 @@ typedef struct {
 /* The locked read: copy the value into C memory under the stripe lock. */
 static hc_status
 read_locked(hc_cache *c, const char *key, uint32_t len, uint64_t hash,
-            uint64_t now, cache_result *res)
+            uint64_t now, uint64_t horizon, cache_result *res)
 {
-    hc_status st = hc_cache_read_locked(c, key, len, hash, now, &res->rd,
-                                        &res->copy);
+    hc_status st = hc_cache_read_locked_at(c, key, len, hash, now, horizon,
+                                           &res->rd, &res->copy);
 
     res->found = st == HC_OK;
     return st == HC_NOT_FOUND ? HC_OK : st;
 }
 
 /*
- * Look key's item up: lock-free a few times (each copy validated by the
- * epoch), then under the stripe lock.  On success res->found tells hit or
- * miss; res->bytes (or res->copy) holds the item's value.
+ * Look key's item up as of horizon (a snapshot's csn; UINT64_MAX: the
+ * newest): lock-free a few times (each copy validated by the epoch), then
+ * under the stripe lock.  On success res->found tells hit or miss;
+ * res->bytes (or res->copy) holds the item's value.
  */
 static int
-lookup_item(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
-            cache_result *res)
+lookup_item_at(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+               uint64_t horizon, cache_result *res)
 {
     uint64_t hash = hc_cache_hash(c, key, (size_t) len);
     hc_status st;
@@ -167,7 +168,8 @@ lookup_item(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
 
     memset(res, 0, sizeof(*res));
     for (attempt = 0; attempt < HC_READ_ATTEMPTS; attempt++) {
-        st = hc_cache_read_begin(c, key, (uint32_t) len, hash, now, &res->rd);
+        st = hc_cache_read_begin_at(c, key, (uint32_t) len, hash, now,
+                                    horizon, &res->rd);
         if (st == HC_OK) {
             res->bytes = PyBytes_FromStringAndSize(
                 (const char *) res->rd.rd_value, res->rd.rd_value_len);
@@ -182,7 +184,8 @@ lookup_item(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
         hc_cache_count_stat(c, HC_STAT_READ_RETRIES, 1);
     }
     PINNED_UNLOCKED(c->ca_seg, st,
-                    read_locked(c, key, (uint32_t) len, hash, now, res));
+                    read_locked(c, key, (uint32_t) len, hash, now, horizon,
+                                res));
     if (st != HC_OK) {
         hcpy_raise_status("get", st);
         return -1;
@@ -244,14 +247,22 @@ serve_refreshing(cache_result *res, uint64_t now)
     return 0;
 }
 
-/* lookup_item(), then what a user sees there (serve_refreshing()). */
+/* lookup_item_at(), then what a user sees there (serve_refreshing()). */
+static int
+cache_lookup_at(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
+                uint64_t horizon, cache_result *res)
+{
+    if (lookup_item_at(c, key, len, now, horizon, res) < 0)
+        return -1;
+    return serve_refreshing(res, now);
+}
+
+/* The newest version of key: the plain lookup. */
 static int
 cache_lookup(hc_cache *c, const char *key, Py_ssize_t len, uint64_t now,
              cache_result *res)
 {
-    if (lookup_item(c, key, len, now, res) < 0)
-        return -1;
-    return serve_refreshing(res, now);
+    return cache_lookup_at(c, key, len, now, UINT64_MAX, res);
 }
 
 static PyObject *stored_bytes(CacheObject *self, PyObject *keyobj,
@@ -1383,6 +1394,245 @@ Cache_flight_abort(CacheObject *self, PyObject *args, PyObject *kw)
     Py_RETURN_TRUE;
 }
 
+/* ---------------------------------------------------------------------- */
+/* Snapshots and atomic batches (commit.h)                                */
+/* ---------------------------------------------------------------------- */
+
+PyDoc_STRVAR(Cache_csn_doc,
+"_csn() -> int\n\nThe last commit sequence number issued.");
+
+static PyObject *
+Cache_csn(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+
+    return c ? PyLong_FromUnsignedLongLong(hc_cache_csn(c)) : NULL;
+}
+
+PyDoc_STRVAR(Cache_snapshot_open_doc,
+"_snapshot_open(max_age_ns) -> (csn, deadline)\n\n"
+"Register a snapshot at the current csn (max_age_ns 0: no age limit).");
+
+static PyObject *
+Cache_snapshot_open(CacheObject *self, PyObject *arg)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long max_age;
+    uint64_t csn, deadline;
+    hc_status st;
+
+    if (c == NULL)
+        return NULL;
+    max_age = PyLong_AsUnsignedLongLong(arg);
+    if (max_age == (unsigned long long) -1 && PyErr_Occurred())
+        return NULL;
+    st = hc_snapshot_open(c, max_age, &csn, &deadline);
+    if (st != HC_OK)
+        return hcpy_raise_status("snapshot", st);
+    return Py_BuildValue("(KK)", (unsigned long long) csn,
+                         (unsigned long long) deadline);
+}
+
+PyDoc_STRVAR(Cache_snapshot_close_doc,
+"_snapshot_close(csn) -> None\n\nEnd a snapshot _snapshot_open() began.");
+
+static PyObject *
+Cache_snapshot_close(CacheObject *self, PyObject *arg)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long csn;
+
+    if (c == NULL)
+        return NULL;
+    csn = PyLong_AsUnsignedLongLong(arg);
+    if (csn == (unsigned long long) -1 && PyErr_Occurred())
+        return NULL;
+    hc_snapshot_close(c, csn);
+    Py_RETURN_NONE;
+}
+
+/*
+ * Look key up as of the snapshot at csn, then check that the snapshot
+ * could read it exactly (after the read: a version it needed may have
+ * gone meanwhile) and count the hit or miss.  -1 with an exception.
+ */
+static int
+snapshot_lookup(hc_cache *c, PyObject *keyobj, uint64_t csn,
+                uint64_t deadline, cache_result *res)
+{
+    const char *key;
+    Py_ssize_t len;
+    hc_status st;
+
+    if (hcpy_key_bytes(keyobj, &key, &len) < 0
+        || cache_lookup_at(c, key, len, hc_expiry_now_ns(), csn, res) < 0)
+        return -1;
+    st = hc_snapshot_check(c, csn, deadline);
+    if (st != HC_OK) {
+        Py_CLEAR(res->bytes);
+        hcpy_raise_status("snapshot get", st);
+        return -1;
+    }
+    hc_cache_count_stat(c, res->found && !res->rd.rd_expired
+                           ? HC_STAT_HITS : HC_STAT_MISSES, 1);
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_get_at_doc,
+"_get_at(key, csn, deadline) -> (bytes, format) | None\n\n"
+"The value key had in the snapshot at csn; None if absent then (or\n"
+"expired now).  Raises SnapshotTooOld if the snapshot cannot be read.");
+
+static PyObject *
+Cache_get_at(CacheObject *self, PyObject *args)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long csn, deadline;
+    PyObject *keyobj;
+    cache_result res;
+
+    if (c == NULL || !PyArg_ParseTuple(args, "OKK", &keyobj, &csn, &deadline)
+        || snapshot_lookup(c, keyobj, csn, deadline, &res) < 0)
+        return NULL;
+    if (!res.found || res.rd.rd_expired
+        || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
+        Py_RETURN_NONE;
+    }
+    return Py_BuildValue("(Ni)", res.bytes, (int) res.rd.rd_format);
+}
+
+PyDoc_STRVAR(Cache_get_value_at_doc,
+"_get_value_at(key, default, csn, deadline) -> object\n\n"
+"get_value() as of the snapshot at csn: the decoded value key had then,\n"
+"or default.  Raises SnapshotTooOld if the snapshot cannot be read.");
+
+static PyObject *
+Cache_get_value_at(CacheObject *self, PyObject *const *args,
+                   Py_ssize_t nargs)
+{
+    hc_cache *c = cache_get(self);
+    unsigned long long csn, deadline;
+    cache_result res;
+    PyObject *value;
+
+    if (c == NULL)
+        return NULL;
+    if (nargs != 4) {
+        PyErr_SetString(PyExc_TypeError,
+                        "_get_value_at(key, default, csn, deadline)");
+        return NULL;
+    }
+    csn = PyLong_AsUnsignedLongLong(args[2]);
+    deadline = PyLong_AsUnsignedLongLong(args[3]);
+    if (PyErr_Occurred()
+        || snapshot_lookup(c, args[0], csn, deadline, &res) < 0)
+        return NULL;
+    /* A key being computed reads as a plain get reads it (during an
+     * early refresh, the old value: cache_lookup_at() served it). */
+    if (!res.found || res.rd.rd_expired
+        || res.rd.rd_format >= HC_FORMAT_INTERNAL) {
+        Py_XDECREF(res.bytes);
+        return Py_NewRef(args[1]);
+    }
+    if (res.rd.rd_format != self->decode_format) {
+        Py_DECREF(res.bytes);
+        return format_mismatch(args[0], res.rd.rd_format,
+                               self->decode_format);
+    }
+    value = decode_value(self, res.bytes);
+    Py_DECREF(res.bytes);
+    return value;
+}
+
+/* One op of _batch(): (key, bytes, format, ttl), or (key, None) to delete. */
+static int
+batch_op_of(hc_cache *c, PyObject *op, Py_buffer *value, hc_write *wr)
+{
+    PyObject *key, *data, *ttl = Py_None;
+    int format = 0;
+    const char *kdata;
+    Py_ssize_t klen;
+
+    if (!PyArg_ParseTuple(op, "OO|iO", &key, &data, &format, &ttl))
+        return -1;
+    if (data != Py_None) {
+        if (PyObject_GetBuffer(data, value, PyBUF_SIMPLE) < 0)
+            return -1;
+        return write_of(c, key, value, format, ttl, NULL, wr);
+    }
+    memset(wr, 0, sizeof(*wr));
+    if (hcpy_key_bytes(key, &kdata, &klen) < 0)
+        return -1;
+    wr->wr_key = kdata;
+    wr->wr_key_len = (uint32_t) klen;
+    wr->wr_hash = hc_cache_hash(c, kdata, (size_t) klen);
+    wr->wr_value = "";
+    wr->wr_format = HC_FORMAT_TOMBSTONE;
+    return 0;
+}
+
+PyDoc_STRVAR(Cache_batch_doc,
+"_batch(ops) -> (csn, existed)\n\n"
+"Apply ops atomically: each (key, bytes, format, ttl) stores, each\n"
+"(key, None) deletes.  existed: how many deleted keys held a value.");
+
+static PyObject *
+Cache_batch(CacheObject *self, PyObject *ops)
+{
+    hc_cache *c = cache_get(self);
+    PyObject *seq = c ? PySequence_Fast(ops, "ops must be a sequence") : NULL;
+    Py_ssize_t n = seq ? PySequence_Fast_GET_SIZE(seq) : 0, i, ready = 0;
+    hc_write *wrs = PyMem_Calloc(n ? (size_t) n : 1, sizeof(hc_write));
+    Py_buffer *bufs = PyMem_Calloc(n ? (size_t) n : 1, sizeof(Py_buffer));
+    uint8_t *existed = PyMem_Calloc(n ? (size_t) n : 1, 1);
+    PyObject *result = NULL;
+    uint64_t csn = 0, count = 0;
+    hc_status st;
+
+    if (seq == NULL || wrs == NULL || bufs == NULL || existed == NULL) {
+        if (seq != NULL)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (ready = 0; ready < n; ready++)
+        if (batch_op_of(c, PySequence_Fast_GET_ITEM(seq, ready), &bufs[ready],
+                        &wrs[ready]) < 0)
+            goto done;
+    PINNED_UNLOCKED(c->ca_seg, st,
+                    hc_cache_batch(c, wrs, (size_t) n, existed, &csn));
+    if (st != HC_OK) {
+        hcpy_raise_in(HCPY_IN_CACHE_WRITE, "atomic write", st);
+        goto done;
+    }
+    for (i = 0; i < n; i++)
+        count += existed[i];
+    result = Py_BuildValue("(KK)", (unsigned long long) csn,
+                           (unsigned long long) count);
+done:
+    for (i = 0; bufs != NULL && i < n; i++)
+        if (bufs[i].obj != NULL)      /* calloc'ed: NULL if never taken */
+            PyBuffer_Release(&bufs[i]);
+    PyMem_Free(wrs);
+    PyMem_Free(bufs);
+    PyMem_Free(existed);
+    Py_XDECREF(seq);
+    return result;
+}
+
+PyDoc_STRVAR(Cache_retained_bytes_doc,
+"_retained_bytes() -> int\n\n"
+"Bytes of old versions and tombstones kept for snapshots.");
+
+static PyObject *
+Cache_retained_bytes(CacheObject *self, PyObject *Py_UNUSED(ignored))
+{
+    hc_cache *c = cache_get(self);
+
+    return c ? PyLong_FromUnsignedLongLong(hc_cache_retained_bytes(c))
+             : NULL;
+}
+
 static PyObject *
 Cache_eviction(CacheObject *self, void *closure)
 {
@@ -1401,6 +1651,17 @@ static PyGetSetDef Cache_getset[] = {
 };
 
 static PyMethodDef Cache_methods[] = {
+    {"_csn", (PyCFunction) Cache_csn, METH_NOARGS, Cache_csn_doc},
+    {"_snapshot_open", (PyCFunction) Cache_snapshot_open, METH_O,
+     Cache_snapshot_open_doc},
+    {"_snapshot_close", (PyCFunction) Cache_snapshot_close, METH_O,
+     Cache_snapshot_close_doc},
+    {"_get_at", (PyCFunction) Cache_get_at, METH_VARARGS, Cache_get_at_doc},
+    {"_get_value_at", (PyCFunction) (void (*)(void)) Cache_get_value_at,
+     METH_FASTCALL, Cache_get_value_at_doc},
+    {"_batch", (PyCFunction) Cache_batch, METH_O, Cache_batch_doc},
+    {"_retained_bytes", (PyCFunction) Cache_retained_bytes, METH_NOARGS,
+     Cache_retained_bytes_doc},
     {"_get", (PyCFunction) (void (*)(void)) Cache_get, METH_FASTCALL,
      Cache_get_doc},
     {"_lookup", (PyCFunction) Cache_lookup, METH_O, Cache_lookup_doc},

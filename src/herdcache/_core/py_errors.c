@@ -102,6 +102,10 @@ static const status_entry status_table[HCPY_CONTEXT_COUNT][HC_STATUS_COUNT] = {
                           "before attaching, or keep them with "
                           "files_preserve=); close() the segment and attach "
                           "again"},
+    [HC_TOO_OLD] = {"SnapshotTooOld",
+                    "Take a new snapshot and read again; keep snapshots "
+                    "short (max_snapshot_age), or give the cache more "
+                    "memory"},
 },
 [HCPY_IN_SEGMENT_CREATE] = {
     [HC_NO_SPACE] = {"SegmentFull",

@@ -311,7 +311,7 @@ leave_single_sides(hc_queue_handle *qh, uint32_t me)
         /*
          * acq_rel: acquire pairs with the release store in side_leave(),
          * release with the acquire load in single_join(), so that the
-         * next owner reads our last batch's position (pair 16).
+         * next owner reads our last batch's position (pair 20).
          */
         if (atomic_compare_exchange_strong_explicit(
                 &s->qs_single_token, &owner, 0, memory_order_acq_rel,
@@ -499,7 +499,7 @@ single_join(hc_queue_handle *qh, hc_queue_side_id side, uint32_t me,
     /*
      * Acquire: pairs with the release of the token's last change outside
      * this lock (side_leave(), leave_single_sides()), after the previous
-     * owner's last publish (pair 16).  The tid is written under the lock.
+     * owner's last publish (pair 20).  The tid is written under the lock.
      */
     owner = atomic_load_explicit(&s->qs_single_token, memory_order_acquire);
     owner_tid = atomic_load_explicit(&s->qs_single_tid, memory_order_relaxed);
@@ -595,7 +595,7 @@ side_leave(hc_queue_handle *qh, hc_queue_side_id side)
         hc_lock_release(qh->qh_seg, &s->qs_lock);
     else
         /* Release: pairs with the acquire of leave_single_sides()'s CAS,
-         * after this batch's publish (pair 16). */
+         * after this batch's publish (pair 20). */
         atomic_store_explicit(&s->qs_single_token,
                               atomic_load_explicit(&s->qs_single_token,
                                                    memory_order_relaxed)

@@ -44,6 +44,7 @@ static const char *const messages[HC_STATUS_COUNT] = {
     [HC_DEADLOCK] = "the lock is already held by this thread",
     [HC_CLOSED] = "closed",
     [HC_PEER_DIED] = "the process on the other side died",
+    [HC_TOO_OLD] = "the snapshot is too old",
     [HC_CONFLICT] = "the value changed in between",
     [HC_NO_HUGE_PAGES] = "no huge pages for the segment",
     [HC_SYSTEM] = "system error",

@@ -55,6 +55,7 @@ typedef enum hc_status {
                              * took its lock back: the lock is not held */
     HC_LIVENESS_LOST,       /* this process lost its slot's lock descriptor
                              * and the slot is no longer provably its own */
+    HC_TOO_OLD,             /* a snapshot lost a version it needed */
     HC_STATUS_COUNT
 } hc_status;
 

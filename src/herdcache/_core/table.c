@@ -340,9 +340,29 @@ fill_read(hc_read *rd, const hc_arena_view *av, hc_item *it, uint64_t now,
     return true;
 }
 
+/*
+ * Is this version of the key the one a reader at horizon sees?  Not if
+ * it is newer than the horizon or dead (commit.h).  Read racily, like
+ * the rest of the item: the caller's epoch check validates it.
+ */
+static bool
+version_visible(const hc_item *it, uint64_t horizon)
+{
+    return *(volatile const uint64_t *) &it->it_csn <= horizon
+        && !(hc_version_flags(&it->it_version) & HC_VERSION_DEAD);
+}
+
 hc_status
 hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
                     uint64_t hash, uint64_t now, hc_read *rd)
+{
+    return hc_cache_read_begin_at(c, key, key_len, hash, now, UINT64_MAX, rd);
+}
+
+hc_status
+hc_cache_read_begin_at(hc_cache *c, const void *key, uint32_t key_len,
+                       uint64_t hash, uint64_t now, uint64_t horizon,
+                       hc_read *rd)
 {
     uint32_t si = stripe_of(c, hash), link, steps;
     hc_arena_view av = view_of(c, si);
@@ -362,7 +382,8 @@ hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
 
         if (it == NULL || steps >= MAX_CHAIN)
             return HC_CORRUPT;  /* or a torn read: the caller validates */
-        if (key_matches(it, it_key_len, hash, key, key_len))
+        if (key_matches(it, it_key_len, hash, key, key_len)
+            && version_visible(it, horizon))
             return fill_read(rd, &av, it, now, c, visited_of(c, si),
                              link - 1)
                 ? HC_OK : HC_CORRUPT;   /* torn: the caller validates */
@@ -386,14 +407,23 @@ hc_status
 hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
                      uint64_t hash, uint64_t now, hc_read *rd, uint8_t **copy)
 {
+    return hc_cache_read_locked_at(c, key, key_len, hash, now, UINT64_MAX, rd,
+                                   copy);
+}
+
+hc_status
+hc_cache_read_locked_at(hc_cache *c, const void *key, uint32_t key_len,
+                        uint64_t hash, uint64_t now, uint64_t horizon,
+                        hc_read *rd, uint8_t **copy)
+{
     hc_status st = hc_cache_lock_stripe(c, hash);
 
     if (st != HC_OK)
         return st;
-    st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+    st = hc_cache_read_begin_at(c, key, key_len, hash, now, horizon, rd);
     if (st == HC_CORRUPT) {
         hc_cache_rebuild_locked(c, hash);
-        st = hc_cache_read_begin(c, key, key_len, hash, now, rd);
+        st = hc_cache_read_begin_at(c, key, key_len, hash, now, horizon, rd);
     }
     if (st == HC_CORRUPT)
         st = HC_NOT_FOUND;      /* the rebuild dropped what was torn */
@@ -436,7 +466,8 @@ static writer
 writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
-                ghost_of(c, si), hc_expiry_now_ns(), UINT32_MAX};
+                ghost_of(c, si), hc_expiry_now_ns(), UINT32_MAX, 0, 0, false,
+                false};
 
     return w;
 }
@@ -463,7 +494,8 @@ find_item(writer *w, uint64_t hash, const void *key, uint32_t key_len,
         it = item_at_len(&w->w_av, next - 1, &it_key_len);
         if (it == NULL || ++steps > MAX_CHAIN)
             return HC_CORRUPT;
-        if (key_matches(it, it_key_len, hash, key, key_len)) {
+        if (key_matches(it, it_key_len, hash, key, key_len)
+            && version_visible(it, UINT64_MAX)) {
             *linkp = link;
             *unit = next - 1;
             return HC_OK;
@@ -562,7 +594,7 @@ link_item(writer *w, uint32_t unit, const hc_item *old)
  * The caller has opened the epoch: readers of the block will retry.
  */
 static hc_status
-remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
+unlink_free(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
 {
     hc_item *it = hc_alloc_ptr(&w->w_av, unit);
 
@@ -582,6 +614,14 @@ remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
         hc_flight_wake(w->w_stripe, it->it_hash);
     w->w_freed = unit;          /* where the next allocation may fit */
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
+}
+
+/* unlink_free(), after the versions behind it are seen to (commit.h). */
+static hc_status
+remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
+{
+    hc_versions_removing(w, hc_alloc_ptr(&w->w_av, unit));
+    return unlink_free(w, linkp, unit);
 }
 
 static hc_status
@@ -673,6 +713,7 @@ static hc_status
 evict_unit(writer *w, uint32_t unit)
 {
     HC_INJECT("table.evict_region.victim");
+    w->w_evicted_live = true;       /* see fill_item() */
     hc_cache_count_stat(w->w_cache, HC_STAT_EVICTIONS, 1);
     return remove_unit(w, unit);
 }
@@ -723,7 +764,7 @@ sweepable(writer *w, const hc_item *it)
         return false;
     if (it->it_format == HC_FORMAT_FLIGHT)
         return hc_flight_abandoned(w->w_cache, it, w->w_now);
-    return is_expired(it, w->w_now, true);
+    return is_expired(it, w->w_now, true) || hc_versions_sweepable(w, it);
 }
 
 /*
@@ -977,8 +1018,13 @@ rebuild_collect(writer *w, const hc_arena_view *fresh, uint32_t *kept,
                 break;          /* drop the rest of a broken chain */
             seen[link - 1] = 1;
             next = atomic_load_explicit(&it->it_next, memory_order_relaxed);
-            if (!shadowed(w, kept + first, n - first, it)
-                && hc_alloc_mark_used(fresh, link - 1, hc_item_units(it))) {
+            /* An item of a batch that never committed goes (commit.h);
+             * the version it superseded is then the first of its key. */
+            if (hc_commit_aborted(w->w_cache, it))
+                ;
+            else if (shadowed(w, kept + first, n - first, it))
+                hc_versions_dropped(w);
+            else if (hc_alloc_mark_used(fresh, link - 1, hc_item_units(it))) {
                 rebuild_link(tail, link);
                 kept[n++] = link - 1;
                 tail = &it->it_next;
@@ -1021,9 +1067,12 @@ rebuild_queue(writer *w, const uint32_t *kept, uint32_t n)
     atomic_store_explicit(&s->sp_items, 0, memory_order_relaxed);
     atomic_store_explicit(&s->sp_bytes, 0, memory_order_relaxed);
     for (i = 0; i < n; i++) {
+        hc_item *it = hc_alloc_ptr(&w->w_av, kept[i]);
+
         /* cannot fail: the queue holds only items admitted here */
         (void) hc_evict_admit(w, kept[i], NULL);
-        count_item(s, hc_alloc_ptr(&w->w_av, kept[i]), 1);
+        count_item(s, it, 1);
+        hc_versions_relinked(w, it);
         HC_INJECT("table.rebuild.relinked");
     }
 }
@@ -1108,6 +1157,7 @@ stripe_rebuild(hc_cache *c, uint32_t si)
         goto done;
     }
     HC_INJECT("table.rebuild.opened");
+    hc_versions_rebuild_begin(&w);
     n = rebuild_collect(&w, &rs.rs_fresh, rs.rs_kept, rs.rs_seen);
     HC_INJECT("table.rebuild.collected");
     rebuild_maps(&w, &rs.rs_fresh);
@@ -1170,9 +1220,6 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     it->it_hash = wr->wr_hash;
     atomic_store_explicit(&it->it_expires, wr->wr_expires,
                           memory_order_relaxed);
-    /* relaxed: the number only orders writes; link_item() publishes it */
-    it->it_csn = atomic_fetch_add_explicit(&w->w_cache->ca_header->ch_csn,
-                                           1, memory_order_relaxed) + 1;
     it->it_value_len = wr->wr_value_len;
     it->it_stale_s = wr->wr_stale_s;
     it->it_delta_ms = wr->wr_delta_ms;
@@ -1181,6 +1228,19 @@ fill_item(writer *w, uint32_t unit, const hc_write *wr)
     memcpy(it + 1, wr->wr_key, wr->wr_key_len);
     memcpy((uint8_t *) (it + 1) + wr->wr_key_len, wr->wr_value,
            wr->wr_value_len);
+    /*
+     * The csn last, drawn with the stripe's epoch open; it stays open
+     * until set_locked() has linked the item.  A snapshot that counted this
+     * csn (commit.h) so finds the item linked, or the epoch odd and
+     * retries: never the item missing, then present (barriers.md, 16).
+     * A batch's items all carry its one csn.
+     */
+    epoch_enter(w->w_stripe);
+    it->it_csn = w->w_batch_csn ? w->w_batch_csn
+        : w->w_drawn_csn ? w->w_drawn_csn : hc_commit_draw(w->w_cache);
+    w->w_drawn_csn = 0;
+    if (w->w_evicted_live)          /* this write's eviction: commit.h */
+        hc_versions_evicted_before(w, it->it_csn);
 }
 
 /* Does the mode allow writing, given what is stored now? */
@@ -1226,6 +1286,62 @@ keep_lifetime(const hc_write *wr, const hc_item *old, uint64_t now,
     return kept;
 }
 
+static hc_status set_locked(writer *w, const hc_write *wr, uint32_t units,
+                            uint64_t *csn);
+
+/*
+ * Delete by linking a tombstone, so that the item stays readable to the
+ * snapshots that need it (commit.h); HC_NO_SPACE if there is no room.
+ */
+static hc_status
+link_tombstone(writer *w, uint64_t hash, const void *key, uint32_t key_len)
+{
+    hc_write tomb = {.wr_key = key, .wr_key_len = key_len, .wr_hash = hash,
+                     .wr_value = "", .wr_format = HC_FORMAT_TOMBSTONE,
+                     .wr_expires = HC_FOREVER, .wr_mode = HC_SET_ALWAYS};
+    uint64_t csn;
+
+    return set_locked(w, &tomb, hc_alloc_units_for(sizeof(hc_item)
+                                                   + (uint64_t) key_len),
+                      &csn);
+}
+
+/*
+ * Remove the newest version of a key (unit, which *linkp names): a delete,
+ * or a set that failed.  The delete's csn is drawn first, with the epoch
+ * open, and only then are the horizons read (barriers.md, pairs 16 and
+ * 17): if a live snapshot may still read the item, a tombstone carrying
+ * that csn supersedes it instead.  The delete advances cache.csn either way.
+ */
+static hc_status
+remove_newest(writer *w, uint64_t hash, const void *key, uint32_t key_len,
+              _Atomic uint32_t *linkp, uint32_t unit)
+{
+    hc_status st;
+
+    epoch_enter(w->w_stripe);
+    w->w_drawn_csn = hc_commit_draw(w->w_cache);
+    HC_INJECT("table.delete.drawn");
+    if (hc_versions_delete_keeps(w, w->w_drawn_csn)) {
+        st = link_tombstone(w, hash, key, key_len);
+        w->w_drawn_csn = 0;
+        if (st != HC_NO_SPACE)
+            return st;
+        /* No room even for a tombstone: it goes, and the snapshots that
+         * could read it are too old (commit.h). */
+        hc_versions_lost(w);
+        st = find_item(w, hash, key, key_len, &linkp, &unit);
+        if (st != HC_OK)
+            return st == HC_NOT_FOUND ? HC_OK : st;
+        epoch_enter(w->w_stripe);
+    }
+    w->w_drawn_csn = 0;
+    w->w_deleting = true;
+    st = remove_item(w, linkp, unit);
+    w->w_deleting = false;
+    return st;
+}
+
 /*
  * A set that cannot store its value leaves no old value behind either
  * (memcached's rule, which Django's tests check): a reader must not take
@@ -1241,7 +1357,9 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     uint32_t unit;
     hc_status st;
 
-    if (wr->wr_mode != HC_SET_ALWAYS || wr->wr_format >= HC_FORMAT_INTERNAL)
+    /* (A batch that fails changes nothing: commit.c aborts it whole.) */
+    if (wr->wr_mode != HC_SET_ALWAYS || wr->wr_format >= HC_FORMAT_INTERNAL
+        || w->w_batch_csn != 0)
         return why;
     st = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                    &unit);
@@ -1250,8 +1368,8 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     if (st != HC_OK || ((hc_item *) hc_alloc_ptr(&w->w_av, unit))->it_format
                        == HC_FORMAT_FLIGHT)
         return why;
-    epoch_enter(w->w_stripe);
-    st = remove_item(w, linkp, unit);
+    st = remove_newest(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, linkp,
+                       unit);
     return st == HC_OK ? why : st;
 }
 
@@ -1308,7 +1426,18 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
      */
     st = link_item(w, unit, found == HC_OK ? hc_alloc_ptr(&w->w_av, old)
                                            : NULL);
+    /* Linked: close the epoch fill_item() opened (a batch keeps its own
+     * open until it commits), so readers see the new item at once. */
+    if (w->w_batch_csn == 0)
+        epoch_exit(w->w_stripe);
     HC_INJECT("table.set.linked");
+    /* A live snapshot may still read the old item: then it stays, as a
+     * version behind the new one (commit.h). */
+    if (st == HC_OK
+        && hc_versions_published(w, hc_alloc_ptr(&w->w_av, unit),
+                                 found == HC_OK ? hc_alloc_ptr(&w->w_av, old)
+                                                : NULL))
+        found = HC_NOT_FOUND;
     if (st == HC_OK && found == HC_OK) {
         st = remove_unit(w, old);       /* a flight's waiters wake there */
         if (st == HC_CORRUPT) {
@@ -1322,9 +1451,11 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
             stripe_rebuild(w->w_cache, w->w_si);
             hc_cache_count_stat(w->w_cache, HC_STAT_RECOVERIES, 1);
             *w = writer_for(w->w_cache, w->w_si);  /* (it woke flights) */
-            st = HC_OK;
+            return HC_OK;
         }
     }
+    if (st == HC_OK)
+        hc_versions_prune(w, hc_alloc_ptr(&w->w_av, unit));
     return st;
 }
 
@@ -1396,8 +1527,7 @@ delete_locked(writer *w, uint64_t hash, const void *key, uint32_t key_len,
             return HC_CONFLICT;
     }
     HC_INJECT("table.delete.found");
-    epoch_enter(w->w_stripe);
-    st = remove_item(w, linkp, unit);
+    st = remove_newest(w, hash, key, key_len, linkp, unit);
     if (st == HC_OK && !live)
         st = HC_NOT_FOUND;      /* it was gone already, by its expiry */
     return st;
@@ -1809,6 +1939,7 @@ hc_cache_clear(hc_cache *c)
         w = writer_for(c, i);
         epoch_enter(w.w_stripe);
         stripe_reset(&w);
+        hc_versions_cleared(&w);    /* old versions went too (commit.h) */
         /* Every flight of the stripe went: its waiters must look again. */
         hc_flight_wake_all(w.w_stripe);
         stripe_unlock_at(c, i);
@@ -1864,10 +1995,19 @@ walk_stripe(hc_cache *c, uint32_t si, uint64_t now,
     return HC_OK;
 }
 
+/* Is it a key's live value, to count and list (not a kept old version)? */
+static bool
+listed(const hc_item *it, uint64_t now)
+{
+    return user_visible(it, now)
+        && !(hc_version_flags(&it->it_version)
+             & (HC_VERSION_RETAINED | HC_VERSION_DEAD));
+}
+
 static bool
 count_live(writer *w, hc_item *it, void *arg)
 {
-    if (user_visible(it, w->w_now))
+    if (listed(it, w->w_now))
         ++*(uint64_t *) arg;
     return true;
 }
@@ -1901,7 +2041,7 @@ static bool
 expire_now(writer *w, hc_item *it, void *arg)
 {
     (void) arg;
-    if (user_visible(it, w->w_now))
+    if (listed(it, w->w_now))       /* kept old versions keep their expiry */
         /* relaxed, as touch: readers see the old or the new deadline, both
          * whole, and the stripe lock orders this against every writer */
         atomic_store_explicit(&it->it_expires, w->w_now, memory_order_relaxed);
@@ -1942,7 +2082,7 @@ collect_key(writer *w, hc_item *it, void *arg)
     key_buffer *kb = arg;
     size_t need = kb->kb_len + 2 + it->it_key_len;
 
-    if (!user_visible(it, w->w_now))
+    if (!listed(it, w->w_now))
         return true;
     if (need > kb->kb_cap) {
         size_t cap = kb->kb_cap ? kb->kb_cap * 2 : 4096;
@@ -2280,4 +2420,69 @@ hc_item *
 hc_table_queue_item(const hc_writer *w, uint32_t link)
 {
     return queue_item(w, link);
+}
+
+hc_status
+hc_table_lock_index(hc_cache *c, uint32_t si, hc_writer *w)
+{
+    hc_status st = stripe_lock_at(c, si, false);
+
+    if (st == HC_OK)
+        *w = writer_for(c, si);
+    return st;
+}
+
+uint32_t
+hc_table_stripe_of(const hc_cache *c, uint64_t hash)
+{
+    return stripe_of(c, hash);
+}
+
+hc_status
+hc_table_check_write(const hc_cache *c, const hc_write *wr)
+{
+    uint32_t units;
+
+    return check_write_size(c, wr, &units);
+}
+
+_Atomic uint32_t *
+hc_table_chain(hc_writer *w, uint64_t hash)
+{
+    return &buckets_of(w->w_cache, w->w_si)[bucket_of(w->w_cache, hash)];
+}
+
+hc_item *
+hc_table_item_at(hc_writer *w, uint32_t link)
+{
+    return link == 0 ? NULL : item_at(&w->w_av, link - 1);
+}
+
+bool
+hc_table_same_key(const hc_item *a, const hc_item *b)
+{
+    return key_matches(a, a->it_key_len, b->it_hash, b + 1, b->it_key_len);
+}
+
+bool
+hc_table_user_visible(const hc_item *it, uint64_t now)
+{
+    return user_visible(it, now);
+}
+
+void
+hc_table_open_epoch(hc_writer *w)
+{
+    epoch_enter(w->w_stripe);
+}
+
+hc_status
+hc_table_unlink_free(hc_writer *w, _Atomic uint32_t *linkp)
+{
+    uint32_t link = atomic_load_explicit(linkp, memory_order_relaxed);
+
+    if (link == 0 || item_at(&w->w_av, link - 1) == NULL)
+        return HC_CORRUPT;
+    epoch_enter(w->w_stripe);
+    return unlink_free(w, linkp, link - 1);
 }

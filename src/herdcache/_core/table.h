@@ -86,6 +86,7 @@
 #include <stdint.h>
 
 #include "alloc.h"
+#include "commit.h"
 #include "evict.h"
 #include "lock.h"
 #include "segment.h"
@@ -93,7 +94,8 @@
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
 #define HC_CACHE_VERSION 4          /* 4: eviction policy and S3-FIFO state;
-                                     * a flight wake word per key hash */
+                                     * a flight wake word per key hash;
+                                     * snapshots and batches (commit.h) */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
@@ -137,7 +139,8 @@ typedef struct hc_item {
     uint8_t it_key_len;
     uint8_t it_format;              /* the serializer's tag, for the caller */
     uint8_t it_queue;               /* S3-FIFO: small or main (evict.h) */
-    uint8_t it_pad;                 /* (the visited flag is in a map) */
+    uint8_t it_version;             /* version flags (commit.h); the
+                                     * visited flag is in a map */
 } hc_item;
 
 _Static_assert(sizeof(hc_item) == 48, "hc_item is the 48-byte header");
@@ -209,6 +212,7 @@ typedef struct hc_cache_header {
     hc_cache_layout ch_layout;      /* must equal compute_layout(size) */
     char ch_boot_id[40];            /* the boot whose clock stamped items */
     _Atomic uint64_t ch_csn;        /* commit sequence number: last issued */
+    hc_commit_area ch_commit;       /* snapshots and batches (commit.h) */
 } hc_cache_header;
 
 /* The process-local handle. */
@@ -282,6 +286,15 @@ uint64_t hc_cache_hash(const hc_cache *c, const void *key, size_t len);
 /* Lock-free lookup: HC_OK (found, maybe expired) or HC_NOT_FOUND. */
 hc_status hc_cache_read_begin(hc_cache *c, const void *key, uint32_t key_len,
                               uint64_t hash, uint64_t now, hc_read *rd);
+/*
+ * The same lookup as of a snapshot at csn horizon (commit.h): the newest
+ * version of key whose csn <= horizon.  hc_cache_read_begin() is this
+ * with horizon UINT64_MAX (the newest version).
+ */
+hc_status hc_cache_read_begin_at(hc_cache *c, const void *key,
+                                 uint32_t key_len, uint64_t hash,
+                                 uint64_t now, uint64_t horizon,
+                                 hc_read *rd);
 /* True if nothing the lookup looked at moved since it began. */
 bool hc_cache_read_valid(const hc_read *rd);
 
@@ -311,6 +324,11 @@ hc_status hc_cache_identify(hc_cache *c, const void *key, uint32_t key_len,
 hc_status hc_cache_read_locked(hc_cache *c, const void *key, uint32_t key_len,
                                uint64_t hash, uint64_t now, hc_read *rd,
                                uint8_t **copy);
+/* hc_cache_read_locked() as of a snapshot at csn horizon. */
+hc_status hc_cache_read_locked_at(hc_cache *c, const void *key,
+                                  uint32_t key_len, uint64_t hash,
+                                  uint64_t now, uint64_t horizon,
+                                  hc_read *rd, uint8_t **copy);
 
 /* Lock the stripe of hash (recovering it if its last owner died). */
 hc_status hc_cache_lock_stripe(hc_cache *c, uint64_t hash);
