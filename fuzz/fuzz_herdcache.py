@@ -153,7 +153,9 @@ def _use(directory, planted):
         _no_waiting(cache, "inflight")
         queue = _expect(lambda: cache.segment.queue("q", "64KiB"))
         if queue is not None:
-            _expect(lambda: queue.get(timeout=0))
+            # queue.Empty is an answer (the queue.Queue contract): damage
+            # may leave a queue that is whole and empty.
+            _expect(lambda: queue.get(timeout=0), herdcache.queue.Empty)
         if _expect(lambda: cache._store("planted", bytes(planted), TAG_MSGPACK, None, 0, 0)):
             _expect(lambda: cache.get("planted"))
             _expect(lambda: cache.get_or_compute("planted", lambda: 0))
