@@ -349,7 +349,7 @@ class Tracker:
         cache._l1_delete(key)
 
     def flush(self, keep_stale: bool = False) -> int:
-        """Bump the epoch and clear the host's L1; return the new epoch.
+        """Clear the host's L1, then bump the epoch; return the new epoch.
 
         :param keep_stale: expire every copy instead, keeping its stale
             window (when invalidations may have been missed, not when the
@@ -357,11 +357,19 @@ class Tracker:
             fresh, only as stale_if_error's or stale_ttl's fallback.  Fills
             under way go on, and their fence drops them (their wake
             counter moves here, and tracking is not live)."""
-        epoch = self.epoch.add(1)
+        empty = self.cache._expire_all if keep_stale else self.cache._l1_clear
+        epochs: list[int] = []
+
+        def empty_then_count() -> None:
+            empty()
+            # The epoch moves only once the flush is done: whoever sees it
+            # moved (epoch, stats(), tests) finds no copy served as fresh.
+            epochs.append(self.epoch.add(1))
+
         # Bump every wake counter first (wake runs the flush after it): a
         # fill that publishes after the flush must see its counter moved.
-        self.wakeups.wake(None, self.cache._expire_all if keep_stale else self.cache._l1_clear)
-        return epoch
+        self.wakeups.wake(None, empty_then_count)
+        return epochs[0]
 
 
 def _stop_all() -> None:
