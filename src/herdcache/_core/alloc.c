@@ -69,37 +69,63 @@ run_free(const hc_arena_view *av, uint32_t from, uint32_t n)
     return bits_all(av->av_used, from, n, false);
 }
 
-/* First run of n free units in [from, to); to <= av_units. */
+/*
+ * The first unit from u on (below to) whose bit in map is not on; to if
+ * there is none.  A word at a time: ctz finds the first differing bit, so
+ * a run costs a step per word it spans, not per unit.
+ */
+static uint32_t
+run_end(const uint64_t *map, uint32_t u, uint32_t to, bool on)
+{
+    uint64_t v = u;             /* 64 bits: v | 63 cannot wrap */
+
+    while (v < to) {
+        uint64_t word = map[v >> 6];
+        uint64_t differ = (on ? ~word : word) >> (v & 63);
+
+        if (differ != 0) {
+            v += (uint64_t) __builtin_ctzll(differ);
+            return v < to ? (uint32_t) v : to;
+        }
+        v = (v | 63) + 1;
+    }
+    return to;
+}
+
+/* The lowest unit v <= u such that the bits [v, u) of map are all on;
+ * run_end()'s mirror, with clz. */
+static uint32_t
+run_begin(const uint64_t *map, uint32_t u, bool on)
+{
+    while (u > 0) {
+        uint32_t top = u - 1;
+        uint64_t word = map[top >> 6];
+        uint64_t differ = (on ? ~word : word) << (63 - (top & 63));
+
+        if (differ != 0)
+            return top - (uint32_t) __builtin_clzll(differ) + 1;
+        u = top & ~UINT32_C(63);
+    }
+    return 0;
+}
+
+/* First run of n free units in [from, to); to <= av_units.  A step per
+ * free run and per word: a full stripe of fragments is a few thousand. */
 static bool
 scan(const hc_arena_view *av, uint32_t from, uint32_t to, uint32_t n,
      uint32_t *unit)
 {
-    uint32_t u = from, run = 0, start = from;
+    uint32_t u = from;
 
     while (u < to) {
-        uint64_t word = av->av_used[u >> 6];
+        uint32_t start = run_end(av->av_used, u, to, true);
+        uint32_t end = run_end(av->av_used, start, to, false);
 
-        if ((u & 63) == 0 && word == 0 && u + 64 <= to) {
-            if (run == 0)
-                start = u;
-            run += 64;
-            u += 64;
-        }
-        else if ((u & 63) == 0 && word == ~UINT64_C(0)) {
-            run = 0;
-            u += 64;
-        }
-        else {
-            if (bit(av->av_used, u))
-                run = 0;
-            else if (run++ == 0)
-                start = u;
-            u++;
-        }
-        if (run >= n) {
+        if (end - start >= n) {
             *unit = start;
             return true;
         }
+        u = end;                /* > start unless start == to: progress */
     }
     return false;
 }
@@ -120,40 +146,80 @@ take(const hc_arena_view *av, uint32_t unit, uint32_t n)
     av->av_arena->ar_cursor = unit + n < av->av_units ? unit + n : 0;
 }
 
+/*
+ * Can n units be free at all?  A full stripe that must evict before every
+ * set is the common case, and the count answers it without a scan.  The
+ * count may only be high after a death inside hc_alloc_free() (bits
+ * cleared, count not yet lowered), and a dead owner's stripe is rebuilt
+ * before anyone allocates in it again (table.c); a count past the arena
+ * (damage) says nothing, so the scan runs.
+ */
+static bool
+may_fit(const hc_arena_view *av, uint32_t n)
+{
+    uint64_t used = av->av_arena->ar_used_units;
+
+    return n > 0 && n <= av->av_units
+        && (used > av->av_units || n <= av->av_units - used);
+}
+
 /* The highest run of n free units, scanning down from the arena's end. */
 static bool
 scan_down(const hc_arena_view *av, uint32_t n, uint32_t *unit)
 {
-    uint32_t u = av->av_units, run = 0;
+    uint32_t u = av->av_units;
 
-    while (u > 0) {
-        if ((u & 63) == 0 && u >= 64 && av->av_used[(u - 1) >> 6] == 0) {
-            run += 64;
-            u -= 64;
-        }
-        else if ((u & 63) == 0 && u >= 64
-                 && av->av_used[(u - 1) >> 6] == ~UINT64_C(0)) {
-            run = 0;
-            u -= 64;
-        }
-        else if (bit(av->av_used, --u))
-            run = 0;
-        else
-            run++;
-        if (run >= n) {
-            *unit = u + (run - n);      /* the top n units of the run */
+    while (u >= n) {
+        uint32_t end = run_begin(av->av_used, u, true);
+        uint32_t start = run_begin(av->av_used, end, false);
+
+        if (end - start >= n) {
+            *unit = end - n;            /* the top n units of the run */
             return true;
         }
+        u = start;              /* < u unless end == 0: then u < n */
     }
     return false;
+}
+
+/* The free run that covers unit u, [*start, *end); false if u is in use
+ * or outside the arena. */
+static bool
+free_run_at(const hc_arena_view *av, uint32_t u, uint32_t *start,
+            uint32_t *end)
+{
+    if (u >= av->av_units || bit(av->av_used, u))
+        return false;
+    *start = run_begin(av->av_used, u, false);
+    *end = run_end(av->av_used, u, av->av_units, false);
+    return true;
 }
 
 hc_status
 hc_alloc_block_high(const hc_arena_view *av, uint32_t n, uint32_t *unit)
 {
-    if (n == 0 || n > av->av_units || !scan_down(av, n, unit))
+    if (!may_fit(av, n) || !scan_down(av, n, unit))
         return HC_NO_SPACE;
     mark(av, *unit, n);
+    return HC_OK;
+}
+
+hc_status
+hc_alloc_block_near(const hc_arena_view *av, uint32_t n, uint32_t near,
+                    bool high, uint32_t *unit)
+{
+    uint32_t start, end;
+
+    if (n == 0 || !free_run_at(av, near, &start, &end) || end - start < n)
+        return HC_NO_SPACE;
+    if (high) {
+        *unit = end - n;
+        mark(av, *unit, n);
+    }
+    else {
+        *unit = start;
+        take(av, *unit, n);
+    }
     return HC_OK;
 }
 
@@ -176,12 +242,12 @@ hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
 
     if (cursor >= av->av_units)
         cursor = 0;
-    if (run_free(av, hint, n))
-        *unit = hint;
-    else if (!scan(av, cursor, av->av_units, n, unit)
-             && !scan(av, 0, cursor + n - 1 < av->av_units
-                                 ? cursor + n - 1 : av->av_units,
-                      n, unit))
+    if (hc_alloc_block_near(av, n, hint, false, unit) == HC_OK)
+        return HC_OK;
+    if (!may_fit(av, n) || (!scan(av, cursor, av->av_units, n, unit)
+                   && !scan(av, 0, cursor + n - 1 < av->av_units
+                                       ? cursor + n - 1 : av->av_units,
+                            n, unit)))
         return HC_NO_SPACE;
     take(av, *unit, n);
     return HC_OK;

@@ -10,10 +10,15 @@
  * neighbours coalesce by themselves, and there are no free lists to be
  * torn by a crash: the bitmaps can always be rebuilt from the items.
  *
- * Allocation is next fit: try the caller's hint (where an eviction just
- * made room), then scan the used bitmap a word at a time from a cursor
- * for a run of free units.  The arena of a stripe is a few MiB, so even a
- * full scan is a few thousand words.
+ * Allocation is next fit: try the free run that covers the caller's hint
+ * (where an eviction just made room), then scan the used bitmap from a
+ * cursor for a run of free units.  Every search goes a word at a time:
+ * ctz/clz find where a run of used or free units ends, so a search costs
+ * a step per word plus a step per free run it passes, never a step per
+ * unit.  The arena of a stripe is a few MiB, so even a full scan of a
+ * fragmented one is a few thousand steps; a caller that knows where the
+ * only new room can be (eviction, after one block was freed) asks for
+ * that run alone and scans nothing.
  *
  * Nothing here is trusted: every unit index is checked against the arena
  * size, and a free of something that is not an allocated block returns
@@ -81,6 +86,15 @@ void hc_alloc_reset(const hc_arena_view *av);
 /* Allocate n units, at hint if it is free there; HC_NO_SPACE if none. */
 hc_status hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
                          uint32_t *unit);
+
+/*
+ * Allocate n units inside the free run that covers unit near: at its low
+ * end (and move the cursor past them), or at its high end if high (as
+ * hc_alloc_block_high() places them).  HC_NO_SPACE if near is in use or
+ * its run is shorter than n.  No scan: a step per word the run spans.
+ */
+hc_status hc_alloc_block_near(const hc_arena_view *av, uint32_t n,
+                              uint32_t near, bool high, uint32_t *unit);
 
 /*
  * Allocate n units as high in the arena as they fit (the cursor stays):

@@ -467,7 +467,7 @@ writer_for(hc_cache *c, uint32_t si)
 {
     writer w = {c, si, stripe_at(c, si), view_of(c, si), visited_of(c, si),
                 ghost_of(c, si), hc_expiry_now_ns(), UINT32_MAX, 0, 0, false,
-                false};
+                false, 0};
 
     return w;
 }
@@ -613,6 +613,7 @@ unlink_free(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
     if (it->it_format == HC_FORMAT_FLIGHT)
         hc_flight_wake(w->w_stripe, it->it_hash);
     w->w_freed = unit;          /* where the next allocation may fit */
+    w->w_frees++;
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
 
@@ -827,10 +828,20 @@ reap_all_expired(writer *w)
  * One allocation attempt.  A flight's block is taken as high as it fits:
  * live flights cannot be evicted, and gathered at the arena's end they
  * leave the long runs below to the values (see evict_region()).
+ *
+ * near_only: the last attempt found no room anywhere and exactly one
+ * block was freed since (at w_freed), so the free run around it is the
+ * only place n units can now fit, and where a full scan would find them.
+ * Looking there alone keeps a set that evicts from scanning the whole
+ * arena again after every victim (the scan and the victims would
+ * multiply).
  */
 static hc_status
-alloc_once(writer *w, uint32_t n, bool flight, uint32_t *unit)
+alloc_once(writer *w, uint32_t n, bool flight, bool near_only,
+           uint32_t *unit)
 {
+    if (near_only)
+        return hc_alloc_block_near(&w->w_av, n, w->w_freed, flight, unit);
     if (flight)
         return hc_alloc_block_high(&w->w_av, n, unit);
     return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
@@ -839,10 +850,12 @@ alloc_once(writer *w, uint32_t n, bool flight, uint32_t *unit)
 static hc_status
 alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
 {
+    uint32_t frees = w->w_frees;
+    bool near_only = false;
     int tries;
 
     for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
-        hc_status st = alloc_once(w, n, flight, unit);
+        hc_status st = alloc_once(w, n, flight, near_only, unit);
 
         if (st != HC_NO_SPACE)
             return st;
@@ -857,11 +870,13 @@ alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
                 return st;      /* a damaged queue: rebuild, not CacheFull */
             continue;
         }
+        frees = w->w_frees;
         st = tries < SIEVE_TRIES ? hc_evict_one(w) : evict_region(w, n);
         if (st != HC_OK)
             return st;
+        near_only = w->w_frees - frees == 1;
     }
-    return alloc_once(w, n, flight, unit);
+    return alloc_once(w, n, flight, false, unit);
 }
 
 /* HC_NO_SPACE, with a detail that says truthfully why. */

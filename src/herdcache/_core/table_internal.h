@@ -29,6 +29,7 @@ typedef struct hc_writer {
     uint64_t w_drawn_csn;       /* a csn drawn ahead for the next fill, or 0 */
     bool w_deleting;            /* removing a newest version on purpose */
     bool w_evicted_live;        /* evicted a key's live newest value */
+    uint32_t w_frees;           /* blocks freed under this writer */
 } hc_writer;
 
 /* Lock the stripe of hash (rebuilding it after a dead owner). */

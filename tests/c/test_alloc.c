@@ -1,0 +1,309 @@
+/*
+ * test_alloc.c - the allocator's free-space search (alloc.c) against a
+ * naive reference that tests one unit at a time: every run position and
+ * length in small arenas (every alignment, runs across word boundaries
+ * and at the bitmap's ends, arenas of 1 to 130 units), then random
+ * bitmaps.  Each search must return exactly the unit the reference
+ * chooses, or no space when it finds none, and leave the maps consistent.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "alloc.h"
+#include "harness.h"
+
+#define NONE UINT32_MAX
+
+/* An arena without bytes: the search reads only the maps. */
+typedef struct test_arena {
+    hc_arena ta_arena;
+    hc_arena_view ta_av;
+} test_arena;
+
+static void
+arena_open(test_arena *ta, uint32_t units)
+{
+    size_t words = hc_alloc_words(units);
+
+    ta->ta_av.av_arena = &ta->ta_arena;
+    ta->ta_av.av_base = NULL;
+    ta->ta_av.av_used = calloc(words, sizeof(uint64_t));
+    ta->ta_av.av_start = calloc(words, sizeof(uint64_t));
+    ta->ta_av.av_units = units;
+    CHECK(ta->ta_av.av_used != NULL && ta->ta_av.av_start != NULL);
+    hc_alloc_reset(&ta->ta_av);
+}
+
+static void
+arena_close(test_arena *ta)
+{
+    free(ta->ta_av.av_used);
+    free(ta->ta_av.av_start);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The reference: one unit at a time                                      */
+/* ---------------------------------------------------------------------- */
+
+static bool
+unit_free(const hc_arena_view *av, uint32_t u)
+{
+    return !((av->av_used[u >> 6] >> (u & 63)) & 1);
+}
+
+static bool
+ref_fits(const hc_arena_view *av, uint32_t s, uint32_t n, uint32_t to)
+{
+    uint32_t u;
+
+    if (s + (uint64_t) n > to)
+        return false;
+    for (u = s; u < s + n; u++)
+        if (!unit_free(av, u))
+            return false;
+    return true;
+}
+
+/* The free run covering unit near: *start, *end; false if none. */
+static bool
+ref_run(const hc_arena_view *av, uint32_t near, uint32_t *start,
+        uint32_t *end)
+{
+    if (near >= av->av_units || !unit_free(av, near))
+        return false;
+    for (*start = near; *start > 0 && unit_free(av, *start - 1); (*start)--)
+        ;
+    for (*end = near; *end < av->av_units && unit_free(av, *end); (*end)++)
+        ;
+    return true;
+}
+
+static uint32_t
+ref_near(const hc_arena_view *av, uint32_t n, uint32_t near, bool high)
+{
+    uint32_t start, end;
+
+    if (!ref_run(av, near, &start, &end) || end - start < n)
+        return NONE;
+    return high ? end - n : start;
+}
+
+/* Next fit as alloc.h states it: the hint's run, then from the cursor to
+ * the end, then from 0 to the cursor (and the runs straddling it). */
+static uint32_t
+ref_block(const hc_arena_view *av, uint32_t n, uint32_t hint)
+{
+    uint32_t units = av->av_units, cursor = av->av_arena->ar_cursor, s, to;
+
+    if (ref_near(av, n, hint, false) != NONE)
+        return ref_near(av, n, hint, false);
+    if (cursor >= units)
+        cursor = 0;
+    for (s = cursor; s < units; s++)
+        if (ref_fits(av, s, n, units))
+            return s;
+    to = cursor + n - 1 < units ? cursor + n - 1 : units;
+    for (s = 0; s < to; s++)
+        if (ref_fits(av, s, n, to))
+            return s;
+    return NONE;
+}
+
+static uint32_t
+ref_high(const hc_arena_view *av, uint32_t n)
+{
+    uint32_t s;
+
+    for (s = av->av_units; s-- > 0;)
+        if (ref_fits(av, s, n, av->av_units))
+            return s;
+    return NONE;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The comparison                                                         */
+/* ---------------------------------------------------------------------- */
+
+/* Undo a successful allocation: the maps, the count and the cursor. */
+static void
+undo(const hc_arena_view *av, uint32_t unit, uint32_t n, uint32_t cursor)
+{
+    CHECK_ST(hc_alloc_free(av, unit, n), HC_OK);
+    av->av_arena->ar_cursor = cursor;
+    CHECK_ST(hc_alloc_check(av), HC_OK);
+}
+
+/* The search's answer (a status and a unit) against the reference's. */
+static void
+expect(const hc_arena_view *av, hc_status st, uint32_t got, uint32_t want,
+       uint32_t n, uint32_t cursor, const char *what)
+{
+    if ((want == NONE && st == HC_NO_SPACE) || (st == HC_OK && got == want)) {
+        if (st == HC_OK) {
+            CHECK(hc_alloc_is_block(av, got, n));
+            undo(av, got, n, cursor);
+        }
+        return;
+    }
+    fprintf(stderr, "%s of %u units (arena %u units, cursor %u): got %s "
+            "at %u, the reference says %d\n", what, n, av->av_units, cursor,
+            hc_strerror(st), got, want == NONE ? -1 : (int) want);
+    exit(1);
+}
+
+/* Every search for n units, with this hint, against the reference (asked
+ * first: the search takes what it finds). */
+static void
+compare(const hc_arena_view *av, uint32_t n, uint32_t hint)
+{
+    uint32_t cursor = av->av_arena->ar_cursor, got = NONE, want;
+    hc_status st;
+
+    want = ref_block(av, n, hint);
+    st = hc_alloc_block(av, n, hint, &got);
+    expect(av, st, got, want, n, cursor, "block");
+    want = ref_high(av, n);
+    st = hc_alloc_block_high(av, n, &got);
+    expect(av, st, got, want, n, cursor, "block_high");
+    want = ref_near(av, n, hint, false);
+    st = hc_alloc_block_near(av, n, hint, false, &got);
+    expect(av, st, got, want, n, cursor, "near low");
+    want = ref_near(av, n, hint, true);
+    st = hc_alloc_block_near(av, n, hint, true, &got);
+    expect(av, st, got, want, n, cursor, "near high");
+}
+
+/* Mark [from, to) used as one block (nothing if empty). */
+static void
+used_block(const hc_arena_view *av, uint32_t from, uint32_t to)
+{
+    if (to > from)
+        CHECK(hc_alloc_mark_used(av, from, to - from));
+}
+
+/*
+ * One free run [p, p + len) in an otherwise full arena, for every arena
+ * size around a word, every p and every len: sizes 1, 2, len - 1, len,
+ * len + 1 and past a word, hints inside, beside and outside the run,
+ * cursors before, inside and after it.
+ */
+static void
+test_every_run_of_small_arenas(void)
+{
+    static const uint32_t sizes[] = {1, 2, 63, 64, 65, 130};
+    size_t i;
+
+    for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+        uint32_t units = sizes[i], p, len;
+
+        for (p = 0; p < units; p++) {
+            for (len = 1; p + len <= units; len++) {
+                const uint32_t ns[] = {1, 2, len - 1, len, len + 1, 64, 65};
+                const uint32_t hints[] = {p, p + len - 1, p + len / 2,
+                                          p - 1, p + len, NONE};
+                const uint32_t cursors[] = {0, p + len / 2, p + len};
+                test_arena ta;
+                size_t a, b, c;
+
+                arena_open(&ta, units);
+                used_block(&ta.ta_av, 0, p);
+                used_block(&ta.ta_av, p + len, units);
+                for (a = 0; a < sizeof(ns) / sizeof(ns[0]); a++)
+                    for (b = 0; b < sizeof(hints) / sizeof(hints[0]); b++)
+                        for (c = 0; c < 3; c++) {
+                            ta.ta_arena.ar_cursor = cursors[c];
+                            if (ns[a] > 0)
+                                compare(&ta.ta_av, ns[a], hints[b]);
+                        }
+                arena_close(&ta);
+            }
+        }
+    }
+}
+
+/* Random blocks and gaps, of lengths up to max, over the whole arena. */
+static void
+fill_random(const hc_arena_view *av, uint32_t max_block, uint32_t max_gap)
+{
+    uint32_t u = (uint32_t) rand() % (max_gap + 1);
+
+    while (u < av->av_units) {
+        uint32_t n = 1 + (uint32_t) rand() % max_block;
+
+        if (n > av->av_units - u)
+            n = av->av_units - u;
+        CHECK(hc_alloc_mark_used(av, u, n));
+        u += n + (uint32_t) rand() % (max_gap + 1);
+    }
+    CHECK_ST(hc_alloc_check(av), HC_OK);
+}
+
+/*
+ * Random arenas (sizes that end inside a word or on one), blocks and gaps
+ * from a unit to a few words: every size up to the longest gap and past
+ * it, from random hints and cursors.
+ */
+static void
+test_random_bitmaps(void)
+{
+    int round;
+
+    srand(11);
+    for (round = 0; round < 300; round++) {
+        uint32_t units = 1 + (uint32_t) rand() % 1500;
+        uint32_t max_block = 1 + (uint32_t) rand() % 150;
+        uint32_t max_gap = (uint32_t) rand() % 150;
+        test_arena ta;
+        uint32_t n;
+
+        arena_open(&ta, units);
+        fill_random(&ta.ta_av, max_block, max_gap);
+        for (n = 1; n <= max_gap + 2; n++) {
+            int k;
+
+            for (k = 0; k < 3; k++) {
+                ta.ta_arena.ar_cursor = (uint32_t) rand() % units;
+                compare(&ta.ta_av, n, (uint32_t) rand() % (units + 1));
+            }
+        }
+        arena_close(&ta);
+    }
+}
+
+/* A count that says the arena is full answers without a scan, and a
+ * damaged count (past the arena) does not stop the scan. */
+static void
+test_the_count_short_cuts_only_when_it_can(void)
+{
+    test_arena ta;
+    uint32_t got;
+
+    arena_open(&ta, 200);
+    used_block(&ta.ta_av, 0, 100);
+    used_block(&ta.ta_av, 150, 200);
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 50, NONE, &got), HC_OK);
+    CHECK(got == 100);
+    CHECK_ST(hc_alloc_free(&ta.ta_av, got, 50), HC_OK);
+    ta.ta_arena.ar_used_units = 190;      /* says: 10 free units */
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 50, NONE, &got), HC_NO_SPACE);
+    CHECK_ST(hc_alloc_block_high(&ta.ta_av, 50, &got), HC_NO_SPACE);
+    ta.ta_arena.ar_used_units = UINT64_MAX;     /* damaged: scan anyway */
+    CHECK_ST(hc_alloc_block_high(&ta.ta_av, 50, &got), HC_OK);
+    CHECK(got == 100);
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 0, NONE, &got), HC_NO_SPACE);
+    CHECK_ST(hc_alloc_block_near(&ta.ta_av, 0, 120, false, &got),
+             HC_NO_SPACE);
+    arena_close(&ta);
+}
+
+int
+main(void)
+{
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    printf("test_alloc\n");
+    TEST(test_every_run_of_small_arenas);
+    TEST(test_random_bitmaps);
+    TEST(test_the_count_short_cuts_only_when_it_can);
+    return 0;
+}
