@@ -3,7 +3,7 @@
  * naive reference that tests one unit at a time: every run position and
  * length in small arenas (every alignment, runs across word boundaries
  * and at the bitmap's ends, arenas of 1 to 130 units), then random
- * bitmaps.  Each search must return exactly the unit the reference
+ * bitmaps of up to 4,096 units.  Each search must return exactly the unit the reference
  * chooses, or no space when it finds none, and leave the maps consistent.
  */
 #include <stdint.h>
@@ -52,17 +52,26 @@ unit_free(const hc_arena_view *av, uint32_t u)
     return !((av->av_used[u >> 6] >> (u & 63)) & 1);
 }
 
-static bool
-ref_fits(const hc_arena_view *av, uint32_t s, uint32_t n, uint32_t to)
-{
-    uint32_t u;
+#define MAX_UNITS 4096
+static uint32_t free_len[MAX_UNITS + 1];    /* free units from u on */
 
-    if (s + (uint64_t) n > to)
-        return false;
-    for (u = s; u < s + n; u++)
-        if (!unit_free(av, u))
-            return false;
-    return true;
+/* Count, unit by unit from the top, the free units from each unit on. */
+static void
+ref_prepare(const hc_arena_view *av)
+{
+    uint32_t u = av->av_units;
+
+    CHECK(u <= MAX_UNITS);
+    free_len[u] = 0;
+    while (u-- > 0)
+        free_len[u] = unit_free(av, u) ? free_len[u + 1] + 1 : 0;
+}
+
+/* Are units [s, s + n) free and below to? */
+static bool
+ref_fits(uint32_t s, uint32_t n, uint32_t to)
+{
+    return s + (uint64_t) n <= to && free_len[s] >= n;
 }
 
 /* The free run covering unit near: *start, *end; false if none. */
@@ -101,11 +110,11 @@ ref_block(const hc_arena_view *av, uint32_t n, uint32_t hint)
     if (cursor >= units)
         cursor = 0;
     for (s = cursor; s < units; s++)
-        if (ref_fits(av, s, n, units))
+        if (ref_fits(s, n, units))
             return s;
     to = cursor + n - 1 < units ? cursor + n - 1 : units;
     for (s = 0; s < to; s++)
-        if (ref_fits(av, s, n, to))
+        if (ref_fits(s, n, to))
             return s;
     return NONE;
 }
@@ -116,7 +125,7 @@ ref_high(const hc_arena_view *av, uint32_t n)
     uint32_t s;
 
     for (s = av->av_units; s-- > 0;)
-        if (ref_fits(av, s, n, av->av_units))
+        if (ref_fits(s, n, av->av_units))
             return s;
     return NONE;
 }
@@ -160,6 +169,7 @@ compare(const hc_arena_view *av, uint32_t n, uint32_t hint)
     uint32_t cursor = av->av_arena->ar_cursor, got = NONE, want;
     hc_status st;
 
+    ref_prepare(av);
     want = ref_block(av, n, hint);
     st = hc_alloc_block(av, n, hint, &got);
     expect(av, st, got, want, n, cursor, "block");
@@ -241,8 +251,9 @@ fill_random(const hc_arena_view *av, uint32_t max_block, uint32_t max_gap)
 
 /*
  * Random arenas (sizes that end inside a word or on one), blocks and gaps
- * from a unit to a few words: every size up to the longest gap and past
- * it, from random hints and cursors.
+ * from a unit to a few words, and in every fourth arena gaps of up to 19
+ * words (the searches skip whole words eight at a time): sizes from one
+ * unit to past the longest gap, from random hints and cursors.
  */
 static void
 test_random_bitmaps(void)
@@ -251,15 +262,15 @@ test_random_bitmaps(void)
 
     srand(11);
     for (round = 0; round < 300; round++) {
-        uint32_t units = 1 + (uint32_t) rand() % 1500;
+        uint32_t units = 1 + (uint32_t) rand() % MAX_UNITS;
         uint32_t max_block = 1 + (uint32_t) rand() % 150;
-        uint32_t max_gap = (uint32_t) rand() % 150;
+        uint32_t max_gap = (uint32_t) rand() % (round % 4 ? 150 : 1200);
         test_arena ta;
         uint32_t n;
 
         arena_open(&ta, units);
         fill_random(&ta.ta_av, max_block, max_gap);
-        for (n = 1; n <= max_gap + 2; n++) {
+        for (n = 1; n <= max_gap + 2; n += n < 70 ? 1 : 1 + n % 37) {
             int k;
 
             for (k = 0; k < 3; k++) {

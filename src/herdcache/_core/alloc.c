@@ -69,20 +69,44 @@ run_free(const hc_arena_view *av, uint32_t from, uint32_t n)
     return bits_all(av->av_used, from, n, false);
 }
 
+/* Do the eight words at map all equal fill?  One branch for eight: a
+ * failed search of a full stripe spends its time here. */
+static bool
+eight_words_are(const uint64_t *map, uint64_t fill)
+{
+    uint64_t differ = 0;
+    int i;
+
+    for (i = 0; i < 8; i++)
+        differ |= map[i] ^ fill;
+    return differ == 0;
+}
+
 /*
  * The first unit from u on (below to) whose bit in map is not on; to if
- * there is none.  A word at a time: ctz finds the first differing bit, so
- * a run costs a step per word it spans, not per unit.
+ * there is none.  A word at a time, eight while they all match: ctz finds
+ * the first differing bit, so a run costs a step per word it spans, not
+ * per unit.
  */
 static uint32_t
 run_end(const uint64_t *map, uint32_t u, uint32_t to, bool on)
 {
+    uint64_t fill = on ? ~UINT64_C(0) : 0;
     uint64_t v = u;             /* 64 bits: v | 63 cannot wrap */
 
     while (v < to) {
-        uint64_t word = map[v >> 6];
-        uint64_t differ = (on ? ~word : word) >> (v & 63);
+        uint64_t differ;
 
+        if ((v & 63) == 0) {
+            uint64_t w = v >> 6, whole = to >> 6;   /* words below to */
+
+            while (w + 8 <= whole && eight_words_are(map + w, fill))
+                w += 8;
+            v = w << 6;
+            if (v >= to)
+                break;
+        }
+        differ = (map[v >> 6] ^ fill) >> (v & 63);
         if (differ != 0) {
             v += (uint64_t) __builtin_ctzll(differ);
             return v < to ? (uint32_t) v : to;
