@@ -35,6 +35,15 @@ Contenders:
   backend with distributed_lock=True, against a local redis-server on a
   unix socket. Callers that find the lock taken poll it every lock_sleep
   (dogpile's default, 0.1 s), then take it one at a time to read the value.
+- wake floor (no cache): what waking the herd costs the machine itself,
+  the peer that tells herdcache's wake path from the scheduler's. The
+  first caller (a shared counter decides) computes, stores the value's
+  stamp in shared memory and writes one byte to a pipe; every other
+  caller sleeps in select() on that pipe, so one write wakes them all at
+  once, as one FUTEX_WAKE does herdcache's sleepers, and each returns the
+  stamp. Wake-up p99 of herdcache / p99 of the floor near 1 means the
+  time goes to scheduling that many woken processes on the machine's
+  cores, not to herdcache. One key only: with --keys it is left out.
 
 The herdcache contenders are skipped, with the reason printed, until
 herdcache.Cache and Cache.get_or_compute exist.
@@ -46,6 +55,8 @@ Run (from the repository root, after benchmarks/install-peers.sh and
     python benchmarks/herd.py --quick           # 16 and 64 callers, 1 repeat
     python benchmarks/herd.py --sizes 8,512 --repeat 5 --only herdcache,dogpile
     python benchmarks/herd.py --keys 8 --only herdcache   # 8 keys at once
+    python benchmarks/herd.py --sizes 64 --repeat 10 --only herdcache,floor
+                                                # scenario 9: wake-up p99 at 64
 
 256 processes on 2 cores take a while to start; they are started before the
 barrier, so start-up is not measured, but being released takes them time
@@ -57,6 +68,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import select
 import shutil
 import sys
 import tempfile
@@ -92,6 +105,9 @@ class Contender:
 
     def setup(self) -> None:
         """In the parent, before callers start."""
+
+    def before_trial(self) -> None:
+        """In the parent, before each trial's callers start."""
 
     def after_fork_child(self) -> None:
         """In each caller process (not thread), before the barrier."""
@@ -224,7 +240,43 @@ class DogpileRedis(Contender):
         self._stack.close()
 
 
-ALL_CONTENDERS = [HerdcacheGetOrCompute, HerdcacheNaive, DiskcacheStampede, DogpileRedis]
+class WakeFloor(Contender):
+    """No cache: the first caller computes, one pipe write wakes the rest
+    (see the module docstring)."""
+
+    name = "wake floor: select() on one pipe"
+    option = "floor"
+
+    def setup(self):
+        self.claimed = FORK.Value("i", 0)  # with its lock: who computes
+        self.computed_at_ns = FORK.Value("q", 0, lock=False)
+        self.pipe: tuple[int, int] | None = None
+
+    def before_trial(self):
+        self.teardown()
+        self.pipe = os.pipe()  # a fresh one: the last trial's byte is unread
+        self.claimed.value = 0
+
+    def fetch(self, key, fn):
+        assert self.pipe is not None, "before_trial() makes the pipe"
+        with self.claimed.get_lock():
+            first, self.claimed.value = self.claimed.value == 0, 1
+        if first:
+            value = fn()
+            self.computed_at_ns.value = value["computed_at_ns"]
+            os.write(self.pipe[1], b"!")  # never read: every select() returns
+            return value
+        select.select([self.pipe[0]], [], [])
+        return {"computed_at_ns": self.computed_at_ns.value, "by": None}
+
+    def teardown(self):
+        if self.pipe is not None:
+            for fd in self.pipe:
+                os.close(fd)
+            self.pipe = None
+
+
+ALL_CONTENDERS = [HerdcacheGetOrCompute, HerdcacheNaive, DiskcacheStampede, DogpileRedis, WakeFloor]
 
 
 @dataclass
@@ -262,6 +314,7 @@ def run_trial(contender: Contender, callers: int, mode: str, keys: int, outcome:
         got = now_ns()
         return start, got, value["computed_at_ns"], value["by"] == index
 
+    contender.before_trial()
     before = contender.wake_counts()
     results = run_workers(caller, callers, mode, TRIAL_TIMEOUT_S)
     _count_wakes(contender, outcome, before, counter.value)
@@ -322,7 +375,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = wanted - {c.option for c in ALL_CONTENDERS}
     if unknown:
         sys.exit(f"unknown contender(s): {', '.join(sorted(unknown))}")
-    args.contenders = [c for c in ALL_CONTENDERS if not wanted or c.option in wanted]
+    args.contenders = [
+        c for c in ALL_CONTENDERS if (not wanted or c.option in wanted) and (args.keys == 1 or c is not WakeFloor)
+    ]
     return args
 
 
