@@ -15,13 +15,25 @@ from the moment the barrier releases them. Per contender and caller count:
   from the moment the compute function returned its value (it stamps the
   value with that time; the cache stores it right after) until the caller
   has it in hand.
+- after waking, median and p99 (herdcache get_or_compute and the wake
+  floor): of the wake-up latency above, the part from the moment the
+  caller's sleep returned (the futex wait, the floor's select(); each
+  process stamps it) until it has the value. The rest, compute end to
+  the sleep's return, is the owner's publication and the kernel waking
+  and scheduling the sleeper. herdcache's is stamped by wrapping the
+  cache's own wait call (Cache._flight_wait) in each caller.
 - woken per publication (herdcache get_or_compute only): sleepers the
   kernel woke (FUTEX_WAKE's count, ``stats()["flight_woken"]``) per
   computation, and FUTEX_WAKE calls per computation (``flight_wakes``).
-  With ``--keys K`` the callers ask K keys (caller i asks key i mod K), so
-  flights of several keys run at once: a publication should wake only the
-  callers of its own key, about callers/K, not every sleeper of its
-  stripe. It does not depend on the core count.
+  Also the lock-free read retries per sleeper woken
+  (``stats()["read_retries"]``): a woken caller reads the value without
+  the stripe lock, retrying while a writer holds the stripe's epoch open;
+  after 8 failed tries (HC_READ_ATTEMPTS) it reads under the stripe lock,
+  behind the other woken callers. With ``--keys K`` the callers ask K keys
+  (caller i asks key i mod K), so flights of several keys run at once: a
+  publication should wake only the callers of its own key, about
+  callers/K, not every sleeper of its stripe. It does not depend on the
+  core count.
 
 Contenders:
 - herdcache get_or_compute: cache.get_or_compute(key, fn, ttl=60) on an
@@ -35,6 +47,15 @@ Contenders:
   backend with distributed_lock=True, against a local redis-server on a
   unix socket. Callers that find the lock taken poll it every lock_sleep
   (dogpile's default, 0.1 s), then take it one at a time to read the value.
+- wake floor (no cache): what waking the herd costs the machine itself,
+  the peer that tells herdcache's wake path from the scheduler's. The
+  first caller (a shared counter decides) computes, stores the value's
+  stamp in shared memory and writes one byte to a pipe; every other
+  caller sleeps in select() on that pipe, so one write wakes them all at
+  once, as one FUTEX_WAKE does herdcache's sleepers, and each returns the
+  stamp. Wake-up p99 of herdcache / p99 of the floor near 1 means the
+  time goes to scheduling that many woken processes on the machine's
+  cores, not to herdcache. One key only: with --keys it is left out.
 
 The herdcache contenders are skipped, with the reason printed, until
 herdcache.Cache and Cache.get_or_compute exist.
@@ -46,6 +67,8 @@ Run (from the repository root, after benchmarks/install-peers.sh and
     python benchmarks/herd.py --quick           # 16 and 64 callers, 1 repeat
     python benchmarks/herd.py --sizes 8,512 --repeat 5 --only herdcache,dogpile
     python benchmarks/herd.py --keys 8 --only herdcache   # 8 keys at once
+    python benchmarks/herd.py --sizes 64 --repeat 10 --only herdcache,floor
+                                                # scenario 9: wake-up p99 at 64
 
 256 processes on 2 cores take a while to start; they are started before the
 barrier, so start-up is not measured, but being released takes them time
@@ -57,9 +80,12 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import select
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -93,6 +119,9 @@ class Contender:
     def setup(self) -> None:
         """In the parent, before callers start."""
 
+    def before_trial(self) -> None:
+        """In the parent, before each trial's callers start."""
+
     def after_fork_child(self) -> None:
         """In each caller process (not thread), before the barrier."""
 
@@ -100,9 +129,21 @@ class Contender:
         """The value of key, computed with fn() if it is missing."""
         raise NotImplementedError
 
-    def wake_counts(self) -> tuple[int, int] | None:
-        """(wake calls, sleepers woken) so far, where the contender counts them."""
+    def wake_counts(self) -> tuple[int, int, int] | None:
+        """(wake calls, sleepers woken, lock-free read retries) so far,
+        where the contender counts them."""
         return None
+
+    def woken_at_ns(self) -> int | None:
+        """When this caller's last sleep returned (now_ns), where stamped."""
+        return getattr(self._stamps, "woken_ns", None)
+
+    @property
+    def _stamps(self) -> threading.local:
+        """Per caller thread: its stamps (a fork child starts with none)."""
+        if "_local" not in self.__dict__:
+            self._local = threading.local()
+        return self._local
 
     def teardown(self) -> None:
         pass
@@ -124,14 +165,27 @@ class HerdcacheGetOrCompute(_Herdcache):
     name = "herdcache get_or_compute"
     needs = ("get_or_compute",)
 
+    def setup(self):
+        super().setup()
+        wait, stamps = self.cache._flight_wait, self._stamps
+
+        def stamped_wait(*args):
+            try:
+                return wait(*args)
+            finally:
+                stamps.woken_ns = now_ns()
+
+        self.cache._flight_wait = stamped_wait  # shadows the method, for this instance
+
     def fetch(self, key, fn):
+        self._stamps.woken_ns = None
         return self.cache.get_or_compute(key, fn, ttl=TTL_SECONDS)
 
     def wake_counts(self):
         stats = self.cache.stats()
         if "flight_woken" not in stats:  # a herdcache before per-key wake words
             return None
-        return stats["flight_wakes"], stats["flight_woken"]
+        return stats["flight_wakes"], stats["flight_woken"], stats["read_retries"]
 
 
 class HerdcacheNaive(_Herdcache):
@@ -224,7 +278,44 @@ class DogpileRedis(Contender):
         self._stack.close()
 
 
-ALL_CONTENDERS = [HerdcacheGetOrCompute, HerdcacheNaive, DiskcacheStampede, DogpileRedis]
+class WakeFloor(Contender):
+    """No cache: the first caller computes, one pipe write wakes the rest
+    (see the module docstring)."""
+
+    name = "wake floor: select() on one pipe"
+    option = "floor"
+
+    def setup(self):
+        self.claimed = FORK.Value("i", 0)  # with its lock: who computes
+        self.computed_at_ns = FORK.Value("q", 0, lock=False)
+        self.pipe: tuple[int, int] | None = None
+
+    def before_trial(self):
+        self.teardown()
+        self.pipe = os.pipe()  # a fresh one: the last trial's byte is unread
+        self.claimed.value = 0
+
+    def fetch(self, key, fn):
+        assert self.pipe is not None, "before_trial() makes the pipe"
+        with self.claimed.get_lock():
+            first, self.claimed.value = self.claimed.value == 0, 1
+        if first:
+            value = fn()
+            self.computed_at_ns.value = value["computed_at_ns"]
+            os.write(self.pipe[1], b"!")  # never read: every select() returns
+            return value
+        select.select([self.pipe[0]], [], [])
+        self._stamps.woken_ns = now_ns()
+        return {"computed_at_ns": self.computed_at_ns.value, "by": None}
+
+    def teardown(self):
+        if self.pipe is not None:
+            for fd in self.pipe:
+                os.close(fd)
+            self.pipe = None
+
+
+ALL_CONTENDERS = [HerdcacheGetOrCompute, HerdcacheNaive, DiskcacheStampede, DogpileRedis, WakeFloor]
 
 
 @dataclass
@@ -234,9 +325,11 @@ class Outcome:
     computations: list[int] = field(default_factory=list)
     time_to_last_ns: list[int] = field(default_factory=list)
     wakeups_ns: list[int] = field(default_factory=list)
+    after_waking_ns: list[int] = field(default_factory=list)
     publications: int = 0
     wakes: int | None = None  # FUTEX_WAKE calls, where counted
     woken: int = 0
+    read_retries: int = 0
 
 
 def _count_wakes(contender: Contender, outcome: Outcome, before, publications: int) -> None:
@@ -246,6 +339,7 @@ def _count_wakes(contender: Contender, outcome: Outcome, before, publications: i
     outcome.publications += publications
     outcome.wakes = (outcome.wakes or 0) + after[0] - before[0]
     outcome.woken += after[1] - before[1]
+    outcome.read_retries += after[2] - before[2]
 
 
 def run_trial(contender: Contender, callers: int, mode: str, keys: int, outcome: Outcome) -> None:
@@ -260,14 +354,16 @@ def run_trial(contender: Contender, callers: int, mode: str, keys: int, outcome:
         start = now_ns()
         value = contender.fetch(f"{trial}:{index % keys}", fn)
         got = now_ns()
-        return start, got, value["computed_at_ns"], value["by"] == index
+        return start, got, value["computed_at_ns"], value["by"] == index, contender.woken_at_ns()
 
+    contender.before_trial()
     before = contender.wake_counts()
     results = run_workers(caller, callers, mode, TRIAL_TIMEOUT_S)
     _count_wakes(contender, outcome, before, counter.value)
     outcome.computations.append(counter.value)
     outcome.time_to_last_ns.append(max(r[1] for r in results) - min(r[0] for r in results))
-    outcome.wakeups_ns += [got - stored for _, got, stored, computed in results if not computed]
+    outcome.wakeups_ns += [got - stored for _, got, stored, computed, _ in results if not computed]
+    outcome.after_waking_ns += [got - woken for _, got, _, computed, woken in results if not computed and woken]
 
 
 def run_cell(contender: Contender, callers: int, mode: str, repeat: int, keys: int) -> list[str]:
@@ -279,7 +375,7 @@ def run_cell(contender: Contender, callers: int, mode: str, repeat: int, keys: i
             run_trial(contender, callers, mode, keys, outcome)
     except WorkerFailed as exc:
         print(f"  failed: {exc}", flush=True)
-        return [contender.name, str(callers), "failed", "—", "—", "—", "—"]
+        return [contender.name, str(callers), "failed", "—", "—", "—", "—", "—", "—"]
     return outcome_row(contender.name, callers, outcome)
 
 
@@ -287,16 +383,17 @@ def ms(ns: float) -> str:
     return f"{ns / 1e6:,.1f}"
 
 
+def median_p99(ns: list[int]) -> list[str]:
+    return [ms(median(ns)), ms(percentile(ns, 0.99))] if ns else ["—", "—"]
+
+
 def outcome_row(name: str, callers: int, o: Outcome) -> list[str]:
     low, high = min(o.computations), max(o.computations)
     computations = str(low) if low == high else f"{low}–{high}"
-    wake = (
-        [ms(median(o.wakeups_ns)), ms(percentile(o.wakeups_ns, 0.99))]
-        if o.wakeups_ns
-        else ["—", "—"]
-    )
+    wake = [*median_p99(o.wakeups_ns), *median_p99(o.after_waking_ns)]
     woken = (
-        f"{o.woken / o.publications:,.1f} ({o.wakes / o.publications:,.1f} calls)"
+        f"{o.woken / o.publications:,.1f} ({o.wakes / o.publications:,.1f} calls, "
+        f"{o.read_retries / max(o.woken, 1):,.1f} retries per woken)"
         if o.wakes is not None and o.publications
         else "—"
     )
@@ -322,7 +419,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     unknown = wanted - {c.option for c in ALL_CONTENDERS}
     if unknown:
         sys.exit(f"unknown contender(s): {', '.join(sorted(unknown))}")
-    args.contenders = [c for c in ALL_CONTENDERS if not wanted or c.option in wanted]
+    args.contenders = [
+        c for c in ALL_CONTENDERS if (not wanted or c.option in wanted) and (args.keys == 1 or c is not WakeFloor)
+    ]
     return args
 
 
@@ -342,7 +441,8 @@ def main(argv=None) -> None:
 
     measured = run_each(args.contenders, run)
     headers = ["contender", "callers", "computations", "time to last ms",
-               "wake-up median ms", "wake-up p99 ms", "woken per publication"]  # fmt: skip
+               "wake-up median ms", "wake-up p99 ms", "after waking median ms", "after waking p99 ms",
+               "woken per publication"]  # fmt: skip
     for mode, plural in MODES.items():
         print(f"\n## Callers are {plural}\n")
         rows = [row for by_mode in measured.values() for row in by_mode[mode]]

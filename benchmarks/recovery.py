@@ -18,6 +18,9 @@ from.
 - flight owner killed (scenarios 5 and 10): a child computes a key
   forever; a thread of this process waits in ``get_or_compute``; from the
   kill until the waiter's own computation starts (the takeover).
+- compute raises (scenario 7): a child computes a key and raises; four
+  threads of this process wait in ``get_or_compute``; from the raise
+  until the last of them has raised the owner's exception.
 - wait_timeout accuracy (scenario 8): a child computes forever; the time
   ``get_or_compute(wait_timeout=T)`` takes to raise ``ComputeTimeout``,
   as a ratio to T (1.00 is exact; the bound is within 10 %).
@@ -124,6 +127,51 @@ def flight_recovery(cache: herdcache.Cache, key: str) -> float:
     return (started[0] - start) * 1000
 
 
+class ComputeFailed(Exception):
+    """What the owner's computation raises in error_delivery()."""
+
+
+def error_delivery(cache: herdcache.Cache, key: str, waiters: int = 4) -> float:
+    raised_at = CTX.Value("d", 0.0, lock=False)
+    go = CTX.Event()
+    reader, writer = CTX.Pipe(duplex=False)
+
+    def fail() -> None:
+        writer.send("computing")
+        assert go.wait(30)
+        raised_at.value = time.monotonic()
+        raise ComputeFailed("the owner's computation failed")
+
+    def own() -> None:
+        try:
+            cache.get_or_compute(key, fail, lease=3600)
+        except ComputeFailed:
+            pass
+
+    owner = CTX.Process(target=own, daemon=True)
+    owner.start()
+    assert reader.poll(30) and reader.recv() == "computing"
+    got: list[float] = []
+
+    def wait() -> None:
+        try:
+            cache.get_or_compute(key, lambda: "not the owner's", lease=3600)
+        except ComputeFailed:
+            got.append(time.monotonic())
+
+    threads = [threading.Thread(target=wait) for _ in range(waiters)]
+    for thread in threads:
+        thread.start()
+    time.sleep(SETTLE)
+    go.set()
+    for thread in threads:
+        thread.join(30)
+    owner.join(30)
+    cache.delete(key)
+    assert len(got) == waiters, f"{len(got)} of {waiters} waiters raised the owner's exception"
+    return (max(got) - raised_at.value) * 1000
+
+
 def wait_timeout_ratio(cache: herdcache.Cache, key: str, timeout: float) -> float:
     owner = child_computing(cache, key)
     start = time.monotonic()
@@ -180,6 +228,12 @@ def main() -> None:
         rounds(args.rounds, lambda: flight_recovery(cache, "k")),
         "ms",
         "< 200 ms",
+    )
+    summary(
+        "compute raises -> the last of 4 waiters raises it",
+        rounds(args.rounds, lambda: error_delivery(cache, "e")),
+        "ms",
+        "< 50 ms",
     )
     quick = max(3, args.rounds // 4)
     summary(

@@ -22,6 +22,10 @@ from helpers import HANG, join_all, start, wait_until
 
 from herdcache import Cache
 
+#: Concurrent reader processes of the torn-read and kill tests: the bound of
+#: RELIABILITY scenario 4 (a writer's death under 8 readers).
+READERS = 8
+
 
 def race(
     ctx: BaseContext, cache: Cache, writers: int, readers: int, reads: int, seconds: float, deletes: float = 0.1
@@ -53,9 +57,9 @@ def race(
     cache.check()
 
 
-def kill_loop(kills: int, size: str, seed: int, eviction: str = "sieve") -> None:
-    """Kill ``kills`` writers of a cache of ``size`` under two readers and
-    check everything the module docstring promises."""
+def kill_loop(kills: int, size: str, seed: int, eviction: str = "sieve", readers: int = READERS) -> None:
+    """Kill ``kills`` writers of a cache of ``size`` under ``readers``
+    readers and check everything the module docstring promises."""
     ctx = multiprocessing.get_context("fork")
     rng = random.Random(seed)
     with Cache(size=size, serializer="raw", eviction=eviction) as cache:
@@ -63,8 +67,8 @@ def kill_loop(kills: int, size: str, seed: int, eviction: str = "sieve") -> None
         pool = cache_workers.value_pool(keys, per_key=8, largest=60_000, seed=seed)
         ref = cache_ref(cache, ctx)
         stop, results = ctx.Event(), ctx.Queue()
-        passes = [ctx.Value("Q", 0, lock=False) for _ in range(2)]
-        readers = [start(ctx, cache_workers.looping_reader, ref, keys, count, stop, results) for count in passes]
+        passes = [ctx.Value("Q", 0, lock=False) for _ in range(readers)]
+        reading = [start(ctx, cache_workers.looping_reader, ref, keys, count, stop, results) for count in passes]
         recoveries = cache.stats()["recoveries"]
         try:
             for _ in range(kills):
@@ -84,12 +88,13 @@ def kill_loop(kills: int, size: str, seed: int, eviction: str = "sieve") -> None
                 marks = [count.value for count in passes]
                 wait_until(
                     lambda marks=marks: all(count.value > mark + 1 for count, mark in zip(passes, marks)),
-                    "both readers finished a pass after the kill",
+                    "every reader finished a pass after the kill",
+                    seen=lambda marks=marks: f"passes {[count.value for count in passes]}, before the kill {marks}",
                 )
         finally:
             stop.set()
-        outcomes = [results.get(timeout=HANG) for _ in readers]
-        join_all(readers)
+        outcomes = [results.get(timeout=HANG) for _ in reading]
+        join_all(reading)
         for reads, hits, bad, examples in outcomes:
             assert bad == 0, f"{bad} bad reads of {reads}, e.g. {examples}"
             assert hits > 0
@@ -104,9 +109,9 @@ SOAK_SIZES = ["1MiB", "64MiB"]
 
 
 def soak(size: str, seconds: float) -> None:
-    """Four writers against four readers (half using lookup) for ``seconds``."""
+    """Four writers against READERS readers (half using lookup) for ``seconds``."""
     with Cache(size=size, serializer="raw") as cache:
-        race(multiprocessing.get_context("fork"), cache, writers=4, readers=4, reads=0, seconds=seconds)
+        race(multiprocessing.get_context("fork"), cache, writers=4, readers=READERS, reads=0, seconds=seconds)
 
 
 def main() -> None:
