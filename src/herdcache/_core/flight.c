@@ -70,39 +70,42 @@ hc_flight_item_serves_value(const hc_item *it, uint64_t now,
                                       &value, &len, &format, expires);
 }
 
-/* The futex word the waiters of the key of hash sleep on (table.h). */
+/* Which of its stripe's futex words the waiters of the key of hash
+ * sleep on (table.h). */
+static uint32_t
+wake_word_index(uint64_t hash)
+{
+    return (uint32_t) (hash >> 28) & (HC_FLIGHT_WORDS - 1);
+}
+
 static _Atomic uint32_t *
 wake_word(hc_stripe *s, uint64_t hash)
 {
-    return &s->sp_flight_words[(hash >> 28) & (HC_FLIGHT_WORDS - 1)];
+    return &s->sp_flight_words[wake_word_index(hash)];
 }
 
-/* Bump one word, wake its sleepers, count both; under the stripe lock. */
+/*
+ * Bump one word and mark it for waking; under the stripe lock.  The
+ * FUTEX_WAKE itself waits for hc_flight_wake_pending(), after the unlock:
+ * a sleeper woken inside the writer's open epoch would only fail its
+ * lock-free read and queue on the lock the writer still holds.
+ */
 static void
-wake_word_sleepers(hc_stripe *s, _Atomic uint32_t *word)
+bump_word(hc_stripe *s, uint32_t i)
 {
-    int woken;
-
     /* Pairs with the acquire load in begin_locked() (via fr_wait_seq). */
-    atomic_fetch_add_explicit(word, 1, memory_order_release);
-    HC_INJECT("flight.wake.before_wake");
-    woken = hc_futex_wake(word, -1);
-    /* Statistics, written under the lock and read without it: relaxed. */
-    atomic_store_explicit(&s->sp_flight_wakes,
-                          atomic_load_explicit(&s->sp_flight_wakes,
-                                               memory_order_relaxed) + 1,
-                          memory_order_relaxed);
-    atomic_store_explicit(&s->sp_flight_woken,
-                          atomic_load_explicit(&s->sp_flight_woken,
-                                               memory_order_relaxed)
-                          + (uint64_t) woken,
-                          memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->sp_flight_words[i], 1,
+                              memory_order_release);
+    /* Under the lock, as is every access but the exchange that takes
+     * the set (also under it): relaxed. */
+    atomic_fetch_or_explicit(&s->sp_flight_wake_pending, UINT32_C(1) << i,
+                             memory_order_relaxed);
 }
 
 void
 hc_flight_wake(hc_stripe *s, uint64_t hash)
 {
-    wake_word_sleepers(s, wake_word(s, hash));
+    bump_word(s, wake_word_index(hash));
 }
 
 void
@@ -111,7 +114,35 @@ hc_flight_wake_all(hc_stripe *s)
     uint32_t i;
 
     for (i = 0; i < HC_FLIGHT_WORDS; i++)
-        wake_word_sleepers(s, &s->sp_flight_words[i]);
+        bump_word(s, i);
+}
+
+uint32_t
+hc_flight_take_pending(hc_stripe *s)
+{
+    return atomic_exchange_explicit(&s->sp_flight_wake_pending, 0,
+                                    memory_order_relaxed);
+}
+
+void
+hc_flight_wake_pending(hc_stripe *s, uint32_t words)
+{
+    uint64_t woken = 0;
+    uint32_t i;
+
+    if (words == 0)
+        return;
+    HC_INJECT("flight.wake.before_wake");
+    for (i = 0; i < HC_FLIGHT_WORDS; i++)
+        if (words & (UINT32_C(1) << i))
+            woken += (uint64_t) hc_futex_wake(&s->sp_flight_words[i], -1);
+    /* Statistics, read without the lock; after the unlock two processes
+     * may count at once, hence the RMW.  Relaxed: they order nothing. */
+    atomic_fetch_add_explicit(&s->sp_flight_wakes,
+                              (uint64_t) __builtin_popcount(words),
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->sp_flight_woken, woken,
+                              memory_order_relaxed);
 }
 
 void

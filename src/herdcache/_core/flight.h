@@ -59,8 +59,14 @@
  * before they sleep.  Both happen under the stripe lock (begin reads it
  * there), so an end after the read changes the word and the futex wait
  * returns at once.
+ * The FUTEX_WAKE waits until the writer has closed its epoch and released
+ * the lock (sp_flight_wake_pending marks the words to wake): a sleeper
+ * woken earlier would fail its lock-free read and queue on that lock.  A
+ * writer that dies in between leaves its words marked, and the next
+ * unlock of the stripe wakes them; a sleeper meanwhile looks again after
+ * its probe slice (HC_FLIGHT_PROBE_NS) anyway.
  * sp_flight_wakes, sp_flight_woken: counts of FUTEX_WAKE calls and of the
- * sleepers they woke, written under the stripe lock, read relaxed.
+ * sleepers they woke, added to after the unlock, read relaxed.
  *
  *-------------------------------------------------------------------------
  */
@@ -154,14 +160,23 @@ hc_status hc_flight_abort(hc_cache *c, const void *key, uint32_t key_len,
                           uint64_t hash, uint64_t round, const void *err,
                           uint32_t err_len, uint64_t err_expires);
 
-/* Wake the waiters of the key of hash (and of the keys sharing its
- * word): table.c does it whenever a FLIGHT item is removed, which is how
- * every flight ends.  The caller holds the stripe lock. */
+/* Bump the word of the key of hash (shared with the keys of its class)
+ * and mark it for waking at the unlock: table.c does it whenever a FLIGHT
+ * item is removed, which is how every flight ends.  The caller holds the
+ * stripe lock. */
 void hc_flight_wake(hc_stripe *s, uint64_t hash);
 
-/* Wake every waiter of the stripe (a clear or a rebuild, which may drop
- * any flight).  The caller holds the stripe lock. */
+/* hc_flight_wake() for every word of the stripe (a clear or a rebuild,
+ * which may drop any flight).  The caller holds the stripe lock. */
 void hc_flight_wake_all(hc_stripe *s);
+
+/* The words marked for waking, now unmarked; the caller holds the stripe
+ * lock and passes them to hc_flight_wake_pending() once it released it. */
+uint32_t hc_flight_take_pending(hc_stripe *s);
+
+/* FUTEX_WAKE the sleepers of words (a set from hc_flight_take_pending()),
+ * after the stripe lock is released. */
+void hc_flight_wake_pending(hc_stripe *s, uint32_t words);
 
 /* FUTEX_WAKE calls issued at the ends of flights, and the sleepers they
  * woke, summed over the stripes (statistics: read without the locks). */

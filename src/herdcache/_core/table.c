@@ -937,8 +937,14 @@ stripe_lock_at(hc_cache *c, uint32_t si, bool probe_now)
 static void
 stripe_unlock_at(hc_cache *c, uint32_t si)
 {
-    epoch_exit(stripe_at(c, si));
-    hc_lock_release(c->ca_seg, &stripe_at(c, si)->sp_lock);
+    hc_stripe *s = stripe_at(c, si);
+    uint32_t wake = hc_flight_take_pending(s);
+
+    epoch_exit(s);
+    hc_lock_release(c->ca_seg, &s->sp_lock);
+    /* The ends of flights wake their sleepers only now, when what they
+     * come back for is readable without the lock (flight.h). */
+    hc_flight_wake_pending(s, wake);
 }
 
 hc_status

@@ -179,6 +179,7 @@ typedef struct hc_stripe {
     _Alignas(HC_CACHE_LINE) _Atomic uint32_t sp_flight_words[HC_FLIGHT_WORDS];
     _Atomic uint64_t sp_flight_wakes;   /* FUTEX_WAKE calls */
     _Atomic uint64_t sp_flight_woken;   /* waiters they woke */
+    _Atomic uint32_t sp_flight_wake_pending; /* words to wake at unlock */
 } __attribute__((aligned(HC_CACHE_LINE))) hc_stripe;
 
 /* Per-process statistics, one cache line pair per process slot. */
