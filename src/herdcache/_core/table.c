@@ -1373,6 +1373,21 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     return st == HC_OK ? why : st;
 }
 
+/*
+ * A write that evicted a live value and then stored nothing (it failed)
+ * drew no csn, so no snapshot that registered after the eviction judged
+ * "no snapshot open" would hear of it: the eviction commits on its own
+ * csn, drawn inside the epoch it opened (barriers.md, pair 17).
+ */
+static void
+eviction_commits(writer *w)
+{
+    if (!w->w_evicted_live || w->w_batch_csn != 0)
+        return;                 /* a batch's abort reports it (commit.c) */
+    epoch_enter(w->w_stripe);   /* open already: the eviction's */
+    hc_versions_evicted_before(w, hc_commit_draw(w->w_cache));
+}
+
 static hc_status
 set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 {
@@ -1403,17 +1418,21 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
         st = alloc_with_eviction(w, units,
                                  wr->wr_format == HC_FORMAT_FLIGHT, &unit);
     if (st == HC_NO_SPACE)
-        return drop_failed_set(w, wr, st);
-    if (st != HC_OK)
+        st = drop_failed_set(w, wr, st);
+    if (st != HC_OK) {
+        eviction_commits(w);
         return st;
+    }
     /*
      * Find again: eviction may have removed the old item.  The write goes
      * ahead all the same, as if it had come just before that eviction.
      */
     found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                       &old);
-    if (found == HC_CORRUPT)
+    if (found == HC_CORRUPT) {
+        eviction_commits(w);    /* the rerun after the rebuild may not */
         return HC_CORRUPT;
+    }
     HC_INJECT("table.set.allocated");
     fill_item(w, unit, wr);
     HC_INJECT("table.set.filled");
