@@ -46,7 +46,6 @@
 #include "segment.h"
 #include "table.h"
 #include "commit.h"
-#include "table_internal.h"
 
 static const char *const points[] = {
 #include "inject_points.h"
@@ -340,16 +339,41 @@ cache_workload(world *wd, uint32_t round)
 }
 
 /*
+ * A batch that fails midway: the NPAIRS keys, then values of max_value
+ * in pair-0's stripe until it has no room (the pairs' versions are the
+ * batch's, which eviction spares).  The undo must leave the pairs whole.
+ */
+static void
+failing_batch(hc_cache *c, hc_write *ops, uint64_t v)
+{
+    static char big[HC_DEFAULT_MAX_VALUE];
+    char keys[8][16];
+    uint32_t si = hc_table_stripe_of(c, ops[0].wr_hash);
+    uint64_t csn;
+    int k, i = 0;
+
+    for (k = 0; k < NPAIRS; k++)
+        ops[k] = test_write(c, ops[k].wr_key, &v, sizeof(v), HC_FOREVER);
+    for (k = 0; k < 8; k++) {
+        i = test_key_in_stripe(c, si, i, keys[k], sizeof(keys[k])) + 1;
+        ops[NPAIRS + k] = test_write(c, keys[k], big, sizeof(big),
+                                     HC_FOREVER);
+    }
+    CHECK_ST(hc_cache_batch(c, ops, NPAIRS + 8, NULL, &csn), HC_NO_SPACE);
+}
+
+/*
  * Batches that write (or delete) NPAIRS keys together, each under an
  * open snapshot so that the versions they supersede are kept: the parent
- * must find all of the keys with one version, or all absent.
+ * must find all of the keys with one version, or all absent.  One of
+ * them fails midway for want of room and is undone.
  */
 static void
 batch_workload(world *wd, uint32_t round)
 {
     hc_cache *c = wd->batches;
     char keys[NPAIRS][24];
-    hc_write ops[NPAIRS];
+    hc_write ops[NPAIRS + 8];
     uint64_t v, s, deadline, csn;
     int i, k;
 
@@ -362,6 +386,8 @@ batch_workload(world *wd, uint32_t round)
                 ops[k].wr_format = HC_FORMAT_TOMBSTONE;
         }
         (void) hc_snapshot_open(c, 0, &s, &deadline);
+        if (i == 5)
+            failing_batch(c, ops, v);
         (void) hc_cache_batch(c, ops, NPAIRS, NULL, &csn);
         hc_snapshot_close(c, s);
     }
@@ -972,17 +998,6 @@ open_late_snapshot(void *arg)
     ls->ls_opened = true;
 }
 
-/* The first key "sNNNNN" from i on in stripe si (into key): its i. */
-static int
-key_in_stripe(hc_cache *c, uint32_t si, int i, char *key, size_t size)
-{
-    for (;; i++) {
-        snprintf(key, size, "s%05d", i);
-        if (hc_table_stripe_of(c, hc_cache_hash(c, key, strlen(key))) == si)
-            return i;
-    }
-}
-
 /*
  * Issue 10: a set evicts a key's newest value, a snapshot registers at
  * that instant (after the eviction judged that no snapshot was open), and
@@ -1010,7 +1025,7 @@ test_failed_set_reports_its_eviction(void)
     hc_snapshot_close(c, s);
     /* Stripe 0 full of keys being computed; then the last 4 end. */
     for (st = HC_OK; st == HC_OK; i++) {
-        i = key_in_stripe(c, 0, i, key, sizeof(key));
+        i = test_key_in_stripe(c, 0, i, key, sizeof(key));
         rq.fq_key = key;
         rq.fq_key_len = (uint32_t) strlen(key);
         rq.fq_hash = hc_cache_hash(c, key, strlen(key));
@@ -1028,13 +1043,13 @@ test_failed_set_reports_its_eviction(void)
                                  hc_cache_hash(c, flights[i],
                                                strlen(flights[i])),
                                  rounds[i], NULL, 0, 0), HC_OK);
-    key_in_stripe(c, 0, 90000, key, sizeof(key));
+    test_key_in_stripe(c, 0, 90000, key, sizeof(key));
     CHECK_ST(test_put(c, key, "v", 1, HC_FOREVER), HC_OK);
     /* The failing set: its eviction of key is the first removal. */
     {
         char other[16];
 
-        key_in_stripe(c, 0, 95000, other, sizeof(other));
+        test_key_in_stripe(c, 0, 95000, other, sizeof(other));
         hc_inject_arm_call("table.remove.unlinked", 1, open_late_snapshot,
                            &late);
         CHECK_ST(test_put(c, other, big, sizeof(big), HC_FOREVER),
