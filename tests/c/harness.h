@@ -26,6 +26,7 @@
 #include "segment.h"
 #include "status.h"
 #include "table.h"
+#include "table_internal.h"
 
 #define CHECK(cond)                                                       \
     do {                                                                  \
@@ -139,6 +140,17 @@ test_put(hc_cache *c, const char *key, const void *value, size_t vlen,
     uint64_t csn;
 
     return hc_cache_set(c, &wr, &csn);
+}
+
+/* The first key "kNNNNN" from i on in stripe si (into key): its i. */
+static inline int
+test_key_in_stripe(hc_cache *c, uint32_t si, int i, char *key, size_t size)
+{
+    for (;; i++) {
+        snprintf(key, size, "k%05d", i);
+        if (hc_table_stripe_of(c, hc_cache_hash(c, key, strlen(key))) == si)
+            return i;
+    }
 }
 
 static inline pid_t

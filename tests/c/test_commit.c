@@ -2,9 +2,11 @@
  * test_commit.c - snapshots and atomic batches without Python (commit.h):
  * repeatable reads, tombstones, retained versions freed when no snapshot
  * needs them, SnapshotTooOld by age and by memory, a dead process's
- * horizon that stops pinning, batches all-or-nothing, and a bank of
- * accounts moved by batch-writing threads while reader threads check the
- * sum through snapshots (the TSan build runs it with real threads).
+ * horizon that stops pinning, batches all-or-nothing (a failed one undone
+ * without costing open snapshots), batches counted in the memory share,
+ * and a bank of accounts moved by batch-writing threads while reader
+ * threads check the sum through snapshots (the TSan build runs it with
+ * real threads).
  */
 #include <pthread.h>
 #include <signal.h>
@@ -181,53 +183,118 @@ test_batch(void)
     CHECK_ST(hc_segment_close(seg), HC_OK);
 }
 
+/* Write the keys m0..m3 once: four sets, or one batch of them. */
+static void
+rewrite_m_keys(hc_cache *c, const char *value, uint32_t len, bool batch)
+{
+    char keys[4][16];
+    hc_write ops[4];
+    uint64_t csn;
+    int k;
+
+    for (k = 0; k < 4; k++) {
+        snprintf(keys[k], sizeof(keys[k]), "m%d", k);
+        ops[k] = write_of(c, keys[k], value, len);
+        if (!batch)
+            CHECK_ST(hc_cache_set(c, &ops[k], &csn), HC_OK);
+    }
+    if (batch)
+        CHECK_ST(hc_cache_batch(c, ops, 4, NULL, &csn), HC_OK);
+}
+
+/*
+ * By memory: rewriting keys under an open snapshot, by sets or by atomic
+ * batches alike, keeps every version until they would pass their share
+ * (never more than that and a batch); then the snapshot is too old for
+ * memory (not by eviction), and writes no longer keep versions for it.
+ */
+static void
+too_old_by_memory(bool batch)
+{
+    uint64_t cap = (uint64_t) 2 * hc_cache_min_size(HC_EVICTION_SIEVE);
+    hc_cache *c = test_cache(&seg, cap, true);
+    static char big[8192];
+    uint64_t s, deadline, s2, d2;
+    int i;
+
+    CHECK_ST(hc_snapshot_open(c, 0, &s, &deadline), HC_OK);
+    for (i = 0; i < 500 && hc_snapshot_check(c, s, deadline) == HC_OK;
+         i++) {
+        rewrite_m_keys(c, big, sizeof(big), batch);
+        CHECK(hc_cache_retained_bytes(c) <= cap / HC_RETAIN_SHARE
+              + (batch ? 4 : 2) * (sizeof(big) + 256));
+    }
+    CHECK_ST(hc_snapshot_check(c, s, deadline), HC_TOO_OLD);
+    CHECK(strstr(hc_last_detail(), "1/4 of the cache's memory") != NULL);
+    /* A snapshot taken now is fine. */
+    CHECK_ST(hc_snapshot_open(c, 0, &s2, &d2), HC_OK);
+    CHECK_ST(hc_snapshot_check(c, s2, d2), HC_OK);
+    hc_snapshot_close(c, s2);
+    hc_snapshot_close(c, s);
+    rewrite_m_keys(c, big, sizeof(big), batch);
+    rewrite_m_keys(c, big, sizeof(big), batch);
+    CHECK(hc_cache_retained_bytes(c) == 0);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    hc_cache_close(c);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 static void
 test_too_old(void)
 {
-    hc_cache *c = test_cache(&seg, hc_cache_min_size(HC_EVICTION_SIEVE) * 2, true);
-    static char big[8192];
+    hc_cache *c = test_cache(&seg, 4 << 20, true);
     uint64_t s, deadline;
-    hc_write wr;
-    uint64_t csn, cap = (uint64_t) 2 * hc_cache_min_size(HC_EVICTION_SIEVE);
-    int i;
 
     /* By age: a deadline already past. */
     CHECK_ST(hc_snapshot_open(c, 1, &s, &deadline), HC_OK);
     while (hc_now_ns() <= deadline)
         ;
     CHECK_ST(hc_snapshot_check(c, s, deadline), HC_TOO_OLD);
+    CHECK(strstr(hc_last_detail(), "max_snapshot_age") != NULL);
     hc_snapshot_close(c, s);
-    /* By memory: rewriting a key under an open snapshot keeps every
-     * version until they would pass their share; then it is too old. */
+    hc_cache_close(c);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+    too_old_by_memory(false);
+    too_old_by_memory(true);
+}
+
+/*
+ * A batch that fails midway (no room, eviction off) changes nothing, and
+ * costs no open snapshot anything: one that kept an old version in the
+ * very stripe the batch wrote still reads it, and is not too old.
+ */
+static void
+test_failed_batch_spares_snapshots(void)
+{
+    hc_cache *c = test_cache(&seg, 4 << 20, false);
+    static char big[64 << 10];
+    char keys[200][16], x[16];
+    hc_write ops[200];
+    uint64_t s, deadline, csn;
+    int64_t v;
+    int i, k;
+
+    k = test_key_in_stripe(c, 0, 0, x, sizeof(x));
+    put(c, x, 1);
+    for (i = 0; i < 200; i++) {
+        k = test_key_in_stripe(c, 0, k + 1, keys[i], sizeof(keys[i]));
+        ops[i] = write_of(c, keys[i], big, sizeof(big));
+    }
+    put(c, keys[0], -1);                 /* a value the batch replaces */
     CHECK_ST(hc_snapshot_open(c, 0, &s, &deadline), HC_OK);
-    for (i = 0; i < 2000 && hc_snapshot_check(c, s, deadline) == HC_OK;
-         i++) {
-        char key[16];
-
-        snprintf(key, sizeof(key), "m%u", (unsigned) i % 4);
-        wr = write_of(c, key, big, sizeof(big));
-        CHECK_ST(hc_cache_set(c, &wr, &csn), HC_OK);
-        CHECK(hc_cache_retained_bytes(c) <= cap / HC_RETAIN_SHARE + 2
-              * sizeof(big));
-    }
-    CHECK_ST(hc_snapshot_check(c, s, deadline), HC_TOO_OLD);
-    /* A snapshot taken now is fine, and writes no longer keep versions
-     * for the old one. */
-    {
-        uint64_t s2, d2;
-
-        CHECK_ST(hc_snapshot_open(c, 0, &s2, &d2), HC_OK);
-        CHECK_ST(hc_snapshot_check(c, s2, d2), HC_OK);
-        hc_snapshot_close(c, s2);
-    }
+    put(c, x, 2);                        /* x = 1 stays for the snapshot */
+    CHECK_ST(hc_cache_batch(c, ops, 200, NULL, &csn), HC_NO_SPACE);
+    CHECK_ST(hc_snapshot_check(c, s, deadline), HC_OK);
+    CHECK(get_lockfree_at(c, x, s, &v) && v == 1);
+    CHECK(get_lockfree_at(c, keys[0], s, &v) && v == -1);
+    CHECK(get_lockfree_at(c, x, UINT64_MAX, &v) && v == 2);
+    CHECK(get_lockfree_at(c, keys[0], UINT64_MAX, &v) && v == -1);
+    for (i = 1; i < 200; i++)
+        CHECK(!get_at(c, keys[i], UINT64_MAX, &v));
+    CHECK_ST(hc_cache_check(c), HC_OK);
     hc_snapshot_close(c, s);
-    for (i = 0; i < 8; i++) {
-        char key[16];
-
-        snprintf(key, sizeof(key), "m%u", (unsigned) i % 4);
-        wr = write_of(c, key, big, sizeof(big));
-        CHECK_ST(hc_cache_set(c, &wr, &csn), HC_OK);
-    }
+    /* The next write of x frees its old version: the books balance. */
+    put(c, x, 3);
     CHECK(hc_cache_retained_bytes(c) == 0);
     CHECK_ST(hc_cache_check(c), HC_OK);
     hc_cache_close(c);
@@ -387,6 +454,7 @@ main(void)
     TEST(test_repeatable_reads);
     TEST(test_batch);
     TEST(test_too_old);
+    TEST(test_failed_batch_spares_snapshots);
     TEST(test_dead_horizon);
     TEST(test_bank_threads);
     printf("test_commit: all passed\n");

@@ -339,16 +339,41 @@ cache_workload(world *wd, uint32_t round)
 }
 
 /*
+ * A batch that fails midway: the NPAIRS keys, then values of max_value
+ * in pair-0's stripe until it has no room (the pairs' versions are the
+ * batch's, which eviction spares).  The undo must leave the pairs whole.
+ */
+static void
+failing_batch(hc_cache *c, hc_write *ops, uint64_t v)
+{
+    static char big[HC_DEFAULT_MAX_VALUE];
+    char keys[8][16];
+    uint32_t si = hc_table_stripe_of(c, ops[0].wr_hash);
+    uint64_t csn;
+    int k, i = 0;
+
+    for (k = 0; k < NPAIRS; k++)
+        ops[k] = test_write(c, ops[k].wr_key, &v, sizeof(v), HC_FOREVER);
+    for (k = 0; k < 8; k++) {
+        i = test_key_in_stripe(c, si, i, keys[k], sizeof(keys[k])) + 1;
+        ops[NPAIRS + k] = test_write(c, keys[k], big, sizeof(big),
+                                     HC_FOREVER);
+    }
+    CHECK_ST(hc_cache_batch(c, ops, NPAIRS + 8, NULL, &csn), HC_NO_SPACE);
+}
+
+/*
  * Batches that write (or delete) NPAIRS keys together, each under an
  * open snapshot so that the versions they supersede are kept: the parent
- * must find all of the keys with one version, or all absent.
+ * must find all of the keys with one version, or all absent.  One of
+ * them fails midway for want of room and is undone.
  */
 static void
 batch_workload(world *wd, uint32_t round)
 {
     hc_cache *c = wd->batches;
     char keys[NPAIRS][24];
-    hc_write ops[NPAIRS];
+    hc_write ops[NPAIRS + 8];
     uint64_t v, s, deadline, csn;
     int i, k;
 
@@ -361,6 +386,8 @@ batch_workload(world *wd, uint32_t round)
                 ops[k].wr_format = HC_FORMAT_TOMBSTONE;
         }
         (void) hc_snapshot_open(c, 0, &s, &deadline);
+        if (i == 5)
+            failing_batch(c, ops, v);
         (void) hc_cache_batch(c, ops, NPAIRS, NULL, &csn);
         hc_snapshot_close(c, s);
     }
@@ -950,6 +977,99 @@ walk_point(const char *point, const char *nths, uint64_t *reads,
     return true;
 }
 
+/* ---- action "call": a race as one fixed interleaving ---- */
+
+static hc_segment *seg_call;
+
+typedef struct late_snapshot {
+    hc_cache *ls_cache;
+    uint64_t ls_csn, ls_deadline;
+    bool ls_opened;
+} late_snapshot;
+
+/* What another process does meanwhile: it opens a snapshot. */
+static void
+open_late_snapshot(void *arg)
+{
+    late_snapshot *ls = arg;
+
+    CHECK_ST(hc_snapshot_open(ls->ls_cache, 0, &ls->ls_csn,
+                              &ls->ls_deadline), HC_OK);
+    ls->ls_opened = true;
+}
+
+/*
+ * Issue 10: a set evicts a key's newest value, a snapshot registers at
+ * that instant (after the eviction judged that no snapshot was open), and
+ * the set then fails (no room: the rest of the stripe is keys being
+ * computed).  The snapshot must never read the key as absent: it is too
+ * old, or it sees the value.
+ */
+static void
+test_failed_set_reports_its_eviction(void)
+{
+    hc_cache *c = test_cache(&seg_call, hc_cache_min_size(HC_EVICTION_SIEVE),
+                             true);
+    static char big[16384];
+    late_snapshot late = {c, 0, 0, false};
+    hc_flight_request rq = {NULL, 0, 0, 3600 * HC_NS_PER_SEC, 0, false};
+    hc_flight_result res;
+    char key[16], flights[4][16];
+    uint64_t rounds[4], s, d;
+    int i = 0, n = 0;
+    uint8_t *copy = NULL;
+    hc_read rd;
+    hc_status st;
+
+    CHECK_ST(hc_snapshot_open(c, 0, &s, &d), HC_OK);   /* takes the slot */
+    hc_snapshot_close(c, s);
+    /* Stripe 0 full of keys being computed; then the last 4 end. */
+    for (st = HC_OK; st == HC_OK; i++) {
+        i = test_key_in_stripe(c, 0, i, key, sizeof(key));
+        rq.fq_key = key;
+        rq.fq_key_len = (uint32_t) strlen(key);
+        rq.fq_hash = hc_cache_hash(c, key, strlen(key));
+        st = hc_flight_begin(c, &rq, &res);
+        CHECK(st == HC_NO_SPACE
+              || (st == HC_OK && res.fr_outcome == HC_FLIGHT_COMPUTE));
+        if (st == HC_OK) {
+            memcpy(flights[n % 4], key, sizeof(key));
+            rounds[n++ % 4] = res.fr_round;
+        }
+    }
+    CHECK(n > 4);
+    for (i = 0; i < 4; i++)
+        CHECK_ST(hc_flight_abort(c, flights[i], (uint32_t) strlen(flights[i]),
+                                 hc_cache_hash(c, flights[i],
+                                               strlen(flights[i])),
+                                 rounds[i], NULL, 0, 0), HC_OK);
+    test_key_in_stripe(c, 0, 90000, key, sizeof(key));
+    CHECK_ST(test_put(c, key, "v", 1, HC_FOREVER), HC_OK);
+    /* The failing set: its eviction of key is the first removal. */
+    {
+        char other[16];
+
+        test_key_in_stripe(c, 0, 95000, other, sizeof(other));
+        hc_inject_arm_call("table.remove.unlinked", 1, open_late_snapshot,
+                           &late);
+        CHECK_ST(test_put(c, other, big, sizeof(big), HC_FOREVER),
+                 HC_NO_SPACE);
+        hc_inject_arm(NULL, HC_INJECT_NONE, 0, 0);
+    }
+    CHECK(late.ls_opened);
+    st = hc_cache_read_locked_at(c, key, (uint32_t) strlen(key),
+                                 hc_cache_hash(c, key, strlen(key)),
+                                 hc_expiry_now_ns(), late.ls_csn, &rd, &copy);
+    if (!(st == HC_OK && rd.rd_value_len == 1))
+        CHECK_ST(hc_snapshot_check(c, late.ls_csn, late.ls_deadline),
+                 HC_TOO_OLD);
+    free(copy);
+    hc_snapshot_close(c, late.ls_csn);
+    CHECK_ST(hc_cache_check(c), HC_OK);
+    hc_cache_close(c);
+    CHECK_ST(hc_segment_close(seg_call), HC_OK);
+}
+
 int
 main(void)
 {
@@ -969,6 +1089,7 @@ main(void)
     TEST(test_kernel_selftest);
     TEST(test_stall_action);
     TEST(test_a_rebuild_killed_twice_loses_nothing);
+    TEST(test_failed_set_reports_its_eviction);
     printf("    walking %zu injection points\n", NPOINTS);
     for (i = 0; ok && i < NPOINTS; i++) {
         nths = nths && *nths ? nths : "1,3";

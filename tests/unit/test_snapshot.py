@@ -134,15 +134,28 @@ def test_a_snapshot_older_than_max_snapshot_age_is_too_old() -> None:
         Cache(size="8MiB", max_snapshot_age=0)
 
 
-def test_versions_kept_for_a_snapshot_are_bounded_by_memory() -> None:
+def test_a_failed_atomic_set_many_costs_open_snapshots_nothing() -> None:
+    cache = Cache(size="8MiB", evict=False)
+    cache.set_many({"x": 1, "y": 1})
+    with cache.snapshot() as snap:
+        cache.set("x", 2)  # x = 1 is kept for the snapshot
+        with pytest.raises(errors.CacheFull):  # fails midway, every stripe locked
+            cache.set_many({"y": 2, **{f"k{i}": b"v" * 4096 for i in range(2000)}}, atomic=True)
+        assert snap.get_many(["x", "y"]) == {"x": 1, "y": 1}
+    assert cache.get_many(["x", "y", "k0"]) == {"x": 2, "y": 1}
+
+
+@pytest.mark.parametrize("atomic", [False, True], ids=["set", "atomic-set_many"])
+def test_versions_kept_for_a_snapshot_are_bounded_by_memory(atomic: bool) -> None:
     cache = Cache(size="4MiB", max_snapshot_age=None)
     capacity = cache.stats()["bytes_used"] + cache.stats()["bytes_free"]
     value = b"v" * 16000
+    batch = 4 if atomic else 1  # keys written per commit
     with cache.snapshot() as snap:
         with pytest.raises(errors.SnapshotTooOld, match="1/4"):
-            for i in range(2000):
-                cache.set(f"k{i % 8}", value)
-                assert cache.stats()["snapshot_retained_bytes"] <= capacity // 4 + 2 * len(value)
+            for i in range(0, 2000, batch):
+                cache.set_many({f"k{(i + j) % 8}": value for j in range(batch)}, atomic=atomic)
+                assert cache.stats()["snapshot_retained_bytes"] <= capacity // 4 + 2 * batch * len(value)
                 snap.get("k0")
     # Closed, it pins nothing: the next writes of those keys free it all.
     for i in range(8):

@@ -579,12 +579,10 @@ kill_behind(hc_writer *w, hc_item *head)
     }
 }
 
-/* The flight head goes: the version behind it is the newest again. */
+/* v is its key's newest version again: no longer a retained one. */
 static void
-promote_behind(hc_writer *w, hc_item *head)
+unretain(hc_writer *w, hc_item *v)
 {
-    hc_item *v = next_version(w, head, head);
-
     if (v != NULL && (flags_of(v) & HC_VERSION_RETAINED)) {
         count_units(w, v, false);
         __atomic_store_n(&v->it_version,
@@ -593,6 +591,13 @@ promote_behind(hc_writer *w, hc_item *head)
         if (counted(v))
             count_units(w, v, true);    /* a tombstone stays counted */
     }
+}
+
+/* The flight head goes: the version behind it is the newest again. */
+static void
+promote_behind(hc_writer *w, hc_item *head)
+{
+    unretain(w, next_version(w, head, head));
 }
 
 void
@@ -955,15 +960,61 @@ batch_op(hc_writer *w, const hc_write *op, uint64_t csn, uint8_t *existed)
     return hc_table_store(w, op, &ignored);
 }
 
-/* Undo a batch its writer gives up: its items go, the old ones stay. */
-static void
-abort_batch(hc_batch_record *br, uint64_t mask, hc_writer *ws)
+/*
+ * Undo one op of a batch its live writer gives up: unlink the items of
+ * the op's key that carry the batch's csn, and the version they
+ * superseded is the newest again.  No reader saw them (the epochs stayed
+ * odd), so no snapshot is too old for it.  false: a damaged chain.
+ */
+static bool
+undo_op(hc_writer *w, const hc_write *op, uint64_t csn)
 {
+    hc_status st;
+    hc_item *it;
+    int steps;
+
+    for (steps = 0; steps < MAX_CHAIN; steps++) {
+        _Atomic uint32_t *lp;
+
+        it = hc_table_find(w, op->wr_hash, op->wr_key, op->wr_key_len, &st);
+        if (it == NULL || it->it_csn != csn)
+            break;
+        if ((lp = link_of(w, it)) == NULL || !free_version(w, lp, it))
+            return false;
+    }
+    if (st == HC_CORRUPT || steps == MAX_CHAIN)
+        return false;
+    unretain(w, it);
+    return true;
+}
+
+/*
+ * Undo a batch its writer gives up: its items go, the old ones stay.  A
+ * stripe whose chains the undo finds damaged (or that the batch found
+ * damaged) is rebuilt instead, which drops the batch's items too (pair
+ * 19) but also every retained version there, so snapshots below the
+ * counter are too old.  A death during the undo leaves the same to the
+ * next locker's rebuild: the record stays open until record_close().
+ */
+static void
+abort_batch(hc_cache *c, hc_batch_record *br, const hc_write *ops, size_t n,
+            hc_writer *ws, uint64_t csn, hc_status why)
+{
+    uint64_t mask, bad = 0;
+    size_t i;
     uint32_t si;
 
     atomic_store_explicit(&br->br_token, 0, memory_order_relaxed);
+    mask = atomic_load_explicit(&br->br_stripes, memory_order_relaxed);
+    for (i = 0; i < n; i++) {
+        si = hc_table_stripe_of(c, ops[i].wr_hash);
+        if (why == HC_CORRUPT || ((bad >> si) & 1)
+            || !undo_op(&ws[si], &ops[i], csn))
+            bad |= UINT64_C(1) << si;
+        HC_INJECT("commit.batch.undone");
+    }
     for (si = 0; si < HC_MAX_STRIPES; si++)
-        if (mask & (UINT64_C(1) << si))
+        if (mask & bad & (UINT64_C(1) << si))
             hc_table_rebuild(&ws[si]);
 }
 
@@ -1009,10 +1060,22 @@ run_batch(hc_cache *c, const hc_write *ops, size_t n, uint8_t *existed,
     return st;
 }
 
+/*
+ * After the commit point, while the epochs are still odd (pair 18): the
+ * versions the batch kept count toward the memory share as a set's do.
+ * Past it, the snapshots below the batch are too old, and the prune
+ * frees what only they needed.  (Until its commit a batch keeps them
+ * all, whatever the share: an abort must find them.  The excess is at
+ * most the batch's own size.)
+ */
 static void
-prune_batch(hc_cache *c, const hc_write *ops, size_t n, hc_writer *ws)
+prune_batch(hc_cache *c, const hc_write *ops, size_t n, hc_writer *ws,
+            uint64_t csn)
 {
     size_t i;
+
+    if (over_share(c, 0))
+        raise_too_old(c, csn, HC_TOO_OLD_MEMORY);
 
     for (i = 0; i < n; i++) {
         hc_writer *w = &ws[hc_table_stripe_of(c, ops[i].wr_hash)];
@@ -1069,11 +1132,11 @@ hc_cache_batch(hc_cache *c, const hc_write *ops, size_t n, uint8_t *existed,
     HC_INJECT("commit.batch.opened");
     st = run_batch(c, ops, n, existed, ws, *csn);
     if (st != HC_OK)
-        abort_batch(br, mask, ws);
+        abort_batch(c, br, ops, n, ws, *csn, st);
     record_close(a, br, slot);  /* the commit point (or the abort's end) */
     HC_INJECT("commit.batch.committed");
     if (st == HC_OK)
-        prune_batch(c, ops, n, ws);
+        prune_batch(c, ops, n, ws, *csn);
     unlock_all(ws, mask);       /* closes the epochs: all of it at once */
     pthread_mutex_unlock(&batch_mutex);
     if (st == HC_OK)

@@ -35,7 +35,9 @@
  * Too old.  cm_too_old is a watermark: a snapshot with S below it may have
  * lost a version it needed, and its next read raises SnapshotTooOld.  It
  * rises when eviction takes a needed version or a key's live newest value
- * (while any snapshot is open), when retained versions would pass
+ * (while any snapshot is open, or opening meanwhile: the evicting write's
+ * draw, or one of its own if the write fails), when retained versions
+ * would pass
  * 1/HC_RETAIN_SHARE of the arena, on clear(), and when a stripe rebuild
  * drops versions.  A snapshot past its own deadline (real monotonic time)
  * is too old as well.
@@ -47,7 +49,10 @@
  * a stripe rebuild drops the items of a record whose owner died (or that
  * aborted), which restores the versions they superseded (a batch always
  * retains those until it commits).  The commit point is one store: the
- * record's csn back to 0.
+ * record's csn back to 0.  A batch that fails for want of room undoes
+ * its items itself, under its locks, and no snapshot is too old for it;
+ * only a stripe found damaged is rebuilt.  At its commit point the
+ * versions it kept count toward the memory share.
  *
  *-------------------------------------------------------------------------
  */

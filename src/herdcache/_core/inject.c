@@ -26,6 +26,8 @@ typedef struct armed_point {
     hc_inject_action ap_action;
     uint32_t ap_nth;
     uint32_t ap_arg;
+    void (*ap_fn)(void *);      /* HC_INJECT_CALL */
+    void *ap_fn_arg;
 } armed_point;
 
 static armed_point armed;
@@ -55,6 +57,15 @@ hc_inject_arm(const char *point, hc_inject_action action, uint32_t nth,
 {
     atomic_store_explicit(&env_epoch, hc_fork_epoch(), memory_order_relaxed);
     arm_from(point, point ? strlen(point) : 0, action, nth, arg);
+}
+
+void
+hc_inject_arm_call(const char *point, uint32_t nth, void (*fn)(void *),
+                   void *arg)
+{
+    hc_inject_arm(point, HC_INJECT_CALL, nth, 0);
+    armed.ap_fn = fn;
+    armed.ap_fn_arg = arg;
 }
 
 uint32_t
@@ -140,6 +151,9 @@ hc_inject_hit(const char *point)
     case HC_INJECT_FAIL:
         return armed.ap_arg > HC_OK && armed.ap_arg < HC_STATUS_COUNT
             ? (hc_status) armed.ap_arg : HC_SYSTEM;
+    case HC_INJECT_CALL:
+        armed.ap_fn(armed.ap_fn_arg);
+        return HC_OK;
     default:
         return HC_OK;
     }

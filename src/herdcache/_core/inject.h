@@ -14,6 +14,9 @@
  *	kill        SIGKILL the process at the nth hit of the point
  *	stall       sleep there for ms milliseconds (0: until killed)
  *	fail        make the point return a status (HC_INJECT_RETURN only)
+ *	call        run a test's function there (hc_inject_arm_call, from C
+ *	            only): what another process could do at that instant,
+ *	            done by this thread, so a race is one fixed interleaving
  *
  * either from C (hc_inject_arm) or, so that no binding change is needed,
  * from the environment variable HERDCACHE_INJECT, read at the first point
@@ -51,6 +54,7 @@ typedef enum hc_inject_action {
     HC_INJECT_KILL,
     HC_INJECT_STALL,
     HC_INJECT_FAIL,
+    HC_INJECT_CALL,
 } hc_inject_action;
 
 #ifdef HC_INJECTION
@@ -65,6 +69,10 @@ hc_status hc_inject_hit(const char *point);
  */
 void hc_inject_arm(const char *point, hc_inject_action action, uint32_t nth,
                    uint32_t arg);
+
+/* Arm point to run fn(arg) at its nth hit from now (action "call"). */
+void hc_inject_arm_call(const char *point, uint32_t nth, void (*fn)(void *),
+                        void *arg);
 
 /* How many times the armed point was reached since it was armed. */
 uint32_t hc_inject_hits(void);

@@ -617,11 +617,32 @@ unlink_free(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
     return hc_alloc_free(&w->w_av, unit, hc_item_units(it));
 }
 
+/*
+ * The version hooks (commit.h) have nothing to do: no batch open here, no
+ * version kept in the stripe (so no item of it is counted as one), no
+ * snapshot open anywhere.  The plain set and remove then skip their calls,
+ * which cost the bare set path a few percent (benchmarks/regression.py
+ * --core).  seq_cst: after a set's draw this is the writer's side of pair
+ * 17, as in xmin().
+ */
+static bool
+versions_idle(const writer *w)
+{
+    const hc_commit_area *a = &w->w_cache->ca_header->ch_commit;
+
+    return w->w_batch_csn == 0
+        && atomic_load_explicit(&a->cm_retained[w->w_si],
+                                memory_order_relaxed) == 0
+        && atomic_load_explicit(&a->cm_horizon_slots,
+                                memory_order_seq_cst) == 0;
+}
+
 /* unlink_free(), after the versions behind it are seen to (commit.h). */
 static hc_status
 remove_item(writer *w, _Atomic uint32_t *linkp, uint32_t unit)
 {
-    hc_versions_removing(w, hc_alloc_ptr(&w->w_av, unit));
+    if (!versions_idle(w))
+        hc_versions_removing(w, hc_alloc_ptr(&w->w_av, unit));
     return unlink_free(w, linkp, unit);
 }
 
@@ -1394,6 +1415,21 @@ drop_failed_set(writer *w, const hc_write *wr, hc_status why)
     return st == HC_OK ? why : st;
 }
 
+/*
+ * A write that evicted a live value and then stored nothing (it failed)
+ * drew no csn, so no snapshot that registered after the eviction judged
+ * "no snapshot open" would hear of it: the eviction commits on its own
+ * csn, drawn inside the epoch it opened (barriers.md, pair 17).
+ */
+static void
+eviction_commits(writer *w)
+{
+    if (!w->w_evicted_live || w->w_batch_csn != 0)
+        return;                 /* a batch's abort reports it (commit.c) */
+    epoch_enter(w->w_stripe);   /* open already: the eviction's */
+    hc_versions_evicted_before(w, hc_commit_draw(w->w_cache));
+}
+
 static hc_status
 set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
 {
@@ -1424,17 +1460,21 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
         st = alloc_with_eviction(w, units,
                                  wr->wr_format == HC_FORMAT_FLIGHT, &unit);
     if (st == HC_NO_SPACE)
-        return drop_failed_set(w, wr, st);
-    if (st != HC_OK)
+        st = drop_failed_set(w, wr, st);
+    if (st != HC_OK) {
+        eviction_commits(w);
         return st;
+    }
     /*
      * Find again: eviction may have removed the old item.  The write goes
      * ahead all the same, as if it had come just before that eviction.
      */
     found = find_item(w, wr->wr_hash, wr->wr_key, wr->wr_key_len, &linkp,
                       &old);
-    if (found == HC_CORRUPT)
+    if (found == HC_CORRUPT) {
+        eviction_commits(w);    /* the rerun after the rebuild may not */
         return HC_CORRUPT;
+    }
     HC_INJECT("table.set.allocated");
     fill_item(w, unit, wr);
     HC_INJECT("table.set.filled");
@@ -1455,6 +1495,7 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
     /* A live snapshot may still read the old item: then it stays, as a
      * version behind the new one (commit.h). */
     if (st == HC_OK
+        && (!versions_idle(w) || wr->wr_format == HC_FORMAT_TOMBSTONE)
         && hc_versions_published(w, hc_alloc_ptr(&w->w_av, unit),
                                  found == HC_OK ? hc_alloc_ptr(&w->w_av, old)
                                                 : NULL))
@@ -1475,7 +1516,7 @@ set_locked(writer *w, const hc_write *wr, uint32_t units, uint64_t *csn)
             return HC_OK;
         }
     }
-    if (st == HC_OK)
+    if (st == HC_OK && !versions_idle(w))
         hc_versions_prune(w, hc_alloc_ptr(&w->w_av, unit));
     return st;
 }
