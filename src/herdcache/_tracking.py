@@ -243,6 +243,7 @@ class Tracker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.remote.free_maybe_held()
             try:
                 if not self.lock.acquire(timeout=_LOCK_SLICE):
                     continue
@@ -285,6 +286,7 @@ class Tracker:
             else:  # silence: prove the server still answers, within the timeout
                 conn.send_command("PING")
                 conn.read_response()
+            self.remote.free_maybe_held()
 
     def _connect(self) -> Any:
         pool = self.remote.client.connection_pool
