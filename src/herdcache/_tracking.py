@@ -150,7 +150,7 @@ def confirm_own_write(cache: Any, key: bytes, csn: int) -> None:
         cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL, _core.SET_REPLACE)
 
 
-def _spares(mark: tuple | None, item_csn: int) -> bool:
+def _spares(mark: tuple[Any, ...] | None, item_csn: int) -> bool:
     """Whether an own-write mark (an L1 lookup) names the item ``item_csn``:
     its csn, or pending and older than the item (a copy from before the
     writer's mark is not its write: a writer killed after its Redis write
