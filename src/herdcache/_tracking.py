@@ -66,6 +66,12 @@ tracker's delete comes after the publish.  The tracker leaves a key whose
 L1 flight is under way alone: deleting it would end the flight, and the
 host's waiting processes would each go to Redis themselves (the
 invalidation of the very value they wait for would do that on every host).
+The other way round is a limit: a fill that reads a value before the
+tracker has handled the invalidation of the write that made it (the
+tracker's process is busy, or waits for a CPU) publishes a copy that
+this late invalidation then deletes, since a message names the key, not
+the version.  It costs the host one more read of the key, never a stale
+value.
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (error,
 or no answer to a PING within the timeout), the tracker bumps the epoch
