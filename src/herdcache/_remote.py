@@ -15,7 +15,9 @@ order, and a token the caller picked lets it free a lock it may hold
 without knowing: a request that timed out may still run (a stopped
 server runs it when continued), which would leave a lock for a whole
 lease.  Such possibly-held locks are remembered and freed (compare and
-delete) at the process's next successful call.
+delete) at the process's next successful call, and by its tracking
+candidate thread as soon as the server answers it (a process that calls
+no more would otherwise keep other hosts waiting for the whole lease).
 
 Records.  A value in Redis is a 20-byte header then the serializer's
 bytes: magic ``hc``, kind (value or error), the serializer's tag (a host
@@ -324,11 +326,12 @@ class Remote:
                 f"this host retries it in {until - now} ms. Reads of values held locally keep working"
             )
 
-    def _failure(self, exc: redis.RedisError) -> RemoteUnavailable:
+    def _failure(self, exc: redis.RedisError, trip: bool = True) -> RemoteUnavailable:
         """The error to raise for a failed call (tripping the breaker if the
-        server is away rather than refusing the command)."""
+        server is away rather than refusing the command, unless not ``trip``)."""
         if isinstance(exc, (redis.ConnectionError, redis.TimeoutError)):
-            self.trip(exc)
+            if trip:
+                self.trip(exc)
             return RemoteUnavailable(
                 f"{self.where} did not answer within {self.timeout} s or refused the connection "
                 f"({type(exc).__name__}: {exc}); check that it runs and is reachable"
@@ -342,14 +345,42 @@ class Remote:
         return bool(self._maybe_held)
 
     def _free_maybe_held_op(self) -> Steps[None]:
-        """Free the locks that requests which timed out may have taken."""
-        pending, self._maybe_held = self._maybe_held, []
+        """Free the locks that requests which timed out may have taken.  The
+        list is emptied first, item by item (a caller's thread and the
+        tracking candidate's may both be at it, and the releases' own
+        successful calls must find nothing more to free)."""
+        pending = []
+        while self._maybe_held:
+            try:
+                pending.append(self._maybe_held.pop())
+            except IndexError:  # another thread took the last one
+                break
         for i, (key, token) in enumerate(pending):
             try:
                 yield from self.release_op(key, token)
             except RemoteUnavailable:
                 self._maybe_held.extend(pending[i:])
                 return
+
+    def free_maybe_held(self) -> None:
+        """Free the locks that requests which timed out may hold, from a
+        thread no caller waits on (the tracking candidate's, every slice),
+        past the breaker (whose pause paces callers, and does not grow with
+        these attempts).  A process frees them at its next successful call
+        too; but one that makes none soon (idle, or its breaker still open
+        when the server is back) would leave other hosts' callers waiting
+        for the lock's whole lease."""
+        if self._maybe_held:
+            try:
+                run(self._free_maybe_held_op(), self._unguarded)
+            except RemoteUnavailable:
+                pass  # kept on the list: the next attempt retries
+
+    def _unguarded(self, step: Step) -> Any:
+        try:
+            return step(self._side)
+        except redis.RedisError as exc:
+            raise self._failure(exc, trip=False) from exc
 
     def trip(self, exc: BaseException) -> None:
         """Open the breaker for the host after a failure, for a pause that

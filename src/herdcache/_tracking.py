@@ -33,26 +33,28 @@ one of :data:`WAKE_BUCKETS` wake counters per key, deletes the changed
 keys from the L1, and then wakes the host's processes that wait for a
 value or a lock of another host.
 
-Own writes.  A process that wrote a key to Redis and then to the L1 marks
-the L1 item (by its commit sequence number) as its own, in a small L1
-item beside it; the tracker, on the change Redis then reports, deletes
-the mark instead of the value.  Without it a host would drop every value
-it writes a moment after writing it, and read it back from Redis.  A
-mark whose item was replaced since (another write, a fill) no longer
-matches, and the tracker deletes as usual; a writer killed before its
-mark leaves none; a mark outlives no flush.  The writer marks before it
-checks the wake counter (see the fill fence below) and removes its mark
-if the counter moved, since the tracker may have handled its change
-before the mark existed.  It also marks *before* its Redis write, as
-pending (any item): else the change Redis reports could land before the
-L1 store or between the store and the mark, and the tracker would drop
-the copy (the old one, or the one just written), and the host's readers
-would go to Redis for the value it is about to hold.  Until the writer's
-store, a pending mark keeps the previous copy, as a read racing the
-write may see it; it may also spare a copy from another host's change
-that Redis reports first, and the fence then finds the counter moved and
-asks Redis, as for any fill.  A write that fails or does not happen
-(NX/XX) removes its pending mark.
+Own writes.  A process that writes a key to Redis and then puts the value
+in its L1 marks the write as its own, in a small L1 item beside the key;
+the tracker, on the change Redis then reports, uses the mark up instead
+of dropping the value.  Without it a host would drop every value it
+writes a moment after writing it, and read it back from Redis.  The
+writer marks *before* its Redis write, as pending: the mark then exists
+before any report of the change can arrive, and it spares only an L1
+item stored after it (csns grow), i.e. the writer's own, not the copy it
+replaces (a writer killed after its Redis write leaves a pending mark
+that keeps nothing).  After its L1 store the writer narrows the mark to
+its item's csn, only if the mark is still there (SET_REPLACE): the
+tracker may have used it up already.  Each reported change of the key
+uses up its mark, whatever becomes of the copy (in flight, absent, kept
+or dropped), so a mark answers for exactly one change: the writer's, or
+another host's that Redis reported first, after which the writer's copy
+is the newer one anyway (and the fill fence, below, checks it with Redis
+if its wake counter moved).  A mark whose item was replaced since (another
+write, a fill) no longer matches, and the tracker drops as usual; a mark
+outlives no flush (an expired mark spares nothing).  A write that fails
+or does not happen (NX/XX) removes its pending mark.  The fill fence does
+not touch marks: the key's wake counter also moves for changes a mark
+does not answer for (the lock a computing flight took in Redis).
 
 The fill fence.  A process that fills the L1 from Redis (or computed the
 value) read the key's wake counter before its Redis call and reads it
@@ -64,6 +66,12 @@ tracker's delete comes after the publish.  The tracker leaves a key whose
 L1 flight is under way alone: deleting it would end the flight, and the
 host's waiting processes would each go to Redis themselves (the
 invalidation of the very value they wait for would do that on every host).
+The other way round is a limit: a fill that reads a value before the
+tracker has handled the invalidation of the write that made it (the
+tracker's process is busy, or waits for a CPU) publishes a copy that
+this late invalidation then deletes, since a message names the key, not
+the version.  It costs the host one more read of the key, never a stale
+value.
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (error,
 or no answer to a PING within the timeout), the tracker bumps the epoch
@@ -94,6 +102,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 from redis._parsers import _RESP3Parser
 
+from . import _core
 from ._remote import Remote
 from .errors import HerdcacheError
 
@@ -127,14 +136,35 @@ def own_write_key(key: bytes) -> bytes | None:
 PENDING = 0
 
 
-def mark_own_write(cache: Any, key: bytes, csn: int) -> None:
-    """Tell the tracker that the L1 item ``csn`` of ``key`` is this host's
-    own write, newer than the change Redis will report for it; or, with
-    csn PENDING (before the writer's L1 store, whose csn it cannot know
-    yet), that whatever item it finds is."""
+def mark_own_write(cache: Any, key: bytes) -> None:
+    """Before a Redis write of ``key`` whose value this process then puts
+    in the L1: tell the tracker that an L1 item stored after this mark is
+    newer than the change Redis will report (the writer cannot know its
+    item's csn yet)."""
     mark = own_write_key(key)
     if mark is not None:
-        cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL)
+        cache._store(mark, _CSN.pack(PENDING), 0, OWN_WRITE_TTL)
+
+
+def confirm_own_write(cache: Any, key: bytes, csn: int) -> None:
+    """After the writer's L1 store: narrow its mark to the item ``csn``,
+    only if the mark is still there (SET_REPLACE): once the tracker has
+    used it up on the change, a new mark would spare the copy from the
+    next change, another host's."""
+    mark = own_write_key(key)
+    if mark is not None:
+        cache._store(mark, _CSN.pack(csn), 0, OWN_WRITE_TTL, _core.SET_REPLACE)
+
+
+def _spares(mark: tuple[Any, ...] | None, item_csn: int) -> bool:
+    """Whether an own-write mark (an L1 lookup) names the item ``item_csn``:
+    its csn, or pending and older than the item (a copy from before the
+    writer's mark is not its write: a writer killed after its Redis write
+    leaves a pending mark, which must not keep the old copy)."""
+    if mark is None or (mark[2] is not None and mark[2] <= 0):  # none, or expired in a flush
+        return False
+    csn = _CSN.unpack(mark[0])[0] if len(mark[0]) == _CSN.size else -1
+    return csn == item_csn or (csn == PENDING and item_csn > mark[4])
 
 
 def unmark_own_write(cache: Any, key: bytes) -> None:
@@ -243,6 +273,7 @@ class Tracker:
 
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.remote.free_maybe_held()
             try:
                 if not self.lock.acquire(timeout=_LOCK_SLICE):
                     continue
@@ -285,6 +316,7 @@ class Tracker:
             else:  # silence: prove the server still answers, within the timeout
                 conn.send_command("PING")
                 conn.read_response()
+            self.remote.free_maybe_held()
 
     def _connect(self) -> Any:
         pool = self.remote.client.connection_pool
@@ -333,20 +365,25 @@ class Tracker:
 
     def _drop(self, key: bytes) -> None:
         """Delete the L1's copy of a key that changed in Redis, unless it is
-        in flight or is this host's own write that the message reports."""
+        in flight or is this host's own write that the message reports
+        (using up the key's own-write mark, see the module docstring)."""
         cache = self.cache
         found = cache._lookup(key)
+        # Each reported change uses up the key's mark, whatever becomes of
+        # the copy: the mark answers for one write, this one or (reported
+        # first) another host's, after which the writer's own copy is newer.
+        mark = own_write_key(key)
+        marked = None if mark is None else cache._lookup(mark)
+        if marked is not None:
+            cache._l1_delete(mark)
         if found is None:
             # In flight (or absent): the flight's owner has the wake counter
             # to tell whether what it read is older than this change.
             return
-        mark = own_write_key(key)
-        if mark is not None:
-            marked = cache._lookup(mark)
-            cache._l1_delete(mark)
-            if marked is not None and marked[0] in (_CSN.pack(found[4]), _CSN.pack(PENDING)):
-                return  # the host's own write, already in the L1: keep it
-        cache._l1_delete(key)
+        if not _spares(marked, found[4]):
+            # This very copy: one stored since is the writer's, newer than
+            # the change, or a fill whose fence sees this change's bump.
+            cache._compare_and_delete(key, found[4])
 
     def flush(self, keep_stale: bool = False) -> int:
         """Clear the host's L1, then bump the epoch; return the new epoch.

@@ -61,7 +61,7 @@ from ._remote import (
     milliseconds,
 )
 from ._steps import Steps, arun, run
-from ._tracking import PENDING, Tracker, Wakeups, mark_own_write, unmark_own_write
+from ._tracking import Tracker, Wakeups, confirm_own_write, mark_own_write, unmark_own_write
 from .cache import FOREVER, Cache
 from .compute import ComputeOptions, _decode_error, _encode_error, _Flight
 from .errors import (
@@ -395,7 +395,8 @@ class _TierFlight(_Flight):
         ):
             if own:
                 found = self.cache._lookup(self.where)
-                mark_own_write(self.tier, key_bytes(self.key), found[4] if found else PENDING)
+                if found is not None:
+                    confirm_own_write(self.tier, key_bytes(self.key), found[4])
             yield from self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
         elif own:
             unmark_own_write(self.tier, key_bytes(self.key))
@@ -541,20 +542,20 @@ class TieredCache(Cache):
         live = self._live.load()
         csn = self._store(key, data, self._tag, self._local(ttl, live), stale_ttl=self._window(0.0))
         if live:
-            mark_own_write(self, key_bytes(key), csn)
+            confirm_own_write(self, key_bytes(key), csn)
         yield from self._fill_fence(key, seen, header)
 
     def _fill_fence(self, key: Any, seen: int | None, header: bytes | None) -> Steps[None]:
-        """After an L1 publish (and own-write mark) of the record ``header``
-        read or written when the key's wake counter was ``seen``: if an
-        invalidation came since, drop the mark (the tracker may have
-        handled this very change before the mark existed: left, the mark
-        would spare the copy from the next change) and keep the copy only
-        if Redis still holds that record.  The tracker bumps the counter
-        before it looks for a mark, so one of the two sees the other."""
+        """After an L1 publish of the record ``header`` read or written when
+        the key's wake counter was ``seen``: if an invalidation came since,
+        keep the copy only if Redis still holds that record.  The tracker
+        bumps the counter before it looks at the copy, so one of the two
+        sees the other.  An own write's mark stays: the counter also moves
+        for changes the mark does not answer for (this flight's own lock,
+        taken in Redis before the value), and the mark is used up by the
+        first change reported after it (see _tracking, "Own writes")."""
         if seen is None or header is None or self._wakeups.snapshot(key_bytes(key)) == seen:
             return
-        unmark_own_write(self, key_bytes(key))
         try:
             # Only with tracking live now does a check that the record is
             # current cover what follows it (the flush on a lost tracking
@@ -585,7 +586,7 @@ class TieredCache(Cache):
         kb = key_bytes(key)
         own = own and bool(self._live.load())
         if own:
-            mark_own_write(self, kb, PENDING)
+            mark_own_write(self, kb)
         try:
             done: _T = yield operation
         except BaseException:

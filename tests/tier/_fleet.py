@@ -232,6 +232,21 @@ def succeeds(fn: Callable[..., Any], *args: Any) -> bool:
         return False
 
 
+def settle(*caches: herdcache.TieredCache) -> None:
+    """Wait until each cache's tracker has handled every invalidation sent
+    so far: until then, one may still drop the L1 copy the test reads next
+    (a fill that overtook the invalidation of the write it read goes when
+    that invalidation comes: one more read, never a stale one).  Redis
+    sends a connection's messages in order, and the tracker handles them
+    one by one, so once it counts that of a write made now, it is done
+    with every earlier one."""
+    counted = [c.stats()["tier"]["invalidations"] for c in caches]
+    remote = caches[0]._remote
+    remote.client.set(remote.value_key("settle"), b"")
+    for cache, before in zip(caches, counted):
+        until(lambda c=cache, n=before: c.stats()["tier"]["invalidations"] > n, f"{cache.name} to hear a write")
+
+
 def until(predicate: Callable[[], bool], what: str, timeout: float = HANG) -> None:
     """Poll ``predicate`` (an observable state) until it holds; fail with ``what``."""
     deadline = time.monotonic() + timeout

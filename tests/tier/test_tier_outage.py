@@ -107,6 +107,24 @@ def test_reconnects_back_off(pair, own_redis) -> None:
     assert pauses == sorted(pauses) and pauses[-1] > pauses[0]
 
 
+def test_a_lock_taken_by_a_late_request_is_freed_without_another_call(pair, own_redis) -> None:
+    """Host a's lock request times out on a stopped server, which runs it
+    when continued: the lock is a's, for the whole lease, though a computed
+    locally and makes no further call.  a frees it by itself, so host b
+    computes the key rather than wait through a's lease (``wait_timeout``,
+    well below the lease, fails the test if it waits)."""
+    a, b = pair
+    # A pooled connection (the request goes out during the pause) and the
+    # script loaded (EVALSHA, not refused as unknown when the server runs it).
+    assert a.get_or_compute("warm", lambda: 0, ttl=60) == 0
+    own_redis.pause()
+    try:
+        assert a.get_or_compute("k", lambda: "local to a", ttl=60, lease=60) == "local to a"
+    finally:
+        own_redis.resume()
+    assert b.get_or_compute("k", lambda: "b's", ttl=60, wait_timeout=10) == "b's"
+
+
 @pytest.mark.parametrize("fault", ["kill", "stop"])
 def test_a_fleet_rides_out_a_server_killed_or_stopped_mid_run(own_redis, segdir, prefix, fault) -> None:
     """2 hosts x 3 processes call get_or_compute and set in a loop while the

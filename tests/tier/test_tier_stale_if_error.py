@@ -8,7 +8,7 @@ is ever served."""
 from __future__ import annotations
 
 import pytest
-from _fleet import succeeds, until
+from _fleet import settle, succeeds, until
 
 import herdcache
 from herdcache.errors import InvalidArgument, RemoteUnavailable
@@ -38,19 +38,6 @@ def served_stale(cache: herdcache.TieredCache) -> int:
     return cache.stats()["tier"]["stale_if_error"]
 
 
-def settle(own_redis, *caches: herdcache.TieredCache) -> None:
-    """Wait until each cache's tracker has handled every invalidation sent
-    so far: until then, one may still drop the L1 copy the test reads next
-    (the tracker spares a host's own write nearly always, not always).
-    Redis sends a connection's messages in order, and the tracker handles
-    them one by one, so once it counts that of a write made now, it is
-    done with every earlier one."""
-    counted = [c.stats()["tier"]["invalidations"] for c in caches]
-    own_redis.client().set(caches[0]._remote.value_key("settle"), b"")
-    for cache, before in zip(caches, counted):
-        until(lambda c=cache, n=before: c.stats()["tier"]["invalidations"] > n, f"{cache.name} to hear a write")
-
-
 def lose(cache: herdcache.TieredCache, epoch: int) -> None:
     until(lambda: not cache.tracking and cache.epoch > epoch, f"{cache.name} to flush its L1 after losing tracking")
 
@@ -59,7 +46,7 @@ def lose(cache: herdcache.TieredCache, epoch: int) -> None:
 def test_a_read_falls_back_to_the_flushed_copy_only_where_opted_in(hosts, own_redis, fault) -> None:
     opted, plain = hosts["opted"], hosts["plain"]
     opted.set("k", "kept", ttl=60)
-    settle(own_redis, opted, plain)
+    settle(opted, plain)
     for cache in (opted, plain):
         assert cache.get("k") == "kept"  # both hosts hold a copy
     epochs = {c.name: c.epoch for c in (opted, plain)}
@@ -150,7 +137,7 @@ def _expired(cache: herdcache.TieredCache, key: str) -> bool:
 def test_get_or_compute_serves_its_stale_copy_rather_than_computing(hosts, own_redis) -> None:
     plain = hosts["plain"]
     assert plain.get_or_compute("report", lambda: "v1", ttl=10, stale_ttl=60) == "v1"
-    settle(own_redis, plain)
+    settle(plain)
     # The copy is in the L1 now (read again from Redis, with its stale
     # window, had the invalidation of this host's own write dropped it).
     assert plain.get_or_compute("report", lambda: "unused", ttl=10, stale_ttl=60) == "v1"
