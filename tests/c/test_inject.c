@@ -1070,6 +1070,60 @@ test_failed_set_reports_its_eviction(void)
     CHECK_ST(hc_segment_close(seg_call), HC_OK);
 }
 
+/* The stripe a flight's sleepers wake to, as they find it. */
+typedef struct wake_sight {
+    hc_stripe *ws_stripe;
+    bool ws_seen, ws_epoch_even, ws_unlocked;
+} wake_sight;
+
+static void
+look_at_the_stripe(void *arg)
+{
+    wake_sight *ws = arg;
+
+    ws->ws_seen = true;
+    ws->ws_epoch_even = (atomic_load_explicit(&ws->ws_stripe->sp_epoch,
+                                              memory_order_acquire) & 1) == 0;
+    ws->ws_unlocked = (atomic_load_explicit(&ws->ws_stripe->sp_lock.lk_word,
+                                            memory_order_acquire)
+                       & HC_LOCK_LOCKED) == 0;
+}
+
+/*
+ * Issue 9, scenario 9: when the end of a flight wakes its sleepers, what
+ * they come back for is readable without the lock: the writer's epoch is
+ * closed and the stripe unlocked.  Woken inside the open epoch (as they
+ * were), they failed every lock-free read and queued on the lock.
+ */
+static void
+test_sleepers_wake_to_an_unlocked_stripe(void)
+{
+    static hc_segment *seg;
+    hc_cache *c = test_cache(&seg, hc_cache_min_size(HC_EVICTION_SIEVE),
+                             true);
+    const char *key = "woken";
+    uint64_t hash = hc_cache_hash(c, key, strlen(key));
+    hc_flight_request rq = {key, (uint32_t) strlen(key), hash,
+                            3600 * HC_NS_PER_SEC, 0, false};
+    hc_write wr = test_write(c, key, "v", 1, HC_FOREVER);
+    wake_sight ws = {(hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
+                     + (hash & (c->ca_layout.cl_nstripes - 1)),
+                     false, false, false};
+    hc_flight_result res;
+
+    CHECK_ST(hc_flight_begin(c, &rq, &res), HC_OK);
+    free(res.fr_data);
+    CHECK(res.fr_outcome == HC_FLIGHT_COMPUTE);
+    hc_inject_arm_call("flight.wake.before_wake", 1, look_at_the_stripe, &ws);
+    CHECK_ST(hc_flight_publish(c, &wr, res.fr_round), HC_OK);
+    hc_inject_arm(NULL, HC_INJECT_NONE, 0, 0);
+    CHECK(ws.ws_seen);
+    CHECK(ws.ws_epoch_even);
+    CHECK(ws.ws_unlocked);
+    hc_cache_close(c);
+    CHECK_ST(hc_segment_close(seg), HC_OK);
+}
+
 int
 main(void)
 {
@@ -1090,6 +1144,7 @@ main(void)
     TEST(test_stall_action);
     TEST(test_a_rebuild_killed_twice_loses_nothing);
     TEST(test_failed_set_reports_its_eviction);
+    TEST(test_sleepers_wake_to_an_unlocked_stripe);
     printf("    walking %zu injection points\n", NPOINTS);
     for (i = 0; ok && i < NPOINTS; i++) {
         nths = nths && *nths ? nths : "1,3";
