@@ -120,6 +120,11 @@ hc_flight_wake_all(hc_stripe *s)
 uint32_t
 hc_flight_take_pending(hc_stripe *s)
 {
+    /* Every unlock comes here: a load, and a write only when a flight
+     * ended, keeps the line its waiters read from bouncing on each set. */
+    if (atomic_load_explicit(&s->sp_flight_wake_pending,
+                             memory_order_relaxed) == 0)
+        return 0;
     return atomic_exchange_explicit(&s->sp_flight_wake_pending, 0,
                                     memory_order_relaxed);
 }
