@@ -2285,7 +2285,7 @@ hc_cache_check(hc_cache *c)
         w = writer_for(c, i);
         memset(seen, 0, c->ca_layout.cl_units);
         st = check_stripe(&w, seen);
-        hc_lock_release(c->ca_seg, &w.w_stripe->sp_lock);
+        stripe_unlock_at(c, i);     /* wakes what a rebuild at the lock ended */
     }
     free(seen);
     return st;
