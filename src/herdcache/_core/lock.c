@@ -105,6 +105,7 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
 {
     uint32_t mine = me | HC_LOCK_LOCKED;
     uint32_t word;
+    uint64_t step = HC_LOCK_PROBE_FIRST_NS;
     hc_status verified;
     int spins;
 
@@ -142,10 +143,11 @@ acquire_slow(hc_segment *seg, hc_lock *lock, uint32_t me, uint64_t deadline)
         }
         /* Sleep at most one probe step, so a dead owner is noticed. */
         st = hc_futex_wait(&lock->lk_word, word,
-                           hc_deadline_min_step(deadline, HC_LOCK_PROBE_NS));
+                           hc_deadline_min_step(deadline, step));
         if (st == HC_INTERRUPTED || st == HC_SYSTEM)
             return st;
         if (st == HC_TIMEOUT) {
+            step = step * 2 < HC_LOCK_PROBE_NS ? step * 2 : HC_LOCK_PROBE_NS;
             word = atomic_load_explicit(&lock->lk_word, memory_order_acquire);
             if (word == 0 && try_swap(lock, 0, mine | HC_LOCK_WAITERS))
                 return acquired(seg, lock, HC_OK);

@@ -11,8 +11,9 @@
  * that names it: there is no window in which the lock is held by nobody
  * anybody can find.
  *
- * A waiter sleeps on the futex in steps of HC_LOCK_PROBE_NS; after each
- * step it asks slot.h whether the owner's process still lives (a probe of
+ * A waiter sleeps on the futex in steps that start at an eighth of
+ * HC_LOCK_PROBE_NS and double up to it; after each step it asks slot.h
+ * whether the owner's process still lives (a probe of
  * the owner's fcntl lock, which the kernel drops when the process dies, and
  * a check that the slot was not handed to another process since).  If the
  * owner is dead, the waiter takes the lock over with one more CAS and is
@@ -66,6 +67,14 @@ struct hc_segment;
 #ifndef HC_LOCK_PROBE_NS
 #define HC_LOCK_PROBE_NS (UINT64_C(10) * 1000 * 1000)
 #endif
+
+/*
+ * The first step, short: a SIGKILLed owner still holds its slot's fcntl
+ * lock until the kernel has torn the process down (its memory goes
+ * first), so a waiter's first probe often finds it "alive"; a whole
+ * 10 ms step then made every read that met a dying writer take 10 ms.
+ */
+#define HC_LOCK_PROBE_FIRST_NS (HC_LOCK_PROBE_NS / 8)
 
 typedef struct hc_lock {
     _Atomic uint32_t lk_word;
