@@ -457,6 +457,7 @@ def report_phase(
         at_rise = reads.meeting(rises)
         read_summary("  under way when recoveries rose", at_rise)
         read_summary("  that rebuilt a dead writer's stripe", reads.recovering)
+        print("    each (ms):", " ".join(f"{d / 1e6:.1f}" for d in sorted(reads.recovering)[:40]))
         met += at_rise + reads.recovering
     return max(met, default=0)
 
