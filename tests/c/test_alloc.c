@@ -396,6 +396,40 @@ test_the_run_bound_answers_without_a_search(void)
     arena_close(&ta);
 }
 
+/* A search for n fails and sets the bound (1 + longest); freeing the
+ * block [unit, unit + len) beside a long run then drops it. */
+static void
+free_drops_the_bound(test_arena *ta, uint32_t n, uint32_t longest,
+                     uint32_t unit, uint32_t len)
+{
+    uint32_t got;
+
+    CHECK_ST(hc_alloc_block(&ta->ta_av, n, NONE, &got), HC_NO_SPACE);
+    CHECK(ta->ta_arena.ar_run_bound == longest + 1);
+    CHECK_ST(hc_alloc_free(&ta->ta_av, unit, len), HC_OK);
+    CHECK(ta->ta_arena.ar_run_bound == 0);
+    CHECK_ST(hc_alloc_check(&ta->ta_av), HC_OK);
+    arena_close(ta);
+}
+
+/* A free beside a run longer than a free measures (4,096 units each way)
+ * drops the bound: either side, and never leaves it below the run. */
+static void
+test_a_free_beside_a_long_run_drops_the_bound(void)
+{
+    test_arena ta;
+
+    arena_open(&ta, 10000);                     /* the long run above */
+    used_block(&ta.ta_av, 1000, 4950);
+    used_block(&ta.ta_av, 4950, 5000);          /* free: 1000 + 5000 */
+    free_drops_the_bound(&ta, 5500, 5000, 4950, 50);
+    arena_open(&ta, 10000);                     /* the long run below */
+    used_block(&ta.ta_av, 0, 500);
+    used_block(&ta.ta_av, 5000, 5050);
+    used_block(&ta.ta_av, 5050, 9000);          /* free: 4500 + 1000 */
+    free_drops_the_bound(&ta, 5000, 4500, 5000, 50);
+}
+
 int
 main(void)
 {
@@ -406,5 +440,6 @@ main(void)
     TEST(test_the_count_short_cuts_only_when_it_can);
     TEST(test_the_run_bound_never_hides_room);
     TEST(test_the_run_bound_answers_without_a_search);
+    TEST(test_a_free_beside_a_long_run_drops_the_bound);
     return 0;
 }

@@ -116,21 +116,23 @@ run_end(const uint64_t *map, uint32_t u, uint32_t to, bool on)
     return to;
 }
 
-/* The lowest unit v <= u such that the bits [v, u) of map are all on;
- * run_end()'s mirror, with clz. */
+/* The lowest unit v, floor <= v <= u, such that the bits [v, u) of map
+ * are all on; run_end()'s mirror, with clz. */
 static uint32_t
-run_begin(const uint64_t *map, uint32_t u, bool on)
+run_begin(const uint64_t *map, uint32_t u, uint32_t floor, bool on)
 {
-    while (u > 0) {
+    while (u > floor) {
         uint32_t top = u - 1;
         uint64_t word = map[top >> 6];
         uint64_t differ = (on ? ~word : word) << (63 - (top & 63));
 
-        if (differ != 0)
-            return top - (uint32_t) __builtin_clzll(differ) + 1;
+        if (differ != 0) {
+            u = top - (uint32_t) __builtin_clzll(differ) + 1;
+            return u > floor ? u : floor;
+        }
         u = top & ~UINT32_C(63);
     }
-    return 0;
+    return floor;
 }
 
 /*
@@ -171,14 +173,32 @@ bound_set(const hc_arena_view *av, uint32_t longest)
     av->av_arena->ar_run_bound = longest < UINT32_MAX ? longest + 1 : 0;
 }
 
-/* A free run of len units may now exist: lift the bound to it. */
-static void
-bound_raise(const hc_arena_view *av, uint32_t len)
-{
-    uint32_t b = av->av_arena->ar_run_bound;
+/*
+ * The block [unit, unit + n) is about to be freed: lift the bound to the
+ * run it will join.  Walks at most BOUND_REACH units each way, so a free
+ * beside the long free tail of a stripe that is not full costs a few
+ * steps, not a step per eight words of the tail; a run that reaches that
+ * far drops the bound (0), and with no bound a free walks nothing.  A
+ * stripe without such runs, where searches fail, keeps it.
+ */
+#define BOUND_REACH 4096
 
-    if (b != 0 && len >= b)
-        bound_set(av, len);
+static void
+bound_lift(const hc_arena_view *av, uint32_t unit, uint32_t n)
+{
+    uint32_t b = av->av_arena->ar_run_bound, units = av->av_units;
+    uint32_t end = unit + n, floor, to, lo, hi;
+
+    if (b == 0)
+        return;
+    floor = unit > BOUND_REACH ? unit - BOUND_REACH : 0;
+    to = units - end > BOUND_REACH ? end + BOUND_REACH : units;
+    lo = run_begin(av->av_used, unit, floor, false);
+    hi = run_end(av->av_used, end, to, false);
+    if ((lo == floor && floor > 0) || (hi == to && to < units))
+        av->av_arena->ar_run_bound = 0;         /* too long to measure */
+    else if (hi - lo >= b)
+        bound_set(av, hi - lo);
 }
 
 /* May a run of n free units exist, by the bound? */
@@ -231,8 +251,8 @@ scan_down(const hc_arena_view *av, uint32_t n, uint32_t *unit)
     uint32_t u = av->av_units, longest = 0;
 
     while (u > 0) {
-        uint32_t end = run_begin(av->av_used, u, true);
-        uint32_t start = run_begin(av->av_used, end, false);
+        uint32_t end = run_begin(av->av_used, u, 0, true);
+        uint32_t start = run_begin(av->av_used, end, 0, false);
 
         if (end - start >= n) {
             *unit = end - n;            /* the top n units of the run */
@@ -254,7 +274,7 @@ free_run_at(const hc_arena_view *av, uint32_t u, uint32_t *start,
 {
     if (u >= av->av_units || bit(av->av_used, u))
         return false;
-    *start = run_begin(av->av_used, u, false);
+    *start = run_begin(av->av_used, u, 0, false);
     *end = run_end(av->av_used, u, av->av_units, false);
     return true;
 }
@@ -327,7 +347,7 @@ hc_alloc_reset(const hc_arena_view *av)
     memset(av->av_start, 0, bytes);
     av->av_arena->ar_used_units = 0;
     av->av_arena->ar_cursor = 0;
-    bound_set(av, av->av_units);        /* one run: the whole arena */
+    av->av_arena->ar_run_bound = 0;     /* long runs: searches succeed */
 }
 
 /*
@@ -383,10 +403,9 @@ hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n)
 {
     if (!hc_alloc_is_block(av, unit, n) || av->av_arena->ar_used_units < n)
         return HC_CORRUPT;
-    /* The run the block joins, lifted into the bound before its bits
-     * clear: a death in between leaves the bound high, which is safe. */
-    bound_raise(av, run_end(av->av_used, unit + n, av->av_units, false)
-                    - run_begin(av->av_used, unit, false));
+    /* Before the bits clear: a death in between leaves the bound high,
+     * which is safe. */
+    bound_lift(av, unit, n);
     set_bits(av->av_used, unit, n, false);
     HC_INJECT("alloc.free.cleared");
     set_bits(av->av_start, unit, 1, false);

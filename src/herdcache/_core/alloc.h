@@ -25,8 +25,8 @@
  * an upper bound on the longest free run (plus one; 0 says nothing): a
  * failed whole-arena search sets it to the longest run it passed, a free
  * raises it to the run the freed block joins (before its bits clear, so a
- * death in between leaves it high, never low), an allocation leaves it
- * (runs only shrink).  A search for more units than the bound finds
+ * death in between leaves it high, never low; a run too long to measure
+ * cheaply drops it to 0), an allocation leaves it (runs only shrink).  A search for more units than the bound finds
  * nothing without looking.  It lived in the arena's padding, so a
  * segment made before it reads 0 (no bound) and the layout is unchanged;
  * hc_alloc_check() reports a bound below a free run as damage.
