@@ -308,6 +308,128 @@ test_the_count_short_cuts_only_when_it_can(void)
     arena_close(&ta);
 }
 
+/*
+ * The run bound against the reference, through the churn of a full stripe
+ * that evicts: a search for n units, on failure blocks freed one at a time
+ * (oldest first, as a queue evicts) each followed by
+ * hc_alloc_block_freed() at the freed unit, until the block is placed.
+ * Every answer is the reference's (a bound too low would make a search
+ * miss room that is there), and hc_alloc_check() finds the bound at or
+ * above every free run after every step.
+ */
+static void
+test_the_run_bound_never_hides_room(void)
+{
+    enum { UNITS = 3000, MAX_LIVE = 2048 };
+    static uint32_t live_unit[MAX_LIVE], live_n[MAX_LIVE];
+    uint32_t head = 0, count = 0, i, skips = 0;
+    test_arena ta;
+
+    srand(7);
+    arena_open(&ta, UNITS);
+    for (i = 0; i < 20000; i++) {
+        uint32_t n = 7 + (uint32_t) rand() % 58, got = NONE, others, want;
+        bool high = rand() % 8 == 0;
+        hc_status st;
+
+        ref_prepare(&ta.ta_av);
+        want = high ? ref_high(&ta.ta_av, n) : ref_block(&ta.ta_av, n, NONE);
+        skips += ta.ta_arena.ar_run_bound != 0
+            && n >= ta.ta_arena.ar_run_bound;
+        st = high ? hc_alloc_block_high(&ta.ta_av, n, &got)
+                  : hc_alloc_block(&ta.ta_av, n, NONE, &got);
+        CHECK((st == HC_OK) == (want != NONE) && (st != HC_OK || got == want));
+        others = st == HC_OK ? 0 : hc_alloc_longest_after_miss(&ta.ta_av, n);
+        while (st != HC_OK) {
+            uint32_t freed = live_unit[head];
+
+            CHECK(count > 0);
+            CHECK_ST(hc_alloc_free(&ta.ta_av, freed, live_n[head]), HC_OK);
+            head = (head + 1) % MAX_LIVE;
+            count--;
+            CHECK_ST(hc_alloc_check(&ta.ta_av), HC_OK);
+            ref_prepare(&ta.ta_av);
+            want = ref_near(&ta.ta_av, n, freed, high);
+            st = hc_alloc_block_freed(&ta.ta_av, n, freed, high, &others,
+                                      &got);
+            CHECK((st == HC_OK) == (want != NONE)
+                  && (st != HC_OK || got == want));
+            CHECK(st == HC_OK || others < n);
+        }
+        CHECK_ST(hc_alloc_check(&ta.ta_av), HC_OK);
+        CHECK(count < MAX_LIVE);
+        live_unit[(head + count) % MAX_LIVE] = got;
+        live_n[(head + count) % MAX_LIVE] = n;
+        count++;
+    }
+    CHECK(skips > 1000);        /* the bound answered searches */
+    arena_close(&ta);
+}
+
+/* A search the bound rules out does not look: room made behind the
+ * allocator's back stays unseen, hc_alloc_check() reports it, and no
+ * bound (0, a segment made before it) searches again. */
+static void
+test_the_run_bound_answers_without_a_search(void)
+{
+    test_arena ta;
+    uint32_t got;
+
+    arena_open(&ta, 300);
+    used_block(&ta.ta_av, 0, 100);
+    used_block(&ta.ta_av, 130, 150);
+    used_block(&ta.ta_av, 170, 300);            /* 50 free, in 30 + 20 */
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 50, NONE, &got), HC_NO_SPACE);
+    CHECK(ta.ta_arena.ar_run_bound == 31);      /* the 30-unit run */
+    CHECK(hc_alloc_longest_after_miss(&ta.ta_av, 50) == 30);
+    CHECK_ST(hc_alloc_check(&ta.ta_av), HC_OK);
+    ta.ta_av.av_used[3] = 0;                    /* units 192-255 freed */
+    ta.ta_arena.ar_used_units -= 64;
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 50, NONE, &got), HC_NO_SPACE);
+    CHECK_ST(hc_alloc_block_high(&ta.ta_av, 50, &got), HC_NO_SPACE);
+    CHECK_ST(hc_alloc_block(&ta.ta_av, 31, NONE, &got), HC_NO_SPACE);
+    CHECK_ST(hc_alloc_check(&ta.ta_av), HC_CORRUPT);
+    ta.ta_arena.ar_run_bound = 0;
+    CHECK_ST(hc_alloc_check(&ta.ta_av), HC_OK);
+    CHECK_ST(hc_alloc_block_high(&ta.ta_av, 50, &got), HC_OK);
+    CHECK(got == 206);
+    arena_close(&ta);
+}
+
+/* A search for n fails and sets the bound (1 + longest); freeing the
+ * block [unit, unit + len) beside a long run then drops it. */
+static void
+free_drops_the_bound(test_arena *ta, uint32_t n, uint32_t longest,
+                     uint32_t unit, uint32_t len)
+{
+    uint32_t got;
+
+    CHECK_ST(hc_alloc_block(&ta->ta_av, n, NONE, &got), HC_NO_SPACE);
+    CHECK(ta->ta_arena.ar_run_bound == longest + 1);
+    CHECK_ST(hc_alloc_free(&ta->ta_av, unit, len), HC_OK);
+    CHECK(ta->ta_arena.ar_run_bound == 0);
+    CHECK_ST(hc_alloc_check(&ta->ta_av), HC_OK);
+    arena_close(ta);
+}
+
+/* A free beside a run longer than a free measures (4,096 units each way)
+ * drops the bound: either side, and never leaves it below the run. */
+static void
+test_a_free_beside_a_long_run_drops_the_bound(void)
+{
+    test_arena ta;
+
+    arena_open(&ta, 10000);                     /* the long run above */
+    used_block(&ta.ta_av, 1000, 4950);
+    used_block(&ta.ta_av, 4950, 5000);          /* free: 1000 + 5000 */
+    free_drops_the_bound(&ta, 5500, 5000, 4950, 50);
+    arena_open(&ta, 10000);                     /* the long run below */
+    used_block(&ta.ta_av, 0, 500);
+    used_block(&ta.ta_av, 5000, 5050);
+    used_block(&ta.ta_av, 5050, 9000);          /* free: 4500 + 1000 */
+    free_drops_the_bound(&ta, 5000, 4500, 5000, 50);
+}
+
 int
 main(void)
 {
@@ -316,5 +438,8 @@ main(void)
     TEST(test_every_run_of_small_arenas);
     TEST(test_random_bitmaps);
     TEST(test_the_count_short_cuts_only_when_it_can);
+    TEST(test_the_run_bound_never_hides_room);
+    TEST(test_the_run_bound_answers_without_a_search);
+    TEST(test_a_free_beside_a_long_run_drops_the_bound);
     return 0;
 }

@@ -116,28 +116,33 @@ run_end(const uint64_t *map, uint32_t u, uint32_t to, bool on)
     return to;
 }
 
-/* The lowest unit v <= u such that the bits [v, u) of map are all on;
- * run_end()'s mirror, with clz. */
+/* The lowest unit v, floor <= v <= u, such that the bits [v, u) of map
+ * are all on; run_end()'s mirror, with clz. */
 static uint32_t
-run_begin(const uint64_t *map, uint32_t u, bool on)
+run_begin(const uint64_t *map, uint32_t u, uint32_t floor, bool on)
 {
-    while (u > 0) {
+    while (u > floor) {
         uint32_t top = u - 1;
         uint64_t word = map[top >> 6];
         uint64_t differ = (on ? ~word : word) << (63 - (top & 63));
 
-        if (differ != 0)
-            return top - (uint32_t) __builtin_clzll(differ) + 1;
+        if (differ != 0) {
+            u = top - (uint32_t) __builtin_clzll(differ) + 1;
+            return u > floor ? u : floor;
+        }
         u = top & ~UINT32_C(63);
     }
-    return 0;
+    return floor;
 }
 
-/* First run of n free units in [from, to); to <= av_units.  A step per
- * free run and per word: a full stripe of fragments is a few thousand. */
+/*
+ * First run of n free units in [from, to); to <= av_units.  A step per
+ * free run and per word: a full stripe of fragments is a few thousand.
+ * *longest: raised to the longest run passed (cut at from and to).
+ */
 static bool
 scan(const hc_arena_view *av, uint32_t from, uint32_t to, uint32_t n,
-     uint32_t *unit)
+     uint32_t *unit, uint32_t *longest)
 {
     uint32_t u = from;
 
@@ -149,9 +154,60 @@ scan(const hc_arena_view *av, uint32_t from, uint32_t to, uint32_t n,
             *unit = start;
             return true;
         }
+        if (end - start > *longest)
+            *longest = end - start;
         u = end;                /* > start unless start == to: progress */
     }
     return false;
+}
+
+/* ---------------------------------------------------------------------- */
+/* The run bound (alloc.h)                                                */
+/* ---------------------------------------------------------------------- */
+
+/* Record that no free run is longer than longest. */
+static void
+bound_set(const hc_arena_view *av, uint32_t longest)
+{
+    /* an arena of 2^32 - 1 units could not record it: no bound then */
+    av->av_arena->ar_run_bound = longest < UINT32_MAX ? longest + 1 : 0;
+}
+
+/*
+ * The block [unit, unit + n) is about to be freed: lift the bound to the
+ * run it will join.  Walks at most BOUND_REACH units each way, so a free
+ * beside the long free tail of a stripe that is not full costs a few
+ * steps, not a step per eight words of the tail; a run that reaches that
+ * far drops the bound (0), and with no bound a free walks nothing.  A
+ * stripe without such runs, where searches fail, keeps it.
+ */
+#define BOUND_REACH 4096
+
+static void
+bound_lift(const hc_arena_view *av, uint32_t unit, uint32_t n)
+{
+    uint32_t b = av->av_arena->ar_run_bound, units = av->av_units;
+    uint32_t end = unit + n, floor, to, lo, hi;
+
+    if (b == 0)
+        return;
+    floor = unit > BOUND_REACH ? unit - BOUND_REACH : 0;
+    to = units - end > BOUND_REACH ? end + BOUND_REACH : units;
+    lo = run_begin(av->av_used, unit, floor, false);
+    hi = run_end(av->av_used, end, to, false);
+    if ((lo == floor && floor > 0) || (hi == to && to < units))
+        av->av_arena->ar_run_bound = 0;         /* too long to measure */
+    else if (hi - lo >= b)
+        bound_set(av, hi - lo);
+}
+
+/* May a run of n free units exist, by the bound? */
+static bool
+bound_allows(const hc_arena_view *av, uint32_t n)
+{
+    uint32_t b = av->av_arena->ar_run_bound;
+
+    return b == 0 || n < b;
 }
 
 static void
@@ -184,25 +240,29 @@ may_fit(const hc_arena_view *av, uint32_t n)
     uint64_t used = av->av_arena->ar_used_units;
 
     return n > 0 && n <= av->av_units
-        && (used > av->av_units || n <= av->av_units - used);
+        && (used > av->av_units || n <= av->av_units - used)
+        && bound_allows(av, n);
 }
 
 /* The highest run of n free units, scanning down from the arena's end. */
 static bool
 scan_down(const hc_arena_view *av, uint32_t n, uint32_t *unit)
 {
-    uint32_t u = av->av_units;
+    uint32_t u = av->av_units, longest = 0;
 
-    while (u >= n) {
-        uint32_t end = run_begin(av->av_used, u, true);
-        uint32_t start = run_begin(av->av_used, end, false);
+    while (u > 0) {
+        uint32_t end = run_begin(av->av_used, u, 0, true);
+        uint32_t start = run_begin(av->av_used, end, 0, false);
 
         if (end - start >= n) {
             *unit = end - n;            /* the top n units of the run */
             return true;
         }
-        u = start;              /* < u unless end == 0: then u < n */
+        if (end - start > longest)
+            longest = end - start;
+        u = start;              /* < u unless end == 0: then the loop ends */
     }
+    bound_set(av, longest);     /* every run was passed whole */
     return false;
 }
 
@@ -214,7 +274,7 @@ free_run_at(const hc_arena_view *av, uint32_t u, uint32_t *start,
 {
     if (u >= av->av_units || bit(av->av_used, u))
         return false;
-    *start = run_begin(av->av_used, u, false);
+    *start = run_begin(av->av_used, u, 0, false);
     *end = run_end(av->av_used, u, av->av_units, false);
     return true;
 }
@@ -247,6 +307,37 @@ hc_alloc_block_near(const hc_arena_view *av, uint32_t n, uint32_t near,
     return HC_OK;
 }
 
+uint32_t
+hc_alloc_longest_after_miss(const hc_arena_view *av, uint32_t n)
+{
+    uint32_t b = av->av_arena->ar_run_bound;
+
+    /* n == 0 fails without a search: it says nothing of the runs */
+    if (n == 0)
+        return b != 0 ? b - 1 : UINT32_MAX;
+    return b != 0 && b - 1 < n - 1 ? b - 1 : n - 1;
+}
+
+hc_status
+hc_alloc_block_freed(const hc_arena_view *av, uint32_t n, uint32_t near,
+                     bool high, uint32_t *others, uint32_t *unit)
+{
+    uint32_t start, end;
+
+    if (!free_run_at(av, near, &start, &end))
+        return HC_NO_SPACE;     /* near in use: its run is not new */
+    if (n == 0 || end - start < n) {
+        if (end - start > *others)
+            *others = end - start;      /* one of the others from now on */
+        return HC_NO_SPACE;
+    }
+    if (hc_alloc_block_near(av, n, near, high, unit) != HC_OK)
+        return HC_NO_SPACE;     /* not reached: the run was measured */
+    /* Lowered once the block is marked: a death before leaves it high. */
+    bound_set(av, end - start - n > *others ? end - start - n : *others);
+    return HC_OK;
+}
+
 void
 hc_alloc_reset(const hc_arena_view *av)
 {
@@ -256,6 +347,29 @@ hc_alloc_reset(const hc_arena_view *av)
     memset(av->av_start, 0, bytes);
     av->av_arena->ar_used_units = 0;
     av->av_arena->ar_cursor = 0;
+    av->av_arena->ar_run_bound = 0;     /* long runs: searches succeed */
+}
+
+/*
+ * Next fit: the first run of n free units from cursor on, then from the
+ * arena's start to where a run from before cursor would have n units.
+ * Failed, the two passes saw every run whole (one that starts before
+ * cursor is shorter than n, so it ends inside the second), and the
+ * longest becomes the bound.
+ */
+static bool
+scan_from(const hc_arena_view *av, uint32_t cursor, uint32_t n,
+          uint32_t *unit)
+{
+    uint32_t longest = 0;
+
+    if (scan(av, cursor, av->av_units, n, unit, &longest)
+        || scan(av, 0, cursor + n - 1 < av->av_units ? cursor + n - 1
+                                                     : av->av_units,
+                n, unit, &longest))
+        return true;
+    bound_set(av, longest);
+    return false;
 }
 
 hc_status
@@ -268,10 +382,7 @@ hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
         cursor = 0;
     if (hc_alloc_block_near(av, n, hint, false, unit) == HC_OK)
         return HC_OK;
-    if (!may_fit(av, n) || (!scan(av, cursor, av->av_units, n, unit)
-                   && !scan(av, 0, cursor + n - 1 < av->av_units
-                                       ? cursor + n - 1 : av->av_units,
-                            n, unit)))
+    if (!may_fit(av, n) || !scan_from(av, cursor, n, unit))
         return HC_NO_SPACE;
     take(av, *unit, n);
     return HC_OK;
@@ -292,6 +403,9 @@ hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n)
 {
     if (!hc_alloc_is_block(av, unit, n) || av->av_arena->ar_used_units < n)
         return HC_CORRUPT;
+    /* Before the bits clear: a death in between leaves the bound high,
+     * which is safe. */
+    bound_lift(av, unit, n);
     set_bits(av->av_used, unit, n, false);
     HC_INJECT("alloc.free.cleared");
     set_bits(av->av_start, unit, 1, false);
@@ -311,7 +425,7 @@ hc_alloc_mark_used(const hc_arena_view *av, uint32_t unit, uint32_t n)
 hc_status
 hc_alloc_check(const hc_arena_view *av)
 {
-    uint32_t w, words = hc_alloc_words(av->av_units);
+    uint32_t w, words = hc_alloc_words(av->av_units), longest = 0, unit;
     uint64_t used = 0;
 
     for (w = 0; w < words; w++) {
@@ -319,5 +433,11 @@ hc_alloc_check(const hc_arena_view *av)
             return HC_CORRUPT;  /* a block starts on a free unit */
         used += (uint64_t) __builtin_popcountll(av->av_used[w]);
     }
+    /* a search for one unit more than any run passes them all */
+    if (av->av_units < UINT32_MAX
+        && scan(av, 0, av->av_units, av->av_units + 1, &unit, &longest))
+        return HC_CORRUPT;      /* not reached: no run exceeds the arena */
+    if (!bound_allows(av, longest))
+        return HC_CORRUPT;      /* a free run longer than the bound */
     return used == av->av_arena->ar_used_units ? HC_OK : HC_CORRUPT;
 }

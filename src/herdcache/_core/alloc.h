@@ -20,6 +20,17 @@
  * only new room can be (eviction, after one block was freed) asks for
  * that run alone and scans nothing.
  *
+ * The run bound.  A failed search of a full stripe is the costly case: a
+ * set that must evict searched the whole arena first.  ar_run_bound keeps
+ * an upper bound on the longest free run (plus one; 0 says nothing): a
+ * failed whole-arena search sets it to the longest run it passed, a free
+ * raises it to the run the freed block joins (before its bits clear, so a
+ * death in between leaves it high, never low; a run too long to measure
+ * cheaply drops it to 0), an allocation leaves it (runs only shrink).  A search for more units than the bound finds
+ * nothing without looking.  It lived in the arena's padding, so a
+ * segment made before it reads 0 (no bound) and the layout is unchanged;
+ * hc_alloc_check() reports a bound below a free run as damage.
+ *
  * Nothing here is trusted: every unit index is checked against the arena
  * size, and a free of something that is not an allocated block returns
  * HC_CORRUPT, after which the caller rebuilds the stripe.
@@ -47,7 +58,8 @@
 /* The allocator's shared state, inside each stripe. */
 typedef struct hc_arena {
     uint32_t ar_cursor;             /* where the next scan starts */
-    uint32_t ar_pad;
+    uint32_t ar_run_bound;          /* 0, or 1 + a bound on the longest
+                                     * free run (see "The run bound") */
     uint64_t ar_used_units;         /* units in allocated blocks */
 } hc_arena;
 
@@ -95,6 +107,24 @@ hc_status hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
  */
 hc_status hc_alloc_block_near(const hc_arena_view *av, uint32_t n,
                               uint32_t near, bool high, uint32_t *unit);
+
+/*
+ * What a failed hc_alloc_block() or hc_alloc_block_high() for n units
+ * leaves known: no free run is longer than the result.
+ */
+uint32_t hc_alloc_longest_after_miss(const hc_arena_view *av, uint32_t n);
+
+/*
+ * hc_alloc_block_near() for a caller that knows no free run other than
+ * the one covering near is longer than *others units (eviction: the last
+ * search failed, and near's block is the only one freed since).  Placed,
+ * the run bound drops to what is then known: the longer of *others and
+ * what is left of near's run.  HC_NO_SPACE: *others grows to near's run,
+ * which is one of the others for the next attempt.
+ */
+hc_status hc_alloc_block_freed(const hc_arena_view *av, uint32_t n,
+                               uint32_t near, bool high, uint32_t *others,
+                               uint32_t *unit);
 
 /*
  * Allocate n units as high in the arena as they fit (the cursor stays):

@@ -859,24 +859,35 @@ reap_all_expired(writer *w)
  */
 static hc_status
 alloc_once(writer *w, uint32_t n, bool flight, bool near_only,
-           uint32_t *unit)
+           uint32_t *others, uint32_t *unit)
 {
+    hc_status st;
+
     if (near_only)
-        return hc_alloc_block_near(&w->w_av, n, w->w_freed, flight, unit);
-    if (flight)
-        return hc_alloc_block_high(&w->w_av, n, unit);
-    return hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+        return hc_alloc_block_freed(&w->w_av, n, w->w_freed, flight, others,
+                                    unit);
+    st = flight ? hc_alloc_block_high(&w->w_av, n, unit)
+                : hc_alloc_block(&w->w_av, n, w->w_freed, unit);
+    if (st == HC_NO_SPACE)
+        *others = hc_alloc_longest_after_miss(&w->w_av, n);
+    return st;
 }
 
+/*
+ * others: no free run but the one at w_freed is longer (what the failed
+ * attempts learned); placing the block in that run then tells the
+ * allocator's run bound (alloc.h) how long a run can still be, so the
+ * next set that cannot fit skips its search.
+ */
 static hc_status
 alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
 {
-    uint32_t frees = w->w_frees;
+    uint32_t frees = w->w_frees, others = UINT32_MAX;
     bool near_only = false;
     int tries;
 
     for (tries = 0; tries <= SIEVE_TRIES + 1; tries++) {
-        hc_status st = alloc_once(w, n, flight, near_only, unit);
+        hc_status st = alloc_once(w, n, flight, near_only, &others, unit);
 
         if (st != HC_NO_SPACE)
             return st;
@@ -897,7 +908,7 @@ alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
             return st;
         near_only = w->w_frees - frees == 1;
     }
-    return alloc_once(w, n, flight, false, unit);
+    return alloc_once(w, n, flight, false, &others, unit);
 }
 
 /* HC_NO_SPACE, with a detail that says truthfully why. */
