@@ -93,9 +93,13 @@
 #include "status.h"
 
 #define HC_CACHE_MAGIC UINT32_C(0x48434341)     /* "HCCA" */
-#define HC_CACHE_VERSION 4          /* 4: eviction policy and S3-FIFO state;
+#define HC_CACHE_VERSION 5          /* 4: eviction policy and S3-FIFO state;
                                      * a flight wake word per key hash;
-                                     * snapshots and batches (commit.h) */
+                                     * snapshots and batches (commit.h);
+                                     * 5: each arena's bound on its longest
+                                     * free run (ar_run_bound, alloc.h),
+                                     * which a build without it would not
+                                     * keep up to date */
 #define HC_KEY_MAX 250              /* bytes of a key (memcached's limit) */
 #define HC_MAX_STRIPES 64
 #define HC_STRIPE_TARGET (UINT64_C(4) << 20)    /* arena bytes per stripe */
