@@ -597,6 +597,34 @@ test_a_damaged_header_is_reset_only_under_every_stripe_lock(void)
     done(c);
 }
 
+/*
+ * A damaged run bound (alloc.h) that says no run is longer than one unit
+ * must not refuse an empty stripe for ever: before CacheFull, a set
+ * searches once whatever the bound says (with eviction on or off).
+ */
+static void
+test_a_damaged_run_bound_does_not_refuse_room(void)
+{
+    static char value[4000];
+    int evict;
+
+    for (evict = 0; evict <= 1; evict++) {
+        hc_segment *seg;
+        hc_cache *c = test_cache(&seg, hc_cache_min_size(HC_EVICTION_SIEVE),
+                                 evict);
+        hc_stripe *s = (hc_stripe *) (c->ca_base
+                                      + c->ca_layout.cl_stripes_off);
+        uint32_t i;
+
+        for (i = 0; i < c->ca_layout.cl_nstripes; i++)
+            s[i].sp_arena.ar_run_bound = 2;     /* "no free run over 1" */
+        CHECK_ST(test_put(c, "big", value, sizeof(value), HC_FOREVER), HC_OK);
+        CHECK_ST(hc_cache_check(c), HC_OK);
+        hc_cache_close(c);
+        CHECK_ST(hc_segment_close(seg), HC_OK);
+    }
+}
+
 int
 main(void)
 {
@@ -615,5 +643,6 @@ main(void)
     TEST(test_set_result_survives_a_rebuild);
     TEST(test_flight_begin_checks_the_length_against_the_block);
     TEST(test_a_damaged_header_is_reset_only_under_every_stripe_lock);
+    TEST(test_a_damaged_run_bound_does_not_refuse_room);
     return 0;
 }

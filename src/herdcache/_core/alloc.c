@@ -173,6 +173,12 @@ bound_set(const hc_arena_view *av, uint32_t longest)
     av->av_arena->ar_run_bound = longest < UINT32_MAX ? longest + 1 : 0;
 }
 
+void
+hc_alloc_forget_bound(const hc_arena_view *av)
+{
+    av->av_arena->ar_run_bound = 0;
+}
+
 /*
  * The block [unit, unit + n) is about to be freed: lift the bound to the
  * run it will join.  Walks at most BOUND_REACH units each way, so a free

@@ -26,10 +26,12 @@
  * failed whole-arena search sets it to the longest run it passed, a free
  * raises it to the run the freed block joins (before its bits clear, so a
  * death in between leaves it high, never low; a run too long to measure
- * cheaply drops it to 0), an allocation leaves it (runs only shrink).  A search for more units than the bound finds
- * nothing without looking.  It lived in the arena's padding, so a
- * segment made before it reads 0 (no bound) and the layout is unchanged;
- * hc_alloc_check() reports a bound below a free run as damage.
+ * cheaply drops it to 0), an allocation leaves it (runs only shrink).
+ * A search for more units than the bound finds nothing without looking.
+ * It sits in what was the arena's padding; a build without it would not
+ * lift it, hence HC_CACHE_VERSION 5.  hc_alloc_check() reports a bound
+ * below a free run as damage, and a caller about to give up on room
+ * searches once without it (hc_alloc_forget_bound()).
  *
  * Nothing here is trusted: every unit index is checked against the arena
  * size, and a free of something that is not an allocated block returns
@@ -134,6 +136,13 @@ hc_status hc_alloc_block_freed(const hc_arena_view *av, uint32_t n,
  */
 hc_status hc_alloc_block_high(const hc_arena_view *av, uint32_t n,
                               uint32_t *unit);
+
+/*
+ * Forget the run bound, so the next search looks whatever it said (and,
+ * failing, sets it again): a caller about to give up on room calls it,
+ * so that a damaged bound cannot refuse a stripe with room for ever.
+ */
+void hc_alloc_forget_bound(const hc_arena_view *av);
 
 /* Free the n-unit block at unit; HC_CORRUPT if it is not one. */
 hc_status hc_alloc_free(const hc_arena_view *av, uint32_t unit, uint32_t n);

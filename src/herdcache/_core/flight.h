@@ -62,9 +62,11 @@
  * The FUTEX_WAKE waits until the writer has closed its epoch and released
  * the lock (sp_flight_wake_pending marks the words to wake): a sleeper
  * woken earlier would fail its lock-free read and queue on that lock.  A
- * writer that dies in between leaves its words marked, and the next
- * unlock of the stripe wakes them; a sleeper meanwhile looks again after
- * its probe slice (HC_FLIGHT_PROBE_NS) anyway.
+ * writer that dies under the lock leaves its words marked, and the next
+ * unlock of the stripe wakes them; one that dies between its unlock and
+ * its wake (it took the marks under the lock: clearing them later would
+ * race the next holder's) leaves its sleepers to look again after their
+ * probe slice (HC_FLIGHT_PROBE_NS), as any lost wake-up does.
  * sp_flight_wakes, sp_flight_woken: counts of FUTEX_WAKE calls and of the
  * sleepers they woke, added to after the unlock, read relaxed.
  *

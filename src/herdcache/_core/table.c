@@ -892,11 +892,11 @@ alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
         if (st != HC_NO_SPACE)
             return st;
         if (w->w_stripe->sp_qtail == 0)
-            return HC_NO_SPACE;         /* empty, and still no room */
+            break;                      /* empty, and still no room */
         if (!w->w_cache->ca_evict) {
             /* Expired items may still go; live ones may not. */
             if (tries > 0)
-                return HC_NO_SPACE;
+                break;
             st = reap_all_expired(w);
             if (st != HC_OK)
                 return st;      /* a damaged queue: rebuild, not CacheFull */
@@ -908,6 +908,9 @@ alloc_evicting(writer *w, uint32_t n, bool flight, uint32_t *unit)
             return st;
         near_only = w->w_frees - frees == 1;
     }
+    /* Before CacheFull, one search that does not trust the run bound: a
+     * damaged one would refuse a stripe with room, and no rebuild comes. */
+    hc_alloc_forget_bound(&w->w_av);
     return alloc_once(w, n, flight, false, &others, unit);
 }
 
