@@ -98,15 +98,20 @@ ref_near(const hc_arena_view *av, uint32_t n, uint32_t near, bool high)
     return high ? end - n : start;
 }
 
-/* Next fit as alloc.h states it: the hint's run, then from the cursor to
- * the end, then from 0 to the cursor (and the runs straddling it). */
+/* Next fit as alloc.h states it: at the hint if its n units are free,
+ * then from the cursor to the end, then from 0 to the cursor (and the
+ * runs straddling it). */
 static uint32_t
 ref_block(const hc_arena_view *av, uint32_t n, uint32_t hint)
 {
     uint32_t units = av->av_units, cursor = av->av_arena->ar_cursor, s, to;
+    uint32_t u;
 
-    if (ref_near(av, n, hint, false) != NONE)
-        return ref_near(av, n, hint, false);
+    for (u = 0; hint < units && n > 0 && n <= units - hint && u < n; u++)
+        if (!unit_free(av, hint + u))
+            break;
+    if (hint < units && n > 0 && n <= units - hint && u == n)
+        return hint;
     if (cursor >= units)
         cursor = 0;
     for (s = cursor; s < units; s++)

@@ -148,7 +148,11 @@ scan(const hc_arena_view *av, uint32_t from, uint32_t to, uint32_t n,
 
     while (u < to) {
         uint32_t start = run_end(av->av_used, u, to, true);
-        uint32_t end = run_end(av->av_used, start, to, false);
+        /* Measured no further than n units: a run that long is taken, and
+         * a shorter one ends on its own (walking a stripe's whole free
+         * tail on each set made a set 2.4 times as slow). */
+        uint32_t end = run_end(av->av_used, start,
+                               to - start > n ? start + n : to, false);
 
         if (end - start >= n) {
             *unit = start;
@@ -258,7 +262,9 @@ scan_down(const hc_arena_view *av, uint32_t n, uint32_t *unit)
 
     while (u > 0) {
         uint32_t end = run_begin(av->av_used, u, 0, true);
-        uint32_t start = run_begin(av->av_used, end, 0, false);
+        /* No further than n units down, as in scan() */
+        uint32_t start = run_begin(av->av_used, end, end > n ? end - n : 0,
+                                   false);
 
         if (end - start >= n) {
             *unit = end - n;            /* the top n units of the run */
@@ -386,8 +392,14 @@ hc_alloc_block(const hc_arena_view *av, uint32_t n, uint32_t hint,
 
     if (cursor >= av->av_units)
         cursor = 0;
-    if (hc_alloc_block_near(av, n, hint, false, unit) == HC_OK)
+    /* At the hint itself, not at the low end of its run: measuring the
+     * run walked a stripe's whole free tail on every overwrite of a cache
+     * that is not full (a set took 2.4 times as long). */
+    if (run_free(av, hint, n)) {
+        *unit = hint;
+        take(av, hint, n);
         return HC_OK;
+    }
     if (!may_fit(av, n) || !scan_from(av, cursor, n, unit))
         return HC_NO_SPACE;
     take(av, *unit, n);
