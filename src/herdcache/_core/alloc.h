@@ -10,9 +10,9 @@
  * neighbours coalesce by themselves, and there are no free lists to be
  * torn by a crash: the bitmaps can always be rebuilt from the items.
  *
- * Allocation is next fit: try the free run that covers the caller's hint
- * (where an eviction just made room), then scan the used bitmap from a
- * cursor for a run of free units.  Every search goes a word at a time:
+ * Allocation is next fit: try the caller's hint (where an eviction just
+ * made room), then scan the used bitmap from a cursor for a run of free
+ * units, measuring each no further than the units asked for.  Every search goes a word at a time:
  * ctz/clz find where a run of used or free units ends, so a search costs
  * a step per word plus a step per free run it passes, never a step per
  * unit.  The arena of a stripe is a few MiB, so even a full scan of a
