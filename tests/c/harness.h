@@ -113,6 +113,20 @@ test_cache(hc_segment **seg, uint64_t size, bool evict)
     return c;
 }
 
+/* The stripes of c, where table.c's stripe_at() finds them. */
+static inline hc_stripe *
+test_stripes(hc_cache *c)
+{
+    return (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off);
+}
+
+/* The stripe that holds the key of hash. */
+static inline hc_stripe *
+test_stripe_of(hc_cache *c, uint64_t hash)
+{
+    return test_stripes(c) + (hash & (c->ca_layout.cl_nstripes - 1));
+}
+
 /* A plain write of value under key (format 1), expiring at expires. */
 static inline hc_write
 test_write(hc_cache *c, const char *key, const void *value, uint32_t len,

@@ -66,7 +66,7 @@ static hc_stripe *
 only_stripe(hc_cache *c)
 {
     CHECK(c->ca_layout.cl_nstripes == 1);
-    return (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off);
+    return test_stripes(c);
 }
 
 /* Sets of fresh keys, far past capacity, with every 4th read once. */

@@ -795,11 +795,9 @@ test_stall_action(void)
         }
         hc_cpu_relax();
     }
-    CHECK(hc_lock_is_locked(&((hc_stripe *) (wd.cache->ca_base
-                               + wd.cache->ca_layout.cl_stripes_off))
-                             [hc_cache_hash(wd.cache, "key-2", 5)
-                              & (wd.cache->ca_layout.cl_nstripes - 1)]
-                             .sp_lock));
+    CHECK(hc_lock_is_locked(&test_stripe_of(wd.cache,
+                                            hc_cache_hash(wd.cache, "key-2",
+                                                          5))->sp_lock));
     (void) read_all(&wd);
     CHECK(kill(pid, SIGKILL) == 0);
     CHECK(waitpid(pid, &status, 0) == pid && WIFSIGNALED(status));
@@ -1106,9 +1104,7 @@ test_sleepers_wake_to_an_unlocked_stripe(void)
     hc_flight_request rq = {key, (uint32_t) strlen(key), hash,
                             3600 * HC_NS_PER_SEC, 0, false};
     hc_write wr = test_write(c, key, "v", 1, HC_FOREVER);
-    wake_sight ws = {(hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
-                     + (hash & (c->ca_layout.cl_nstripes - 1)),
-                     false, false, false};
+    wake_sight ws = {test_stripe_of(c, hash), false, false, false};
     hc_flight_result res;
 
     CHECK_ST(hc_flight_begin(c, &rq, &res), HC_OK);

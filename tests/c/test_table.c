@@ -365,8 +365,7 @@ test_dead_writer_is_repaired(void)
 
         if (hc_cache_lock_stripe(c, hash) != HC_OK)
             _exit(2);
-        s = (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
-            + (hash & (c->ca_layout.cl_nstripes - 1));
+        s = test_stripe_of(c, hash);
         atomic_fetch_add(&s->sp_epoch, 1);      /* odd, as mid-free */
         s->sp_qtail = 0;                        /* a queue half relinked */
         kill(getpid(), SIGKILL);
@@ -558,8 +557,7 @@ test_a_damaged_header_is_reset_only_under_every_stripe_lock(void)
 {
     hc_cache *c = new_cache(4 << 20, true), *again;
     uint64_t hash = hc_cache_hash(c, "k", 1);
-    hc_stripe *s = (hc_stripe *) (c->ca_base + c->ca_layout.cl_stripes_off)
-        + (hash & (c->ca_layout.cl_nstripes - 1));
+    hc_stripe *s = test_stripe_of(c, hash);
     uint64_t offset = (uint64_t) (c->ca_base - seg->sg_base);
     int pipefd[2], status;
     char buf[16], byte;
@@ -612,8 +610,7 @@ test_a_damaged_run_bound_does_not_refuse_room(void)
         hc_segment *seg;
         hc_cache *c = test_cache(&seg, hc_cache_min_size(HC_EVICTION_SIEVE),
                                  evict);
-        hc_stripe *s = (hc_stripe *) (c->ca_base
-                                      + c->ca_layout.cl_stripes_off);
+        hc_stripe *s = test_stripes(c);
         uint32_t i;
 
         for (i = 0; i < c->ca_layout.cl_nstripes; i++)
