@@ -9,6 +9,11 @@ What it measures, in one run:
    and the TLB as a real workload does). Median of --repeat passes; the
    ratio to the 10k row shows how flat it is. A dict of the same keys is
    measured beside it, passes interleaved, as the reference.
+   The same caches are then read on a hot set: --hot keys (10,000) drawn
+   once among all the entries, read in a shuffled order. Its row at 10M
+   entries against its row at 10k shows what the table's size costs a
+   workload whose hot keys fit the CPU caches (most real ones), apart
+   from the cost of missing them with uniformly random keys.
    With --huge-pages try|on, a second cache of the same entries, made
    with that huge_pages= (named, in --huge-dir if given: a tmpfs mounted
    with huge=within_size or a hugetlbfs; else anonymous), is measured
@@ -68,11 +73,15 @@ def filled_cache(herdcache, stack, keys: list[str], **options):
     return cache
 
 
-def get_hit_row(herdcache, entries: int, args) -> tuple[list[float], str]:
-    """ns per random get-hit with ``entries`` entries: herdcache, dict and,
-    with --huge-pages, herdcache on huge pages; and what those got."""
+def get_hit_row(herdcache, entries: int, args) -> tuple[list[float], list[float], str]:
+    """ns per random get-hit with ``entries`` entries, over all of them and
+    over a hot set: herdcache, dict and, with --huge-pages, herdcache on
+    huge pages; and what those got."""
     keys = [f"key:{i}" for i in range(entries)]
-    sample = random.Random(entries).choices(keys, k=args.reads)
+    draw = random.Random(entries)
+    sample = draw.choices(keys, k=args.reads)
+    hot = draw.sample(keys, min(args.hot, entries))
+    hot_sample = draw.choices(hot, k=args.reads)
     reference = dict(zip(keys, range(entries)))
     with contextlib.ExitStack() as stack:
         gets = [filled_cache(herdcache, stack, keys).get, reference.get]
@@ -82,7 +91,7 @@ def get_hit_row(herdcache, entries: int, args) -> tuple[list[float], str]:
             huge = filled_cache(herdcache, stack, keys, huge_pages=args.huge_pages, **named)
             gets.append(huge.get)
             got = huge.segment.info()["huge_pages"]
-        return timed_reads(gets, sample, args.repeat), got
+        return timed_reads(gets, sample, args.repeat), timed_reads(gets, hot_sample, args.repeat), got
 
 
 def raw_get_row(herdcache, nbytes: int, repeat: int) -> tuple[float, float]:
@@ -97,11 +106,21 @@ def raw_get_row(herdcache, nbytes: int, repeat: int) -> tuple[float, float]:
     return nbytes / cache_ns * 1e3, nbytes / memcpy_ns * 1e3
 
 
+def ratio_row(entries: int, ns: list[float], first: list[float]) -> list[str]:
+    """A table row: ns and ratio to the first row, herdcache then dict,
+    then the huge-page cache's ns and its ratio to the ordinary one's."""
+    row = [f"{entries:,}", f"{ns[0]:,.0f}", f"{ns[0] / first[0]:.2f}", f"{ns[1]:,.0f}", f"{ns[1] / first[1]:.2f}"]
+    if len(ns) > 2:
+        row += [f"{ns[2]:,.0f}", f"{ns[2] / ns[0]:.2f}"]
+    return row
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000,1000000,10000000", help="entry counts")
     parser.add_argument("--reads", type=int, default=200_000, help="random gets per pass (200000)")
     parser.add_argument("--repeat", type=int, default=5, help="timed passes (5)")
+    parser.add_argument("--hot", type=int, default=10_000, help="keys in the hot set (10000)")
     parser.add_argument("--huge-pages", choices=["off", "try", "on"], default="off",
                         help="also measure a cache made with this huge_pages= (off)")  # fmt: skip
     parser.add_argument("--huge-dir", help="make that cache a named one here (a huge= tmpfs or a hugetlbfs)")
@@ -109,20 +128,21 @@ def main(argv=None) -> None:
     herdcache = load_herdcache("get", "set", "stats")
     print(machine_header("herdcache scaling benchmark"))
 
-    rows, first, got = [], None, ""
+    tables: dict[str, list[list[str]]] = {"all": [], "hot": []}
+    firsts: dict[str, list[float]] = {}
+    got = ""
     for entries in (int(n) for n in args.sizes.split(",")):
         print(f"- filling {entries:,} entries", flush=True)
-        ns, got = get_hit_row(herdcache, entries, args)
-        first = first or ns
-        row = [f"{entries:,}", f"{ns[0]:,.0f}", f"{ns[0] / first[0]:.2f}", f"{ns[1]:,.0f}", f"{ns[1] / first[1]:.2f}"]
-        if len(ns) > 2:
-            row += [f"{ns[2]:,.0f}", f"{ns[2] / ns[0]:.2f}"]
-        rows.append(row)
+        *passes, got = get_hit_row(herdcache, entries, args)
+        for name, ns in zip(tables, passes):
+            tables[name].append(ratio_row(entries, ns, firsts.setdefault(name, ns)))
     header = ["entries", "herdcache ns", "÷ first row", "dict ns", "÷ first row"]
     if got:
         header += [f"huge_pages={args.huge_pages} ({got}) ns", "÷ herdcache ns"]
-    print("\n## Random get-hit, ns (lower is better)\n")
-    print(markdown_table(header, rows))
+    print("\n## Random get-hit over all the entries, ns (lower is better)\n")
+    print(markdown_table(header, tables["all"]))
+    print(f"\n## Random get-hit over a hot set of {args.hot:,} of the entries, ns (lower is better)\n")
+    print(markdown_table(header, tables["hot"]))
 
     rows = []
     for label, nbytes in VALUE_SIZES.items():
