@@ -27,9 +27,8 @@ the invalidation (a few ms on a LAN), or, if its tracking connection broke
 or stalled, until the tracker noticed (``HEARTBEAT`` + timeout), when the
 L1 is suspended (no copy served as fresh until the PING's late reply) and
 then, if no reply comes within the grace, flushed whole; and never past
-``local_ttl``.  Values read from Redis
-stay in an L1 for at most UNTRACKED_TTL (0.1 s) while its host's tracking
-is not live.
+``local_ttl``.  Values read from Redis stay in an L1 for at most
+UNTRACKED_TTL (0.1 s) while its host's tracking is not live.
 
 Why a class of its own rather than ``Cache(remote=...)``: its operations
 fail differently (every write can raise
