@@ -203,3 +203,37 @@ def test_a_tracker_killed_while_suspended_leaves_no_suspension(own_redis, segdir
             child.join()
         if heir is not None:
             heir.close()
+
+
+def test_while_suspended_a_rounds_waiters_take_what_it_publishes(own_redis, segdir, prefix) -> None:
+    """While suspended, a host still reads a key once for the readers that
+    come together: they wait for the round under way (the one that reads
+    Redis) and take the copy it publishes, not the older one it carries,
+    and none reads Redis itself.  The round is this test's, begun by hand
+    over the fresh copy as a suspended reader begins one."""
+    import threading
+
+    a = open_tier("a", own_redis, segdir, prefix)
+    flag = a.segment.counter("tier.suspended")
+    readers = 4
+    try:
+        a.set("k", "old", ttl=600)
+        settle(a)
+        flag.store(1)
+        outcome, _data, _fmt, round_, *_ = a._flight_begin("k", 60.0, 0, True)
+        assert outcome == "compute"
+        waits, before = a.stats()["waits"], own_redis.commandstats()
+        got: list = []
+        threads = [threading.Thread(target=lambda: got.append(a.get("k"))) for _ in range(readers)]
+        for t in threads:
+            t.start()
+        until(lambda: a.stats()["waits"] == waits + readers, f"{readers} readers to wait for the round")
+        assert a._flight_publish("k", a._dumps("new"), a._tag, 600.0, round_, 0.0, 0)
+        for t in threads:
+            t.join(HANG)
+        assert got == ["new"] * readers
+        after = own_redis.commandstats()
+        assert {c for c in after if after[c] != before.get(c, 0)} <= {"info"}, "a reader went to Redis"
+    finally:
+        flag.store(0)
+        a.close()
