@@ -22,7 +22,11 @@ What it measures, in one run, side by side, against one local redis-server
    of each process's stream), against the floors for these streams: a
    cache with one copy per host looks up each key new to the host once, a
    cache per process each key new to the process.  "GETs/host" is the
-   server's count of GETs (values sent) over both passes.
+   server's count of GETs (values sent) over both passes.  "L1 events":
+   herdcache's flushes, suspensions and resumes in each pass (summed over
+   the hosts), which explain a warm pass's lookups: a flush (tracking
+   lost) makes a host read everything again, a suspension (a late PING)
+   only what it reads until the reply.
 3. Invalidation delay: host A sets a key that host B holds in its L1; the
    time from A's set returning until B's L1 no longer has the old value,
    median and p90 over --writes writes.
@@ -267,6 +271,8 @@ def _client_run(peer_class, url, segdir, host, stream, writes, seed, barrier, lo
             peer.set(key, VALUE)
         else:
             peer.read_through(key)
+    barrier.wait()  # the warm pass is done everywhere (the parent reads the L1 events)
+    barrier.wait()  # before any exit: a tracker's exit starts a new one, which flushes
     with lookups.get_lock():
         lookups[2 * host + 1] += peer.lookups
     os._exit(0)
@@ -301,14 +307,32 @@ def commands(server: RedisServer, segdir: str, args) -> list[list]:
             name = f"{peer_class.name}, {writes:.0%} writes"
             reason = csc_unavailable(client) if peer_class is RedisPyCSC else None
             if reason is not None:
-                rows.append([name, "—", "—", "—", "—", "—", "—", reason])
+                rows.append([name, "—", "—", "—", "—", "—", "—", "—", reason])
                 continue
             cells, lookups = _one_workload(client, server, segdir, peer_class, writes, args)
             if peer_class is TTLFront:
                 per_process = lookups
             ratios = [fmt_ratio(n, p) if per_process else "—" for n, p in zip(lookups, per_process or lookups)]
-            rows.append([name, *cells, *ratios])
+            rows.append([name, *cells[:-1], *ratios, cells[-1]])
     return rows
+
+
+def tier_events(segdir: str) -> list[int]:
+    """[flushes, suspensions, resumes] of the hosts' L1s so far, summed
+    (a flush moves the epoch; see _tracking, "Suspension")."""
+    totals = [0, 0, 0]
+    for h in range(HOSTS):
+        l1 = herdcache.Cache(f"zipf{h}", "64MiB", dir=segdir)  # attached: no tracker of its own
+        for i, name in enumerate(("tier.epoch", "tier.suspensions", "tier.resumes")):
+            totals[i] += l1.segment.counter(name).load()
+        l1.close()
+    return totals
+
+
+def events_cell(marks: list[list[int]]) -> str:
+    """'cold; warm' flushes/suspensions/resumes between the three marks."""
+    passes = [[b - a for a, b in zip(before, after)] for before, after in zip(marks, marks[1:])]
+    return "; ".join("%d/%d/%d" % tuple(p) for p in passes)
 
 
 def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[list[str], list[float]]:
@@ -330,7 +354,14 @@ def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[lis
         p.start()
     barrier.wait()  # every client connected (and every tracker live): the server's tracking now
     tracking = client.info("stats")
+    marks = [tier_events(segdir)] if peer_class is Tier else []
     barrier.wait()  # the cold pass is done
+    if marks:
+        marks.append(tier_events(segdir))
+    barrier.wait()
+    barrier.wait()  # the warm pass is done
+    if marks:
+        marks.append(tier_events(segdir))
     barrier.wait()
     for p in procs:
         p.join()
@@ -345,6 +376,7 @@ def _one_workload(client, server, segdir, peer_class, writes, args) -> tuple[lis
         f"{per_host[0]:,.0f}",
         f"{per_host[1]:,.0f}",
         f"{tracking.get('tracking_total_keys', 0)} keys, {tracking.get('tracking_total_prefixes', 0)} prefixes",
+        events_cell(marks) if marks else "—",
     ], per_host
 
 
@@ -494,10 +526,14 @@ def main(argv=None) -> None:
             f"up in Redis (a GET; herdcache's read-or-lock script), per host in each pass; ÷ TTL dict is "
             f"that over the per-process TTL dict's. GETs (values sent, both passes) per host from the "
             f"server's counts. The floors of the ratio for these streams without writes (one lookup "
-            f"per key per host, over one per key per process): cold %.3f, warm %.3f.\n" % read_floor(args.keys, args.requests)
+            f"per key per host, over one per key per process): cold %.3f, warm %.3f. L1 events: "
+            f"herdcache's flushes (the whole L1 expired: tracking started or lost) / suspensions "
+            f"(a late PING: no copy served meanwhile) / of those, resumed without a flush, summed "
+            f"over the hosts, in the cold; warm pass: a flush makes the host read everything "
+            f"again.\n" % read_floor(args.keys, args.requests)
         )
         headers = ["peer", "commands/1000 req", "GETs/host", "lookups/host cold", "lookups/host warm",
-                   "tracking table", "÷ TTL dict cold", "÷ TTL dict warm"]
+                   "tracking table", "÷ TTL dict cold", "÷ TTL dict warm", "L1 events cold; warm"]
         print(markdown_table(headers, commands(server, segdir, args)))
         print(f"\n## Invalidation delay ({args.writes} writes, ms)\n")
         print(markdown_table(["what", "median", "p90", "max"], invalidation_delay(server, segdir, args.writes)))

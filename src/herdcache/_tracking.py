@@ -73,10 +73,11 @@ this late invalidation then deletes, since a message names the key, not
 the version.  It costs the host one more read of the key, never a stale
 value.
 
-Epoch.  After TRACKING is on, and whenever the connection is lost (error,
-or no answer to a PING within the timeout), the tracker bumps the epoch
-counter and expires every copy in the L1, as Redis's documentation
-advises (it says flush): invalidations may have been missed.  Expired
+Epoch.  After TRACKING is on, and whenever the connection is lost (an
+error, or no answer to a PING within the timeout and then the grace, see
+Suspension), the tracker bumps the epoch counter and expires every copy
+in the L1, as Redis's documentation advises (it says flush):
+invalidations may have been missed.  Expired
 rather than deleted, each copy keeps its stale window, so that a caller
 that opted in (``stale_if_error``, ``stale_ttl``) can still fall back to
 it while Redis fails; it is never served as fresh again.  A fill in flight
@@ -85,6 +86,50 @@ tracking is live again and Redis still holds what it read (the fill
 fence).  ``clear()`` and a FLUSHALL delete instead.
 ``tier.live`` holds the epoch while tracking is on and 0 otherwise;
 processes store values read from Redis in the L1 only while it is nonzero.
+
+Suspension.  After ``HEARTBEAT`` of silence the tracker PINGs.  A reply
+that is late loses nothing: Redis sends a connection's pushes in order
+(and disconnects a client whose output it cannot buffer), so a reply on
+the same connection comes after every invalidation sent before it.  A
+late reply is what a starved host sees (the tracker thread, or the
+server, waiting for a CPU), and flushing then made every process of the
+host read everything again from Redis, just when the host was overloaded.
+Only the staleness bound needs the PING's timeout: past it the host cannot
+tell that it hears of changes.  So at the timeout the tracker *suspends*
+the L1 (``tier.suspended`` = 1, at the moment it used to flush), and goes
+on reading the same connection for a grace (:func:`grace`).  While
+suspended, no process of the host serves an L1 copy as fresh: get,
+get_many, ``in`` and every flight's first look (get_or_compute, memoize,
+the async ones) take it as absent, and the flight's begin starts a round
+over a fresh copy as an early refresh does: the host still reads a key
+from Redis once (the round's waiters take what it publishes, a copy newer
+than the round they waited for, and nothing older), and stale_if_error and
+stale_ttl fall back on the copy as after a flush.  Stores go on as usual
+(fills, own writes, their marks and fences: the tracker still reads every
+push, in order): a copy stored meanwhile is served once the suspension
+ends, like the older ones.  The reply within the grace resumes the L1
+(0): every push sent before it is handled, so the copies are as current
+as tracking makes them, with no flush, no epoch bump and no reconnect.
+No reply: the connection is lost, as above.  So a copy stops being served
+as fresh exactly when it used to be flushed; a suspension costs reads from
+Redis for its length, a flush until the L1 is filled again.
+
+Why a counter of its own rather than a state of ``tier.live``: live 0
+means no tracking at all, and everything follows from that: fills keep
+their copy for UNTRACKED_TTL only, writers take no own-write marks, the
+fill fence drops what it cannot check.  Right for a connection that is
+gone, wasteful for one that is late: a resumed L1 would have lost what it
+stored meanwhile.  A suspension changes only what readers take.
+
+A suspension ends with the resume, or in the tracker's flush (keep_stale:
+on a lost connection and at a session's start), which clears the flag
+after it has expired every copy, so a reader that sees it cleared finds
+no copy to take as fresh.  A tracker killed while suspended leaves the
+flag set (the host's reads go to Redis meanwhile) and its successor's
+first flush, which it makes whether it connects or not, ends it.  A reader
+that loads the flag just before it is raised serves a copy as it would a
+moment earlier; one that loads it just before the resume reads Redis once
+more.  A forked child reads the same flag, in the segment.
 """
 
 from __future__ import annotations
@@ -94,6 +139,7 @@ import os
 import socket
 import struct
 import threading
+import time
 import weakref
 import zlib
 from collections.abc import Callable
@@ -114,6 +160,22 @@ WAKE_BUCKETS = 64
 
 #: Seconds of silence on the tracking connection before the tracker PINGs.
 HEARTBEAT = 0.5
+
+#: How many timeouts, and at least how many seconds, a suspended tracker
+#: waits for its PING's reply before it gives the connection up.  A late
+#: reply on an open connection loses nothing (Redis sends the pushes in
+#: order before it), so the grace only has to outlast a starved host: its
+#: tracker thread, or the server itself, waiting for a CPU.  Long enough
+#: for that (a second or more, where the timeout is a few hundred ms), yet
+#: bounded, so that a dead server is still given up on, and reconnected
+#: to, within about a second.
+GRACE_TIMEOUTS = 4
+GRACE_MIN = 1.0
+
+
+def grace(timeout: float) -> float:
+    """Seconds a suspended tracker waits for its PING's reply (see GRACE_TIMEOUTS)."""
+    return max(GRACE_TIMEOUTS * timeout, GRACE_MIN)
 
 _MAX_RECONNECT_PAUSE = 5.0
 #: Seconds a candidate waits for the lock before it checks whether to stop
@@ -225,6 +287,9 @@ class Tracker:
         self.epoch = seg.counter("tier.epoch")
         self.live = seg.counter("tier.live")
         self.invalidations = seg.counter("tier.invalidations")
+        self.suspended = seg.counter("tier.suspended")
+        self.suspensions = seg.counter("tier.suspensions")
+        self.resumes = seg.counter("tier.resumes")
         self._stop = threading.Event()
         self._conn: Any = None
         self._thread: threading.Thread | None = None
@@ -313,10 +378,42 @@ class Tracker:
         while not self._stop.is_set():
             if conn.can_read(timeout=HEARTBEAT):
                 conn.read_response(push_request=True)
-            else:  # silence: prove the server still answers, within the timeout
+            else:  # silence: prove the server still answers
                 conn.send_command("PING")
-                conn.read_response()
+                self._await_pong(conn)
             self.remote.free_maybe_held()
+
+    def _await_pong(self, conn: Any) -> None:
+        """Read up to the PING's reply, handling the pushes before it.  No
+        reply within the timeout suspends the host's L1 (no copy is served
+        as fresh) while the wait goes on, for the grace; a reply then
+        resumes it, with every copy.  None by then: TimeoutError, and the
+        connection is given up (flushed)."""
+        timeout = self.remote.timeout
+        if self._answered(conn, timeout):
+            return
+        self.suspended.store(1)
+        self.suspensions.add(1)
+        if not self._answered(conn, grace(timeout)):
+            raise redis.TimeoutError(f"no reply to the tracking connection's PING within {timeout + grace(timeout):.2f} s")
+        # Every push Redis sent before the reply is handled: the copies are
+        # as current as the tracking says, as before the PING.
+        self.suspended.store(0)
+        self.resumes.add(1)
+
+    @staticmethod
+    def _answered(conn: Any, timeout: float) -> bool:
+        """Whether the reply to the command sent last came within
+        ``timeout`` seconds; each push before it is handled on the way."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            # can_read() polls without consuming: a reply that comes late
+            # stays whole in the socket for the next call.
+            if left <= 0 or not conn.can_read(timeout=left):
+                return False
+            if not isinstance(conn.read_response(push_request=True), list):  # pushes are lists
+                return True
 
     def _connect(self) -> Any:
         pool = self.remote.client.connection_pool
@@ -393,12 +490,19 @@ class Tracker:
             values went: clear(), FLUSHALL): a copy is then never served as
             fresh, only as stale_if_error's or stale_ttl's fallback.  Fills
             under way go on, and their fence drops them (their wake
-            counter moves here, and tracking is not live)."""
+            counter moves here, and tracking is not live).  This flush,
+            the tracker's, also ends a suspension (see the module
+            docstring)."""
         empty = self.cache._expire_all if keep_stale else self.cache._l1_clear
         epochs: list[int] = []
 
         def empty_then_count() -> None:
             empty()
+            if keep_stale:
+                # Every copy a suspension guards is expired now: it ends
+                # here (a tracker killed while suspended leaves its
+                # successor this very flush to end it).
+                self.suspended.store(0)
             # The epoch moves only once the flush is done: whoever sees it
             # moved (epoch, stats(), tests) finds no copy served as fresh.
             epochs.append(self.epoch.add(1))

@@ -25,9 +25,10 @@ Consistency (see README, "Many hosts"): a value written through any host
 is served by another host's L1 at most until that host's tracker has read
 the invalidation (a few ms on a LAN), or, if its tracking connection broke
 or stalled, until the tracker noticed (``HEARTBEAT`` + timeout), when the
-whole L1 is flushed; and never past ``local_ttl``.  Values read from Redis
-stay in an L1 for at most UNTRACKED_TTL (0.1 s) while its host's tracking
-is not live.
+L1 is suspended (no copy served as fresh until the PING's late reply) and
+then, if no reply comes within the grace, flushed whole; and never past
+``local_ttl``.  Values read from Redis stay in an L1 for at most
+UNTRACKED_TTL (0.1 s) while its host's tracking is not live.
 
 Why a class of its own rather than ``Cache(remote=...)``: its operations
 fail differently (every write can raise
@@ -188,6 +189,24 @@ class _TierFlight(_Flight):
     #: copy this caller may serve if Redis fails (see TieredCache stale_if_error).
     _fallback: tuple[bytes, float | None] | None = None
 
+    def _lookup(self) -> tuple[bytes, float | None, int] | None:
+        """As the L1's, but while the host's tracking is suspended (see
+        _tracking, "Suspension") no copy is fresh, save one stored since
+        the round this caller waited for: what that round read from Redis
+        during the suspension (or a write made after it)."""
+        if not self.tier._is_suspended():
+            return super()._lookup()
+        found = self.cache._stored(self.where, self.raw)
+        if found is None or found[1] != self.cache._tag or not 0 < self.waited_round < found[3]:
+            return None
+        return found[0], found[2], found[4]
+
+    def begin(self) -> Any:
+        # While suspended, a fresh copy is no hit: a round starts over it,
+        # as an early refresh does (serving it only as a stale_ttl value).
+        refresh = self.refreshing or bool(self.tier._is_suspended())
+        return self.cache._flight_begin(self.where, self.options.lease, self.waited_round, refresh)
+
     def fresh_value(self) -> tuple[bool, Any]:
         found, value = super().fresh_value()
         if not found:  # before begin(), which would replace the copy by the flight
@@ -202,9 +221,10 @@ class _TierFlight(_Flight):
 
     def next_step(self, begun: Any) -> tuple[str, Any, Any]:
         if begun[0] == "stale" and not self.options.stale_ttl:
-            # A stale window this caller did not ask for (stale_if_error's):
-            # wait for the host's fetch instead of serving the old copy.
-            return "wait", 0, begun[4]
+            # A stale window this caller did not ask for (stale_if_error's,
+            # or a suspension's): wait for the host's fetch, that round,
+            # instead of serving the old copy.
+            return "wait", begun[3], begun[4]
         return super().next_step(begun)
 
     def _serve_fallback(self) -> Any:
@@ -466,6 +486,8 @@ class TieredCache(Cache):
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
             self._stale_if_error = self.segment.counter("tier.stale_if_error")
+            # Bound once: every L1 hit loads it (see _tracking, "Suspension").
+            self._is_suspended = self.segment.counter("tier.suspended").load
             self._wakeups = Wakeups(self)
             self._tracker = Tracker(self, self._remote)
         except BaseException:
@@ -612,6 +634,12 @@ class TieredCache(Cache):
         return self._live.load() != 0
 
     @property
+    def suspended(self) -> bool:
+        """Whether this host's tracking is suspended now: its tracker's
+        PING is late, and no L1 copy is served as fresh until the reply."""
+        return self._is_suspended() != 0
+
+    @property
     def tracker_elected(self) -> bool:
         """Whether this process holds the host's tracking connection."""
         return self._tracker.elected
@@ -624,7 +652,8 @@ class TieredCache(Cache):
 
         :raises RemoteUnavailable: not in the L1, and Redis did not answer.
         """
-        value = self._get_value(key, _MISSING)
+        # _l1_value(), written out: one call less on the hit path.
+        value = _MISSING if self._is_suspended() else self._get_value(key, _MISSING)
         if value is not _MISSING:
             return value
         try:
@@ -639,13 +668,20 @@ class TieredCache(Cache):
 
         :raises RemoteUnavailable: not in the L1, and Redis did not answer.
         """
-        value = self._get_value(key, _MISSING)
+        value = self._l1_value(key)
         if value is not _MISSING:
             return value
         try:
             return await compute.aget_or_compute(self, key, _read_only, self._read_options(), _TierFlight)
         except _Absent:
             return default
+
+    def _l1_value(self, key: Any) -> Any:
+        """The L1's fresh value of ``key``, or _MISSING: also while the
+        host's tracking is suspended (see _tracking, "Suspension")."""
+        if self._is_suspended():
+            return _MISSING
+        return self._get_value(key, _MISSING)
 
     def _read_options(self) -> ComputeOptions:
         """The flight options of a plain read: a lease that outlasts its Redis call."""
@@ -673,7 +709,7 @@ class TieredCache(Cache):
             raise _no_snapshots()
         found, missing = {}, []
         for key in keys:
-            value = self._get_value(key, _MISSING)
+            value = self._l1_value(key)
             if value is _MISSING:
                 missing.append(key)
             else:
@@ -904,7 +940,9 @@ class TieredCache(Cache):
     # -- introspection ------------------------------------------------------------------
 
     def stats(self) -> dict[str, Any]:
-        """The L1's statistics plus the tier's: epoch, tracking, invalidations."""
+        """The L1's statistics plus the tier's: epoch, tracking,
+        invalidations, and the suspensions of the tracking (late PINGs)
+        and how many of them ended in a resume rather than a flush."""
         stats = super().stats()
         stats["tier"] = {
             "epoch": self.epoch,
@@ -912,6 +950,9 @@ class TieredCache(Cache):
             "invalidations": self._tracker.invalidations.load(),
             "remote_down": self._remote.is_down(),
             "stale_if_error": self._stale_if_error.load(),
+            "suspended": self.suspended,
+            "suspensions": self._tracker.suspensions.load(),
+            "resumes": self._tracker.resumes.load(),
         }
         return stats
 

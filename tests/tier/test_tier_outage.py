@@ -82,11 +82,15 @@ def test_redis_stopped_past_the_timeouts(pair, own_redis) -> None:
     a, b = pair
     a.set("k", "before")
     epoch = a.epoch
+    before = a.stats()["tier"]
 
     own_redis.pause()
     try:
-        # The tracker notices the silence within a heartbeat and a timeout.
+        # The tracker notices the silence within a heartbeat and a timeout,
+        # suspends the L1, and flushes it once the grace passed unanswered.
         check_away(a, epoch)
+        after = a.stats()["tier"]
+        assert after["suspensions"] > before["suspensions"] and after["resumes"] == before["resumes"]
     finally:
         own_redis.resume()
     check_back(a, b)

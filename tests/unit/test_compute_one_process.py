@@ -171,3 +171,19 @@ def test_an_infinite_negative_ttl_keeps_the_error_and_nan_is_refused(cache) -> N
         with pytest.raises(herdcache.errors.InvalidArgument):
             cache.get_or_compute("j", fail, **{option: float("nan")})
     assert len(calls) == 1
+
+
+def test_a_caller_served_the_old_value_of_a_refresh_learns_its_round(cache) -> None:
+    """While an early refresh runs, another caller is served the old value
+    ("stale") and told the round that recomputes it, so that one that will
+    not take the old value (the tier's) can wait for that round's result
+    instead of starting a round of its own afterwards."""
+    cache.set("k", "old", ttl=60)
+    outcome, _data, _fmt, round_, *_ = cache._flight_begin("k", 60.0, 0, True)
+    assert outcome == "compute" and round_ > 0
+    try:
+        outcome, data, _fmt, named, *_ = cache._flight_begin("k", 60.0)
+        assert outcome == "stale" and cache._loads(data) == "old"
+        assert named == round_
+    finally:
+        cache._flight_abort("k", round_)

@@ -298,13 +298,15 @@ begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
                               item_value(it) + sizeof(rec), cr.cr_len);
     if (w->w_now < rec.fl_lease_end
         && hc_slot_token_alive(w->w_cache->ca_seg, rec.fl_owner)) {
+        /* WAIT's round, and STALE's: a caller that would rather wait
+         * than serve the old value waits for this round (the tier's). */
+        res->fr_round = it->it_csn;
         if (rec.fl_stale_until > w->w_now) {
             res->fr_outcome = HC_FLIGHT_STALE;
             return copy_out(res, item_value(it) + sizeof(rec), cr.cr_len,
                             rec.fl_stale_format);
         }
         res->fr_outcome = HC_FLIGHT_WAIT;
-        res->fr_round = it->it_csn;
         return HC_OK;
     }
     /* The owner died or overran its lease: a new round, ours. */

@@ -133,7 +133,8 @@ typedef struct hc_flight_result {
     uint8_t *fr_data;           /* malloc'ed copy (HIT, STALE, FAILED) */
     uint32_t fr_len;
     uint8_t fr_format;
-    uint64_t fr_round;          /* COMPUTE: yours; WAIT, FAILED: theirs */
+    uint64_t fr_round;          /* COMPUTE: yours; WAIT, STALE, FAILED:
+                                 * theirs */
     uint32_t fr_wait_seq;       /* WAIT: sleep while the key's wake word
                                  * is this */
     uint64_t fr_expires;        /* HIT: the value's expiry (monotonic ns) */
