@@ -97,6 +97,27 @@ def test_an_l1_hit_touches_no_network(host, redis_server) -> None:
     assert redis_server.commandstats() == {**before, "info": before.get("info", 0) + 1}
 
 
+def test_the_decoded_layer_serves_no_value_another_host_changed(host, redis_server) -> None:
+    """With local_items, a hit is the same object each time and touches no
+    network, and once the host's tracker has heard of another host's write
+    or delete, the next get serves the new state, never the kept object."""
+    a, b = host("a"), host("b", local_items=100)
+    a.set("k", {"v": 1})
+    settle(a, b)
+    assert b.get("k") == {"v": 1}  # from Redis into b's L1
+    kept = b.get("k")  # an L1 hit: the layer keeps the decoded object
+    before = redis_server.commandstats()
+    assert b.get("k") is kept, "not served by the decoded layer"
+    assert redis_server.commandstats() == {**before, "info": before.get("info", 0) + 1}
+
+    a.set("k", {"v": 2})
+    settle(a, b)  # b's tracker has dropped its L1 copy
+    assert b.get("k") == {"v": 2}
+    a.delete("k")
+    settle(a, b)
+    assert b.get("k", "absent") == "absent"
+
+
 def test_the_l1_keeps_a_value_for_redis_remaining_ttl_capped_by_local_ttl(host) -> None:
     """b reads what a wrote: its L1 copy lives Redis's remaining ttl (2 s
     left of 2), at most local_ttl (5 s of 100).  The bounds allow for the
