@@ -173,6 +173,25 @@ def test_an_infinite_negative_ttl_keeps_the_error_and_nan_is_refused(cache) -> N
     assert len(calls) == 1
 
 
+def test_expiring_the_cache_expires_the_value_a_refresh_carries(cache) -> None:
+    """_expire_all() (a TieredCache host that may have missed invalidations)
+    expires every value: the old value an early refresh carries too, so no
+    get serves it as fresh afterwards, while the refresh itself goes on and
+    publishes as usual; in a cache that cannot evict, making room does not
+    reap that live flight either."""
+    cache.set("k", "old", ttl=60)
+    outcome, _data, _fmt, round_, *_ = cache._flight_begin("k", 60.0, 0, True)
+    assert outcome == "compute"
+    try:
+        assert cache.get("k") == "old"  # fresh while the refresh runs
+        cache._expire_all()
+        assert cache.get("k") is None and "k" not in cache and cache._lookup("k") is None
+        outcome, data, *_ = cache._flight_begin("k", 60.0)
+        assert outcome == "stale" and cache._loads(data) == "old"  # its stale window is kept
+    finally:
+        cache._flight_abort("k", round_)
+
+
 def test_a_caller_served_the_old_value_of_a_refresh_learns_its_round(cache) -> None:
     """While an early refresh runs, another caller is served the old value
     ("stale") and told the round that recomputes it, so that one that will

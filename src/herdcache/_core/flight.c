@@ -39,21 +39,25 @@ item_value(const hc_item *it)
 
 bool
 hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
-                           const void **value, size_t *value_len,
-                           uint8_t *format, uint64_t *expires)
+                           uint64_t item_expires, const void **value,
+                           size_t *value_len, uint8_t *format,
+                           uint64_t *expires)
 {
     flight_record rec;
+    uint64_t until;
 
     if (len < sizeof(rec))
         return false;
     memcpy(&rec, data, sizeof(rec));   /* data need not be aligned */
-    if (rec.fl_stale_until == 0 || now >= rec.fl_value_expires
+    until = rec.fl_value_expires < item_expires ? rec.fl_value_expires
+                                                : item_expires;
+    if (rec.fl_stale_until == 0 || now >= until
         || rec.fl_stale_format >= HC_FORMAT_INTERNAL)
         return false;
     *value = (const uint8_t *) data + sizeof(rec);
     *value_len = len - sizeof(rec);
     *format = rec.fl_stale_format;
-    *expires = rec.fl_value_expires;
+    *expires = until;
     return true;
 }
 
@@ -64,10 +68,16 @@ hc_flight_item_serves_value(const hc_item *it, uint64_t now,
     const void *value;
     size_t len;
     uint8_t format;
+    uint64_t item_expires;
 
+    /* relaxed: hc_cache_expire_all() stores it under the stripe lock,
+     * which the caller holds (flight.h) */
+    item_expires = atomic_load_explicit(&((hc_item *) it)->it_expires,
+                                        memory_order_relaxed);
     return it->it_format == HC_FORMAT_FLIGHT
         && hc_flight_refreshing_value(item_value(it), it->it_value_len, now,
-                                      &value, &len, &format, expires);
+                                      item_expires, &value, &len, &format,
+                                      expires);
 }
 
 /* Which of its stripe's futex words the waiters of the key of hash

@@ -188,13 +188,23 @@ void hc_flight_wake_counts(hc_cache *c, uint64_t *wakes, uint64_t *woken);
 /*
  * The old value a FLIGHT item's bytes (data, len: as a read copied them)
  * still carry during an early refresh: true, with *value and *value_len
- * pointing into data, *format its format and *expires its own expiry, if
+ * pointing into data, *format its format and *expires its expiry, if
  * there is one still fresh at now.  Until that expiry the key is present
  * to every user operation, with that value (see "Early refresh" above).
+ *
+ * item_expires is the FLIGHT item's own it_expires (as the same read
+ * copied it): HC_FOREVER as stored, since the lease governs the flight,
+ * but hc_cache_expire_all() moves it to the moment it ran.  The carried
+ * value is fresh until the earlier of the two: expiring a cache (a
+ * TieredCache host that may have missed invalidations) expires the
+ * values its refreshing flights carry, as it does every other value,
+ * without rewriting their records under lock-free readers.  The flight
+ * itself goes on; its stale window is the record's, kept.
  */
 bool hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
-                                const void **value, size_t *value_len,
-                                uint8_t *format, uint64_t *expires);
+                                uint64_t item_expires, const void **value,
+                                size_t *value_len, uint8_t *format,
+                                uint64_t *expires);
 
 /*
  * hc_flight_refreshing_value() of an item in the table (the caller holds

@@ -231,8 +231,8 @@ serve_refreshing(cache_result *res, uint64_t now)
     if (!res->found || res->rd.rd_format != HC_FORMAT_FLIGHT
         || !hc_flight_refreshing_value(PyBytes_AS_STRING(res->bytes),
                                        (size_t) PyBytes_GET_SIZE(res->bytes),
-                                       now, &old, &old_len, &format,
-                                       &expires))
+                                       now, res->rd.rd_expires, &old,
+                                       &old_len, &format, &expires))
         return 0;
     bytes = PyBytes_FromStringAndSize(old, (Py_ssize_t) old_len);
     if (bytes == NULL)

@@ -835,7 +835,11 @@ reap_all_expired(writer *w)
         if (it == NULL)
             return HC_CORRUPT;
         next = it->it_qprev;
-        if (is_expired(it, w->w_now, true)) {
+        /* A flight goes only when abandoned, whatever its it_expires says
+         * (hc_cache_expire_all() may have moved it: flight.h). */
+        if (it->it_format == HC_FORMAT_FLIGHT
+                ? hc_flight_abandoned(w->w_cache, it, w->w_now)
+                : is_expired(it, w->w_now, true)) {
             hc_cache_count_stat(w->w_cache, HC_STAT_EXPIRATIONS, 1);
             if (remove_unit(w, cur - 1) != HC_OK)
                 return HC_CORRUPT;
