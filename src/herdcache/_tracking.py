@@ -110,7 +110,13 @@ push, in order): a copy stored meanwhile is served once the suspension
 ends, like the older ones.  The reply within the grace resumes the L1
 (0): every push sent before it is handled, so the copies are as current
 as tracking makes them, with no flush, no epoch bump and no reconnect.
-No reply: the connection is lost, as above.  So a copy stops being served
+(In BCAST mode Redis sends a write's invalidation when its event loop
+goes back to sleep, so a write run in the same loop turn as the PING may
+be reported just after the reply: its copy is served until the tracker
+reads that push, the next message on the socket, as for any write.)  The
+reply is known by the token the PING carries (``PING_TOKEN``): a push
+that redis-py reads as None (its own, or one whose handler raised) is
+never taken for it.  No reply: the connection is lost, as above.  So a copy stops being served
 as fresh exactly when it used to be flushed; a suspension costs reads from
 Redis for its length, a flush until the L1 is filled again.
 
@@ -120,6 +126,17 @@ their copy for UNTRACKED_TTL only, writers take no own-write marks, the
 fill fence drops what it cannot check.  Right for a connection that is
 gone, wasteful for one that is late: a resumed L1 would have lost what it
 stored meanwhile.  A suspension changes only what readers take.
+
+Values computed with Redis unreachable.  get_or_compute computes
+locally when Redis does not answer, and puts the value in the L1 for
+``local_ttl`` (the host's processes share it through the outage), with no
+record in Redis, so no invalidation will ever name it.  The process
+counts it in ``tier.local_computes`` after its publish; the tracker looks
+at that count after every message and every PING's reply, and flushes
+the L1 (keep_stale) when it moved: such a value lives until the tracker
+hears from Redis again, not beyond.  A reply that ends a suspension does
+the same before it resumes: a value computed during the suspension is
+never served as fresh after it.
 
 A suspension ends with the resume, or in the tracker's flush (keep_stale:
 on a lost connection and at a session's start), which clears the flag
@@ -160,6 +177,10 @@ WAKE_BUCKETS = 64
 
 #: Seconds of silence on the tracking connection before the tracker PINGs.
 HEARTBEAT = 0.5
+
+#: What the tracker's PING carries, and its reply echoes: no push can be
+#: taken for that reply (see Tracker._answered).
+PING_TOKEN = b"herdcache-tracker"
 
 #: How many timeouts, and at least how many seconds, a suspended tracker
 #: waits for its PING's reply before it gives the connection up.  A late
@@ -287,6 +308,8 @@ class Tracker:
         self.epoch = seg.counter("tier.epoch")
         self.live = seg.counter("tier.live")
         self.invalidations = seg.counter("tier.invalidations")
+        self.local_computes = seg.counter("tier.local_computes")
+        self._computed_locally_seen = 0
         self.suspended = seg.counter("tier.suspended")
         self.suspensions = seg.counter("tier.suspensions")
         self.resumes = seg.counter("tier.resumes")
@@ -374,14 +397,29 @@ class Tracker:
         conn = self._connect()
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.remote.prefix)
         conn.read_response()
+        self._computed_locally_seen = self.local_computes.load()  # before the flush: see below
         self.live.store(self.flush(keep_stale=True))
         while not self._stop.is_set():
             if conn.can_read(timeout=HEARTBEAT):
                 conn.read_response(push_request=True)
             else:  # silence: prove the server still answers
-                conn.send_command("PING")
+                conn.send_command("PING", PING_TOKEN)
                 self._await_pong(conn)
+            self._flush_if_computed_locally()
             self.remote.free_maybe_held()
+
+    def _flush_if_computed_locally(self) -> bool:
+        """Flush the L1 if a process of the host published a value it
+        computed with Redis unreachable since the last look (see the
+        module docstring); whether it did.  The count is read before the
+        flush, and a process counts after its publish: a publish counted
+        later is flushed by the next look."""
+        count = self.local_computes.load()
+        if count == self._computed_locally_seen:
+            return False
+        self._computed_locally_seen = count
+        self.live.store(self.flush(keep_stale=True))
+        return True
 
     def _await_pong(self, conn: Any) -> None:
         """Read up to the PING's reply, handling the pushes before it.  No
@@ -397,14 +435,18 @@ class Tracker:
         if not self._answered(conn, grace(timeout)):
             raise redis.TimeoutError(f"no reply to the tracking connection's PING within {timeout + grace(timeout):.2f} s")
         # Every push Redis sent before the reply is handled: the copies are
-        # as current as the tracking says, as before the PING.
+        # as current as the tracking says, as before the PING, save those
+        # computed meanwhile with Redis unreachable (then the flush ends
+        # the suspension instead).
+        if self._flush_if_computed_locally():
+            return
         self.suspended.store(0)
         self.resumes.add(1)
 
     @staticmethod
     def _answered(conn: Any, timeout: float) -> bool:
-        """Whether the reply to the command sent last came within
-        ``timeout`` seconds; each push before it is handled on the way."""
+        """Whether the reply to the PING sent last came within ``timeout``
+        seconds; each push before it is handled on the way."""
         deadline = time.monotonic() + timeout
         while True:
             left = deadline - time.monotonic()
@@ -412,7 +454,10 @@ class Tracker:
             # stays whole in the socket for the next call.
             if left <= 0 or not conn.can_read(timeout=left):
                 return False
-            if not isinstance(conn.read_response(push_request=True), list):  # pushes are lists
+            # Only the PING's reply echoes its token.  A push reads as a
+            # list, or as None where redis-py handled it itself or our
+            # handler raised: handled either way, and the wait goes on.
+            if conn.read_response(push_request=True) in (PING_TOKEN, PING_TOKEN.decode()):
                 return True
 
     def _connect(self) -> Any:

@@ -365,7 +365,9 @@ class _TierFlight(_Flight):
                 token = 0
         if stored or not token:  # refused: a write or a takeover won; keep ours out of the L1
             # A value computed while Redis is down lives its local_ttl: the
-            # tracker flushes the L1 once it is back.
+            # tracker flushes the L1 once it hears it was published (the
+            # local_computes counter, bumped in _publish).
+            self.computed_locally = not token
             live = self.tier._live.load() if stored else 1
             self.l1_data, self.l1_ttl = data, self.tier._local(ttl, live)
             self.l1_stale = self.tier._window(self.options.stale_ttl)
@@ -398,6 +400,7 @@ class _TierFlight(_Flight):
     _fence_seen: int | None = None
     l1_header: bytes | None = None
     wrote = False  # this flight published its computation to Redis
+    computed_locally = False  # ... or computed it with Redis unreachable
 
     def publish(self, value: Any, round_: int, started: float) -> None:
         self.tier._run(self._publish(round_))
@@ -417,6 +420,11 @@ class _TierFlight(_Flight):
                 found = self.cache._lookup(self.where)
                 if found is not None:
                     confirm_own_write(self.tier, key_bytes(self.key), found[4])
+            if self.computed_locally:
+                # After the publish: the tracker's flush that this asks
+                # for comes after it, and expires the copy (_tracking,
+                # "Values computed with Redis unreachable").
+                self.tier._local_computes.add(1)
             yield from self.tier._fill_fence(self.key, self._fence_seen, self.l1_header)
         elif own:
             unmark_own_write(self.tier, key_bytes(self.key))
@@ -486,6 +494,7 @@ class TieredCache(Cache):
             self._live = self.segment.counter("tier.live")
             self._epoch = self.segment.counter("tier.epoch")
             self._stale_if_error = self.segment.counter("tier.stale_if_error")
+            self._local_computes = self.segment.counter("tier.local_computes")
             # Bound once: every L1 hit loads it (see _tracking, "Suspension").
             self._is_suspended = self.segment.counter("tier.suspended").load
             self._wakeups = Wakeups(self)
