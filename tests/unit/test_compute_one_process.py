@@ -12,6 +12,7 @@ free for the next call at once (not stuck until the lease runs out).
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from helpers import HANG, joined, wait_until
@@ -190,6 +191,24 @@ def test_expiring_the_cache_expires_the_value_a_refresh_carries(cache) -> None:
         assert outcome == "stale" and cache._loads(data) == "old"  # its stale window is kept
     finally:
         cache._flight_abort("k", round_)
+
+
+def test_a_takeover_keeps_the_old_value_expired(cache) -> None:
+    """A round that takes over an abandoned refresh carries the old value
+    on; if the cache was expired meanwhile, that value stays expired for
+    the new round (the cap rides in the new record), not fresh again."""
+    cache.set("k", "old", ttl=60)
+    outcome, _data, _fmt, first, *_ = cache._flight_begin("k", 0.001, 0, True)  # a lease that ends at once
+    assert outcome == "compute"
+    cache._expire_all()
+    deadline = time.monotonic() + 5
+    while (taken := cache._flight_begin("k", 60.0))[0] != "compute":  # the lease ends: a takeover
+        assert time.monotonic() < deadline, f"no takeover after the lease: {taken[0]}"
+    try:
+        assert taken[3] != first
+        assert cache.get("k") is None and cache._lookup("k") is None, "the takeover made the old value fresh"
+    finally:
+        cache._flight_abort("k", taken[3])
 
 
 def test_a_caller_served_the_old_value_of_a_refresh_learns_its_round(cache) -> None:

@@ -37,6 +37,15 @@ item_value(const hc_item *it)
     return (const uint8_t *) (it + 1) + it->it_key_len;
 }
 
+/* Until when the old value a record carries is fresh: its own expiry,
+ * capped by its item's (hc_cache_expire_all() moves that one; flight.h). */
+static uint64_t
+carried_value_expires(const flight_record *rec, uint64_t item_expires)
+{
+    return rec->fl_value_expires < item_expires ? rec->fl_value_expires
+                                                : item_expires;
+}
+
 bool
 hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
                            uint64_t item_expires, const void **value,
@@ -49,8 +58,7 @@ hc_flight_refreshing_value(const void *data, size_t len, uint64_t now,
     if (len < sizeof(rec))
         return false;
     memcpy(&rec, data, sizeof(rec));   /* data need not be aligned */
-    until = rec.fl_value_expires < item_expires ? rec.fl_value_expires
-                                                : item_expires;
+    until = carried_value_expires(&rec, item_expires);
     if (rec.fl_stale_until == 0 || now >= until
         || rec.fl_stale_format >= HC_FORMAT_INTERNAL)
         return false;
@@ -326,7 +334,12 @@ begin_on_flight(hc_writer *w, const hc_flight_request *rq, hc_item *it,
         cr.cr_bytes = item_value(it) + sizeof(rec);
         cr.cr_stale_format = rec.fl_stale_format;
         cr.cr_stale_until = rec.fl_stale_until;
-        cr.cr_value_expires = rec.fl_value_expires;
+        /* The new item's expiry is HC_FOREVER: the cap an expire_all put
+         * on the old one must ride in the record, or the value it expired
+         * would be fresh again for the new round. relaxed: under the
+         * stripe lock, which orders it against expire_now's store. */
+        cr.cr_value_expires = carried_value_expires(
+            &rec, atomic_load_explicit(&it->it_expires, memory_order_relaxed));
         cr.cr_failed_round = rec.fl_failed_round;
         return start_flight_copying(w, rq, cr, res);
     }
