@@ -128,15 +128,21 @@ gone, wasteful for one that is late: a resumed L1 would have lost what it
 stored meanwhile.  A suspension changes only what readers take.
 
 Values computed with Redis unreachable.  get_or_compute computes
-locally when Redis does not answer, and puts the value in the L1 for
-``local_ttl`` (the host's processes share it through the outage), with no
-record in Redis, so no invalidation will ever name it.  The process
-counts it in ``tier.local_computes`` after its publish; the tracker looks
-at that count after every message and every PING's reply, and flushes
-the L1 (keep_stale) when it moved: such a value lives until the tracker
-hears from Redis again, not beyond.  A reply that ends a suspension does
-the same before it resumes: a value computed during the suspension is
-never served as fresh after it.
+locally when Redis does not answer.  The value has no record in Redis, so
+no invalidation will ever name it.  While the host's tracking is lost or
+suspended, it goes in the L1 for ``local_ttl`` (the host's processes
+share it through the outage), and the process counts it in
+``tier.local_computes`` after its publish; the tracker looks at that
+count after every message and every PING's reply, and before it resumes
+from a suspension, and flushes the L1 (keep_stale) when it moved.  So
+such a value lives until the tracker hears from Redis again: a
+suspension it outlived ends in that flush, not in a resume (a publish
+that lands between the tracker's look and the resume goes at the next
+look, a moment later), and one whose process died between its publish
+and its count lives at most its ``local_ttl``.  While tracking is live
+and not suspended (Redis answers the host, a worker's call timed out),
+the value stays UNTRACKED_TTL only, and asks for no flush: a flush per
+such value would empty the L1 over and over.
 
 A suspension ends with the resume, or in the tracker's flush (keep_stale:
 on a lost connection and at a session's start), which clears the flag

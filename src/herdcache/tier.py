@@ -364,15 +364,24 @@ class _TierFlight(_Flight):
             except RemoteUnavailable:
                 token = 0
         if stored or not token:  # refused: a write or a takeover won; keep ours out of the L1
-            # A value computed while Redis is down lives its local_ttl: the
-            # tracker flushes the L1 once it hears it was published (the
-            # local_computes counter, bumped in _publish).
-            self.computed_locally = not token
-            live = self.tier._live.load() if stored else 1
+            live = self.tier._live.load() if stored else self._local_compute_lasts()
             self.l1_data, self.l1_ttl = data, self.tier._local(ttl, live)
             self.l1_stale = self.tier._window(self.options.stale_ttl)
             self._delta_ms = delta_ms
         return value
+
+    def _local_compute_lasts(self) -> int:
+        """Whether a value computed with Redis unreachable may stay its
+        local_ttl in the L1 (1), shared by the host's processes through an
+        outage, or only UNTRACKED_TTL (0).  It lasts while the host's
+        tracking is lost or suspended: the tracker then flushes it when it
+        hears from Redis again (the local_computes count, bumped in
+        _publish).  With tracking live, Redis answers the host: the value
+        goes by itself, and asks for no flush (a flush per such value
+        would empty the L1 over and over while some calls time out)."""
+        lasts = not self.tier._live.load() or self.tier._is_suspended()
+        self.computed_locally = bool(lasts)
+        return int(lasts)
 
     def _share_failure(self, exc: BaseException, token: int) -> Steps[None]:
         """Give the round's waiters on every host the exception (and cache
@@ -400,7 +409,7 @@ class _TierFlight(_Flight):
     _fence_seen: int | None = None
     l1_header: bytes | None = None
     wrote = False  # this flight published its computation to Redis
-    computed_locally = False  # ... or computed it with Redis unreachable
+    computed_locally = False  # ... or computed it with Redis unreachable, to last (_local_compute_lasts)
 
     def publish(self, value: Any, round_: int, started: float) -> None:
         self.tier._run(self._publish(round_))

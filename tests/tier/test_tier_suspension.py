@@ -15,7 +15,7 @@ import pytest
 from _fleet import HANG, settle, succeeds, until
 
 import herdcache
-from herdcache import _tracking
+from herdcache import _remote, _tracking, tier
 from herdcache.errors import RemoteUnavailable
 
 TIMEOUT = 0.25
@@ -261,12 +261,12 @@ def test_a_value_computed_while_suspended_is_flushed_not_resumed(own_redis, segd
         own_redis.pause()
         try:
             until(lambda: a.suspended, "a's tracker to suspend its L1")
-            epoch = a.epoch
+            epoch, resumes = a.epoch, tier_stat(a, "resumes")
             assert a.get_or_compute("k", lambda: "computed-locally", ttl=600) == "computed-locally"
         finally:
             own_redis.resume()
         until(lambda: not a.suspended, "the late reply to end a's suspension")
-        assert a.epoch > epoch and tier_stat(a, "resumes") == 0, "resumed with the local value fresh"
+        assert a.epoch > epoch and tier_stat(a, "resumes") == resumes, "resumed with the local value fresh"
         until(lambda: succeeds(a.get, "k"), "Redis to answer a again")
         assert a.get("k") == "in-redis"
     finally:
@@ -274,10 +274,12 @@ def test_a_value_computed_while_suspended_is_flushed_not_resumed(own_redis, segd
         b.close()
 
 
-def test_a_refresh_under_way_across_the_flush_serves_no_old_value(own_redis, segdir, prefix) -> None:
+def test_a_refresh_under_way_across_the_flush_serves_no_old_value(own_redis, segdir, prefix, long_grace) -> None:
     """A get_or_compute during a suspension starts a round over the L1's
     fresh copy, and that round carries the old value; if the suspension
-    ends in a flush (no reply within the grace), the carried value is
+    ends in a flush (no reply within the grace: the flush is the
+    tracker's own, called here while the round computes, so that it
+    surely comes while the round is under way), the carried value is
     expired with every other copy: the L1 serves it no more, while the
     round goes on."""
     a = open_tier("a", own_redis, segdir, prefix)
@@ -299,11 +301,38 @@ def test_a_refresh_under_way_across_the_flush_serves_no_old_value(own_redis, seg
             epoch = a.epoch
             worker.start()
             assert computing.wait(HANG), "the round never computed (its Redis call never timed out)"
-            until(lambda: a.epoch > epoch, "the grace to end in a flush")
+            assert a.epoch == epoch and a.suspended
+            a._tracker.flush(keep_stale=True)  # what the end of the grace does
+            assert not a.suspended
             assert a._get_value("k", None) is None, "the refresh's old value is still served as fresh"
         finally:
             own_redis.resume()
     finally:
         release.set()
         worker.join(HANG)
+        a.close()
+
+
+def test_a_value_computed_while_tracking_is_live_is_short_lived_and_flushes_nothing(own_redis, segdir, prefix) -> None:
+    """With the host's tracking live and not suspended (Redis answers its
+    tracker) a worker that cannot reach Redis (here: the host's breaker
+    held open) computes locally; its value stays in the L1 UNTRACKED_TTL
+    only, and asks the tracker for no flush: one flush per such value
+    would empty the L1 over and over while some calls fail."""
+    a = open_tier("a", own_redis, segdir, prefix)
+    try:
+        a.set("other", "kept", ttl=600)
+        settle(a)
+        epoch = a.epoch
+        a._remote._down_until.store(_remote._now_ms() + 600_000)
+        try:
+            assert a.get_or_compute("k", lambda: "computed-locally", ttl=600) == "computed-locally"
+            found = a._lookup("k")
+            assert found is not None and 0 < found[2] <= tier.UNTRACKED_TTL
+        finally:
+            a._remote._down_until.store(0)
+        settle(a)  # the tracker has looked at the count since
+        assert a.epoch == epoch, "a local value flushed the L1"
+        assert a._get_value("other", None) == "kept"
+    finally:
         a.close()
