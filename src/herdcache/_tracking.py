@@ -74,8 +74,9 @@ the version.  It costs the host one more read of the key, never a stale
 value.
 
 Epoch.  After TRACKING is on, and whenever the connection is lost (an
-error, or no answer to a PING within the timeout and then the grace, see
-Suspension), the tracker bumps the epoch counter and expires every copy
+error, no answer to a PING within the timeout and then the grace, see
+Suspension, or a message the tracker failed to handle: redis-py only logs
+what a push handler raises), the tracker bumps the epoch counter and expires every copy
 in the L1, as Redis's documentation advises (it says flush):
 invalidations may have been missed.  Expired
 rather than deleted, each copy keeps its stale window, so that a caller
@@ -320,6 +321,7 @@ class Tracker:
         self.suspensions = seg.counter("tier.suspensions")
         self.resumes = seg.counter("tier.resumes")
         self._stop = threading.Event()
+        self._missed = False  # a message went unhandled this session (_on_invalidate)
         self._conn: Any = None
         self._thread: threading.Thread | None = None
         _trackers.add(self)
@@ -404,6 +406,7 @@ class Tracker:
         conn.send_command("CLIENT", "TRACKING", "ON", "BCAST", "PREFIX", self.remote.prefix)
         conn.read_response()
         self._computed_locally_seen = self.local_computes.load()  # before the flush: see below
+        self._missed = False
         self.live.store(self.flush(keep_stale=True))
         while not self._stop.is_set():
             if conn.can_read(timeout=HEARTBEAT):
@@ -411,6 +414,7 @@ class Tracker:
             else:  # silence: prove the server still answers
                 conn.send_command("PING", PING_TOKEN)
                 self._await_pong(conn)
+            self._check_missed()
             self._flush_if_computed_locally()
             self.remote.free_maybe_held()
 
@@ -440,6 +444,7 @@ class Tracker:
         self.suspensions.add(1)
         if not self._answered(conn, grace(timeout)):
             raise redis.TimeoutError(f"no reply to the tracking connection's PING within {timeout + grace(timeout):.2f} s")
+        self._check_missed()  # a flush, not a resume
         # Every push Redis sent before the reply is handled: the copies are
         # as current as the tracking says, as before the PING, save those
         # computed meanwhile with Redis unreachable (then the flush ends
@@ -491,6 +496,21 @@ class Tracker:
 
     def _on_invalidate(self, message: list[Any]) -> list[Any]:
         """``["invalidate", keys]``; keys None after FLUSHALL/FLUSHDB."""
+        try:
+            return self._invalidate(message)
+        except BaseException:
+            # redis-py logs and drops what a push handler raises: this
+            # invalidation would be lost without a word.  The session ends
+            # as on a lost connection, and its flush covers it.
+            self._missed = True
+            raise
+
+    def _check_missed(self) -> None:
+        """End the session (its flush follows) if a message went unhandled."""
+        if self._missed:
+            raise redis.ConnectionError("an invalidation could not be handled; the L1 is flushed")
+
+    def _invalidate(self, message: list[Any]) -> list[Any]:
         names = message[1] if len(message) > 1 else None
         self.invalidations.add(1)
         if names is None:

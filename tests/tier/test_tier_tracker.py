@@ -8,7 +8,7 @@ import os
 import signal
 
 import pytest
-from _fleet import HANG, until
+from _fleet import HANG, settle, until
 
 import herdcache
 
@@ -57,3 +57,32 @@ def test_the_role_is_never_inherited_and_passes_at_once_on_exit(redis_server, se
         if child.is_alive():
             os.kill(child.pid, signal.SIGKILL)
             child.join()
+
+
+def test_an_invalidation_the_tracker_fails_to_handle_flushes_the_l1(host, monkeypatch) -> None:
+    """redis-py only logs what a push handler raises, so an invalidation
+    whose handling failed would be lost without a word, and its key's old
+    copy served on.  The tracker ends its session instead, as on a lost
+    connection: the L1 is flushed (the epoch moves), and the key reads
+    its new value."""
+    from herdcache import _tracking
+
+    a, b = host("a"), host("b")
+    a.set("k", "old")
+    settle(a, b)
+    assert b.get("k") == "old"  # a copy in b's L1
+    epoch = b.epoch
+    failures = []
+    drop = _tracking.Tracker._drop
+
+    def failing_drop(self, key: bytes) -> None:
+        if self.cache is b and not failures:
+            failures.append(key)
+            raise RuntimeError("a handler that failed")
+        drop(self, key)
+
+    monkeypatch.setattr(_tracking.Tracker, "_drop", failing_drop)
+    a.set("k", "new")
+    until(lambda: b.epoch > epoch and b.tracking, "b's tracker to flush after the failed message and track again")
+    assert failures, "the handler never failed: the test proved nothing"
+    assert b.get("k") == "new"
