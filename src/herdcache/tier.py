@@ -364,24 +364,26 @@ class _TierFlight(_Flight):
             except RemoteUnavailable:
                 token = 0
         if stored or not token:  # refused: a write or a takeover won; keep ours out of the L1
-            live = self.tier._live.load() if stored else self._local_compute_lasts()
+            if stored:
+                live = self.tier._live.load()
+            else:  # computed with Redis unreachable
+                self.computed_locally = self._local_compute_lasts()
+                live = int(self.computed_locally)
             self.l1_data, self.l1_ttl = data, self.tier._local(ttl, live)
             self.l1_stale = self.tier._window(self.options.stale_ttl)
             self._delta_ms = delta_ms
         return value
 
-    def _local_compute_lasts(self) -> int:
+    def _local_compute_lasts(self) -> bool:
         """Whether a value computed with Redis unreachable may stay its
-        local_ttl in the L1 (1), shared by the host's processes through an
-        outage, or only UNTRACKED_TTL (0).  It lasts while the host's
+        local_ttl in the L1, shared by the host's processes through an
+        outage, or only UNTRACKED_TTL.  It lasts while the host's
         tracking is lost or suspended: the tracker then flushes it when it
         hears from Redis again (the local_computes count, bumped in
         _publish).  With tracking live, Redis answers the host: the value
         goes by itself, and asks for no flush (a flush per such value
         would empty the L1 over and over while some calls time out)."""
-        lasts = not self.tier._live.load() or self.tier._is_suspended()
-        self.computed_locally = bool(lasts)
-        return int(lasts)
+        return not self.tier._live.load() or bool(self.tier._is_suspended())
 
     def _share_failure(self, exc: BaseException, token: int) -> Steps[None]:
         """Give the round's waiters on every host the exception (and cache
